@@ -1,0 +1,302 @@
+"""The ``mqm`` command: parses, calls the library, and turns MonitorErrors into one line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from functools import wraps
+from pathlib import Path
+from typing import Any
+
+import click
+
+from monitor.errors import MonitorError
+
+__all__ = ["main"]
+
+
+def _fail_cleanly(func: Callable[..., Any]) -> Callable[..., Any]:
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except MonitorError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+class _Context:
+    def __init__(self, config_file: str | None) -> None:
+        self.config_file = config_file
+        self._config: Any = None
+        self._engine: Any = None
+
+    @property
+    def config(self) -> Any:
+        if self._config is None:
+            from monitor.config import load_config
+
+            self._config = load_config(self.config_file)
+        return self._config
+
+    def engine(self, *, migrate: bool = True) -> Any:
+        if self._engine is None:
+            from monitor.store.db import create_engine, ensure_schema
+
+            self._engine = create_engine(self.config.database_url)
+            if migrate:
+                ensure_schema(self._engine)
+        return self._engine
+
+
+pass_ctx = click.make_pass_decorator(_Context)
+
+
+def _parse_at(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    from monitor.store.logs import RowProblem, parse_time
+
+    try:
+        return parse_time("--at", value)
+    except RowProblem as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config", "config_file", type=click.Path(dir_okay=False), default=None,
+    help="Config file (default: $MQM_CONFIG, else ./monitor.yaml).",
+)
+@click.version_option(package_name="mqm")
+@click.pass_context
+def main(ctx: click.Context, config_file: str | None) -> None:
+    """mqm, the model-quality monitor."""
+    ctx.obj = _Context(config_file)
+
+
+# --- db ---------------------------------------------------------------------------
+
+
+@main.group()
+def db() -> None:
+    """Database schema management."""
+
+
+@db.command("upgrade")
+@pass_ctx
+@_fail_cleanly
+def db_upgrade(ctx: _Context) -> None:
+    """Migrate the database to this mqm's newest revision."""
+    from monitor.store.db import safe_url, upgrade
+
+    engine = ctx.engine(migrate=False)
+    before, after = upgrade(engine)
+    where = safe_url(ctx.config.database_url)
+    if before == after:
+        click.echo(f"{where}: already at revision {after}")
+    else:
+        click.echo(f"{where}: upgraded from {before or 'empty'} to {after}")
+
+
+# --- ingestion --------------------------------------------------------------------
+
+_ON_ERROR = click.option(
+    "--on-error", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
+    help="fail: write nothing if any row is bad; skip: write the good rows, report the bad.",
+)
+_JSON = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+_MODEL = click.option("--model", "-m", required=True, help="Model name from the config.")
+
+
+def _report(report: Any, as_json: bool, what: str) -> None:
+    if as_json:
+        _print_json(report.as_dict())
+        return
+    click.echo(
+        f"{report.file}: {report.rows} {what} rows read, {report.added} added, "
+        f"{report.already_stored} already stored, {report.bad} bad"
+    )
+    for line in report.problems[:20]:
+        click.echo(f"  skipped {line}")
+    if report.bad > 20:
+        click.echo(f"  ... and {report.bad - 20} more")
+
+
+@main.command()
+@_MODEL
+@click.argument("file", type=click.Path(path_type=Path))
+@_ON_ERROR
+@_JSON
+@pass_ctx
+@_fail_cleanly
+def ingest(ctx: _Context, model: str, file: Path, on_error: str, as_json: bool) -> None:
+    """Load inference logs from a CSV, Parquet or JSON-lines FILE."""
+    from monitor.ingest import ingest_logs
+    from monitor.schema import load_schema
+
+    model_cfg = ctx.config.model(model)
+    schema = load_schema(model_cfg.schema_path)
+    report = ingest_logs(ctx.engine(), model, schema, file, on_error=on_error,  # type: ignore[arg-type]
+                         default_version=model_cfg.version)
+    _report(report, as_json, "log")
+
+
+@main.command()
+@_MODEL
+@click.argument("file", type=click.Path(path_type=Path))
+@_ON_ERROR
+@_JSON
+@pass_ctx
+@_fail_cleanly
+def labels(ctx: _Context, model: str, file: Path, on_error: str, as_json: bool) -> None:
+    """Load ground-truth labels (request_id, label, optional timestamp) from FILE."""
+    from monitor.ingest import ingest_labels
+    from monitor.schema import load_schema
+
+    schema = load_schema(ctx.config.model(model).schema_path)
+    report = ingest_labels(ctx.engine(), model, schema, file, on_error=on_error)  # type: ignore[arg-type]
+    _report(report, as_json, "label")
+
+
+# --- schema -----------------------------------------------------------------------
+
+
+@main.group()
+def schema() -> None:
+    """Model contracts: draft one, check a window against one."""
+
+
+@schema.command("infer")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--model", "-m", required=True, help="Model name to write into the contract.")
+@click.option("--prediction", default="prediction", show_default=True,
+              help="Column holding the prediction.")
+@click.option("--target", default=None, help="Column holding the label, if any.")
+@click.option("--proba-prefix", default="proba_", show_default=True,
+              help="Prefix of class-probability columns.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write here instead of standard output (refuses to overwrite).")
+@_fail_cleanly
+def schema_infer(file: Path, model: str, prediction: str, target: str | None,
+                 proba_prefix: str, output: Path | None) -> None:
+    """Draft a contract from a reference set (CSV or Parquet)."""
+    from monitor.reference import read_reference
+    from monitor.schema import infer_schema, schema_to_yaml
+
+    frame = read_reference(file)
+    draft, ranges = infer_schema(frame, model=model, prediction=prediction, target=target,
+                                 probability_prefix=proba_prefix)
+    text = f"# Drafted by `mqm schema infer` from {file.name}; review before use.\n"
+    text += schema_to_yaml(draft, ranges)
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    if output.exists():
+        raise MonitorError(f"{output}: already exists; not overwriting")
+    output.write_text(text, encoding="utf-8")
+    click.echo(f"wrote {output} ({len(draft.features)} features)")
+
+
+def _print_schema_run(run: Any) -> None:
+    res = run.result
+    click.echo(
+        f"{run.model}  window {run.start:%Y-%m-%d %H:%M} .. {run.end:%Y-%m-%d %H:%M} UTC  "
+        f"rows {res.rows}  status {res.status.upper()}  violation rate {res.violation_rate:.2%}"
+    )
+    header = f"  {'column':<22}{'nulls':>8}{'type':>8}{'range':>8}{'unseen':>8}  examples"
+    click.echo(header)
+    for col in res.columns:
+        if col.state != "present":
+            click.echo(f"  {col.column:<22}{col.state.upper()}")
+            continue
+        if not col.violation_rate and not col.null_rate:
+            continue
+        click.echo(
+            f"  {col.column:<22}{col.null_rate:>8.2%}{col.type_mismatch_rate:>8.2%}"
+            f"{col.out_of_range_rate:>8.2%}{col.unseen_category_rate:>8.2%}  "
+            + ", ".join(col.examples)
+        )
+    for reason in res.reasons[:3]:
+        click.echo(f"  why: {reason}")
+
+
+@schema.command("check")
+@_MODEL
+@click.option("--at", default=None, help="End of the window (ISO 8601, UTC); default: the "
+              "window holding the newest log.")
+@click.option("--no-save", is_flag=True, help="Do not store the run.")
+@_JSON
+@pass_ctx
+@_fail_cleanly
+def schema_check(ctx: _Context, model: str, at: str | None, no_save: bool,
+                 as_json: bool) -> None:
+    """Check the latest window of a model's logs against its contract."""
+    from monitor.pipeline import run_schema_check
+
+    run = run_schema_check(ctx.engine(), ctx.config, model, at=_parse_at(at),
+                           persist=not no_save)
+    if run is None:
+        raise MonitorError(f"model {model!r} has no logs yet; load some with `mqm ingest`")
+    if as_json:
+        _print_json(run.as_dict())
+    else:
+        _print_schema_run(run)
+
+
+# --- config -----------------------------------------------------------------------
+
+
+@main.group("config")
+def config_group() -> None:
+    """The config file."""
+
+
+@config_group.command("reference")
+def config_reference() -> None:
+    """Print the config reference (Markdown), generated from the declarations."""
+    from monitor.config_docs import config_reference as render
+
+    click.echo(render(), nl=False)
+
+
+@config_group.command("check")
+@pass_ctx
+@_fail_cleanly
+def config_check(ctx: _Context) -> None:
+    """Validate the config file and every model's contract."""
+    from monitor.schema import load_schema
+
+    cfg = ctx.config
+    for name, model_cfg in cfg.models.items():
+        load_schema(model_cfg.schema_path)
+        if not model_cfg.reference.exists():
+            raise MonitorError(f"model {name!r}: reference set {model_cfg.reference} not found")
+    click.echo(f"ok: {len(cfg.models)} model(s): {', '.join(cfg.models)}")
+
+
+# --- demo -------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder with the sample data (default: sample_data/ beside the config).")
+@pass_ctx
+@_fail_cleanly
+def demo(ctx: _Context, data: Path | None) -> None:
+    """Load the sample model's data and check it day by day."""
+    from monitor.demo import run_demo
+
+    run_demo(ctx.config, ctx.engine(), data, echo=click.echo)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

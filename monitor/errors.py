@@ -1,0 +1,45 @@
+"""One exception root for the project; each message names what is wrong and where."""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "DatabaseError",
+    "IngestError",
+    "MonitorError",
+    "SchemaError",
+    "UnknownModelError",
+]
+
+
+class MonitorError(Exception):
+    """Root of every error mqm raises on purpose; the CLI prints its message on one line."""
+
+
+class ConfigError(MonitorError):
+    """The config file is missing, malformed, or has a wrong or unknown key."""
+
+
+class SchemaError(MonitorError):
+    """A model schema file is missing, malformed, or inconsistent."""
+
+
+class UnknownModelError(MonitorError):
+    """A command named a model that the config does not declare."""
+
+    def __init__(self, model: str, known: list[str]) -> None:
+        names = ", ".join(sorted(known)) or "none"
+        super().__init__(f"unknown model {model!r}; the config declares: {names}")
+        self.model = model
+
+
+class IngestError(MonitorError):
+    """A log or label file could not be loaded; nothing was written."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or []
+
+
+class DatabaseError(MonitorError):
+    """The database could not be reached or is at an unexpected revision."""

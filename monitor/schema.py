@@ -1,0 +1,307 @@
+"""Model contracts (``schemas/<model>.yaml``): loading, value typing, drafting from data.
+
+A contract lists the features a model receives (type, nullability, range,
+allowed values), its prediction and its target. The schema check
+(``monitor.checks.schema_check``) measures a window of logs against it.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from monitor.errors import SchemaError
+from monitor.yamlfile import load_yaml_model
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = [
+    "FeatureSpec",
+    "FeatureType",
+    "ModelSchema",
+    "PredictionSpec",
+    "TargetSpec",
+    "is_of_type",
+    "load_schema",
+    "parse_text",
+]
+
+FeatureType = Literal["int", "float", "bool", "string", "category", "datetime"]
+Scalar = int | float | str | bool
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FeatureSpec(_Strict):
+    name: str = Field(min_length=1, description="Column name as logged.")
+    type: FeatureType = Field(description="int, float, bool, string, category or datetime.")
+    nullable: bool = Field(True, description="Whether null (missing) values are allowed.")
+    min: float | None = Field(None, description="Smallest valid value (int/float).")
+    max: float | None = Field(None, description="Largest valid value (int/float).")
+    allowed: list[Scalar] | None = Field(
+        None, description="Known values of a category; others count as unseen."
+    )
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FeatureSpec:
+        numeric = self.type in ("int", "float")
+        if (self.min is not None or self.max is not None) and not numeric:
+            raise ValueError(f"min/max apply to int and float features, not {self.type}")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        if self.allowed is not None and self.type not in ("category", "string", "int"):
+            raise ValueError(f"allowed values apply to category, string or int, not {self.type}")
+        return self
+
+
+class PredictionSpec(_Strict):
+    column: str = Field("prediction", description="Column holding the prediction.")
+    type: FeatureType = Field(description="Type of the prediction.")
+    classes: list[Scalar] | None = Field(None, description="Class labels of a classifier.")
+    min: float | None = None
+    max: float | None = None
+    probability_columns: dict[str, str] = Field(
+        default_factory=dict, description="Class label (as text) -> column with its probability."
+    )
+
+    @field_validator("probability_columns", mode="before")
+    @classmethod
+    def _keys_as_text(cls, value: Any) -> Any:
+        # YAML reads `1: proba_1` with an int key; class labels are compared as text.
+        if isinstance(value, dict):
+            return {str(k): v for k, v in value.items()}
+        return value
+
+
+class TargetSpec(_Strict):
+    column: str = Field(description="Column holding the ground-truth label.")
+    type: FeatureType = Field(description="Type of the label.")
+
+
+class ModelSchema(_Strict):
+    model: str = Field(min_length=1, description="Model name, as used in the config.")
+    task: Literal["classification", "regression"] = "classification"
+    features: list[FeatureSpec] = Field(min_length=1)
+    prediction: PredictionSpec
+    target: TargetSpec | None = None
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ModelSchema:
+        names = [f.name for f in self.features]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"feature names are not unique: {', '.join(dupes)}")
+        if self.task == "classification" and self.prediction.probability_columns:
+            cols = set(self.prediction.probability_columns.values())
+            clash = cols & set(names)
+            if clash:
+                raise ValueError(f"probability columns clash with features: {sorted(clash)}")
+        return self
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    def feature(self, name: str) -> FeatureSpec:
+        for spec in self.features:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+
+def load_schema(path: str | Path) -> ModelSchema:
+    """Load a contract; raise ``SchemaError`` naming the file and key path."""
+    return load_yaml_model(Path(path), ModelSchema, SchemaError)
+
+
+# --- value typing -----------------------------------------------------------------
+# Values are kept as received (JSON types); these rules decide whether one fits its
+# declared type. A float with an integral value (3.0) counts as an int, because
+# pandas turns an int column with nulls into floats on its way through CSV.
+
+
+def is_null(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def is_of_type(value: Any, ftype: str) -> bool:
+    """Whether a non-null value received over JSON fits the declared type."""
+    if ftype == "float":
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if ftype == "int":
+        if isinstance(value, bool):
+            return False
+        return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    if ftype == "bool":
+        return isinstance(value, bool)
+    if ftype == "string":
+        return isinstance(value, str)
+    if ftype == "category":
+        return isinstance(value, str | int) and not isinstance(value, float)
+    if ftype == "datetime":
+        if not isinstance(value, str):
+            return False
+        try:
+            datetime.fromisoformat(value)
+        except ValueError:
+            return False
+        return True
+    raise ValueError(f"unknown type {ftype!r}")
+
+
+_TRUE = {"true", "1", "yes"}
+_FALSE = {"false", "0", "no"}
+
+
+def parse_text(text: str, ftype: str) -> Any:
+    """Read a value that arrived as text (CSV) as its declared type when it fits.
+
+    Text that does not fit stays text, so the schema check sees the mismatch
+    instead of the value being coerced away.
+    """
+    stripped = text.strip()
+    if ftype in ("int", "float"):
+        try:
+            number = int(stripped) if ftype == "int" else float(stripped)
+        except ValueError:
+            if ftype == "int":
+                try:
+                    return float(stripped)  # 3.5 in an int column: keep it as a float
+                except ValueError:
+                    return text
+            return text
+        return number
+    if ftype == "bool":
+        low = stripped.lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        return text
+    return text
+
+
+# --- drafting a schema from a reference set ----------------------------------------
+
+_CATEGORY_MAX_VALUES = 50
+
+
+def infer_schema(
+    frame: pd.DataFrame,
+    *,
+    model: str,
+    prediction: str = "prediction",
+    target: str | None = None,
+    probability_prefix: str = "proba_",
+    ignore: tuple[str, ...] = ("request_id", "timestamp", "model_version"),
+) -> tuple[ModelSchema, dict[str, tuple[Any, Any]]]:
+    """Draft a contract from a reference frame.
+
+    Returns the schema and, per numeric feature, the observed (min, max), which the
+    caller shows as a hint: the observed range is rarely the valid domain, so it is
+    not written as a limit.
+    """
+    import pandas as pd
+
+    if prediction not in frame.columns:
+        raise SchemaError(f"prediction column {prediction!r} is not in the data")
+    if target is not None and target not in frame.columns:
+        raise SchemaError(f"target column {target!r} is not in the data")
+    proba_cols = [c for c in frame.columns if str(c).startswith(probability_prefix)]
+    skip = {prediction, *proba_cols, *ignore}
+    if target:
+        skip.add(target)
+
+    def column_type(series: pd.Series) -> FeatureType:
+        if pd.api.types.is_bool_dtype(series):
+            return "bool"
+        if pd.api.types.is_integer_dtype(series):
+            return "int"
+        if pd.api.types.is_float_dtype(series):
+            return "float"
+        if pd.api.types.is_datetime64_any_dtype(series):
+            return "datetime"
+        values = series.dropna()
+        if len(values) and values.map(type).eq(bool).all():
+            return "bool"
+        uniques = values.nunique()
+        if uniques <= _CATEGORY_MAX_VALUES and uniques <= max(2, 0.05 * len(values)):
+            return "category"
+        return "string"
+
+    features = []
+    ranges: dict[str, tuple[Any, Any]] = {}
+    for name in frame.columns:
+        if name in skip:
+            continue
+        series = frame[name]
+        ftype = column_type(series)
+        allowed = None
+        if ftype == "category":
+            allowed = sorted(series.dropna().unique().tolist(), key=str)
+        if ftype in ("int", "float") and series.notna().any():
+            ranges[str(name)] = (series.min().item(), series.max().item())
+        features.append(
+            FeatureSpec(
+                name=str(name), type=ftype, nullable=bool(series.isna().any()), allowed=allowed
+            )
+        )
+    if not features:
+        raise SchemaError("no feature columns left after removing prediction, target and ids")
+
+    pred_series = frame[prediction]
+    pred_type = column_type(pred_series)
+    classes = None
+    if target is not None or proba_cols:
+        classes = sorted(pd.concat([pred_series, frame[target]] if target else [pred_series])
+                         .dropna().unique().tolist(), key=str)
+    task: Literal["classification", "regression"] = (
+        "regression" if pred_type == "float" and not proba_cols else "classification"
+    )
+    if task == "regression":
+        classes = None
+    schema = ModelSchema(
+        model=model,
+        task=task,
+        features=features,
+        prediction=PredictionSpec(
+            column=prediction,
+            type=pred_type,
+            classes=classes,
+            probability_columns={c[len(probability_prefix):]: c for c in proba_cols},
+        ),
+        target=TargetSpec(column=target, type=column_type(frame[target])) if target else None,
+    )
+    return schema, ranges
+
+
+def schema_to_yaml(schema: ModelSchema, ranges: dict[str, tuple[Any, Any]] | None = None) -> str:
+    """Render a contract as YAML, with observed ranges as comments to edit into limits."""
+    import yaml
+
+    data = schema.model_dump(mode="json", exclude_none=True, exclude_defaults=False)
+    for feat in data["features"]:
+        feat.pop("description", None)
+    text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    if not ranges:
+        return text
+    out = []
+    for line in text.splitlines():
+        out.append(line)
+        stripped = line.strip()
+        if stripped.startswith("- name: "):
+            name = stripped[len("- name: "):].strip("'\"")
+            if name in ranges:
+                low, high = ranges[name]
+                indent = " " * (line.index("-") + 2)
+                out.append(f"{indent}# observed in the reference: {low} .. {high}"
+                           " (set min/max to the valid domain)")
+    return "\n".join(out) + "\n"

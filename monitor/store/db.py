@@ -1,0 +1,126 @@
+"""Engines, migrations and the ``Store`` that every other part reads and writes through."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine, make_url
+
+from monitor.errors import DatabaseError
+
+__all__ = ["create_engine", "current_revision", "ensure_schema", "head_revision", "upgrade"]
+
+_MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def _on_sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    # WAL lets the dashboard and API read while a check run writes; foreign keys
+    # are off by default in SQLite; a busy timeout waits for a writer instead of failing.
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def safe_url(url: str) -> str:
+    """The URL with any password hidden, for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable database URL>"
+
+
+def create_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine for ``url``; SQLite files get WAL and foreign keys, their folder is created."""
+    try:
+        parsed = make_url(url)
+    except Exception as exc:
+        raise DatabaseError(f"invalid database URL {url!r}: {exc}") from None
+    if parsed.get_backend_name() == "sqlite":
+        db = parsed.database
+        if db and db != ":memory:" and not db.startswith("file:"):
+            Path(db).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(parsed, **kwargs)
+        sa.event.listen(engine, "connect", _on_sqlite_connect)
+        return engine
+    try:
+        return sa.create_engine(parsed, pool_pre_ping=True, **kwargs)
+    except ModuleNotFoundError as exc:
+        raise DatabaseError(f"no driver for {safe_url(url)}: {exc}") from None
+
+
+def _alembic_config(connection: sa.Connection) -> Any:
+    from alembic.config import Config as AlembicConfig
+
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head_revision() -> str:
+    from alembic.config import Config as AlembicConfig
+    from alembic.script import ScriptDirectory
+
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with _connect(engine) as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def _connect(engine: Engine) -> sa.Connection:
+    try:
+        return engine.connect()
+    except sa.exc.OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise DatabaseError(
+            f"cannot reach the database at {safe_url(str(engine.url))}: {reason}"
+        ) from None
+
+
+def upgrade(engine: Engine) -> tuple[str | None, str]:
+    """Migrate to the newest revision in one transaction; return (before, after)."""
+    from alembic import command
+
+    before = current_revision(engine)
+    with _connect(engine) as conn, conn.begin():
+        command.upgrade(_alembic_config(conn), "head")
+    return before, head_revision()
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Create the tables in an empty database; refuse to run on an outdated one.
+
+    Upgrading a database that holds data is the user's decision (``mqm db upgrade``),
+    so that no command migrates production data as a side effect.
+    """
+    current = current_revision(engine)
+    head = head_revision()
+    if current == head:
+        return
+    if current is None:
+        with _connect(engine) as conn:
+            existing = set(sa.inspect(conn).get_table_names())
+        ours = {"inference_logs", "ground_truth", "check_runs", "run_metrics"}
+        if existing & ours:
+            raise DatabaseError(
+                f"the database at {safe_url(str(engine.url))} has mqm tables but no migration "
+                "revision; it was not created by mqm"
+            )
+        upgrade(engine)
+        return
+    raise DatabaseError(
+        f"the database at {safe_url(str(engine.url))} is at revision {current}, this mqm "
+        f"expects {head}: run `mqm db upgrade`"
+    )

@@ -1,0 +1,239 @@
+"""Writing inference logs and ground-truth labels.
+
+Stdlib and SQLAlchemy only: the serving-side ``InferenceLogger`` calls this from its
+background thread, where pandas must not be loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from monitor.store.tables import ground_truth, inference_logs
+
+__all__ = [
+    "LogRecord",
+    "RowProblem",
+    "clean_value",
+    "insert_labels",
+    "insert_logs",
+    "make_record",
+    "parse_time",
+]
+
+
+class RowProblem(ValueError):
+    """One field of one row is unusable; ``field`` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"field {field!r}: {message}")
+        self.field = field
+
+
+@dataclass(frozen=True, slots=True)
+class LogRecord:
+    """One inference as stored: features as received, JSON types only."""
+
+    request_id: str
+    ts: datetime
+    features: dict[str, Any]
+    prediction: Any = None
+    probabilities: dict[str, float] | None = None
+    latency_ms: float | None = None
+    error: bool = False
+    error_message: str | None = None
+    model_version: str | None = None
+
+
+def clean_value(field: str, value: Any) -> Any:
+    """A JSON-ready value: NaN becomes null, infinity is refused, numpy scalars unboxed."""
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        if math.isinf(value):
+            raise RowProblem(field, f"value is {value}; only finite numbers can be stored")
+        return float(value)
+    if isinstance(value, datetime):
+        return _as_utc(value).isoformat()
+    item = getattr(value, "item", None)  # numpy / pandas scalars, without importing them
+    if callable(item) and not isinstance(value, list | tuple | dict):
+        try:
+            return clean_value(field, item())
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, RowProblem):
+                raise
+    if value.__class__.__name__ in ("NAType", "NaTType"):
+        return None
+    if isinstance(value, list | tuple):
+        return [clean_value(field, v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): clean_value(f"{field}.{k}", v) for k, v in value.items()}
+    raise RowProblem(field, f"cannot store a value of type {type(value).__name__}")
+
+
+def _as_utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def parse_time(field: str, value: Any) -> datetime:
+    """A timezone-aware UTC time from a datetime, an ISO 8601 text or epoch seconds."""
+    if isinstance(value, datetime):
+        if value.__class__.__name__ == "NaTType":
+            raise RowProblem(field, "is missing")
+        return _as_utc(value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise RowProblem(field, "is missing")
+        return datetime.fromtimestamp(value, tz=UTC)
+    if isinstance(value, str) and value.strip():
+        text = value.strip()
+        try:
+            return _as_utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
+        except ValueError:
+            raise RowProblem(field, f"cannot read {value!r} as an ISO 8601 time") from None
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise RowProblem(field, "is missing")
+    raise RowProblem(field, f"cannot read {value!r} as a time")
+
+
+def make_record(fields: Mapping[str, Any], *, default_version: str | None = None) -> LogRecord:
+    """Validate one log entry's fields into a record; raise ``RowProblem`` on the first bad one."""
+    rid = fields.get("request_id")
+    if rid is None or (isinstance(rid, float) and math.isnan(rid)) or str(rid).strip() == "":
+        raise RowProblem("request_id", "is missing")
+    if isinstance(rid, float) and rid.is_integer():
+        rid = int(rid)
+    features = fields.get("features")
+    if isinstance(features, str):
+        try:
+            features = json.loads(features)
+        except json.JSONDecodeError as exc:
+            raise RowProblem("features", f"is not valid JSON ({exc.msg})") from None
+    if not isinstance(features, Mapping):
+        raise RowProblem("features", "must be an object of feature name -> value")
+    error = fields.get("error")
+    error = bool(clean_value("error", error)) if error is not None else False
+    prediction = clean_value("prediction", fields.get("prediction"))
+    if prediction is None and not error:
+        raise RowProblem("prediction", "is missing (only error rows may lack a prediction)")
+    probabilities = fields.get("probabilities")
+    if probabilities is not None:
+        if not isinstance(probabilities, Mapping):
+            raise RowProblem("probabilities", "must be an object of class -> probability")
+        probabilities = {str(k): clean_value(f"probabilities.{k}", v)
+                         for k, v in probabilities.items()}
+        if any(v is not None and not isinstance(v, int | float) for v in probabilities.values()):
+            raise RowProblem("probabilities", "values must be numbers")
+        if all(v is None for v in probabilities.values()):
+            probabilities = None
+    latency = clean_value("latency_ms", fields.get("latency_ms"))
+    if latency is not None:
+        if not isinstance(latency, int | float) or isinstance(latency, bool) or latency < 0:
+            raise RowProblem("latency_ms", f"must be a number >= 0, got {latency!r}")
+        latency = float(latency)
+    message = fields.get("error_message")
+    message = None if clean_value("error_message", message) is None else str(message)
+    version = fields.get("model_version")
+    version = default_version if clean_value("model_version", version) is None else str(version)
+    return LogRecord(
+        request_id=str(rid).strip(),
+        ts=parse_time("timestamp", fields.get("timestamp")),
+        features={str(k): clean_value(str(k), v) for k, v in features.items()},
+        prediction=prediction,
+        probabilities=probabilities,
+        latency_ms=latency,
+        error=error,
+        error_message=message,
+        model_version=version,
+    )
+
+
+def _insert_ignoring_duplicates(conn: sa.Connection, table: sa.Table) -> Any:
+    dialect = conn.dialect.name
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    elif dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:  # pragma: no cover - other backends are read-only log sources
+        raise NotImplementedError(f"mqm's own tables need SQLite or PostgreSQL, not {dialect}")
+    # RETURNING counts the rows really added: executemany's rowcount is not reliable
+    # across drivers (psycopg reports 0 under SQLAlchemy's batched inserts).
+    return (
+        insert(table)
+        .on_conflict_do_nothing(index_elements=["model", "request_id"])
+        .returning(table.c.id)
+    )
+
+
+def insert_logs(
+    conn: sa.Connection, model: str, records: Iterable[LogRecord], *, batch: int = 5000
+) -> int:
+    """Insert records, skipping request ids already stored for the model; return rows added."""
+    stmt = _insert_ignoring_duplicates(conn, inference_logs)
+    now = datetime.now(UTC)
+    added = 0
+    chunk: list[dict[str, Any]] = []
+
+    def flush() -> int:
+        if not chunk:
+            return 0
+        count = len(conn.execute(stmt, chunk).all())
+        chunk.clear()
+        return count
+
+    for rec in records:
+        chunk.append(
+            {
+                "model": model,
+                "model_version": rec.model_version,
+                "request_id": rec.request_id,
+                "ts": rec.ts,
+                "features": rec.features,
+                "prediction": rec.prediction,
+                "probabilities": rec.probabilities,
+                "latency_ms": rec.latency_ms,
+                "error": rec.error,
+                "error_message": rec.error_message,
+                "received_at": now,
+            }
+        )
+        if len(chunk) >= batch:
+            added += flush()
+    added += flush()
+    return added
+
+
+def insert_labels(
+    conn: sa.Connection,
+    model: str,
+    labels: Iterable[tuple[str, Any, datetime]],
+    *,
+    batch: int = 5000,
+) -> int:
+    """Insert (request_id, label, time) rows; a label already stored is kept, not replaced."""
+    stmt = _insert_ignoring_duplicates(conn, ground_truth)
+    now = datetime.now(UTC)
+    added = 0
+    chunk: list[dict[str, Any]] = []
+    for rid, label, ts in labels:
+        chunk.append(
+            {"model": model, "request_id": rid, "label": label, "ts": ts, "received_at": now}
+        )
+        if len(chunk) >= batch:
+            added += len(conn.execute(stmt, chunk).all())
+            chunk.clear()
+    if chunk:
+        added += len(conn.execute(stmt, chunk).all())
+    return added

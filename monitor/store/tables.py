@@ -1,0 +1,125 @@
+"""The store's tables (SQLAlchemy Core). Alembic migrations create and change them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+__all__ = [
+    "BigId",
+    "UTCDateTime",
+    "check_runs",
+    "ground_truth",
+    "inference_logs",
+    "metadata",
+    "run_metrics",
+]
+
+# Named constraints so that migrations can refer to them on every backend.
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """Times stored as naive UTC on every backend, returned timezone-aware.
+
+    One canonical form keeps range filters right on SQLite, where times are text.
+    Naive input is taken to be UTC already.
+    """
+
+    impl = sa.DateTime(timezone=False)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC)
+
+
+# An auto-incrementing 64-bit key that SQLite also treats as its rowid.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+inference_logs = sa.Table(
+    "inference_logs",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("model_version", sa.String(100), nullable=True),
+    sa.Column("request_id", sa.String(200), nullable=False),
+    sa.Column("ts", UTCDateTime(), nullable=False),
+    # Features exactly as received (JSON types kept), so type mismatches stay visible.
+    sa.Column("features", sa.JSON(), nullable=False),
+    sa.Column("prediction", sa.JSON(none_as_null=True), nullable=True),
+    sa.Column("probabilities", sa.JSON(none_as_null=True), nullable=True),
+    sa.Column("latency_ms", sa.Float(), nullable=True),
+    sa.Column("error", sa.Boolean(), nullable=False, server_default=sa.false()),
+    sa.Column("error_message", sa.Text(), nullable=True),
+    sa.Column("received_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("model", "request_id", name="uq_inference_logs_model_request"),
+    sa.Index("ix_inference_logs_model_ts", "model", "ts"),
+)
+
+ground_truth = sa.Table(
+    "ground_truth",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("request_id", sa.String(200), nullable=False),
+    sa.Column("label", sa.JSON(), nullable=False),
+    # When the label became known; label delay = ts - the inference's ts.
+    sa.Column("ts", UTCDateTime(), nullable=False),
+    sa.Column("received_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("model", "request_id", name="uq_ground_truth_model_request"),
+)
+
+check_runs = sa.Table(
+    "check_runs",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("kind", sa.String(40), nullable=False),
+    sa.Column("window_start", UTCDateTime(), nullable=False),
+    sa.Column("window_end", UTCDateTime(), nullable=False),
+    sa.Column("rows", sa.BigInteger(), nullable=False),
+    # ok, warn, critical, insufficient_data, error
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("summary", sa.JSON(), nullable=False),
+    sa.Column("config_hash", sa.String(64), nullable=False),
+    sa.Column("reference_version", sa.String(64), nullable=True),
+    sa.Column("started_at", UTCDateTime(), nullable=False),
+    sa.Column("finished_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_check_runs_model_window_end", "model", "window_end"),
+)
+
+run_metrics = sa.Table(
+    "run_metrics",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column(
+        "run_id",
+        BigId,
+        sa.ForeignKey("check_runs.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("check_name", sa.String(40), nullable=False),
+    sa.Column("metric", sa.String(80), nullable=False),
+    # Empty string, not NULL, for whole-window metrics: keeps the unique key simple.
+    sa.Column("feature", sa.String(200), nullable=False, server_default=""),
+    sa.Column("value", sa.Float(), nullable=True),
+    sa.UniqueConstraint("run_id", "check_name", "metric", "feature", name="uq_run_metrics_key"),
+)
