@@ -95,12 +95,14 @@ def read_rows(path: Path) -> tuple[list[str], Iterator[tuple[str, dict[str, Any]
         if kind == "csv":
             import csv
 
-            handle = _open_text(path)
-            reader = csv.DictReader(handle)
-            columns = list(reader.fieldnames or [])
+            with _open_text(path) as head:
+                columns = next(csv.reader(head), [])
 
             def csv_rows() -> Iterator[tuple[str, dict[str, Any]]]:
-                with handle:
+                # Opened here, not above, so that a file rejected before its rows are
+                # read is never left open.
+                with _open_text(path) as handle:
+                    reader = csv.DictReader(handle)
                     for i, row in enumerate(reader):
                         if None in row:  # more cells than header columns
                             raise IngestError(
@@ -127,22 +129,12 @@ def read_rows(path: Path) -> tuple[list[str], Iterator[tuple[str, dict[str, Any]
                         yield f"row {n}", row
 
             return columns, parquet_rows(), False
-        handle = _open_text(path)
-        first: dict[str, Any] | None = None
-        lines = enumerate(handle, start=1)
-        for number, text in lines:
-            if text.strip():
-                first = _json_line(path, number, text)
-                first_no = number
-                break
-        columns = list(first) if first else []
+        # Lines may differ in their keys: missing fields are reported per line.
+        columns = []
 
         def json_rows() -> Iterator[tuple[str, dict[str, Any]]]:
-            with handle:
-                if first is None:
-                    return
-                yield f"line {first_no}", first
-                for number, text in lines:
+            with _open_text(path) as handle:
+                for number, text in enumerate(handle, start=1):
                     if text.strip():
                         yield f"line {number}", _json_line(path, number, text)
 

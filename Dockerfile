@@ -1,0 +1,28 @@
+# mqm image: the `mqm` command with the sample model's contract, data and config.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# Build from a scratch folder, not /app: the installed package is what runs, and a
+# source tree in the working directory would shadow it for `python -m`.
+COPY pyproject.toml /tmp/build/
+COPY monitor/ /tmp/build/monitor/
+RUN pip install --no-cache-dir /tmp/build && rm -rf /tmp/build
+
+# Files are root-owned so the app user cannot change its own config; only /data is
+# writable, for the SQLite store used when MQM_DATABASE_URL is not given.
+RUN useradd --create-home --uid 10001 mqm && mkdir /data && chown mqm:mqm /data
+
+WORKDIR /app
+COPY monitor.yaml ./
+COPY schemas/ schemas/
+COPY sample_data/*.parquet sample_data/
+
+ENV MQM_CONFIG=/app/monitor.yaml \
+    MQM_DATABASE_URL=sqlite:////data/mqm.db
+
+USER mqm
+ENTRYPOINT ["mqm"]
+CMD ["--help"]

@@ -1,0 +1,305 @@
+"""Ingestion throughput of ``monitor.ingest.ingest_logs`` on SQLite and PostgreSQL.
+
+Run by hand, not by pytest::
+
+    .venv/bin/python bench/ingest.py --rows 100000 --repeats 3
+
+It writes N synthetic wide log rows of the sample model (one column per feature of
+``schemas/loan_default.yaml``) to a Parquet and a CSV file, then loads each file into
+fresh databases and reloads it into the now-full one (which must add nothing).
+Every measurement runs in a fresh child process so that its peak RSS (``ru_maxrss``)
+is its own: the mark never goes down within a process, and Linux carries it over
+fork and exec, so this parent stays small (no pandas, no data) and the data is
+generated in a child as well.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import resource
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from multiprocessing import get_context
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from monitor.schema import FeatureSpec, ModelSchema, load_schema
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA_PATH = ROOT / "schemas" / "loan_default.yaml"
+MODEL = "loan_default"
+DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+NULL_RATE = 0.02  # share of nulls in nullable features, so the null path is exercised
+START = datetime(2026, 10, 1, tzinfo=UTC)
+SPAN_DAYS = 14
+
+
+# --- data -------------------------------------------------------------------------
+
+
+def _feature_values(spec: FeatureSpec, n: int, rng: np.random.Generator) -> pd.Series:
+    import numpy as np
+    import pandas as pd
+
+    lo = spec.min if spec.min is not None else 0.0
+    hi = spec.max if spec.max is not None else lo + 100_000.0
+    if spec.type == "int":
+        values = pd.Series(rng.integers(int(lo), int(hi) + 1, n), dtype="Int64")
+    elif spec.type == "float":
+        values = pd.Series(np.round(rng.uniform(lo, hi, n), 2))
+    elif spec.type == "bool":
+        values = pd.Series(rng.random(n) < 0.2)
+    elif spec.type == "category":
+        allowed = [str(v) for v in spec.allowed or ["a", "b", "c"]]
+        values = pd.Series(rng.choice(allowed, n), dtype="string")
+    elif spec.type == "string":
+        values = pd.Series(rng.choice([f"{spec.name}-{k}" for k in range(5)], n), dtype="string")
+    else:  # datetime features travel as ISO text
+        offsets = pd.to_timedelta(rng.integers(0, SPAN_DAYS * 86400, n), unit="s")
+        values = pd.Series((pd.Timestamp(START) + offsets).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                           dtype="string")
+    if spec.nullable:
+        values = values.astype("object") if spec.type == "bool" else values
+        values[rng.random(n) < NULL_RATE] = None
+    return values
+
+
+def make_logs(schema: ModelSchema, n: int, seed: int) -> pd.DataFrame:
+    """N valid wide log rows: reserved columns, one column per feature, prediction."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    seconds = np.sort(rng.uniform(0, SPAN_DAYS * 86400, n))
+    data: dict[str, Any] = {
+        "request_id": pd.Series([f"bench-{i:08d}" for i in range(n)], dtype="string"),
+        "timestamp": pd.Timestamp(START) + pd.to_timedelta(seconds.round(3), unit="s"),
+        "model_version": pd.Series(["1.4.0"] * n, dtype="string"),
+    }
+    for spec in schema.features:
+        data[spec.name] = _feature_values(spec, n, rng)
+    pred = schema.prediction
+    classes = pred.classes or [0, 1]
+    data[pred.column] = rng.choice(np.asarray(classes), n)
+    if pred.probability_columns:
+        raw = rng.dirichlet(np.ones(len(pred.probability_columns)), n).round(6)
+        for k, col in enumerate(pred.probability_columns.values()):
+            data[col] = raw[:, k]
+    data["latency_ms"] = rng.gamma(4.0, 6.0, n).round(3)
+    data["error"] = np.zeros(n, dtype=bool)
+    data["error_message"] = pd.Series([None] * n, dtype="string")
+    return pd.DataFrame(data)
+
+
+def write_files(schema_path: str, rows: int, seed: int, folder: str) -> dict[str, str]:
+    """Write the rows as Parquet and CSV; runs in a child so the frame's memory goes with it."""
+    frame = make_logs(load_schema(schema_path), rows, seed)
+    files = {"parquet": Path(folder) / "logs.parquet", "csv": Path(folder) / "logs.csv"}
+    frame.to_parquet(files["parquet"], index=False)
+    frame.to_csv(files["csv"], index=False)
+    return {kind: str(path) for kind, path in files.items()}
+
+
+# --- one measurement, in a child process ------------------------------------------
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def measure(url: str, schema_path: str, path: str, rows: int) -> dict[str, float]:
+    """Load ``path`` into the empty database at ``url``, then load it again."""
+    from monitor.ingest import ingest_logs
+    from monitor.store.db import create_engine, ensure_schema
+
+    schema = load_schema(schema_path)
+    engine = create_engine(url)
+    try:
+        ensure_schema(engine)
+        before = _peak_rss_mb()
+        t0 = time.perf_counter()
+        first = ingest_logs(engine, MODEL, schema, path)
+        t1 = time.perf_counter()
+        again = ingest_logs(engine, MODEL, schema, path)
+        t2 = time.perf_counter()
+    finally:
+        engine.dispose()
+    # A fast wrong answer is no result: the load must be complete and the reload a no-op.
+    if (first.rows, first.added, first.bad) != (rows, rows, 0):
+        raise RuntimeError(f"first load: {first.as_dict()}")
+    if (again.added, again.already_stored, again.bad) != (0, rows, 0):
+        raise RuntimeError(f"reload added rows: {again.as_dict()}")
+    return {"seconds": t1 - t0, "reload_seconds": t2 - t1,
+            "rss_before_mb": before, "peak_rss_mb": _peak_rss_mb()}
+
+
+def in_child(func: Any, *args: Any) -> Any:
+    # spawn, not fork: the child starts from a fresh interpreter, importing only this
+    # module's light top level, so its baseline is what the measured code needs.
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+        return pool.submit(func, *args).result()
+
+
+# --- databases --------------------------------------------------------------------
+
+
+@contextmanager
+def fresh_sqlite(folder: Path, tag: str) -> Iterator[str]:
+    db = folder / f"{tag}-{secrets.token_hex(4)}.db"
+    try:
+        yield f"sqlite:///{db}"
+    finally:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+
+
+class PgServer:
+    """Creates and drops ``mqm_bench_<random>`` databases on one server."""
+
+    def __init__(self, url: str) -> None:
+        self.url = sa.make_url(url)
+        self.admin = sa.create_engine(self.url, isolation_level="AUTOCOMMIT",
+                                      connect_args={"connect_timeout": 5})
+
+    def version(self) -> str:
+        with self.admin.connect() as conn:
+            return str(conn.execute(sa.text("SHOW server_version")).scalar_one())
+
+    @contextmanager
+    def fresh(self) -> Iterator[str]:
+        name = f"mqm_bench_{secrets.token_hex(6)}"
+        with self.admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield self.url.set(database=name).render_as_string(hide_password=False)
+        finally:
+            with self.admin.connect() as conn:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+# --- report -----------------------------------------------------------------------
+
+
+@dataclass
+class Cell:
+    backend: str
+    file: str
+    rows: int
+    runs: list[dict[str, float]] = field(default_factory=list)
+
+    def values(self, key: str) -> list[float]:
+        return [r[key] for r in self.runs]
+
+    def rates(self) -> list[float]:
+        return [self.rows / s for s in self.values("seconds")]
+
+
+def _fmt(values: list[float], spec: str) -> str:
+    return f"{statistics.median(values):{spec}} [" + ", ".join(
+        f"{v:{spec}}" for v in values) + "]"
+
+
+def print_cell(cell: Cell) -> None:
+    print(f"{cell.backend} / {cell.file}, {cell.rows:,} rows, {len(cell.runs)} fresh databases"
+          " (median [all]):")
+    print(f"  load s        {_fmt(cell.values('seconds'), '.2f')}")
+    print(f"  load rows/s   {_fmt(cell.rates(), ',.0f')}")
+    print(f"  reload s      {_fmt(cell.values('reload_seconds'), '.2f')}  (0 rows added)")
+    print(f"  peak RSS MB   {_fmt(cell.values('peak_rss_mb'), '.0f')}"
+          f"  (before load {_fmt(cell.values('rss_before_mb'), '.0f')})", flush=True)
+
+
+def print_table(cells: list[Cell]) -> None:
+    head = ("backend", "file", "rows", "load s", "rows/s", "reload s", "peak RSS MB")
+    body = [
+        (c.backend, c.file, f"{c.rows:,}", f"{statistics.median(c.values('seconds')):.2f}",
+         f"{statistics.median(c.rates()):,.0f}",
+         f"{statistics.median(c.values('reload_seconds')):.2f}",
+         f"{max(c.values('peak_rss_mb')):.0f}")
+        for c in cells
+    ]
+    widths = [max(len(r[i]) for r in (head, *body)) for i in range(len(head))]
+    for row in (head, tuple("-" * w for w in widths), *body):
+        print("  ".join(v.ljust(w) if i < 2 else v.rjust(w)
+                        for i, (v, w) in enumerate(zip(row, widths, strict=True))))
+    print("medians over the fresh databases; peak RSS is the largest, per child process")
+
+
+# --- main -------------------------------------------------------------------------
+
+
+def _pg_server(url: str) -> PgServer | None:
+    try:
+        server = PgServer(url)
+        print(f"PostgreSQL {server.version()} at {server.url.render_as_string()}")
+        return server
+    except (sa.exc.SQLAlchemyError, ModuleNotFoundError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        print(f"note: PostgreSQL at {sa.make_url(url).render_as_string()} is unreachable "
+              f"({reason}); measuring SQLite only")
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=100_000, help="log rows (default 100000)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="fresh databases per backend and file (default 3)")
+    parser.add_argument("--pg-url", default=DEFAULT_PG_URL,
+                        help=f"PostgreSQL server to create bench databases on "
+                        f"(default {DEFAULT_PG_URL})")
+    parser.add_argument("--seed", type=int, default=7, help="random seed of the data")
+    args = parser.parse_args(argv)
+    if args.rows < 1 or args.repeats < 1:
+        parser.error("--rows and --repeats must be at least 1")
+
+    schema = load_schema(SCHEMA_PATH)
+    print(f"Python {platform.python_version()}, SQLAlchemy {sa.__version__}, "
+          f"{platform.machine()}, {len(schema.features)} features")
+    server = _pg_server(args.pg_url)
+    cells: list[Cell] = []
+    with tempfile.TemporaryDirectory(prefix="mqm-bench-") as tmp:
+        folder = Path(tmp)
+        t0 = time.perf_counter()
+        written = in_child(write_files, str(SCHEMA_PATH), args.rows, args.seed, tmp)
+        files = {kind: Path(path) for kind, path in written.items()}
+        sizes = ", ".join(f"{k} {p.stat().st_size / 1e6:.1f} MB" for k, p in files.items())
+        print(f"generated {args.rows:,} rows in {time.perf_counter() - t0:.1f} s ({sizes})\n")
+
+        backends = ["sqlite", *(["postgresql"] if server else [])]
+        for backend in backends:
+            for kind, path in files.items():
+                cell = Cell(backend, kind, args.rows)
+                for _ in range(args.repeats):
+                    fresh = server.fresh() if backend == "postgresql" and server else (
+                        fresh_sqlite(folder, kind))
+                    with fresh as url:
+                        cell.runs.append(
+                            in_child(measure, url, str(SCHEMA_PATH), str(path), args.rows))
+                print_cell(cell)
+                cells.append(cell)
+    if server:
+        server.admin.dispose()
+    # Children inherit this mark, so it is the floor of every figure above.
+    print(f"\nthis parent's peak RSS {_peak_rss_mb():.0f} MB (a floor for the children's)\n")
+    print_table(cells)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

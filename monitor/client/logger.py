@@ -1,0 +1,256 @@
+"""``InferenceLogger``: records each prediction without slowing or breaking serving.
+
+``log()`` only puts a tuple on a bounded queue (no I/O, no validation on the
+caller's thread). A background thread validates and writes batches to the store.
+When the queue is full (the database is slow or down), new entries are dropped and
+counted instead of blocking the caller; pending entries are flushed at exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import logging
+import os
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["InferenceLogger"]
+
+_log = logging.getLogger("mqm.client")
+
+
+class InferenceLogger:
+    """Buffered, background writer of inference logs for one model.
+
+    ``url`` is the monitor's database (default: ``MQM_DATABASE_URL``). Nothing here
+    raises into the caller: failures are counted in ``stats()`` and logged at
+    WARNING on the ``mqm.client`` logger.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        url: str | None = None,
+        *,
+        model_version: str | None = None,
+        batch_size: int = 500,
+        flush_interval: float = 1.0,
+        max_queue: int = 10_000,
+        retry_interval: float = 2.0,
+        exit_timeout: float = 5.0,
+    ) -> None:
+        if not model:
+            raise ValueError("model must be a non-empty name")
+        self.model = model
+        self.url = url or os.environ.get("MQM_DATABASE_URL")
+        if not self.url:
+            raise ValueError("no database URL: pass url= or set MQM_DATABASE_URL")
+        self.model_version = model_version
+        self.batch_size = max(1, batch_size)
+        self.flush_interval = flush_interval
+        self.max_queue = max(1, max_queue)
+        self.retry_interval = retry_interval
+        self.exit_timeout = exit_timeout
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=self.max_queue)
+        # itertools.count's next() is atomic under the GIL: lock-free counters.
+        self._dropped = itertools.count()
+        self._logged = itertools.count()
+        self._written = 0
+        self._invalid = 0
+        # Entries taken off the queue and dealt with (stored or refused as invalid): flush()
+        # waits on this, as "queue empty" is also true while the thread holds an entry.
+        self._done = 0
+        self._failures = 0
+        self._last_error: str | None = None
+        self._flush_now = threading.Event()
+        self._stop = threading.Event()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=f"mqm-logger-{model}", daemon=True)
+        self._thread.start()
+        atexit.register(self.close)
+
+    # --- caller's thread -----------------------------------------------------------
+
+    def log(
+        self,
+        features: Mapping[str, Any],
+        prediction: Any,
+        *,
+        request_id: str | None = None,
+        probabilities: Mapping[Any, float] | None = None,
+        latency_ms: float | None = None,
+        error: bool = False,
+        error_message: str | None = None,
+        timestamp: float | None = None,
+    ) -> bool:
+        """Queue one inference; False if it was dropped (queue full or logger closed)."""
+        try:
+            if self._closed:
+                next(self._dropped)
+                return False
+            self._queue.put_nowait((
+                time.time() if timestamp is None else timestamp, request_id, features,
+                prediction, probabilities, latency_ms, error, error_message,
+            ))
+            next(self._logged)
+            return True
+        except queue.Full:
+            next(self._dropped)
+            return False
+        except Exception:  # never into the predict path
+            next(self._dropped)
+            return False
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Write everything queued so far; True if it was written within ``timeout``."""
+        target = _peek(self._logged)
+        deadline = time.monotonic() + timeout
+        self._flush_now.set()
+        while self._done < target:
+            if time.monotonic() >= deadline or not self._thread.is_alive():
+                return False
+            time.sleep(0.005)
+        return True
+
+    def close(self, timeout: float | None = None) -> None:
+        """Flush and stop the writer thread (also called at interpreter exit)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        self._thread.join(timeout if timeout is not None else self.exit_timeout)
+        atexit.unregister(self.close)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: logged, written, dropped (queue full or closed), invalid, write failures."""
+        return {
+            "logged": _peek(self._logged),
+            "written": self._written,
+            "dropped": _peek(self._dropped),
+            "invalid": self._invalid,
+            "write_failures": self._failures,
+            "queued": self._queue.qsize(),
+            "last_error": self._last_error,
+        }
+
+    # --- background thread -----------------------------------------------------------
+
+    def _run(self) -> None:
+        pending: list[tuple[Any, ...]] = []
+        writer: _Writer | None = None
+        last_write = time.monotonic()
+        failing = False
+        while True:
+            stopping = self._stop.is_set()
+            # Pull only while there is room: leaving the queue full is what makes log()
+            # drop instead of memory growing while the database is down. At stop,
+            # take everything for the last write.
+            room = len(self._queue.queue) if stopping else self.max_queue - len(pending)
+            if room > 0:
+                wait = max(0.0, self.flush_interval - (time.monotonic() - last_write))
+                try:
+                    item = self._queue.get(timeout=min(wait, 0.05) if pending or stopping
+                                           else min(wait, 0.25))
+                    pending.append(item)
+                    while len(pending) < self.max_queue or stopping:
+                        pending.append(self._queue.get_nowait())
+                except queue.Empty:
+                    pass
+            due = (len(pending) >= self.batch_size or stopping or self._flush_now.is_set()
+                   or time.monotonic() - last_write >= self.flush_interval)
+            if pending and due:
+                try:
+                    if writer is None:
+                        writer = _Writer(self.url or "", self.model)
+                    invalid = writer.write(pending, self.model_version)
+                    self._invalid += invalid
+                    self._written += len(pending) - invalid
+                    self._done += len(pending)
+                    pending = []
+                    if failing:
+                        failing = False
+                        _log.warning("mqm: writing inference logs for %s again", self.model)
+                except Exception as exc:
+                    self._failures += 1
+                    self._last_error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                    if not failing:  # once per outage, not once per retry
+                        failing = True
+                        _log.warning("mqm: cannot write inference logs for %s (will retry): %s",
+                                     self.model, self._last_error)
+                    if stopping:
+                        break
+                    self._stop.wait(self.retry_interval)
+                    continue
+                last_write = time.monotonic()
+            if not pending:
+                self._flush_now.clear()
+                if stopping:
+                    break
+        lost = len(pending)
+        if lost:
+            for _ in range(lost):
+                next(self._dropped)
+            _log.warning("mqm: %d inference logs for %s were not written", lost, self.model)
+        if writer is not None:
+            writer.engine.dispose()  # close the connection now, not whenever it is collected
+
+
+def _peek(counter: itertools.count[int]) -> int:
+    # count's repr is "count(N)": reading it does not advance it.
+    return int(repr(counter)[6:-1])
+
+
+class _Writer:
+    """Validates and inserts batches; imports SQLAlchemy only when first used."""
+
+    def __init__(self, url: str, model: str) -> None:
+        from monitor.store.db import create_engine, ensure_schema
+
+        self.model = model
+        self.engine = create_engine(url)
+        ensure_schema(self.engine)
+
+    def write(self, items: list[tuple[Any, ...]], version: str | None) -> int:
+        """Insert the valid items; return how many were invalid (and so skipped)."""
+        import sqlalchemy as sa
+
+        from monitor.store.logs import RowProblem, insert_logs, make_record
+
+        records = []
+        invalid = 0
+        for ts, rid, features, prediction, probabilities, latency, error, message in items:
+            try:
+                records.append(make_record({
+                    "request_id": rid if rid is not None else uuid.uuid4().hex,
+                    "timestamp": ts,
+                    "features": features,
+                    "prediction": prediction,
+                    "probabilities": probabilities,
+                    "latency_ms": latency,
+                    "error": error,
+                    "error_message": message,
+                    "model_version": version,
+                }))
+            except RowProblem as exc:
+                invalid += 1
+                _log.warning("mqm: invalid inference log for %s skipped: %s", self.model, exc)
+        try:
+            with self.engine.begin() as conn:
+                insert_logs(conn, self.model, records)
+        except sa.exc.DataError:
+            # A row the database refuses (e.g. an id longer than the column on PostgreSQL)
+            # must not block every later batch: store the batch row by row, skip that row.
+            for rec in records:
+                try:
+                    with self.engine.begin() as conn:
+                        insert_logs(conn, self.model, [rec])
+                except sa.exc.DataError as exc:
+                    invalid += 1
+                    _log.warning("mqm: inference log %r for %s refused by the database: %s",
+                                 rec.request_id[:50], self.model, str(exc).splitlines()[0])
+        return invalid

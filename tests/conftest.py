@@ -1,0 +1,140 @@
+"""Shared fixtures: a fresh store on every backend, sample config, and data factories.
+
+PostgreSQL tests read a server URL from ``MQM_TEST_POSTGRES_URL`` (any database on
+the server; each test gets a database of its own, dropped afterwards). Without it
+they skip with a message, unless ``MQM_REQUIRE_POSTGRES=1`` (set by ``.ci/run``)
+turns the skip into a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+PG_ENV = "MQM_TEST_POSTGRES_URL"
+
+
+def _pg_server_url() -> str:
+    url = os.environ.get(PG_ENV)
+    if not url:
+        message = f"{PG_ENV} is not set; PostgreSQL tests skipped"
+        if os.environ.get("MQM_REQUIRE_POSTGRES") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return url
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """URL of a new, empty PostgreSQL database, dropped after the test."""
+    server = sa.make_url(_pg_server_url())
+    name = f"mqm_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        if os.environ.get("MQM_REQUIRE_POSTGRES") == "1":
+            raise
+        pytest.skip(f"PostgreSQL at {server.render_as_string()} unreachable: {exc.orig}")
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database on each backend: the store's contract tests run on both."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[sa.Engine]:
+    """An engine on a fresh database, migrated to the newest revision."""
+    from monitor.store.db import create_engine, ensure_schema
+
+    eng = create_engine(db_url)
+    ensure_schema(eng)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def schema_path() -> Path:
+    return ROOT / "schemas" / "loan_default.yaml"
+
+
+@pytest.fixture
+def schema(schema_path: Path):  # type: ignore[no-untyped-def]
+    from monitor.schema import load_schema
+
+    return load_schema(schema_path)
+
+
+@pytest.fixture
+def make_config(tmp_path: Path, schema_path: Path):  # type: ignore[no-untyped-def]
+    """Factory: write a monitor.yaml for the sample model (with overrides) and load it."""
+    from monitor.config import load_config
+
+    def make(database_url: str | None = None, **model_overrides: object):  # type: ignore[no-untyped-def]
+        model = {
+            "schema": str(schema_path),
+            "reference": str(ROOT / "sample_data" / "reference.parquet"),
+            "window": "1d",
+            "min_rows": 10,
+            **model_overrides,
+        }
+        data = {"database_url": database_url or f"sqlite:///{tmp_path / 'mqm.db'}",
+                "models": {"loan_default": model}}
+        path = tmp_path / "monitor.yaml"
+        path.write_text(yaml.safe_dump(data), encoding="utf-8")
+        return path, load_config(path)
+
+    return make
+
+
+def good_row(i: int, **overrides: object) -> dict[str, object]:
+    """One valid log row of the sample model, as a flat (wide) record."""
+    row: dict[str, object] = {
+        "request_id": f"r-{i}",
+        "timestamp": f"2026-10-01T{(i // 60) % 24:02d}:{i % 60:02d}:00Z",
+        "age": 30 + i % 40,
+        "annual_income": 40000.0 + 100 * i,
+        "loan_amount": 10000.0,
+        "credit_score": 700,
+        "debt_to_income": 0.3,
+        "employment_years": 5.0,
+        "open_accounts": 4,
+        "home_ownership": "RENT",
+        "loan_purpose": "car",
+        "has_cosigner": False,
+        "application_channel": "web",
+        "prediction": i % 2,
+        "proba_0": 0.6 if i % 2 == 0 else 0.4,
+        "proba_1": 0.4 if i % 2 == 0 else 0.6,
+        "latency_ms": 20.0,
+    }
+    row.update(overrides)
+    return row
+
+
+@pytest.fixture
+def sample_dir(tmp_path: Path) -> Path:
+    """A copy of sample_data/ that a test may change."""
+    dest = tmp_path / "sample_data"
+    shutil.copytree(ROOT / "sample_data", dest, ignore=shutil.ignore_patterns("*.py", "*.md"))
+    return dest

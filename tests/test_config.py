@@ -1,0 +1,118 @@
+"""Config: typed, validated, errors name the file and key path; env overrides win."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from monitor.config import load_config
+from monitor.errors import ConfigError, UnknownModelError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "monitor.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+MINIMAL = """
+models:
+  m1:
+    schema: schemas/m1.yaml
+    reference: data/ref.parquet
+"""
+
+
+def test_shipped_config_loads_and_resolves_paths_relative_to_it() -> None:
+    cfg = load_config(ROOT / "monitor.yaml")
+    model = cfg.model("loan_default")
+    assert model.schema_path == ROOT / "schemas" / "loan_default.yaml"
+    assert model.schema_path.exists() and model.reference.exists()
+    assert cfg.database_url == f"sqlite:///{ROOT / 'mqm.db'}"
+
+
+def test_defaults_and_durations(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, MINIMAL + "    window: 6h\n"))
+    m1 = cfg.model("m1")
+    assert m1.window == timedelta(hours=6)
+    assert m1.min_rows == 100
+    assert m1.source.kind == "builtin"
+    assert m1.schema_path == tmp_path / "schemas" / "m1.yaml"
+
+
+def test_unknown_key_names_file_and_path(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + "    windw: 1d\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(path) in str(err.value)
+    assert "models.m1.windw: unknown key" in str(err.value)
+
+
+def test_wrong_type_says_what_was_expected(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + "    min_rows: many\n")
+    with pytest.raises(ConfigError, match=r"models\.m1\.min_rows: .*integer.*'many'"):
+        load_config(path)
+
+
+def test_missing_required_key(tmp_path: Path) -> None:
+    path = write(tmp_path, "models:\n  m1:\n    schema: s.yaml\n")
+    with pytest.raises(ConfigError, match=r"models\.m1\.reference: required key is missing"):
+        load_config(path)
+
+
+def test_bad_duration_and_threshold_order(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"models\.m1\.window"):
+        load_config(write(tmp_path, MINIMAL + "    window: soon\n"))
+    bad = MINIMAL + ("    schema_check:\n      warn_violation_rate: 0.5\n"
+                     "      critical_violation_rate: 0.1\n")
+    with pytest.raises(ConfigError, match="warn_violation_rate must not exceed"):
+        load_config(write(tmp_path, bad))
+
+
+def test_sql_source_needs_table_or_query(tmp_path: Path) -> None:
+    text = MINIMAL + "    source:\n      kind: sql\n"
+    with pytest.raises(ConfigError, match="exactly one of table or query"):
+        load_config(write(tmp_path, text))
+
+
+def test_yaml_syntax_error_names_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "models:\n  m1: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"invalid YAML at line \d+, column \d+"):
+        load_config(path)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_env_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, MINIMAL)
+    monkeypatch.setenv("MQM_CONFIG", str(path))
+    monkeypatch.setenv("MQM_DATABASE_URL", "postgresql+psycopg://u@h/db")
+    cfg = load_config()
+    assert cfg.database_url == "postgresql+psycopg://u@h/db"
+    assert "m1" in cfg.models
+
+
+def test_relative_sqlite_url_is_relative_to_the_config(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, "database_url: sqlite:///state/x.db\n" + MINIMAL))
+    assert cfg.database_url == f"sqlite:///{tmp_path.resolve() / 'state' / 'x.db'}"
+
+
+def test_unknown_model(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, MINIMAL))
+    with pytest.raises(UnknownModelError, match="unknown model 'm2'; the config declares: m1"):
+        cfg.model("m2")
+
+
+def test_readme_config_reference_matches_the_declarations() -> None:
+    from monitor.config_docs import config_reference
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert config_reference() in readme, "README config reference is stale: " \
+        "paste the output of `mqm config reference`"

@@ -1,0 +1,83 @@
+"""Model contracts: loading with clear errors, value typing, drafting from data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from monitor.errors import SchemaError
+from monitor.schema import infer_schema, is_of_type, load_schema, parse_text, schema_to_yaml
+
+
+def test_sample_contract_loads(schema_path: Path) -> None:
+    schema = load_schema(schema_path)
+    assert schema.model == "loan_default"
+    assert schema.feature("home_ownership").allowed == ["RENT", "MORTGAGE", "OWN"]
+    assert schema.prediction.probability_columns == {"0": "proba_0", "1": "proba_1"}
+    assert schema.target is not None and schema.target.column == "defaulted"
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("model: m\nfeatures: []\nprediction: {type: int}\n", "features: List should have"),
+        ("model: m\nfeatures: [{name: a, type: decimal}]\nprediction: {type: int}\n",
+         r"features\.0\.type"),
+        ("model: m\nfeatures: [{name: a, type: string, min: 1}]\nprediction: {type: int}\n",
+         "min/max apply to int and float"),
+        ("model: m\nfeatures: [{name: a, type: int}, {name: a, type: float}]\n"
+         "prediction: {type: int}\n", "not unique: a"),
+        ("model: m\nfeatures: [{name: a, type: int, colour: red}]\nprediction: {type: int}\n",
+         r"features\.0\.colour: unknown key"),
+    ],
+)
+def test_bad_contracts_name_file_and_key(tmp_path: Path, text: str, match: str) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(SchemaError, match=match) as err:
+        load_schema(path)
+    assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "ftype", "ok"),
+    [
+        (3, "int", True), (3.0, "int", True), (3.7, "int", False), (True, "int", False),
+        ("3", "int", False), (3, "float", True), (2.5, "float", True), ("N/A", "float", False),
+        (True, "bool", True), ("yes", "bool", False), (1, "bool", False),
+        ("a", "string", True), (1, "string", False), ("RENT", "category", True),
+        (2, "category", True), (1.5, "category", False),
+        ("2026-10-01T00:00:00+00:00", "datetime", True), ("yesterday", "datetime", False),
+    ],
+)
+def test_value_typing(value: object, ftype: str, ok: bool) -> None:
+    assert is_of_type(value, ftype) is ok
+
+
+def test_text_values_parse_only_when_they_fit() -> None:
+    assert parse_text("12", "int") == 12
+    assert parse_text("3.5", "int") == 3.5  # kept as a float: the check flags it
+    assert parse_text("12,500", "float") == "12,500"
+    assert parse_text("TRUE", "bool") is True
+    assert parse_text("maybe", "bool") == "maybe"
+
+
+def test_infer_drafts_a_loadable_contract(tmp_path: Path) -> None:
+    ref = pd.read_parquet(Path(__file__).resolve().parents[1] / "sample_data/reference.parquet")
+    draft, ranges = infer_schema(ref, model="loan_default", target="defaulted")
+    types = {f.name: f.type for f in draft.features}
+    assert types["age"] == "int" and types["annual_income"] == "float"
+    assert types["has_cosigner"] == "bool" and types["home_ownership"] == "category"
+    assert "request_id" not in types and "defaulted" not in types and "proba_1" not in types
+    assert draft.feature("employment_years").nullable is True
+    assert draft.feature("age").nullable is False
+    assert ranges["age"] == (int(ref["age"].min()), int(ref["age"].max()))
+    assert draft.prediction.probability_columns == {"0": "proba_0", "1": "proba_1"}
+    path = tmp_path / "draft.yaml"
+    path.write_text(schema_to_yaml(draft, ranges), encoding="utf-8")
+    assert load_schema(path) == draft
+    assert "# observed in the reference:" in path.read_text()
+    assert yaml.safe_load(path.read_text())["model"] == "loan_default"
