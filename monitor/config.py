@@ -77,6 +77,15 @@ class ColumnMapping(_Section):
         default_factory=dict,
         description="Feature name -> column, where the column is not named as the feature.",
     )
+    probabilities: dict[str, str] | None = Field(
+        None, description="Class label -> column with its probability (default: the schema's "
+        "probability_columns).",
+    )
+
+    @field_validator("probabilities", mode="before")
+    @classmethod
+    def _class_keys_as_text(cls, value: Any) -> Any:
+        return {str(k): v for k, v in value.items()} if isinstance(value, dict) else value
 
 
 class SourceConfig(_Section):

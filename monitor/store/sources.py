@@ -173,7 +173,8 @@ class SqlSource:
             feature_cols = {"__features_json": m.features_json}
         else:
             feature_cols = {f: m.features.get(f, f) for f in self.schema.feature_names}
-        proba_cols = self.schema.prediction.probability_columns
+        proba_cols = (m.probabilities if m.probabilities is not None
+                      else self.schema.prediction.probability_columns)
         selected = [c for c in meta_cols if c] + list(feature_cols.values()) + list(
             proba_cols.values())
         query = (

@@ -1,0 +1,170 @@
+"""The mqm command: one clear line and a non-zero exit on errors, JSON when asked."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from monitor.cli import main
+from tests.conftest import ROOT, good_row
+from tests.test_ingest import write_csv
+
+
+@pytest.fixture
+def run(make_config):  # type: ignore[no-untyped-def]
+    path, _ = make_config()
+    runner = CliRunner()
+
+    def invoke(*args: str):  # type: ignore[no-untyped-def]
+        return runner.invoke(main, ["--config", str(path), *args], catch_exceptions=False)
+
+    return invoke
+
+
+def test_ingest_labels_and_schema_check(run, tmp_path: Path) -> None:
+    rows = [good_row(i) for i in range(40)]
+    rows[0]["home_ownership"] = "OTHER"
+    logs = write_csv(tmp_path / "logs.csv", rows)
+    result = run("ingest", "--model", "loan_default", str(logs))
+    assert result.exit_code == 0, result.output
+    assert "40 log rows read, 40 added, 0 already stored, 0 bad" in result.output
+    again = run("ingest", "--model", "loan_default", str(logs), "--json")
+    assert json.loads(again.output)["already_stored"] == 40
+
+    labels = tmp_path / "labels.csv"
+    labels.write_text("request_id,defaulted\nr-1,1\nr-2,0\n", encoding="utf-8")
+    result = run("labels", "-m", "loan_default", str(labels))
+    assert "2 label rows read, 2 added" in result.output
+
+    result = run("schema", "check", "--model", "loan_default", "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert out["rows"] == 40 and out["model"] == "loan_default"
+    assert out["window"] == {"start": "2026-10-01T00:00:00+00:00",
+                             "end": "2026-10-02T00:00:00+00:00"}
+    home = next(c for c in out["columns"] if c["column"] == "home_ownership")
+    assert home["unseen_category_rate"] == pytest.approx(1 / 40)
+    assert out["status"] == "warn" and out["run_id"] >= 1  # 2.5%: between 1% and 5%
+
+    text = run("schema", "check", "--model", "loan_default", "--at", "2026-10-01T00:20:00Z")
+    assert "rows 20 " in text.output and "home_ownership" in text.output  # r-0..r-19
+
+
+def test_errors_are_one_line_and_exit_non_zero(run, tmp_path: Path) -> None:
+    bad = write_csv(tmp_path / "bad.csv", [good_row(0, timestamp="soon")])
+    result = run("ingest", "--model", "loan_default", str(bad))
+    assert result.exit_code == 1
+    assert result.output.startswith("error: ")
+    assert "line 2: field 'timestamp'" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+    unknown = run("ingest", "--model", "nope", str(bad))
+    assert unknown.exit_code == 1
+    assert "unknown model 'nope'; the config declares: loan_default" in unknown.output
+
+    empty = run("schema", "check", "--model", "loan_default")
+    assert empty.exit_code == 1 and "has no logs yet" in empty.output
+
+
+def test_skip_mode_from_the_cli(run, tmp_path: Path) -> None:
+    bad = write_csv(tmp_path / "bad.csv", [good_row(0), good_row(1, timestamp="soon")])
+    result = run("ingest", "--model", "loan_default", str(bad), "--on-error", "skip")
+    assert result.exit_code == 0
+    assert "1 added" in result.output and "skipped line 3: field 'timestamp'" in result.output
+
+
+def test_bad_config_is_reported_with_file_and_key(tmp_path: Path) -> None:
+    cfg = tmp_path / "monitor.yaml"
+    cfg.write_text("models:\n  m:\n    schema: s.yaml\n    referenc: r.csv\n", encoding="utf-8")
+    result = CliRunner().invoke(main, ["--config", str(cfg), "db", "upgrade"])
+    assert result.exit_code == 1
+    assert f"{cfg}: models.m.referenc: unknown key" in result.output
+
+
+def test_db_upgrade_is_idempotent(run) -> None:
+    first = run("db", "upgrade")
+    assert "upgraded from empty to 0001" in first.output
+    assert "already at revision 0001" in run("db", "upgrade").output
+
+
+def test_unreachable_database(tmp_path: Path, schema_path: Path) -> None:
+    cfg = tmp_path / "monitor.yaml"
+    cfg.write_text(
+        "database_url: postgresql+psycopg://postgres@127.0.0.1:1/x\n"
+        f"models:\n  m:\n    schema: {schema_path}\n    reference: r.csv\n", encoding="utf-8")
+    result = CliRunner().invoke(main, ["--config", str(cfg), "db", "upgrade"])
+    assert result.exit_code == 1
+    assert "cannot reach the database at postgresql+psycopg://postgres@127.0.0.1:1/x" \
+        in result.output
+
+
+def test_schema_infer_writes_a_draft_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    ref = tmp_path / "ref.csv"
+    pd.read_parquet(ROOT / "sample_data/reference.parquet").head(500).to_csv(ref, index=False)
+    out = tmp_path / "draft.yaml"
+    args = ["schema", "infer", str(ref), "-m", "loan_default", "--target", "defaulted",
+            "-o", str(out)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "wrote" in result.output and out.exists()
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 1 and "already exists" in again.output
+
+
+def test_python_dash_m_and_config_reference() -> None:
+    proc = subprocess.run([sys.executable, "-m", "monitor", "config", "reference"],
+                          capture_output=True, text=True, check=True, cwd=ROOT)
+    assert "| `models.<name>.window` |" in proc.stdout
+
+
+def test_demo_finds_the_documented_drift(make_config, tmp_path: Path) -> None:
+    """The sample's week two brings a new home_ownership category; the demo flags it."""
+    path, _ = make_config(min_rows=500)
+    result = CliRunner().invoke(main, ["--config", str(path), "demo",
+                                       "--data", str(ROOT / "sample_data")],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    lines = [ln for ln in result.output.splitlines() if ln.startswith("  2026-10-")]
+    statuses = {ln.split()[0]: ln.split()[4] for ln in lines}
+    assert len(statuses) == 14
+    # Independent count: rows of 10-14 whose home_ownership is not in the contract.
+    logs = pd.read_parquet(ROOT / "sample_data/production_logs.parquet")
+    day = logs[(logs.timestamp >= "2026-10-14") & (logs.timestamp < "2026-10-15")]
+    homes = day["features"].map(lambda s: json.loads(s)["home_ownership"])
+    unseen = (~homes.isin(["RENT", "MORTGAGE", "OWN"]) & homes.notna()).sum()
+    assert unseen > 0.05 * len(day)
+    assert all(statuses[f"2026-10-0{d}"] == "ok" for d in range(2, 8))
+    assert statuses["2026-10-10"] in ("warn", "critical")  # the drift ramps in
+    assert all(statuses[f"2026-10-{d}"] == "critical" for d in range(11, 16))
+    assert "home_ownership: unseen categories" in result.output
+    rerun = CliRunner().invoke(main, ["--config", str(path), "demo",
+                                      "--data", str(ROOT / "sample_data")])
+    assert f"{len(logs)} read, 0 added, {len(logs)} already stored" in rerun.output
+
+
+def test_readme_lists_every_command_and_no_other() -> None:
+    import re
+
+    import click
+
+    def walk(group: click.Group, prefix: str) -> set[str]:
+        names = set()
+        for name, cmd in group.commands.items():
+            if isinstance(cmd, click.Group):
+                names |= walk(cmd, f"{prefix}{name} ")
+            else:
+                names.add(f"{prefix}{name}")
+        return names
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme.split("## Commands", 1)[1].split("\n\n", 2)[1]
+    # The command words are the lowercase words before the first option or argument.
+    listed = {re.match(r"\| `mqm ((?:[a-z]+ ?)+)", line).group(1).strip()  # type: ignore[union-attr]
+              for line in table.splitlines() if line.startswith("| `mqm")}
+    assert listed == walk(main, "")

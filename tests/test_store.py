@@ -1,0 +1,117 @@
+"""Store contract on both backends: migrations, windows, runs, a user's own log table."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from monitor.errors import DatabaseError
+from monitor.pipeline import run_schema_check
+from monitor.store.db import create_engine, current_revision, ensure_schema, head_revision
+from monitor.store.logs import insert_logs, make_record
+from monitor.store.runs import latest_runs, run_metrics_of
+from monitor.store.sources import BuiltinSource
+from monitor.store.tables import metadata
+from tests.conftest import good_row
+
+T0 = datetime(2026, 10, 1, tzinfo=UTC)
+
+
+def log(i: int, ts: datetime, **features: object):  # type: ignore[no-untyped-def]
+    row = good_row(i, **features)
+    feats = {k: v for k, v in row.items() if k not in (
+        "request_id", "timestamp", "prediction", "proba_0", "proba_1", "latency_ms")}
+    return make_record({"request_id": row["request_id"], "timestamp": ts, "features": feats,
+                        "prediction": row["prediction"], "latency_ms": 12.5})
+
+
+def test_migrations_match_the_table_declarations(engine: sa.Engine) -> None:
+    assert current_revision(engine) == head_revision()
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+    assert diff == []
+
+
+def test_ensure_schema_refuses_foreign_tables(db_url: str) -> None:
+    eng = create_engine(db_url)
+    with eng.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE inference_logs (x INTEGER)"))
+    with pytest.raises(DatabaseError, match="has mqm tables but no migration revision"):
+        ensure_schema(eng)
+    eng.dispose()
+
+
+def test_unreachable_database_is_one_clear_error() -> None:
+    eng = create_engine("postgresql+psycopg://postgres@127.0.0.1:1/nothing")
+    with pytest.raises(DatabaseError, match=r"cannot reach the database at .*127\.0\.0\.1:1"):
+        ensure_schema(eng)
+
+
+def test_windows_are_half_open_and_times_round_trip(engine: sa.Engine) -> None:
+    recs = [log(i, T0 + timedelta(hours=i)) for i in range(48)]
+    with engine.begin() as conn:
+        insert_logs(conn, "loan_default", recs)
+        insert_logs(conn, "other_model", [log(999, T0)])
+    source = BuiltinSource(engine, "loan_default")
+    assert source.time_range() == (T0, T0 + timedelta(hours=47))
+    window = source.read_window(T0 + timedelta(hours=24), T0 + timedelta(hours=48))
+    assert window.rows == 24
+    assert window.meta["ts"].min() == T0 + timedelta(hours=24)
+    assert set(window.features.columns) >= {"age", "home_ownership"}
+    assert window.meta["latency_ms"].eq(12.5).all()
+
+
+def test_schema_run_is_persisted_with_its_metrics(engine: sa.Engine, make_config) -> None:
+    _, cfg = make_config(str(engine.url.render_as_string(hide_password=False)))
+    recs = [log(i, T0 + timedelta(minutes=i)) for i in range(100)]
+    recs += [log(100 + i, T0 + timedelta(minutes=200 + i), home_ownership="OTHER")
+             for i in range(10)]
+    with engine.begin() as conn:
+        insert_logs(conn, "loan_default", recs)
+    run = run_schema_check(engine, cfg, "loan_default")
+    assert run is not None and run.run_id is not None
+    assert (run.start, run.end) == (T0, T0 + timedelta(days=1))
+    assert run.result.rows == 110
+    assert run.result.status == "critical"
+    stored = latest_runs(engine, "loan_default")
+    assert [r.id for r in stored] == [run.run_id]
+    assert stored[0].summary["violation_rate"] == pytest.approx(10 / 110)
+    assert stored[0].reference_version and len(stored[0].config_hash) == 64
+    metrics = {(m.metric, m.feature): m.value for m in run_metrics_of(engine, run.run_id)}
+    assert metrics[("unseen_category_rate", "home_ownership")] == pytest.approx(10 / 110)
+    assert metrics[("violation_rate", "")] == pytest.approx(10 / 110)
+
+
+def test_user_table_through_a_column_mapping(engine: sa.Engine, make_config) -> None:
+    """A user's own wide log table, with other column names, is read like ours."""
+    url = engine.url.render_as_string(hide_password=False)
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "CREATE TABLE serving_log (rid VARCHAR(40), created_at TIMESTAMP, age INTEGER, "
+            "annual_income FLOAT, loan_amount FLOAT, credit_score INTEGER, "
+            "debt_to_income FLOAT, employment_years FLOAT, open_accounts INTEGER, "
+            "home_ownership VARCHAR(20), purpose VARCHAR(40), has_cosigner BOOLEAN, "
+            "application_channel VARCHAR(20), pred INTEGER, p1 FLOAT, p0 FLOAT)"))
+        for i in range(30):
+            conn.execute(sa.text(
+                "INSERT INTO serving_log VALUES (:rid, :ts, 40, 50000, 9000, :cs, 0.2, NULL, 3,"
+                " :home, 'car', false, 'web', 1, 0.7, 0.3)"),
+                {"rid": f"u{i}", "ts": (T0 + timedelta(hours=i)).replace(tzinfo=None),
+                 "cs": 100 if i < 3 else 700, "home": "OTHER" if i == 29 else "OWN"})
+    source_cfg = {"kind": "sql", "table": "serving_log", "columns": {
+        "request_id": "rid", "timestamp": "created_at", "prediction": "pred",
+        "features": {"loan_purpose": "purpose"}, "probabilities": {0: "p0", 1: "p1"}}}
+    _, cfg = make_config(url, source=source_cfg)
+    run = run_schema_check(engine, cfg, "loan_default", at=T0 + timedelta(days=1))
+    assert run is not None
+    assert run.result.rows == 24
+    assert run.result.missing_columns == ()
+    assert run.result.column("credit_score").out_of_range_rate == pytest.approx(3 / 24)
+    assert run.result.column("employment_years").null_rate == 1.0
+    latest = run_schema_check(engine, cfg, "loan_default", persist=False)
+    assert latest is not None and latest.result.rows == 6
+    assert latest.result.column("home_ownership").unseen_category_rate == pytest.approx(1 / 6)
