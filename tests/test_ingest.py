@@ -166,3 +166,11 @@ def test_labels_load_once_and_report_bad_rows(engine, schema, tmp_path) -> None:
         query = sa.select(ground_truth.c.request_id, ground_truth.c.label)
         labels = {rid: label for rid, label in conn.execute(query)}
     assert labels == {"r-1": 1, "r-2": 0}
+
+
+def test_overlong_request_id_is_a_bad_row(engine, schema, tmp_path) -> None:
+    rows = [good_row(0), good_row(1, request_id="x" * 201)]
+    path = write_jsonl(tmp_path / "logs.jsonl", rows)
+    report = ingest_logs(engine, "loan_default", schema, path, on_error="skip")
+    assert report.added == 1
+    assert report.problems == ["line 2: field 'request_id': is longer than 200 characters"]

@@ -93,8 +93,11 @@ class InferenceLogger:
             if self._closed:
                 next(self._dropped)
                 return False
+            # A shallow copy: callers often reuse or change their feature dict after
+            # predicting, and the write happens later on another thread.
             self._queue.put_nowait((
-                time.time() if timestamp is None else timestamp, request_id, features,
+                time.time() if timestamp is None else timestamp, request_id,
+                features.copy() if type(features) is dict else features,
                 prediction, probabilities, latency_ms, error, error_message,
             ))
             next(self._logged)

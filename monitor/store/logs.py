@@ -28,6 +28,12 @@ __all__ = [
 ]
 
 
+# Column sizes of the tables; checked per row so that one long value is one bad row,
+# not a failed batch.
+MAX_ID_LENGTH = 200
+MAX_VERSION_LENGTH = 100
+
+
 class RowProblem(ValueError):
     """One field of one row is unusable; ``field`` names it."""
 
@@ -147,8 +153,13 @@ def make_record(fields: Mapping[str, Any], *, default_version: str | None = None
     message = None if clean_value("error_message", message) is None else str(message)
     version = fields.get("model_version")
     version = default_version if clean_value("model_version", version) is None else str(version)
+    rid = str(rid).strip()
+    if len(rid) > MAX_ID_LENGTH:
+        raise RowProblem("request_id", f"is longer than {MAX_ID_LENGTH} characters")
+    if version is not None and len(version) > MAX_VERSION_LENGTH:
+        raise RowProblem("model_version", f"is longer than {MAX_VERSION_LENGTH} characters")
     return LogRecord(
-        request_id=str(rid).strip(),
+        request_id=rid,
         ts=parse_time("timestamp", fields.get("timestamp")),
         features={str(k): clean_value(str(k), v) for k, v in features.items()},
         prediction=prediction,
