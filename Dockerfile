@@ -7,7 +7,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 # Build from a scratch folder, not /app: the installed package is what runs, and a
 # source tree in the working directory would shadow it for `python -m`.
-COPY pyproject.toml /tmp/build/
+# README.md is the package's long description (pyproject's `readme`).
+COPY pyproject.toml README.md /tmp/build/
 COPY monitor/ /tmp/build/monitor/
 RUN pip install --no-cache-dir /tmp/build && rm -rf /tmp/build
 
