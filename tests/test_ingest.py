@@ -174,3 +174,23 @@ def test_overlong_request_id_is_a_bad_row(engine, schema, tmp_path) -> None:
     report = ingest_logs(engine, "loan_default", schema, path, on_error="skip")
     assert report.added == 1
     assert report.problems == ["line 2: field 'request_id': is longer than 200 characters"]
+
+
+def test_nul_character_is_a_bad_row_not_a_database_error(engine, schema, tmp_path) -> None:
+    rows = [good_row(0), good_row(1, request_id="a\x00b"), good_row(2, error_message="x\x00")]
+    path = write_jsonl(tmp_path / "logs.jsonl", rows)
+    report = ingest_logs(engine, "loan_default", schema, path, on_error="skip")
+    assert report.added == 1
+    assert [p.split(":")[1].strip() for p in report.problems] == [
+        "field 'request_id'", "field 'error_message'"]
+
+
+def test_driver_errors_keep_sqlalchemys_exception_family(engine) -> None:
+    from monitor.store.logs import _LOG_COLUMNS, _bulk_insert_ignoring_duplicates
+
+    bad = [("m", None, "r1", "2026-10-01 00:00:00.000000", "{}", None, None,
+            "not a number", False, None, "2026-10-01 00:00:00.000000")]
+    if engine.dialect.name == "sqlite":
+        pytest.skip("SQLite stores any value in any column")
+    with pytest.raises(sa.exc.DataError), engine.begin() as conn:
+        _bulk_insert_ignoring_duplicates(conn, inference_logs, _LOG_COLUMNS, bad)
