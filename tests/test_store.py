@@ -14,7 +14,7 @@ from monitor.pipeline import run_schema_check
 from monitor.store.db import create_engine, current_revision, ensure_schema, head_revision
 from monitor.store.logs import insert_logs, make_record
 from monitor.store.runs import latest_runs, run_metrics_of
-from monitor.store.sources import BuiltinSource
+from monitor.store.sources import BuiltinSource, make_source
 from monitor.store.tables import metadata
 from tests.conftest import good_row
 
@@ -112,6 +112,33 @@ def test_user_table_through_a_column_mapping(engine: sa.Engine, make_config) -> 
     assert run.result.missing_columns == ()
     assert run.result.column("credit_score").out_of_range_rate == pytest.approx(3 / 24)
     assert run.result.column("employment_years").null_rate == 1.0
+    assert run.result.column("has_cosigner").type_mismatch_rate == 0  # SQLite keeps 0/1
     latest = run_schema_check(engine, cfg, "loan_default", persist=False)
     assert latest is not None and latest.result.rows == 6
     assert latest.result.column("home_ownership").unseen_category_rate == pytest.approx(1 / 6)
+    window = make_source(engine, "loan_default", cfg.model("loan_default").source,
+                         cfg_schema(cfg)).read_window(T0, T0 + timedelta(days=2))
+    assert window.probabilities.to_dict("list") == {"0": [0.3] * 30, "1": [0.7] * 30}
+
+    # The same table through a query instead: filtered by time around the user's SELECT.
+    query_cfg = {**source_cfg, "table": None,
+                 "query": "SELECT * FROM serving_log WHERE home_ownership = 'OWN'"}
+    _, cfg = make_config(url, source=query_cfg)
+    run = run_schema_check(engine, cfg, "loan_default", at=T0 + timedelta(days=2),
+                           persist=False)
+    assert run is not None and run.result.rows == 5  # hours 24..28; 29 is not OWN
+    assert run.result.column("home_ownership").unseen_category_rate == 0
+    assert run.result.column("has_cosigner").type_mismatch_rate == 0
+
+
+def cfg_schema(cfg):  # type: ignore[no-untyped-def]
+    from monitor.schema import load_schema
+
+    return load_schema(cfg.model("loan_default").schema_path)
+
+
+def test_a_database_from_a_newer_mqm_is_refused(engine: sa.Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = 'ffff99'"))
+    with pytest.raises(DatabaseError, match="revision ffff99, which this mqm does not know"):
+        ensure_schema(engine)

@@ -120,7 +120,25 @@ def ensure_schema(engine: Engine) -> None:
             )
         upgrade(engine)
         return
+    if not _known_revision(current):
+        raise DatabaseError(
+            f"the database at {safe_url(str(engine.url))} is at revision {current}, which this "
+            "mqm does not know: it was migrated by a newer mqm; upgrade mqm"
+        )
     raise DatabaseError(
         f"the database at {safe_url(str(engine.url))} is at revision {current}, this mqm "
         f"expects {head}: run `mqm db upgrade`"
     )
+
+
+def _known_revision(revision: str) -> bool:
+    from alembic.config import Config as AlembicConfig
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    try:
+        return ScriptDirectory.from_config(cfg).get_revision(revision) is not None
+    except CommandError:
+        return False

@@ -135,7 +135,9 @@ class SqlSource:
     """A user's own table or query, mapped to mqm's fields through ``columns``.
 
     Times are compared as timestamps; on SQLite a text time column must hold ISO 8601
-    text (it is normalised with ``datetime()`` before comparing).
+    text (it is normalised with ``datetime()`` before comparing). SQLite has no
+    boolean type and returns 0/1, so for features declared bool exactly 0 and 1 are
+    read as false and true; any other value is kept and reported by the schema check.
     """
 
     def __init__(self, engine: Engine, config: SourceConfig, schema: ModelSchema) -> None:
@@ -190,6 +192,7 @@ class SqlSource:
             missing = [c for c in selected if c not in rows[0]]
             if missing:
                 raise ConfigError(f"log source: columns not found: {', '.join(missing)}")
+        bool_features = [f.name for f in self.schema.features if f.type == "bool"]
         meta = []
         features: list[dict[str, Any]] = []
         probabilities: list[dict[str, Any] | None] = []
@@ -201,7 +204,12 @@ class SqlSource:
                 raw = row[m.features_json]
                 features.append(json.loads(raw) if isinstance(raw, str) else dict(raw or {}))
             else:
-                features.append({f: row[c] for f, c in feature_cols.items()})
+                feats = {f: row[c] for f, c in feature_cols.items()}
+                for name in bool_features:
+                    value = feats.get(name)
+                    if type(value) is int and value in (0, 1):
+                        feats[name] = bool(value)
+                features.append(feats)
             probabilities.append({k: row[c] for k, c in proba_cols.items()} or None)
         window = _frames(start, end, meta, features, probabilities)
         if not window.meta.empty and m.error:
