@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import gzip
 import json
-import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from sqlalchemy.engine import Engine
 
@@ -30,6 +29,7 @@ from monitor.store.logs import (
     insert_logs,
     make_record,
     parse_time,
+    request_id_of,
 )
 
 __all__ = ["IngestReport", "ingest_labels", "ingest_logs", "read_rows"]
@@ -122,8 +122,16 @@ def read_rows(path: Path) -> tuple[list[str], Iterator[tuple[str, dict[str, Any]
             columns = pfile.schema_arrow.names
 
             def parquet_rows() -> Iterator[tuple[str, dict[str, Any]]]:
+                import pyarrow as pa
+
                 n = 0
                 for batch in pfile.iter_batches(batch_size=20_000):
+                    # Zoned times become naive UTC: Arrow stores them as UTC already, and
+                    # a pytz zone object per row cost more than the database insert.
+                    for i, fld in enumerate(batch.schema):
+                        if pa.types.is_timestamp(fld.type) and fld.type.tz is not None:
+                            batch = batch.set_column(
+                                i, fld.name, batch.column(i).cast(pa.timestamp(fld.type.unit)))
                     for row in batch.to_pylist():
                         n += 1
                         yield f"row {n}", row
@@ -206,6 +214,32 @@ def _check_columns(path: Path, columns: list[str], required: list[str]) -> None:
                           f"{', '.join(columns) or 'no columns'}")
 
 
+T = TypeVar("T")
+
+
+def _valid_rows(
+    rows: Iterator[tuple[str, dict[str, Any]]],
+    report: IngestReport,
+    parse: Callable[[dict[str, Any]], T],
+    request_id: Callable[[T], str],
+) -> Iterator[T]:
+    """Parsed rows; bad ones and repeated request ids go to the report instead."""
+    seen: dict[str, str] = {}
+    for where, row in rows:
+        report.rows += 1
+        try:
+            item = parse(row)
+        except RowProblem as exc:
+            report.problems.append(f"{where}: {exc}")
+            continue
+        rid = request_id(item)
+        if rid in seen:
+            report.problems.append(f"{where}: field 'request_id': {rid!r} repeats {seen[rid]}")
+            continue
+        seen[rid] = where
+        yield item
+
+
 def _finish(report: IngestReport, on_error: OnError, what: str) -> None:
     if report.problems and on_error == "fail":
         shown = "; ".join(report.problems[:5])
@@ -231,27 +265,12 @@ def ingest_logs(
     if columns:
         _check_columns(path, columns, ["request_id", "timestamp", schema.prediction.column])
     report = IngestReport(file=str(path))
-    seen: dict[str, str] = {}
-
-    def good_records() -> Iterator[LogRecord]:
-        for where, row in rows:
-            report.rows += 1
-            try:
-                rec = _log_record(row, schema, as_text, default_version)
-            except RowProblem as exc:
-                report.problems.append(f"{where}: {exc}")
-                continue
-            first = seen.get(rec.request_id)
-            if first is not None:
-                report.problems.append(
-                    f"{where}: field 'request_id': {rec.request_id!r} repeats {first}"
-                )
-                continue
-            seen[rec.request_id] = where
-            yield rec
-
+    records = _valid_rows(
+        rows, report, lambda row: _log_record(row, schema, as_text, default_version),
+        lambda rec: rec.request_id,
+    )
     with engine.begin() as conn:
-        report.added = insert_logs(conn, model, good_records())
+        report.added = insert_logs(conn, model, records)
         report.already_stored = report.rows - report.bad - report.added
         # Raising inside the block rolls the whole load back.
         _finish(report, on_error, "log")
@@ -277,36 +296,21 @@ def ingest_labels(
         _check_columns(path, columns, ["request_id", label_col])
     arrived = now or datetime.now(UTC)
     report = IngestReport(file=str(path))
-    seen: dict[str, str] = {}
 
-    def good_labels() -> Iterator[tuple[str, Any, datetime]]:
-        for where, row in rows:
-            report.rows += 1
-            try:
-                rid = row.get("request_id")
-                if rid is None or str(rid).strip() == "" or (
-                        isinstance(rid, float) and math.isnan(rid)):
-                    raise RowProblem("request_id", "is missing")
-                rid = str(rid).strip()
-                label = row.get(label_col)
-                if as_text and isinstance(label, str):
-                    label = parse_text(label, target_type)
-                label = clean_value(label_col, label)
-                if label is None:
-                    raise RowProblem(label_col, "is missing")
-                ts = row.get("timestamp")
-                when = arrived if ts is None else parse_time("timestamp", ts)
-            except RowProblem as exc:
-                report.problems.append(f"{where}: {exc}")
-                continue
-            if rid in seen:
-                report.problems.append(f"{where}: field 'request_id': {rid!r} repeats {seen[rid]}")
-                continue
-            seen[rid] = where
-            yield rid, label, when
+    def label_of(row: dict[str, Any]) -> tuple[str, Any, datetime]:
+        rid = request_id_of(row.get("request_id"))
+        label = row.get(label_col)
+        if as_text and isinstance(label, str):
+            label = parse_text(label, target_type)
+        label = clean_value(label_col, label)
+        if label is None:
+            raise RowProblem(label_col, "is missing")
+        ts = row.get("timestamp")
+        return rid, label, arrived if ts is None else parse_time("timestamp", ts)
 
+    labels = _valid_rows(rows, report, label_of, lambda item: item[0])
     with engine.begin() as conn:
-        report.added = insert_labels(conn, model, good_labels())
+        report.added = insert_labels(conn, model, labels)
         report.already_stored = report.rows - report.bad - report.added
         _finish(report, on_error, "label")
     return report

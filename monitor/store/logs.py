@@ -25,6 +25,7 @@ __all__ = [
     "insert_logs",
     "make_record",
     "parse_time",
+    "request_id_of",
 ]
 
 
@@ -103,6 +104,8 @@ def clean_value(field: str, value: Any) -> Any:
 def _as_utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
+    if value.tzinfo is UTC:
+        return value
     return value.astimezone(UTC)
 
 
@@ -127,13 +130,25 @@ def parse_time(field: str, value: Any) -> datetime:
     raise RowProblem(field, f"cannot read {value!r} as a time")
 
 
+def request_id_of(value: Any) -> str:
+    """A request id as text; 12.0 (an id column that passed through floats) reads as 12."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        raise RowProblem("request_id", "is missing")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    rid = str(value).strip()
+    if not rid:
+        raise RowProblem("request_id", "is missing")
+    if len(rid) > MAX_ID_LENGTH:
+        raise RowProblem("request_id", f"is longer than {MAX_ID_LENGTH} characters")
+    if "\x00" in rid:
+        raise RowProblem("request_id", "contains a NUL character, which databases cannot store")
+    return rid
+
+
 def make_record(fields: Mapping[str, Any], *, default_version: str | None = None) -> LogRecord:
     """Validate one log entry's fields into a record; raise ``RowProblem`` on the first bad one."""
-    rid = fields.get("request_id")
-    if rid is None or (isinstance(rid, float) and math.isnan(rid)) or str(rid).strip() == "":
-        raise RowProblem("request_id", "is missing")
-    if isinstance(rid, float) and rid.is_integer():
-        rid = int(rid)
+    rid = request_id_of(fields.get("request_id"))
     features = fields.get("features")
     if isinstance(features, str):
         try:
@@ -166,12 +181,9 @@ def make_record(fields: Mapping[str, Any], *, default_version: str | None = None
     message = None if clean_value("error_message", message) is None else str(message)
     version = fields.get("model_version")
     version = default_version if clean_value("model_version", version) is None else str(version)
-    rid = str(rid).strip()
     for name, text in (("request_id", rid), ("model_version", version), ("error_message", message)):
         if text is not None and "\x00" in text:
             raise RowProblem(name, "contains a NUL character, which databases cannot store")
-    if len(rid) > MAX_ID_LENGTH:
-        raise RowProblem("request_id", f"is longer than {MAX_ID_LENGTH} characters")
     if version is not None and len(version) > MAX_VERSION_LENGTH:
         raise RowProblem("model_version", f"is longer than {MAX_VERSION_LENGTH} characters")
     return LogRecord(
@@ -196,13 +208,18 @@ _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
 def _naive_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
+    # Record times are already UTC (parse_time); only other zones need converting.
+    if value.tzinfo is None:
+        return value
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None)
 
 
 def _sqlite_time(value: datetime) -> str:
     # The exact text SQLAlchemy's SQLite DateTime writes, so that every writer of a
     # table produces one canonical form and text range filters stay right.
-    return _naive_utc(value).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return _naive_utc(value).isoformat(sep=" ", timespec="microseconds")
 
 
 def _bulk_insert_ignoring_duplicates(
