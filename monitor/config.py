@@ -28,8 +28,11 @@ from monitor.yamlfile import load_yaml_model
 __all__ = [
     "ColumnMapping",
     "Config",
+    "DriftConfig",
     "ModelConfig",
+    "PerformanceConfig",
     "SchemaCheckConfig",
+    "ServiceConfig",
     "SourceConfig",
     "config_path",
     "load_config",
@@ -131,6 +134,89 @@ class SchemaCheckConfig(_Section):
         return self
 
 
+DRIFT_METHODS = (
+    "ks", "chisquare", "z", "wasserstein", "jensenshannon", "psi", "kl_div", "hellinger", "TVD",
+    "t_test", "mannw", "anderson", "cramer_von_mises", "ed", "es", "fisher_exact", "g_test",
+    "empirical_mmd",
+)
+DriftMethod = Literal[
+    "ks", "chisquare", "z", "wasserstein", "jensenshannon", "psi", "kl_div", "hellinger", "TVD",
+    "t_test", "mannw", "anderson", "cramer_von_mises", "ed", "es", "fisher_exact", "g_test",
+    "empirical_mmd",
+]
+
+
+class DriftConfig(_Section):
+    """Drift against the reference set, with Evidently 0.7 DataDriftPreset's semantics.
+
+    Unset methods and thresholds mean Evidently's defaults, chosen per column by its
+    type, the reference size and the number of unique values.
+    """
+
+    method: DriftMethod | None = Field(None, description="Method for every column.")
+    num_method: DriftMethod | None = Field(None, description="Method for numerical columns.")
+    cat_method: DriftMethod | None = Field(None, description="Method for categorical columns.")
+    per_column_method: dict[str, DriftMethod] = Field(
+        default_factory=dict, description="Column -> method, beating the above."
+    )
+    threshold: float | None = Field(None, description="Threshold for every column.")
+    num_threshold: float | None = Field(None, description="Threshold for numerical columns.")
+    cat_threshold: float | None = Field(None, description="Threshold for categorical columns.")
+    per_column_threshold: dict[str, float] = Field(
+        default_factory=dict, description="Column -> threshold, beating the above."
+    )
+    drift_share: float = Field(
+        0.5, gt=0, le=1, description="Share of drifted columns at which the dataset drifts."
+    )
+    severity: Literal["warn", "critical"] = Field(
+        "critical", description="Status of a window whose dataset drifts."
+    )
+    max_exact_rows: int = Field(
+        1_000_000, ge=1000, description="Windows up to this many rows are tested exactly; "
+        "larger ones on a uniform sample of this size (the run records it)."
+    )
+
+
+class PerformanceConfig(_Section):
+    """Accuracy decay: realized metrics on labelled rows against the reference set."""
+
+    allowed_drop: dict[str, float] = Field(
+        default_factory=lambda: {"accuracy": 0.05, "f1": 0.05, "roc_auc": 0.05,
+                                 "mae": 0.1, "rmse": 0.1},
+        description="Metric -> largest tolerated worsening against the reference (absolute "
+        "for accuracy, f1 and roc_auc; relative for mae and rmse).",
+    )
+    min_label_coverage: float = Field(
+        0.8, ge=0, le=1, description="Share of rows with labels at which a window is mature."
+    )
+    max_label_delay: timedelta = Field(
+        timedelta(days=7), description="A window this old is mature whatever its coverage."
+    )
+    min_labelled_rows: int = Field(
+        100, ge=1, description="Fewer labelled rows than this: accuracy is not judged."
+    )
+    allowed_estimated_drop: float = Field(
+        0.05, ge=0, le=1, description="Largest tolerated drop of the estimated accuracy "
+        "(no labels needed) against the reference; a larger one is a warning."
+    )
+
+    @field_validator("max_label_delay", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return parse_duration(value)
+
+
+class ServiceConfig(_Section):
+    """Service health from the logs."""
+
+    max_error_rate: float = Field(
+        0.05, ge=0, le=1, description="Share of error rows above which a window is critical."
+    )
+    max_latency_p99_ms: float | None = Field(
+        None, gt=0, description="p99 latency above which a window is a warning."
+    )
+
+
 class ModelConfig(_Section):
     """One monitored model."""
 
@@ -149,6 +235,9 @@ class ModelConfig(_Section):
         100, ge=1, description="Fewer rows than this make a window insufficient_data."
     )
     schema_check: SchemaCheckConfig = Field(default_factory=SchemaCheckConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
+    performance: PerformanceConfig = Field(default_factory=PerformanceConfig)
+    service: ServiceConfig = Field(default_factory=ServiceConfig)
 
     @field_validator("window", mode="before")
     @classmethod

@@ -13,9 +13,29 @@ from monitor.config import Config
 __all__ = ["config_reference"]
 
 
+_NAMES = {str: "text", int: "integer", float: "number", bool: "true/false",
+          timedelta: "duration", type(None): "none"}
+
+
 def _type_name(annotation: Any) -> str:
-    text = getattr(annotation, "__name__", None) or str(annotation)
-    return text.replace("typing.", "").replace("pathlib.", "").replace("datetime.", "")
+    """Plain words (no '|', which would split a Markdown table cell)."""
+    from pathlib import Path
+    from types import UnionType
+    from typing import Literal, Union, get_args, get_origin
+
+    origin = get_origin(annotation)
+    if origin in (Union, UnionType):
+        return " or ".join(_type_name(a) for a in get_args(annotation))
+    if origin is Literal:
+        return "one of " + ", ".join(f"`{a}`" for a in get_args(annotation))
+    if origin is dict:
+        key, value = get_args(annotation)
+        return f"mapping of {_type_name(key)} to {_type_name(value)}"
+    if annotation is Path:
+        return "path"
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "section (below)"
+    return _NAMES.get(annotation, getattr(annotation, "__name__", str(annotation)))
 
 
 def _default(field: Any) -> str:
