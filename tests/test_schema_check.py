@@ -91,3 +91,41 @@ def test_typed_frames_take_the_fast_path_with_the_same_answer(schema) -> None:
     assert fast.column("open_accounts").type_mismatch_rate == pytest.approx(10 / 300)
     assert fast.column("credit_score").null_rate == pytest.approx(20 / 300)
     assert fast.violation_rate == pytest.approx(slow.violation_rate)
+
+
+def test_chunked_measurement_equals_one_pass(schema) -> None:
+    from monitor.checks.schema_check import SchemaAccumulator
+
+    feats, preds = frame(300)
+    feats.loc[[5, 150, 299], "annual_income"] = "N/A"
+    feats.loc[[7, 200], "home_ownership"] = "OTHER"
+    feats.loc[[8, 250], "age"] = None
+    feats.loc[250:, "surprise"] = 1
+    whole = check_schema(feats, preds, schema, config=LOOSE)
+    acc = SchemaAccumulator(schema, LOOSE)
+    # The middle chunk lacks a nullable feature entirely: absent means null there.
+    chunks = [(0, 100), (100, 200), (200, 300)]
+    for lo, hi in chunks:
+        part = feats.iloc[lo:hi]
+        if lo == 100:
+            part = part.drop(columns=["employment_years"])
+        acc.add(part.dropna(axis=1, how="all") if lo == 0 else part, preds.iloc[lo:hi])
+    chunked = acc.result()
+    expected = check_schema(
+        feats.assign(employment_years=feats["employment_years"].where(
+            ~feats.index.isin(range(100, 200)))), preds, schema, config=LOOSE)
+    assert chunked.violating_rows == whole.violating_rows == expected.violating_rows
+    assert chunked.columns == expected.columns
+    assert chunked.column("surprise").null_rate == pytest.approx(250 / 300)
+
+
+def test_a_feature_absent_from_every_chunk_is_missing(schema) -> None:
+    from monitor.checks.schema_check import SchemaAccumulator
+
+    feats, preds = frame(20)
+    acc = SchemaAccumulator(schema, LOOSE)
+    acc.add(feats.iloc[:10].drop(columns=["loan_purpose"]), preds.iloc[:10])
+    acc.add(feats.iloc[10:].drop(columns=["loan_purpose"]), preds.iloc[10:])
+    res = acc.result()
+    assert res.missing_columns == ("loan_purpose",) and res.status == "critical"
+    assert res.violating_rows == 20

@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 
 from monitor.config import SchemaCheckConfig
-from monitor.schema import FeatureSpec, ModelSchema, is_of_type
+from monitor.schema import ModelSchema, is_of_type
 
-__all__ = ["ColumnReport", "SchemaResult", "check_schema"]
+__all__ = ["ColumnReport", "SchemaAccumulator", "SchemaResult", "check_schema"]
 
 Status = Literal["ok", "warn", "critical", "insufficient_data"]
 _EXAMPLES = 3
@@ -94,10 +94,28 @@ def _examples(values: pd.Series) -> tuple[str, ...]:
     return tuple(seen)
 
 
+@dataclass
+class _Counts:
+    """Running counts of one column, so that a window can be measured chunk by chunk."""
+
+    rows: int = 0
+    nulls: int = 0
+    mismatches: int = 0
+    out_of_range: int = 0
+    unseen: int = 0
+    violating: int = 0
+    seen: bool = False
+    examples: list[str] = field(default_factory=list)
+
+    def rate(self, count: int) -> float:
+        return count / self.rows if self.rows else 0.0
+
+
 def _measure(
-    series: pd.Series, spec: FeatureSpec | None, *, column: str, role: str,
-    ftype: str, nullable: bool, low: float | None, high: float | None, allowed: list[Any] | None,
-) -> tuple[ColumnReport, np.ndarray]:
+    series: pd.Series, counts: _Counts, *, ftype: str, nullable: bool,
+    low: float | None, high: float | None, allowed: list[Any] | None,
+) -> np.ndarray:
+    """Add one chunk of a column to ``counts``; return the chunk's violating-row mask."""
     n = len(series)
     null = series.isna().to_numpy()
     present = series[~null]
@@ -108,8 +126,7 @@ def _measure(
     unseen = np.zeros(n, dtype=bool)
     typed = present[type_ok]
     examples: list[pd.Series] = [present[~type_ok]]
-    idx_present = np.flatnonzero(~null)
-    idx_typed = idx_present[type_ok]
+    idx_typed = np.flatnonzero(~null)[type_ok]
     if ftype in ("int", "float") and (low is not None or high is not None) and len(typed):
         nums = pd.to_numeric(typed, errors="coerce").to_numpy(dtype=float)
         bad = np.zeros(len(nums), dtype=bool)
@@ -124,24 +141,109 @@ def _measure(
         bad = ~typed.map(_label).isin(known).to_numpy()
         unseen[idx_typed[bad]] = True
         examples.append(typed[bad])
-    null_violation = null if not nullable else np.zeros(n, dtype=bool)
-    violating = null_violation | mismatch | out_of_range | unseen
-    def rate(mask):
-        return (float(mask.mean()) if n else 0.0)
-    report = ColumnReport(
+    violating = mismatch | out_of_range | unseen
+    if not nullable:
+        violating |= null
+    counts.rows += n
+    counts.nulls += int(null.sum())
+    counts.mismatches += int(mismatch.sum())
+    counts.out_of_range += int(out_of_range.sum())
+    counts.unseen += int(unseen.sum())
+    counts.violating += int(violating.sum())
+    if len(counts.examples) < _EXAMPLES and any(len(e) for e in examples):
+        for text in _examples(pd.concat(examples)):
+            if text not in counts.examples and len(counts.examples) < _EXAMPLES:
+                counts.examples.append(text)
+    return violating
+
+
+class SchemaAccumulator:
+    """Measures a window chunk by chunk (bounded memory); ``result()`` equals one pass.
+
+    A feature absent from a chunk counts as null there; absent from every chunk, it is
+    a missing column and every row violates the contract.
+    """
+
+    def __init__(self, schema: ModelSchema, config: SchemaCheckConfig) -> None:
+        self.schema = schema
+        self.config = config
+        self.rows = 0
+        self.violating_rows = 0
+        self._features = {spec.name: _Counts() for spec in schema.features}
+        self._prediction = _Counts()
+        self._has_predictions = False
+        self._unexpected: dict[str, _Counts] = {}
+
+    def add(self, features: pd.DataFrame, predictions: pd.Series | None) -> None:
+        n = len(features) if predictions is None else max(len(features), len(predictions))
+        violating = np.zeros(n, dtype=bool)
+        for spec in self.schema.features:
+            counts = self._features[spec.name]
+            if spec.name in features.columns:
+                counts.seen = True
+                series = features[spec.name].reset_index(drop=True)
+            else:
+                series = pd.Series([None] * n, dtype=object)
+            violating |= _measure(
+                series, counts, ftype=spec.type, nullable=spec.nullable, low=spec.min,
+                high=spec.max, allowed=spec.allowed if spec.type == "category" else None,
+            )
+        if predictions is not None:
+            self._has_predictions = True
+            pred = self.schema.prediction
+            violating |= _measure(
+                predictions.reset_index(drop=True), self._prediction, ftype=pred.type,
+                nullable=True, low=pred.min, high=pred.max, allowed=pred.classes,
+            )
+        known = set(self.schema.feature_names)
+        for name in features.columns:
+            if name not in known:
+                # Rows of earlier chunks lacked the column: they count as nulls.
+                counts = self._unexpected.setdefault(
+                    str(name), _Counts(rows=self.rows, nulls=self.rows))
+                counts.nulls += int(features[name].isna().sum())
+        for counts in self._unexpected.values():
+            counts.rows += n
+        self.rows += n
+        self.violating_rows += int(violating.sum())
+
+    def result(self, min_rows: int = 1) -> SchemaResult:
+        n = self.rows
+        missing = [name for name, c in self._features.items() if not c.seen]
+        count = n if missing else self.violating_rows
+        reports: list[ColumnReport] = []
+        for spec in self.schema.features:
+            c = self._features[spec.name]
+            if not c.seen:
+                reports.append(ColumnReport(spec.name, "feature", spec.type, "missing",
+                                            null_rate=1.0, nulls_allowed=spec.nullable,
+                                            violation_rate=1.0 if n else 0.0))
+                continue
+            reports.append(_report(spec.name, "feature", spec.type, spec.nullable, c))
+        if self._has_predictions:
+            pred = self.schema.prediction
+            reports.append(_report(pred.column, "prediction", pred.type, True, self._prediction))
+        unexpected = list(self._unexpected)
+        for name, c in self._unexpected.items():
+            reports.append(ColumnReport(name, "feature", None, "unexpected",
+                                        null_rate=c.rate(c.nulls)))
+        return _judge(n, count, reports, missing, unexpected, self.config, min_rows)
+
+
+def _report(column: str, role: str, ftype: str, nullable: bool, c: _Counts) -> ColumnReport:
+    return ColumnReport(
         column=column,
         role=role,  # type: ignore[arg-type]
         expected_type=ftype,
         state="present",
-        null_rate=rate(null),
+        null_rate=c.rate(c.nulls),
         nulls_allowed=nullable,
-        type_mismatch_rate=rate(mismatch),
-        out_of_range_rate=rate(out_of_range),
-        unseen_category_rate=rate(unseen),
-        violation_rate=rate(violating),
-        examples=_examples(pd.concat(examples)) if any(len(e) for e in examples) else (),
+        type_mismatch_rate=c.rate(c.mismatches),
+        out_of_range_rate=c.rate(c.out_of_range),
+        unseen_category_rate=c.rate(c.unseen),
+        violation_rate=c.rate(c.violating),
+        examples=tuple(c.examples),
     )
-    return report, violating
 
 
 def check_schema(
@@ -153,39 +255,15 @@ def check_schema(
     min_rows: int = 1,
 ) -> SchemaResult:
     """Measure one window against the contract; pure, no I/O."""
-    n = len(features) if predictions is None else max(len(features), len(predictions))
-    reports: list[ColumnReport] = []
-    violating = np.zeros(n, dtype=bool)
-    missing = []
-    for spec in schema.features:
-        if spec.name not in features.columns:
-            missing.append(spec.name)
-            reports.append(ColumnReport(spec.name, "feature", spec.type, "missing",
-                                        null_rate=1.0, nulls_allowed=spec.nullable,
-                                        violation_rate=1.0 if n else 0.0))
-            violating[:] = True
-            continue
-        rep, bad = _measure(
-            features[spec.name].reset_index(drop=True), spec, column=spec.name, role="feature",
-            ftype=spec.type, nullable=spec.nullable, low=spec.min, high=spec.max,
-            allowed=spec.allowed if spec.type == "category" else None,
-        )
-        reports.append(rep)
-        violating |= bad
-    if predictions is not None:
-        pred = schema.prediction
-        rep, bad = _measure(
-            predictions.reset_index(drop=True), None, column=pred.column, role="prediction",
-            ftype=pred.type, nullable=True, low=pred.min, high=pred.max, allowed=pred.classes,
-        )
-        reports.append(rep)
-        violating |= bad
-    known = set(schema.feature_names)
-    unexpected = [c for c in features.columns if c not in known]
-    for name in unexpected:
-        reports.append(ColumnReport(str(name), "feature", None, "unexpected",
-                                    null_rate=float(features[name].isna().mean()) if n else 0.0))
-    count = int(violating.sum())
+    acc = SchemaAccumulator(schema, config)
+    acc.add(features, predictions)
+    return acc.result(min_rows)
+
+
+def _judge(
+    n: int, count: int, reports: list[ColumnReport], missing: list[str], unexpected: list[str],
+    config: SchemaCheckConfig, min_rows: int,
+) -> SchemaResult:
     share = count / n if n else 0.0
     reasons: list[str] = []
     if missing:

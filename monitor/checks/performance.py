@@ -1,0 +1,275 @@
+"""Accuracy decay: realized metrics on the labelled rows of a window against the reference.
+
+Labels arrive late, so a window is judged only once it is mature: enough of its
+rows carry a label, or it is old enough that the missing labels are not coming.
+Class labels are compared as text (see ``label_text``). Metrics are computed with
+numpy; the tests hold them equal to scikit-learn and Evidently.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from monitor.config import PerformanceConfig
+from monitor.schema import ModelSchema
+
+__all__ = [
+    "CLASSIFICATION_METRICS",
+    "REGRESSION_METRICS",
+    "PerformanceResult",
+    "check_performance",
+    "class_names",
+    "label_text",
+    "performance_metrics",
+]
+
+CLASSIFICATION_METRICS = ("accuracy", "f1", "roc_auc")
+REGRESSION_METRICS = ("mae", "rmse")
+_RELATIVE = frozenset(REGRESSION_METRICS)  # error metrics: worsening measured relative to ref
+# A drop equal to the allowance must not turn critical through float noise (0.84 - 0.79).
+_EPS = 1e-12
+
+Status = Literal["ok", "warn", "critical", "skipped"]
+
+
+@dataclass(frozen=True)
+class PerformanceResult:
+    task: str
+    rows: int
+    labelled_rows: int
+    label_coverage: float
+    mature: bool
+    metrics: dict[str, float | None]
+    reference_metrics: dict[str, float | None]
+    drops: dict[str, float | None]
+    status: Status
+    reasons: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _one_text(value: Any) -> str:
+    if isinstance(value, bool | np.bool_):
+        return "True" if value else "False"
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def label_text(values: pd.Series) -> pd.Series:
+    """Class labels as text (object dtype), None where missing.
+
+    An integral float reads as an int (1.0 -> "1": an int column with nulls turns
+    float in pandas), a bool as "True"/"False", anything else as ``str(value)``.
+    """
+    if pd.api.types.is_object_dtype(values.dtype):
+        # Per value: factorizing would merge 1, 1.0 and True, which hash alike.
+        text = np.array([_one_text(v) for v in values], dtype=object)
+    else:
+        # Typed columns hold few distinct labels: convert those, not every row.
+        codes, uniques = pd.factorize(values)
+        text = np.array([_one_text(u) for u in uniques] + [None], dtype=object)[codes]
+    text[values.isna().to_numpy()] = None
+    return pd.Series(text, index=values.index, dtype=object)
+
+
+def class_names(schema: ModelSchema) -> list[str]:
+    """The model's classes as text, in contract order (the last one is the positive class)."""
+    if schema.prediction.classes:
+        return [_one_text(c) for c in schema.prediction.classes]
+    return list(schema.prediction.probability_columns)
+
+
+def _average_ranks(scores: np.ndarray) -> np.ndarray:
+    """1-based ranks, ties sharing their mean rank (as scipy.stats.rankdata)."""
+    order = np.argsort(scores, kind="mergesort")
+    ordered = scores[order]
+    starts = np.r_[0, np.flatnonzero(ordered[1:] != ordered[:-1]) + 1]
+    ends = np.r_[starts[1:], len(scores)]
+    ranks = np.empty(len(scores), dtype=float)
+    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
+    return ranks
+
+
+def _auc(positive: np.ndarray, scores: np.ndarray) -> float | None:
+    """ROC AUC as the Mann-Whitney statistic; None unless both outcomes occur."""
+    n_pos = int(positive.sum())
+    n_neg = len(positive) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return None
+    rank_sum = float(_average_ranks(scores)[positive].sum())
+    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def _f1(pred: np.ndarray, label: np.ndarray, cls: str) -> float | None:
+    tp = int(np.sum((pred == cls) & (label == cls)))
+    fp = int(np.sum((pred == cls) & (label != cls)))
+    fn = int(np.sum((pred != cls) & (label == cls)))
+    denominator = 2 * tp + fp + fn
+    return 2 * tp / denominator if denominator else None
+
+
+def _roc_auc(label: np.ndarray, proba: pd.DataFrame | None, classes: list[str]) -> float | None:
+    if proba is None or len(classes) < 2:
+        return None
+    if len(classes) == 2:
+        if classes[-1] not in proba.columns:
+            return None
+        scores = proba[classes[-1]].to_numpy(dtype=float)
+        ok = np.isfinite(scores)
+        return _auc(label[ok] == classes[-1], scores[ok])
+    if not set(classes) <= set(proba.columns):
+        return None
+    matrix = proba[classes].to_numpy(dtype=float)
+    ok = np.isfinite(matrix).all(axis=1)
+    # One-vs-rest macro over the classes that have both outcomes in the window.
+    aucs = [_auc(label[ok] == c, matrix[ok, i]) for i, c in enumerate(classes)]
+    defined = [a for a in aucs if a is not None]
+    return float(np.mean(defined)) if defined else None
+
+
+def _classification(pred: np.ndarray, label: np.ndarray, proba: pd.DataFrame | None,
+                    classes: list[str]) -> dict[str, float | None]:
+    if not len(label):
+        return dict.fromkeys(CLASSIFICATION_METRICS)
+    if not classes:
+        classes = sorted(set(label) | set(pred))
+    if len(classes) == 2:
+        f1 = _f1(pred, label, classes[-1])
+    else:
+        # Macro over the contract's classes seen in labels or predictions (sklearn's
+        # default set, minus unknown labels: those are just wrong predictions).
+        seen = set(label) | set(pred)
+        scores = [_f1(pred, label, c) for c in classes if c in seen]
+        f1 = float(np.mean(scores)) if scores else None
+    return {"accuracy": float(np.mean(pred == label)), "f1": f1,
+            "roc_auc": _roc_auc(label, proba, classes)}
+
+
+def _regression(predictions: pd.Series, labels: pd.Series) -> dict[str, float | None]:
+    pred = pd.to_numeric(predictions, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    true = pd.to_numeric(labels, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    ok = np.isfinite(pred) & np.isfinite(true)
+    if not ok.any():
+        return dict.fromkeys(REGRESSION_METRICS)
+    err = pred[ok] - true[ok]
+    return {"mae": float(np.mean(np.abs(err))), "rmse": float(np.sqrt(np.mean(err**2)))}
+
+
+def _labelled(predictions: pd.Series, labels: pd.Series,
+              probabilities: pd.DataFrame | None) -> tuple[pd.Series, pd.Series,
+                                                           pd.DataFrame | None, int]:
+    """Rows with a prediction, then those with a label; returns the latter and the former count."""
+    if len(labels) != len(predictions) or (
+            probabilities is not None and len(probabilities) != len(predictions)):
+        raise ValueError("predictions, labels and probabilities must have the same length")
+    has_pred = predictions.notna().to_numpy()
+    keep = has_pred & labels.notna().to_numpy()
+    proba = None
+    if probabilities is not None:
+        proba = probabilities.iloc[keep].rename(columns=str).reset_index(drop=True)
+    return (predictions.iloc[keep].reset_index(drop=True),
+            labels.iloc[keep].reset_index(drop=True), proba, int(has_pred.sum()))
+
+
+def performance_metrics(predictions: pd.Series, labels: pd.Series,
+                        probabilities: pd.DataFrame | None,
+                        schema: ModelSchema) -> dict[str, float | None]:
+    """Realized metrics on the rows that have both a prediction and a label.
+
+    Classification: accuracy, f1 (binary: of the last class; multiclass: macro),
+    roc_auc (None without probabilities). Regression: mae, rmse. None where a
+    metric is undefined on these rows (no labels; one outcome only for roc_auc).
+    """
+    pred, label, proba, _ = _labelled(predictions, labels, probabilities)
+    if schema.task == "regression":
+        return _regression(pred, label)
+    return _classification(label_text(pred).to_numpy(), label_text(label).to_numpy(), proba,
+                           class_names(schema))
+
+
+def _drop(metric: str, current: float | None, reference: float | None) -> float | None:
+    if current is None or reference is None:
+        return None
+    if metric not in _RELATIVE:
+        return reference - current
+    if reference == 0:
+        return 0.0 if current == 0 else math.inf
+    return (current - reference) / reference
+
+
+def _age(delta: timedelta) -> str:
+    hours = delta.total_seconds() / 3600
+    return f"{hours / 24:.1f}d" if abs(hours) >= 48 else f"{hours:.1f}h"
+
+
+def _exceeded(metric: str, cur: float, ref: float, drop: float, allowed: float) -> str:
+    if metric in _RELATIVE:
+        return (f"{metric} {cur:.3f} vs reference {ref:.3f}: worse by {drop:.1%}"
+                f" > allowed {allowed:.1%}")
+    return f"{metric} {cur:.3f} vs reference {ref:.3f}: drop {drop:.3f} > allowed {allowed:.3f}"
+
+
+def check_performance(
+    predictions: pd.Series,
+    labels: pd.Series,
+    probabilities: pd.DataFrame | None,
+    reference_metrics: dict[str, float | None],
+    schema: ModelSchema,
+    *,
+    config: PerformanceConfig,
+    window_end: datetime,
+    now: datetime,
+) -> PerformanceResult:
+    """Judge a window's realized metrics against the reference's; pure, no I/O, no clock.
+
+    ``labels`` is aligned with ``predictions`` (null where not arrived yet), and
+    ``probabilities`` too (one column per class as text). Rows without a
+    prediction are not counted.
+    """
+    _, label, _, rows = _labelled(predictions, labels, probabilities)
+    labelled = len(label)
+    coverage = labelled / rows if rows else 0.0
+    age = now - window_end
+    mature = coverage >= config.min_label_coverage or age >= config.max_label_delay
+    metrics = performance_metrics(predictions, labels, probabilities, schema)
+    names = REGRESSION_METRICS if schema.task == "regression" else CLASSIFICATION_METRICS
+    reference = {m: reference_metrics.get(m) for m in names}
+    drops = {m: _drop(m, metrics[m], reference[m]) for m in names}
+
+    reasons: list[str] = []
+    if not mature:
+        reasons.append(
+            f"not mature: label coverage {coverage:.1%} < {config.min_label_coverage:.1%} and "
+            f"window ended {_age(age)} ago < max label delay {_age(config.max_label_delay)}")
+    if labelled < config.min_labelled_rows:
+        reasons.append(f"{labelled} labelled rows < {config.min_labelled_rows} needed "
+                       f"(label coverage {coverage:.1%})")
+    judged = {m: d for m, d in drops.items() if m in config.allowed_drop and d is not None}
+    status: Status
+    if reasons:
+        status = "skipped"
+    elif not judged:
+        status = "skipped"
+        judgeable = [m for m in names if m in config.allowed_drop]
+        reasons.append(f"none of {', '.join(judgeable)} could be compared with the reference "
+                       "(undefined on one side)" if judgeable else
+                       f"allowed_drop names none of {', '.join(names)}: nothing to judge")
+    else:
+        for m, d in judged.items():
+            if d > config.allowed_drop[m] + _EPS:
+                reasons.append(_exceeded(m, metrics[m], reference[m], d,  # type: ignore[arg-type]
+                                         config.allowed_drop[m]))
+        status = "critical" if reasons else "ok"
+    return PerformanceResult(
+        task=schema.task, rows=rows, labelled_rows=labelled, label_coverage=coverage,
+        mature=mature, metrics=metrics, reference_metrics=reference, drops=drops,
+        status=status, reasons=tuple(reasons),
+    )
