@@ -252,6 +252,164 @@ def schema_check(ctx: _Context, model: str, at: str | None, no_save: bool,
         _print_schema_run(run)
 
 
+# --- check runs -------------------------------------------------------------------
+
+
+def _fmt(value: Any, kind: str = "rate") -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2%}" if kind == "rate" else f"{value:.3f}"
+
+
+def _print_run(run: Any) -> None:
+    """A terminal summary of one run: status, why, and a line per check."""
+    d = run.as_dict()
+    checks = d["checks"]
+    sampled = f"  (sampled {run.sample_rows} rows)" if run.sampled else ""
+    click.echo(
+        f"{run.model}  window {run.start:%Y-%m-%d %H:%M} .. {run.end:%Y-%m-%d %H:%M} UTC  "
+        f"rows {run.rows}  status {run.status.upper()}{sampled}"
+        + (f"  run {run.run_id}" if run.run_id else "")
+    )
+    sch = checks.get("schema", {})
+    click.echo(f"  schema       {sch.get('status', '-'):<9} violation rate "
+               f"{_fmt(sch.get('violation_rate'))}")
+    dr = checks.get("drift", {})
+    if dr.get("status") == "error":
+        click.echo(f"  drift        error     {dr.get('error')}")
+    else:
+        click.echo(f"  drift        {dr.get('status', '-'):<9} drifted share "
+                   f"{_fmt(dr.get('share_drifted'))} (limit {_fmt(dr.get('drift_share'))})")
+        for feat in dr.get("features", []):
+            if feat["drifted"]:
+                click.echo(f"    {feat['feature']:<22} {feat['method']:<14} score "
+                           f"{feat['score']:.4g} >= threshold {feat['threshold']:.4g}"
+                           if feat["method"] not in ("ks", "chisquare", "z") else
+                           f"    {feat['feature']:<22} {feat['method']:<14} p-value "
+                           f"{feat['score']:.3g} < threshold {feat['threshold']:.3g}")
+    pf = checks.get("performance", {})
+    if pf.get("status") == "error":
+        click.echo(f"  performance  error     {pf.get('error')}")
+    elif pf:
+        metrics, ref = pf.get("metrics", {}), pf.get("reference_metrics", {})
+        shown = ", ".join(f"{k} {_fmt(v, 'num')} (ref {_fmt(ref.get(k), 'num')})"
+                          for k, v in metrics.items() if v is not None)
+        est = pf.get("estimated", {})
+        estimated = est.get("estimated_accuracy")
+        click.echo(f"  performance  {pf.get('status', '-'):<9} labels "
+                   f"{_fmt(pf.get('label_coverage'))}  {shown or 'no labels yet'}"
+                   + (f"  estimated accuracy {_fmt(estimated, 'num')}" if estimated else ""))
+    sv = checks.get("service", {})
+    if sv.get("status") == "error":
+        click.echo(f"  service      error     {sv.get('error')}")
+    elif sv:
+        click.echo(f"  service      {sv.get('status', '-'):<9} errors {_fmt(sv.get('error_rate'))}"
+                   f"  latency p50/p95/p99 {sv.get('latency_p50_ms') or 0:.1f}/"
+                   f"{sv.get('latency_p95_ms') or 0:.1f}/{sv.get('latency_p99_ms') or 0:.1f} ms")
+    for reason in run.reasons[:8]:
+        click.echo(f"  why: {reason}")
+
+
+@main.command()
+@_MODEL
+@click.option("--at", default=None, help="End of the window (ISO 8601, UTC); default: the "
+              "window holding the newest log.")
+@click.option("--no-save", is_flag=True, help="Do not store the run.")
+@_JSON
+@pass_ctx
+@_fail_cleanly
+def check(ctx: _Context, model: str, at: str | None, no_save: bool, as_json: bool) -> None:
+    """Run every check on one window of a model's logs and store the run."""
+    from monitor.pipeline import run_check
+
+    run = run_check(ctx.engine(), ctx.config, model, at=_parse_at(at), persist=not no_save)
+    if run is None:
+        raise MonitorError(f"model {model!r} has no logs yet; load some with `mqm ingest`")
+    if as_json:
+        _print_json(run.as_dict())
+    else:
+        _print_run(run)
+
+
+@main.command()
+@_MODEL
+@click.option("--since", required=True, help="Start (ISO 8601, UTC).")
+@click.option("--until", required=True, help="End (ISO 8601, UTC).")
+@_JSON
+@pass_ctx
+@_fail_cleanly
+def backfill(ctx: _Context, model: str, since: str, until: str, as_json: bool) -> None:
+    """Run every check on each window between --since and --until."""
+    from monitor.pipeline import backfill as run_backfill
+    from monitor.pipeline import windows_between
+
+    start, end = _parse_at(since), _parse_at(until)
+    assert start is not None and end is not None
+    if end <= start:
+        raise MonitorError("--until must be after --since")
+    total = len(windows_between(start, end, ctx.config.model(model).window))
+    with click.progressbar(length=total, label=f"checking {total} windows",
+                           file=sys.stderr) as bar:
+        runs = run_backfill(ctx.engine(), ctx.config, model, start, end,
+                            progress=lambda _run: bar.update(1))
+    if as_json:
+        _print_json([r.as_dict() for r in runs])
+        return
+    _print_timeline(runs)
+
+
+def _print_timeline(runs: list[Any]) -> None:
+    click.echo(f"  {'window end (UTC)':<18}{'rows':>7}{'schema':>9}{'drifted':>9}"
+               f"{'accuracy':>10}{'estimated':>10}{'labels':>8}  {'status':<10}why")
+    for run in runs:
+        checks = run.checks
+        perf = checks.get("performance", {})
+        acc = perf.get("metrics", {}).get("accuracy")
+        est = perf.get("estimated", {}).get("estimated_accuracy")
+        why = run.reasons[0] if run.reasons and run.status != "ok" else ""
+        click.echo(
+            f"  {run.end:%Y-%m-%d %H:%M}  {run.rows:>7}"
+            f"{_fmt(checks.get('schema', {}).get('violation_rate')):>9}"
+            f"{_fmt(checks.get('drift', {}).get('share_drifted')):>9}"
+            f"{_fmt(acc, 'num'):>10}{_fmt(est, 'num'):>10}"
+            f"{_fmt(perf.get('label_coverage')):>8}  {run.status:<10}{why[:90]}"
+        )
+
+
+@main.command()
+@_MODEL
+@_JSON
+@pass_ctx
+@_fail_cleanly
+def recheck(ctx: _Context, model: str, as_json: bool) -> None:
+    """Re-run recent windows whose accuracy was not judged yet for want of labels."""
+    from monitor.pipeline import recompute_immature
+
+    runs = recompute_immature(ctx.engine(), ctx.config, model)
+    if as_json:
+        _print_json([r.as_dict() for r in runs])
+    elif not runs:
+        click.echo("no window is waiting for labels")
+    else:
+        _print_timeline(runs)
+
+
+@main.command()
+@click.option("--run", "run_id", type=int, required=True, help="Run id (see `mqm check`).")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              required=True, help="HTML file to write.")
+@click.option("--sample", type=int, default=20_000, show_default=True,
+              help="Rows of the window and of the reference the report is computed on.")
+@pass_ctx
+@_fail_cleanly
+def report(ctx: _Context, run_id: int, output: Path, sample: int) -> None:
+    """Write an Evidently HTML report for a stored run's window."""
+    from monitor.report import write_report
+
+    rows = write_report(ctx.engine(), ctx.config, run_id, output, sample=sample)
+    click.echo(f"wrote {output} (computed on {rows} window rows)")
+
+
 # --- config -----------------------------------------------------------------------
 
 
@@ -292,10 +450,16 @@ def config_check(ctx: _Context) -> None:
 @pass_ctx
 @_fail_cleanly
 def demo(ctx: _Context, data: Path | None) -> None:
-    """Load the sample model's data and check it day by day."""
+    """Load the sample model's data and run every check on it day by day."""
     from monitor.demo import run_demo
 
-    run_demo(ctx.config, ctx.engine(), data, echo=click.echo)
+    runs = run_demo(ctx.config, ctx.engine(), data, echo=click.echo)
+    _print_timeline(runs)
+    bad = [r for r in runs if r.status in ("warn", "critical")]
+    click.echo("")
+    click.echo(f"{len(runs)} windows checked, {len(bad)} degraded. Details of one: "
+               "`mqm check --model loan_default --at 2026-10-12T00:00:00Z`; "
+               "an HTML report: `mqm report --run ID -o report.html`.")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,7 +11,8 @@ from sqlalchemy.engine import Engine
 from monitor.config import Config
 from monitor.errors import MonitorError
 from monitor.ingest import IngestReport, ingest_labels, ingest_logs
-from monitor.pipeline import EPOCH, latest_window, run_schema_check
+from monitor.pipeline import backfill
+from monitor.run_result import CheckRun
 from monitor.schema import load_schema
 from monitor.store.db import safe_url
 from monitor.store.sources import make_source
@@ -23,11 +24,8 @@ DEMO_MODEL = "loan_default"
 
 def run_demo(
     config: Config, engine: Engine, data: Path | None, *, echo: Callable[[str], None] = print
-) -> list[str]:
-    """Ingest ``sample_data/`` (idempotent) and run the schema check on each day.
-
-    Returns the statuses by day, oldest first.
-    """
+) -> list[CheckRun]:
+    """Ingest ``sample_data/`` (idempotent) and run every check on each day, oldest first."""
     model_cfg = config.model(DEMO_MODEL)
     folder = data or model_cfg.reference.parent
     logs, labels = folder / "production_logs.parquet", folder / "labels.parquet"
@@ -42,29 +40,13 @@ def run_demo(
     echo(f"labels: {_counts(report)}")
 
     source = make_source(engine, DEMO_MODEL, model_cfg.source, schema)
-    first, _ = source.time_range()
-    last = latest_window(source, model_cfg.window)
+    first, last = source.time_range()
     assert first is not None and last is not None
-    size = model_cfg.window
-    end = EPOCH + ((first - EPOCH) // size + 1) * size
     echo("")
-    echo(f"schema check per {_human(size)} window against {model_cfg.schema_path.name}:")
-    echo(f"  {'window end (UTC)':<18}{'rows':>7}{'violations':>12}  {'status':<10}why")
-    statuses = []
-    while end <= last[1]:
-        run = run_schema_check(engine, config, DEMO_MODEL, at=end)
-        assert run is not None
-        res = run.result
-        why = "; ".join(res.reasons[:2]) if res.status != "ok" else ""
-        echo(f"  {end:%Y-%m-%d %H:%M}  {res.rows:>7}{res.violation_rate:>12.2%}  "
-             f"{res.status:<10}{why[:110]}")
-        statuses.append(res.status)
-        end += size
-    bad = sum(s in ("warn", "critical") for s in statuses)
-    echo("")
-    echo(f"{len(statuses)} windows checked, {bad} with schema problems; runs are stored in "
-         "check_runs (see `mqm schema check --model loan_default --json`).")
-    return statuses
+    echo(f"checking each {_human(model_cfg.window)} window from {first:%Y-%m-%d} to "
+         f"{last:%Y-%m-%d} (schema, drift, accuracy with late labels, estimated accuracy, "
+         "service health):")
+    return backfill(engine, config, DEMO_MODEL, first, last + timedelta(microseconds=1))
 
 
 def _counts(report: IngestReport) -> str:

@@ -7,20 +7,33 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.engine import Engine
 
 from monitor.checks.schema_check import SchemaResult, check_schema
 from monitor.config import Config, ModelConfig
+from monitor.run_result import CheckRun
 from monitor.schema import ModelSchema, load_schema
 from monitor.store.runs import Metric, save_run
 from monitor.store.sources import LogSource, make_source
 
-__all__ = ["SchemaRun", "aligned_window", "config_hash", "latest_window", "run_schema_check"]
+__all__ = [
+    "SchemaRun",
+    "aligned_window",
+    "backfill",
+    "config_hash",
+    "latest_window",
+    "recompute_immature",
+    "run_check",
+    "run_schema_check",
+    "windows_between",
+]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -148,3 +161,137 @@ def run_schema_check(
             finished_at=datetime.now(UTC),
         )
     return SchemaRun(run_id=run_id, model=model, start=start, end=end, result=result)
+
+
+# --- full check runs --------------------------------------------------------------
+
+
+def _reference(model_cfg: ModelConfig, schema: ModelSchema) -> tuple[Any, str | None]:
+    """The cached reference figures, or None and why (the run then records error sections)."""
+    from monitor.errors import MonitorError
+    from monitor.reference_data import load_reference_data
+
+    version = reference_version(model_cfg.reference)
+    if version is None:
+        return None, f"{model_cfg.reference}: reference set not found"
+    try:
+        return load_reference_data(model_cfg, schema, version), None
+    except MonitorError as exc:
+        return None, str(exc)
+
+
+def run_check(
+    engine: Engine,
+    config: Config,
+    model: str,
+    *,
+    at: datetime | None = None,
+    now: datetime | None = None,
+    persist: bool = True,
+    recomputes: int | None = None,
+) -> CheckRun | None:
+    """Every check on the window ending at ``at`` (default: the window of the newest log).
+
+    Stores the run, its sections and its figures in one transaction. Returns None when
+    the model has no logs at all and no ``at`` was given.
+    """
+    from monitor.check_run import evaluate_window
+
+    model_cfg = config.model(model)
+    schema = load_schema(model_cfg.schema_path)
+    source = make_source(engine, model, model_cfg.source, schema)
+    if at is None:
+        bounds = latest_window(source, model_cfg.window)
+        if bounds is None:
+            return None
+        start, end = bounds
+    else:
+        start, end = aligned_window(at, model_cfg.window)
+    started = datetime.now(UTC)
+    now = now or started
+    reference, reference_error = _reference(model_cfg, schema)
+    run = evaluate_window(
+        source, model=model, model_cfg=model_cfg, schema=schema, reference=reference,
+        reference_error=reference_error, start=start, end=end, now=now,
+        config_hash=config_hash(model_cfg, schema),
+    )
+    run = replace(run, recomputes=recomputes)
+    if not persist:
+        return run
+    run_id = save_run(
+        engine, model=model, kind="check", window_start=start, window_end=end, rows=run.rows,
+        status=run.status, summary=run.as_dict(), metrics=run.metrics(),
+        config_hash=run.config_hash, reference_version=run.reference_version,
+        started_at=started, finished_at=datetime.now(UTC),
+    )
+    return replace(run, run_id=run_id)
+
+
+def windows_between(since: datetime, until: datetime, size: timedelta) -> list[datetime]:
+    """Ends of the aligned windows that overlap [since, until)."""
+    first = EPOCH + ((since - EPOCH) // size) * size + size
+    ends = []
+    end = first
+    while end - size < until:
+        ends.append(end)
+        end += size
+    return ends
+
+
+def backfill(
+    engine: Engine,
+    config: Config,
+    model: str,
+    since: datetime,
+    until: datetime,
+    *,
+    now: datetime | None = None,
+    progress: Callable[[CheckRun], None] | None = None,
+) -> list[CheckRun]:
+    """Check every aligned window between ``since`` and ``until``, oldest first."""
+    runs = []
+    for end in windows_between(since, until, config.model(model).window):
+        run = run_check(engine, config, model, at=end, now=now)
+        assert run is not None
+        runs.append(run)
+        if progress:
+            progress(run)
+    return runs
+
+
+def recompute_immature(
+    engine: Engine, config: Config, model: str, *, now: datetime | None = None
+) -> list[CheckRun]:
+    """Re-run windows whose latest run judged accuracy on immature labels.
+
+    Labels arrive days late; a window checked before they did is checked again, so
+    its accuracy is judged once enough labels are in (or it is old enough). Only
+    windows younger than the maximum label delay can still be immature, which bounds
+    the work.
+    """
+    import sqlalchemy as sa
+
+    from monitor.store.tables import check_runs, run_metrics
+
+    model_cfg = config.model(model)
+    now = now or datetime.now(UTC)
+    horizon = now - model_cfg.performance.max_label_delay - model_cfg.window
+    latest = (
+        sa.select(sa.func.max(check_runs.c.id).label("id"))
+        .where(check_runs.c.model == model, check_runs.c.kind == "check",
+               check_runs.c.window_end >= horizon)
+        .group_by(check_runs.c.window_end)
+        .subquery()
+    )
+    query = (
+        sa.select(check_runs.c.id, check_runs.c.window_end)
+        .join(latest, latest.c.id == check_runs.c.id)
+        .join(run_metrics, run_metrics.c.run_id == check_runs.c.id)
+        .where(run_metrics.c.check_name == "performance", run_metrics.c.metric == "mature",
+               run_metrics.c.value == 0.0)
+        .order_by(check_runs.c.window_end)
+    )
+    with engine.connect() as conn:
+        stale = conn.execute(query).all()
+    return [run for run_id, end in stale
+            if (run := run_check(engine, config, model, at=end, now=now, recomputes=run_id))]

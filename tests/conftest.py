@@ -138,3 +138,25 @@ def sample_dir(tmp_path: Path) -> Path:
     dest = tmp_path / "sample_data"
     shutil.copytree(ROOT / "sample_data", dest, ignore=shutil.ignore_patterns("*.py", "*.md"))
     return dest
+
+
+@pytest.fixture(scope="session")
+def sample_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite store holding the sample's logs and labels, built once per test session."""
+    from monitor.schema import load_schema
+    from monitor.store.db import create_engine, ensure_schema
+
+    path = tmp_path_factory.mktemp("sample") / "store.db"
+    eng = create_engine(f"sqlite:///{path}")
+    ensure_schema(eng)
+    schema = load_schema(ROOT / "schemas" / "loan_default.yaml")
+    from monitor.ingest import ingest_labels, ingest_logs
+
+    ingest_logs(eng, "loan_default", schema, ROOT / "sample_data" / "production_logs.parquet")
+    ingest_labels(eng, "loan_default", schema, ROOT / "sample_data" / "labels.parquet")
+    with eng.connect() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    eng.dispose()
+    return path
+
+

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -11,6 +13,15 @@ from sqlalchemy.engine import Engine
 
 from monitor.errors import ConfigError, DatabaseError
 from monitor.store.db import safe_url
+from monitor.store.reading import (
+    META_COLUMNS,
+    WindowBuilder,
+    WindowFrames,
+    driver_errors,
+    gc_paused,
+    loads_each,
+    read_builtin,
+)
 from monitor.store.tables import inference_logs
 
 if TYPE_CHECKING:
@@ -19,19 +30,18 @@ if TYPE_CHECKING:
     from monitor.config import SourceConfig
     from monitor.schema import ModelSchema
 
-__all__ = ["BuiltinSource", "LogSource", "LogWindow", "SqlSource", "make_source"]
-
-META_COLUMNS = (
-    "request_id", "ts", "model_version", "prediction", "latency_ms", "error", "error_message"
-)
+__all__ = ["META_COLUMNS", "BuiltinSource", "LogSource", "LogWindow", "SqlSource", "make_source"]
 
 
 @dataclass(frozen=True)
 class LogWindow:
-    """The logs of one window: per-row fields and the features exactly as received.
+    """The logs of one window: per-row fields, the features exactly as received, labels.
 
     ``features`` has one column per feature name seen in the window; a value that
-    did not fit the column's type keeps its own Python type (object column).
+    did not fit the column's type keeps its own Python type (object column). ``meta``
+    has META_COLUMNS, times timezone-aware UTC (``label_time`` NaT where no label has
+    arrived). ``labels`` is an object Series of each row's label JSON value, None where
+    no label has arrived. All frames share one index, 0..rows-1.
     """
 
     start: datetime
@@ -39,6 +49,7 @@ class LogWindow:
     meta: pd.DataFrame
     features: pd.DataFrame
     probabilities: pd.DataFrame
+    labels: pd.Series
 
     @property
     def rows(self) -> int:
@@ -52,67 +63,76 @@ class LogSource(Protocol):
         """Rows with ``start <= time < end``."""
         ...
 
+    def count(self, start: datetime, end: datetime) -> int:
+        """Number of rows with ``start <= time < end``."""
+        ...
+
+    def iter_chunks(self, start: datetime, end: datetime, chunk_rows: int) -> Iterator[LogWindow]:
+        """The rows of ``read_window`` in windows of at most ``chunk_rows`` rows, in order.
+
+        Each chunk has the window's start and end; an empty window yields nothing.
+        Memory is bounded by the chunk, not the window.
+        """
+        ...
+
     def time_range(self) -> tuple[datetime | None, datetime | None]:
         """Earliest and latest inference time, or (None, None) when there are no logs."""
         ...
 
 
-def _frames(
-    start: datetime,
-    end: datetime,
-    meta_rows: list[tuple[Any, ...]],
-    features: list[dict[str, Any]],
-    probabilities: list[dict[str, Any] | None],
-) -> LogWindow:
-    import pandas as pd
-
-    meta = pd.DataFrame.from_records(meta_rows, columns=list(META_COLUMNS))
-    if not meta.empty:
-        meta["ts"] = pd.to_datetime(meta["ts"], utc=True)
-    feats = pd.DataFrame.from_records(features) if features else pd.DataFrame(index=meta.index)
-    probs = pd.DataFrame.from_records([p or {} for p in probabilities], index=meta.index)
-    return LogWindow(start=start, end=end, meta=meta, features=feats, probabilities=probs)
+def _window(start: datetime, end: datetime, frames: WindowFrames) -> LogWindow:
+    return LogWindow(start=start, end=end, meta=frames.meta, features=frames.features,
+                     probabilities=frames.probabilities, labels=frames.labels)
 
 
-def _reading(engine: Engine, what: str) -> Any:
-    """Context that turns driver errors into one-line ``DatabaseError``s."""
+@contextmanager
+def _reading(engine: Engine, what: str) -> Iterator[None]:
+    """Driver errors as one-line ``DatabaseError``s."""
+    try:
+        yield
+    except (sa.exc.OperationalError, sa.exc.ProgrammingError) as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise DatabaseError(
+            f"cannot read {what} at {safe_url(str(engine.url))}: {reason}") from None
 
-    class _Guard:
-        def __enter__(self) -> None:
-            return None
 
-        def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
-            if isinstance(exc, sa.exc.OperationalError | sa.exc.ProgrammingError):
-                reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-                raise DatabaseError(
-                    f"cannot read {what} at {safe_url(str(engine.url))}: {reason}"
-                ) from None
-            return False
-
-    return _Guard()
+def _check_chunk_rows(chunk_rows: int) -> None:
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
 
 
 class BuiltinSource:
-    """mqm's own ``inference_logs`` table."""
+    """mqm's own ``inference_logs`` table, labels joined from ``ground_truth``."""
 
     def __init__(self, engine: Engine, model: str) -> None:
         self.engine = engine
         self.model = model
 
     def read_window(self, start: datetime, end: datetime) -> LogWindow:
+        with _reading(self.engine, "inference logs"):
+            frames, _ = read_builtin(self.engine, self.model, start, end)
+        return _window(start, end, frames)
+
+    def count(self, start: datetime, end: datetime) -> int:
         t = inference_logs
-        query = (
-            sa.select(
-                t.c.request_id, t.c.ts, t.c.model_version, t.c.prediction, t.c.latency_ms,
-                t.c.error, t.c.error_message, t.c.features, t.c.probabilities,
-            )
-            .where(t.c.model == self.model, t.c.ts >= start, t.c.ts < end)
-            .order_by(t.c.ts, t.c.id)
-        )
+        query = sa.select(sa.func.count()).select_from(t).where(
+            t.c.model == self.model, t.c.ts >= start, t.c.ts < end)
         with _reading(self.engine, "inference logs"), self.engine.connect() as conn:
-            rows = conn.execute(query).all()
-        meta = [tuple(r[:7]) for r in rows]
-        return _frames(start, end, meta, [r[7] for r in rows], [r[8] for r in rows])
+            return int(conn.execute(query).scalar_one())
+
+    def iter_chunks(self, start: datetime, end: datetime, chunk_rows: int) -> Iterator[LogWindow]:
+        # Keyset pagination on (ts, id): each chunk is one short query on the (model, ts)
+        # index, so no connection or transaction stays open between chunks.
+        _check_chunk_rows(chunk_rows)
+        after = None
+        while True:
+            with _reading(self.engine, "inference logs"):
+                frames, after = read_builtin(self.engine, self.model, start, end,
+                                             after=after, limit=chunk_rows)
+            if len(frames.meta):
+                yield _window(start, end, frames)
+            if len(frames.meta) < chunk_rows:
+                return
 
     def time_range(self) -> tuple[datetime | None, datetime | None]:
         t = inference_logs
@@ -131,6 +151,46 @@ def _aware(value: Any) -> datetime | None:
     return parse_time("timestamp", value)
 
 
+_LABEL_BATCH = 500  # ids per query: under SQLite's oldest limit of 999 parameters
+
+
+def read_labels(
+    engine: Engine, model: str, request_ids: list[str | None]
+) -> tuple[list[Any], list[Any]]:
+    """Label and label time (None where none) of each request id, from ground_truth."""
+    wanted = list(dict.fromkeys(r for r in request_ids if r is not None))
+    found: dict[str, tuple[Any, Any]] = {}
+    sqlite = engine.dialect.name == "sqlite"
+    with engine.connect() as conn, driver_errors(engine, "reading labels"):
+        cur = conn.connection.driver_connection.cursor()
+        try:
+            for i in range(0, len(wanted), _LABEL_BATCH):
+                ids = wanted[i:i + _LABEL_BATCH]
+                if sqlite:
+                    cur.execute("SELECT request_id, label, ts FROM ground_truth WHERE model = ?"
+                                f" AND request_id IN ({', '.join('?' * len(ids))})",
+                                [model, *ids])
+                else:
+                    cur.execute("SELECT request_id, label::text, ts FROM ground_truth "
+                                "WHERE model = %s AND request_id = ANY(%s)", [model, ids])
+                found.update((rid, (label, ts)) for rid, label, ts in cur.fetchall())
+        finally:
+            cur.close()
+    parsed = dict(zip(found, loads_each([label for label, _ in found.values()]), strict=True))
+    return ([parsed.get(r) if r is not None else None for r in request_ids],
+            [found[r][1] if r in found else None for r in request_ids])
+
+
+def _request_id(value: Any) -> str | None:
+    """A user's request id as ground_truth stores it (see ``request_id_of``)."""
+    from monitor.store.logs import RowProblem, request_id_of
+
+    try:
+        return request_id_of(value)
+    except RowProblem:
+        return None
+
+
 class SqlSource:
     """A user's own table or query, mapped to mqm's fields through ``columns``.
 
@@ -138,12 +198,25 @@ class SqlSource:
     text (it is normalised with ``datetime()`` before comparing). SQLite has no
     boolean type and returns 0/1, so for features declared bool exactly 0 and 1 are
     read as false and true; any other value is kept and reported by the schema check.
+    Labels come from mqm's own ``ground_truth`` table on ``store_engine`` (default: the
+    source's engine), matched by model and request id. Rows come in the database's
+    order (there is no ORDER BY: a user's table may have no index to sort with).
     """
 
-    def __init__(self, engine: Engine, config: SourceConfig, schema: ModelSchema) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        config: SourceConfig,
+        schema: ModelSchema,
+        *,
+        model: str | None = None,
+        store_engine: Engine | None = None,
+    ) -> None:
         self.engine = engine
         self.config = config
         self.schema = schema
+        self.model = model if model is not None else schema.model
+        self.store_engine = store_engine if store_engine is not None else engine
         if config.table is not None:
             self._from: Any = sa.table(config.table)
             if "." in config.table:
@@ -151,6 +224,19 @@ class SqlSource:
                 self._from = sa.table(name, schema=schema_name)
         else:
             self._from = sa.text(str(config.query)).columns().subquery("src")
+        m = config.columns
+        self._meta_cols = [m.request_id, m.timestamp, m.model_version,
+                           m.prediction or schema.prediction.column, m.latency_ms, m.error,
+                           m.error_message]
+        if m.features_json:
+            self._feature_cols = {"__features_json": m.features_json}
+        else:
+            self._feature_cols = {f: m.features.get(f, f) for f in schema.feature_names}
+        self._proba_cols = (m.probabilities if m.probabilities is not None
+                            else schema.prediction.probability_columns)
+        self._selected = list(dict.fromkeys(
+            [c for c in self._meta_cols if c] + list(self._feature_cols.values())
+            + list(self._proba_cols.values())))
 
     def _col(self, name: str) -> sa.ColumnClause[Any]:
         return sa.column(name)
@@ -166,52 +252,77 @@ class SqlSource:
             return sa.func.datetime(value.strftime("%Y-%m-%d %H:%M:%S"))
         return value
 
-    def read_window(self, start: datetime, end: datetime) -> LogWindow:
-        m = self.config.columns
-        pred_col = m.prediction or self.schema.prediction.column
-        meta_cols = [m.request_id, m.timestamp, m.model_version, pred_col, m.latency_ms,
-                     m.error, m.error_message]
-        if m.features_json:
-            feature_cols = {"__features_json": m.features_json}
-        else:
-            feature_cols = {f: m.features.get(f, f) for f in self.schema.feature_names}
-        proba_cols = (m.probabilities if m.probabilities is not None
-                      else self.schema.prediction.probability_columns)
-        selected = [c for c in meta_cols if c] + list(feature_cols.values()) + list(
-            proba_cols.values())
-        query = (
-            sa.select(*[self._col(c) for c in dict.fromkeys(selected)])
+    def _in_window(self, start: datetime, end: datetime) -> Any:
+        return sa.and_(self._time() >= self._bound(start), self._time() < self._bound(end))
+
+    def _query(self, start: datetime, end: datetime) -> Any:
+        return (
+            sa.select(*[self._col(c) for c in self._selected])
             .select_from(self._from)
-            .where(self._time() >= self._bound(start), self._time() < self._bound(end))
+            .where(self._in_window(start, end))
         )
+
+    def read_window(self, start: datetime, end: datetime) -> LogWindow:
         with _reading(self.engine, "the log source"), self.engine.connect() as conn:
-            result = conn.execute(query)
+            result = conn.execute(self._query(start, end))
             names = list(result.keys())
-            rows = [dict(zip(names, r, strict=True)) for r in result]
-        if rows:
-            missing = [c for c in selected if c not in rows[0]]
-            if missing:
-                raise ConfigError(f"log source: columns not found: {', '.join(missing)}")
-        bool_features = [f.name for f in self.schema.features if f.type == "bool"]
-        meta = []
-        features: list[dict[str, Any]] = []
-        probabilities: list[dict[str, Any] | None] = []
+            rows = result.all()
+        return self._window(start, end, names, rows)
+
+    def count(self, start: datetime, end: datetime) -> int:
+        query = sa.select(sa.func.count()).select_from(self._from).where(
+            self._in_window(start, end))
+        with _reading(self.engine, "the log source"), self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def iter_chunks(self, start: datetime, end: datetime, chunk_rows: int) -> Iterator[LogWindow]:
+        # One streamed query (a server-side cursor on PostgreSQL): a user's table may
+        # have no key to paginate on. The connection is held until the iterator ends.
+        _check_chunk_rows(chunk_rows)
+        with _reading(self.engine, "the log source"), self.engine.connect() as conn:
+            result = conn.execution_options(stream_results=True, yield_per=chunk_rows).execute(
+                self._query(start, end))
+            names = list(result.keys())
+            for part in result.partitions(chunk_rows):
+                yield self._window(start, end, names, part)
+
+    def _window(self, start: datetime, end: datetime, names: list[str],
+                rows: Any) -> LogWindow:
         import json
 
-        for row in rows:
-            meta.append(tuple(row.get(c) if c else None for c in meta_cols))
-            if m.features_json:
-                raw = row[m.features_json]
-                features.append(json.loads(raw) if isinstance(raw, str) else dict(raw or {}))
-            else:
-                feats = {f: row[c] for f, c in feature_cols.items()}
-                for name in bool_features:
-                    value = feats.get(name)
-                    if type(value) is int and value in (0, 1):
-                        feats[name] = bool(value)
-                features.append(feats)
-            probabilities.append({k: row[c] for k, c in proba_cols.items()} or None)
-        window = _frames(start, end, meta, features, probabilities)
+        m = self.config.columns
+        missing = [c for c in self._selected if c not in names]
+        if rows and missing:
+            raise ConfigError(f"log source: columns not found: {', '.join(missing)}")
+        at = {name: i for i, name in enumerate(names)}
+        bool_features = [f.name for f in self.schema.features if f.type == "bool"]
+        meta_rows = []
+        features: list[dict[str, Any]] = []
+        probabilities: list[dict[str, Any] | None] = []
+        with gc_paused():
+            for row in rows:
+                meta_rows.append(tuple(row[at[c]] if c else None for c in self._meta_cols))
+                if m.features_json:
+                    raw = row[at[m.features_json]]
+                    features.append(json.loads(raw) if isinstance(raw, str) else dict(raw or {}))
+                else:
+                    feats = {f: row[at[c]] for f, c in self._feature_cols.items()}
+                    for name in bool_features:
+                        value = feats.get(name)
+                        if type(value) is int and value in (0, 1):
+                            feats[name] = bool(value)
+                    features.append(feats)
+                probabilities.append({k: row[at[c]] for k, c in self._proba_cols.items()}
+                                     or None)
+            columns = list(zip(*meta_rows, strict=True)) or [()] * len(self._meta_cols)
+            meta = dict(zip(META_COLUMNS, columns, strict=False))
+            rids = [_request_id(r) for r in meta["request_id"]]
+            with _reading(self.store_engine, "labels"):
+                labels, label_times = read_labels(self.store_engine, self.model, rids)
+            meta["label_time"] = label_times
+            builder = WindowBuilder()
+            builder.add(meta, features, probabilities, labels)
+            window = _window(start, end, builder.build())
         if not window.meta.empty and m.error:
             window.meta["error"] = window.meta["error"].fillna(False).astype(bool)
         elif not window.meta.empty:
@@ -227,13 +338,23 @@ class SqlSource:
 
 
 def make_source(
-    engine: Engine, model: str, config: SourceConfig, schema: ModelSchema
+    engine: Engine,
+    model: str,
+    config: SourceConfig,
+    schema: ModelSchema,
+    *,
+    store_engine: Engine | None = None,
 ) -> LogSource:
-    """The configured source; a sql source with its own URL gets its own engine."""
+    """The configured source; a sql source with its own URL gets its own engine.
+
+    ``engine`` is mqm's own database; labels of a sql source are read from
+    ``store_engine`` (default: ``engine``).
+    """
     if config.kind == "builtin":
         return BuiltinSource(engine, model)
+    store = store_engine if store_engine is not None else engine
     if config.url:
         from monitor.store.db import create_engine
 
         engine = create_engine(config.url)
-    return SqlSource(engine, config, schema)
+    return SqlSource(engine, config, schema, model=model, store_engine=store)
