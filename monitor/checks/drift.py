@@ -305,7 +305,7 @@ def _native_score(method: str, ref: _NumRef | _CatRef, cur: _NumCur | _CatCur) -
     if isinstance(ref, _CatRef) and isinstance(cur, _CatCur):
         if method == "hellinger":
             return st.hellinger_cat(cur.ref_counts, cur.counts)
-        return st.tvd_pvalue(ref.codes, cur.codes, len(cur.labels))  # TVD
+        return st.tvd_pvalue(ref.codes, cur.codes, cur.labels)  # TVD
     assert isinstance(ref, _NumRef) and isinstance(cur, _NumCur)
     if method == "hellinger":
         n_unique = _num_union_size(ref, cur)

@@ -10,7 +10,7 @@ methods not reimplemented here, imports evidently.
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -282,29 +282,53 @@ def z_pvalue(ref_counts: np.ndarray, cur_counts: np.ndarray, first: int) -> floa
     return float(2 * (1 - special.ndtr(np.abs(z))))
 
 
-def tvd_pvalue(ref_codes: np.ndarray, cur_codes: np.ndarray, n_keys: int) -> float:
+def _first_seen(codes: np.ndarray, distinct: int) -> list[int]:
+    """The ``distinct`` codes of ``codes`` in order of first appearance (pandas' unique())."""
+    size = 64
+    while True:  # the labels nearly always all show up early: look at a growing prefix
+        seen, first = np.unique(codes[:size], return_index=True)
+        if len(seen) >= distinct or size >= len(codes):
+            return seen[np.argsort(first)].tolist()
+        size *= 8
+
+
+def tvd_pvalue(ref_codes: np.ndarray, cur_codes: np.ndarray, labels: Sequence[str]) -> float:
     """tvd_stattest: permutation test of the total variation distance, 1000 shuffles.
 
     Evidently seeds numpy's global RNG with 0 and draws ``np.random.choice(ref + cur, len(ref),
-    replace=False)``, which is the first len(ref) items of a legacy shuffle of the pooled values
-    in row order; shuffling the pooled codes with RandomState(0) draws the very same samples.
-    The distance is compared as an exact integer (2*R*C*TVD) so ties count as they should.
+    replace=False)``: the first len(ref) items of a legacy shuffle of the pooled values in row
+    order, so shuffling the pooled codes with RandomState(0) draws the very same samples. Its
+    distances are summed in the iteration order of a Python set of the labels, and a permuted
+    distance that ties the observed one in exact arithmetic counts or not by that rounding
+    (so its p-value depends on PYTHONHASHSEED). The same sets and sums are formed here, which
+    gives Evidently's result in the same process.
     """
-    n_ref, n_cur = len(ref_codes), len(cur_codes)
-    pooled = np.concatenate((ref_codes, cur_codes))
-    total = np.bincount(pooled, minlength=n_keys).astype(np.int64)
+    n_keys, n_ref = len(labels), len(ref_codes)
+    index = {label: i for i, label in enumerate(labels)}
+    pooled = np.concatenate((ref_codes, cur_codes)).astype(np.int64)
+    total = np.bincount(pooled, minlength=n_keys)
+    pooled_seen = _first_seen(pooled, int(np.count_nonzero(total)))  # Counter(ref + cur)'s order
 
-    def scaled_tvd(ref_counts: np.ndarray) -> int:
-        return int(np.abs(ref_counts * n_cur - (total - ref_counts) * n_ref).sum())
+    def distance(ref_counts: np.ndarray, ref_seen: list[int], cur_seen: list[int]) -> float:
+        # Built by insertions in Evidently's order: the same table, so the same iteration.
+        keys = list({labels[i] for i in ref_seen} | {labels[i] for i in cur_seen})
+        order = [index[key] for key in keys]
+        ref, cur = ref_counts[order], (total - ref_counts)[order]
+        return float(0.5 * np.sum(np.abs(ref / ref.sum() - cur / cur.sum())))
 
-    observed = scaled_tvd(np.bincount(ref_codes, minlength=n_keys).astype(np.int64))
+    ref_counts = np.bincount(ref_codes, minlength=n_keys)
+    observed = distance(ref_counts, _first_seen(ref_codes, int(np.count_nonzero(ref_counts))),
+                        _first_seen(cur_codes, int(np.count_nonzero(total - ref_counts))))
     rng = np.random.RandomState(0)
     hits = 0
     for _ in range(TVD_ITERATIONS):
         shuffled = pooled.copy()
         rng.shuffle(shuffled)
-        counts = np.bincount(shuffled[:n_ref], minlength=n_keys).astype(np.int64)
-        hits += observed <= scaled_tvd(counts)
+        part = shuffled[:n_ref]
+        counts = np.bincount(part, minlength=n_keys)
+        left = total - counts  # what Counter subtraction leaves, in the pooled Counter's order
+        hits += observed <= distance(counts, _first_seen(part, int(np.count_nonzero(counts))),
+                                     [i for i in pooled_seen if left[i] > 0])
     return hits / TVD_ITERATIONS
 
 
