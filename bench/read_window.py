@@ -9,13 +9,15 @@ end) holding N log rows of the sample model (about 0.5% of them with "N/A" in a 
 feature, 2% with a null) and labels for 70% of them, then reads the whole window
 several ways. Each measurement runs in a fresh child process (spawn), so that its peak
 RSS is its own; "RSS before" is the child's peak after imports and a warm-up read of an
-empty window. Then it times the JSON parsers alone on the stored feature texts, and
-``iter_chunks`` over a 10x larger SQLite table.
+empty window. "CPU s" is the child's CPU time: the machine's other load inflates wall
+time. It also times the JSON parsers alone on stored feature texts, and with
+``--big-copies N`` reads an N times larger SQLite table with ``iter_chunks`` once.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import resource
 import secrets
@@ -38,6 +40,7 @@ START = datetime(2026, 10, 1, tzinfo=UTC)
 SPAN = timedelta(days=10)
 LABEL_SHARE = 0.7
 BATCH = 100_000
+PARSE_ROWS = 200_000  # feature texts for the parser comparison
 LOG_COLUMNS = ("model", "model_version", "request_id", "ts", "features", "prediction",
                "probabilities", "latency_ms", "error", "error_message", "received_at")
 LABEL_COLUMNS = ("model", "request_id", "label", "ts", "received_at")
@@ -123,6 +126,8 @@ def build_database(url: str, rows: int, seed: int) -> dict[str, float]:
     n_logs = n_labels = 0
     with engine.begin() as conn:
         raw = conn.connection.driver_connection
+        if sqlite:  # a throw-away file: no need to survive a power cut while it is written
+            raw.execute("PRAGMA synchronous = OFF")
         for logs, labels in batches(rows, seed, sqlite):
             n_logs += len(logs)
             n_labels += len(labels)
@@ -142,6 +147,31 @@ def build_database(url: str, rows: int, seed: int) -> dict[str, float]:
         conn.commit()
     engine.dispose()
     return {"logs": n_logs, "labels": n_labels, "seconds": time.perf_counter() - t0}
+
+
+def replicate(url: str, copies: int) -> dict[str, float]:
+    """Append ``copies`` time-shifted copies of a SQLite table's rows, inside SQLite."""
+    import sqlite3
+
+    t0 = time.perf_counter()
+    con = sqlite3.connect(url.removeprefix("sqlite:///"))
+    con.execute("PRAGMA synchronous = OFF")
+    (logs,), (labels,) = (con.execute(f"SELECT max(id) FROM {t}").fetchone()
+                          for t in ("inference_logs", "ground_truth"))
+    days = SPAN.days
+    for k in range(1, copies + 1):
+        # Request ids get a suffix; times move on by whole spans, keeping their fraction.
+        shift = f"datetime(ts, '+{k * days} days') || substr(ts, 20)"
+        con.execute(f"INSERT INTO inference_logs ({', '.join(LOG_COLUMNS)}) SELECT model, "
+                    f"model_version, request_id || '-{k}', {shift}, features, prediction, "
+                    "probabilities, latency_ms, error, error_message, received_at FROM "
+                    f"inference_logs WHERE id <= {logs}")
+        con.execute(f"INSERT INTO ground_truth ({', '.join(LABEL_COLUMNS)}) SELECT model, "
+                    f"request_id || '-{k}', label, {shift}, received_at FROM ground_truth "
+                    f"WHERE id <= {labels}")
+        con.commit()
+    con.close()
+    return {"seconds": time.perf_counter() - t0}
 
 
 # --- readers ----------------------------------------------------------------------
@@ -197,7 +227,7 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def measure(how: str, url: str, chunk_rows: int) -> dict[str, Any]:
+def measure(how: str, url: str, chunk_rows: int, spans: int = 1) -> dict[str, Any]:
     """One read of the whole window, in this (fresh) process."""
     import pandas as pd  # noqa: F401  (imported before the RSS baseline)
 
@@ -208,13 +238,16 @@ def measure(how: str, url: str, chunk_rows: int) -> dict[str, Any]:
     if how.endswith("(stdlib json)"):
         import json
 
-        def loads_each(texts: Any) -> list[Any]:
+        def loads_each(texts: Any, **_: Any) -> list[Any]:
+            # Python's json at its fastest: one call per batch, as one array.
+            if all(type(t) is str for t in texts):
+                return json.loads("[" + ",".join(texts) + "]")
             return [t if t is None or isinstance(t, int | float) else json.loads(t)
                     for t in texts]
         reading.loads_each = loads_each  # the same reader with Python's json instead
     engine = create_engine(url)
     source = BuiltinSource(engine, MODEL)
-    start, end = START, START + SPAN + timedelta(days=1)
+    start, end = START, START + spans * SPAN + timedelta(days=1)
     source.read_window(START - timedelta(days=2), START - timedelta(days=1))  # warm-up
     before = _peak_mb()
     t0, c0 = time.perf_counter(), time.process_time()
@@ -243,40 +276,47 @@ def measure(how: str, url: str, chunk_rows: int) -> dict[str, Any]:
 
 
 def parse_only(url: str, parser: str, repeats: int) -> dict[str, Any]:
-    """Seconds to turn the stored feature texts into a typed frame, per parser."""
+    """Seconds to parse stored feature texts, and to make a typed frame of them."""
     import io
     import json
     import sqlite3
 
     import orjson
+    import pandas as pd  # noqa: F401  (imported before timing)
+    import pyarrow as pa
+    import pyarrow.json as pajson
 
-    from monitor.store.reading import ColumnBuilder
+    from monitor.store.reading import ColumnBuilder, gc_paused
 
     texts = [r[0] for r in sqlite3.connect(url.removeprefix("sqlite:///")).execute(
-        "SELECT features FROM inference_logs")]
-    times, note = [], ""
+        f"SELECT features FROM inference_logs LIMIT {PARSE_ROWS}")]
+    parse, total, note = [], [], ""
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        if parser == "pyarrow.json":
-            import pyarrow as pa
-            import pyarrow.json as pajson
-
-            try:
-                pajson.read_json(io.BytesIO("\n".join(texts).encode())).to_pandas()
-            except pa.ArrowInvalid as exc:
-                note = f"fails: {str(exc)[:60]}"
-                clean = [t for t in texts if '"N/A"' not in t]
-                t0 = time.perf_counter()
-                pajson.read_json(io.BytesIO("\n".join(clean).encode())).to_pandas()
-                note += "; timed without the N/A rows"
-        else:
-            loads = {"json.loads": json.loads, "orjson.loads": orjson.loads}[parser]
-            builder = ColumnBuilder()
-            for lo in range(0, len(texts), 10_000):
-                builder.add(list(map(loads, texts[lo:lo + 10_000])))
-            builder.frame()
-        times.append(time.perf_counter() - t0)
-    return {"seconds": statistics.median(times), "note": note}
+        with gc_paused():
+            t0 = time.perf_counter()
+            if parser == "pyarrow.json":
+                data = "\n".join(texts).encode()
+                try:
+                    table = pajson.read_json(io.BytesIO(data))
+                except pa.ArrowInvalid as exc:
+                    note = f"fails on the N/A rows ({str(exc)[:55]}...); timed without them"
+                    data = "\n".join(t for t in texts if '"N/A"' not in t).encode()
+                    t0 = time.perf_counter()
+                    table = pajson.read_json(io.BytesIO(data))
+                t1 = time.perf_counter()
+                table.to_pandas()
+            else:
+                loads = {"json.loads": json.loads, "orjson.loads": orjson.loads}[parser]
+                batches = [list(map(loads, texts[lo:lo + 10_000]))
+                           for lo in range(0, len(texts), 10_000)]
+                t1 = time.perf_counter()
+                builder = ColumnBuilder()
+                for batch in batches:
+                    builder.add(batch)
+                builder.frame()
+            parse.append(t1 - t0)
+            total.append(time.perf_counter() - t0)
+    return {"parse": statistics.median(parse), "total": statistics.median(total), "note": note}
 
 
 def in_child(func: Any, *args: Any) -> Any:
@@ -287,10 +327,10 @@ def in_child(func: Any, *args: Any) -> Any:
 # --- main -------------------------------------------------------------------------
 
 
-def run_cells(url: str, backend: str, rows: int, hows: list[str], repeats: int,
-              chunk_rows: int, table: list[tuple[str, ...]]) -> None:
+def run_cells(url: str, backend: str, hows: list[str], repeats: int, chunk_rows: int,
+              table: list[tuple[str, ...]], spans: int = 1) -> None:
     for how in hows:
-        runs = [in_child(measure, how, url, chunk_rows) for _ in range(repeats)]
+        runs = [in_child(measure, how, url, chunk_rows, spans) for _ in range(repeats)]
         first = runs[0]
         if any((r["rows"], r["na"]) != (first["rows"], first["na"]) for r in runs):
             raise RuntimeError(f"{how}: runs disagree: {runs}")
@@ -298,7 +338,8 @@ def run_cells(url: str, backend: str, rows: int, hows: list[str], repeats: int,
         label = "-" if first["labelled"] < 0 else f"{first['labelled']:,}"
         what = how + (f" ({chunk_rows:,}/chunk)" if how == "iter_chunks" else "")
         table.append((backend, f"{first['rows']:,}", what, f"{statistics.median(secs):.2f}",
-                      " ".join(f"{s:.2f}" for s in secs),
+                      " ".join(f"{s:.1f}" for s in secs),
+                      f"{statistics.median([r['cpu'] for r in runs]):.2f}",
                       f"{statistics.median([r['before'] for r in runs]):.0f}",
                       f"{statistics.median([r['peak'] for r in runs]):.0f}",
                       label, f"{first['na']:,}"))
@@ -306,7 +347,7 @@ def run_cells(url: str, backend: str, rows: int, hows: list[str], repeats: int,
 
 
 def print_table(table: list[tuple[str, ...]]) -> None:
-    head = ("backend", "rows", "reader", "median s", "runs s", "RSS before MB",
+    head = ("backend", "rows", "reader", "median s", "runs s", "CPU s", "RSS before MB",
             "peak RSS MB", "labelled", "N/A kept")
     print("\n| " + " | ".join(head) + " |")
     print("|" + "|".join("---" for _ in head) + "|")
@@ -319,17 +360,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--chunk-rows", type=int, default=200_000)
-    parser.add_argument("--big-rows", type=int, default=10_000_000,
-                        help="rows of the SQLite table read by iter_chunks only (0: skip)")
-    parser.add_argument("--big-repeats", type=int, default=1)
+    parser.add_argument("--big-copies", type=int, default=0,
+                        help="also read (rows x this) SQLite rows with iter_chunks, once; "
+                        "10 took 3.5 min to build and 4 min to read here, so 0 (off)")
     parser.add_argument("--pg-url", default=DEFAULT_PG_URL)
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
     print(f"Python {platform.python_version()}, SQLAlchemy {sa.__version__}, "
-          f"{platform.machine()}; {args.rows:,} rows, {LABEL_SHARE:.0%} labelled; "
+          f"{platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}; "
+          f"{args.rows:,} rows, {LABEL_SHARE:.0%} labelled; "
           f"median of {args.repeats} fresh processes", flush=True)
-    hows = ["old path", "pandas.read_sql", "read_window", "read_window (stdlib json)",
-            "iter_chunks"]
+    readers = ["old path", "pandas.read_sql", "read_window", "iter_chunks"]
     table: list[tuple[str, ...]] = []
     admin = sa.create_engine(args.pg_url, isolation_level="AUTOCOMMIT")
     pg_name = f"mqm_bench_{secrets.token_hex(6)}"
@@ -341,9 +382,17 @@ def main(argv: list[str] | None = None) -> int:
         built = in_child(build_database, lite, args.rows, args.seed)
         print(f"SQLite: wrote {built['logs']:,} logs + {built['labels']:,} labels in "
               f"{built['seconds']:.1f} s", flush=True)
-        run_cells(lite, "SQLite", args.rows, hows, args.repeats, args.chunk_rows, table)
-        parse_rows = [(p, in_child(parse_only, lite, p, args.repeats))
-                      for p in ("json.loads", "orjson.loads", "pyarrow.json")]
+        # The same reader with Python's json instead of orjson: what orjson buys.
+        run_cells(lite, "SQLite", [*readers[:3], "read_window (stdlib json)", readers[3]],
+                  args.repeats, args.chunk_rows, table)
+        parsed = [(p, in_child(parse_only, lite, p, args.repeats))
+                  for p in ("json.loads", "orjson.loads", "pyarrow.json")]
+        if args.big_copies > 1:
+            big = in_child(replicate, lite, args.big_copies - 1)
+            print(f"SQLite: copied to {args.rows * args.big_copies:,} rows in "
+                  f"{big['seconds']:.1f} s", flush=True)
+            run_cells(lite, "SQLite", ["iter_chunks"], 1, args.chunk_rows, table,
+                      args.big_copies)
         Path(lite.removeprefix("sqlite:///")).unlink()
         with admin.connect() as conn:
             conn.execute(sa.text(f'CREATE DATABASE "{pg_name}"'))
@@ -351,24 +400,16 @@ def main(argv: list[str] | None = None) -> int:
             built = in_child(build_database, pg_url, args.rows, args.seed)
             print(f"PostgreSQL: wrote {built['logs']:,} logs + {built['labels']:,} labels in "
                   f"{built['seconds']:.1f} s", flush=True)
-            run_cells(pg_url, "PostgreSQL", args.rows, hows, args.repeats, args.chunk_rows,
-                      table)
+            run_cells(pg_url, "PostgreSQL", readers, args.repeats, args.chunk_rows, table)
         finally:
             with admin.connect() as conn:
                 conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)'))
             admin.dispose()
-        if args.big_rows:
-            big = f"sqlite:///{Path(tmp) / 'big.db'}"
-            built = in_child(build_database, big, args.big_rows, args.seed)
-            print(f"SQLite: wrote {built['logs']:,} logs + {built['labels']:,} labels in "
-                  f"{built['seconds']:.1f} s", flush=True)
-            run_cells(big, "SQLite", args.big_rows, ["iter_chunks"], args.big_repeats,
-                      args.chunk_rows, table)
     print_table(table)
-    print("\nfeature texts -> typed frame, SQLite's texts, median s:")
-    for name, res in parse_rows:
-        print(f"  {name:14s} {res['seconds']:6.2f}  {res['note']}")
-    print(f"\nwhole run {time.perf_counter() - t_all:.0f} s")
+    print(f"\n{PARSE_ROWS:,} stored feature texts, median s: parse | parse + typed frame")
+    for name, res in parsed:
+        print(f"  {name:14s} {res['parse']:5.2f} | {res['total']:5.2f}  {res['note']}")
+    print(f"\nwhole run {time.perf_counter() - t_all:.0f} s, load {os.getloadavg()[0]:.1f}")
     return 0
 
 

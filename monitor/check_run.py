@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 from monitor.checks.schema_check import SchemaAccumulator
 from monitor.config import ModelConfig
-from monitor.reference_data import ReferenceData, drift_columns, text_labels
+from monitor.reference_data import ReferenceData, drift_columns
 from monitor.run_result import CheckRun, overall_status
-from monitor.schema import ModelSchema
+from monitor.schema import ModelSchema, label_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -156,7 +156,7 @@ def evaluate_window(
         probs = perf[proba_cols].rename(columns=lambda c: c[len("proba:"):]) if proba_cols \
             else None
         if schema.task == "classification":
-            preds, labels = text_labels(preds), text_labels(labels)
+            preds, labels = label_text(preds), label_text(labels)
         result = check_performance(preds, labels, probs, ref.metrics, schema,
                                    config=model_cfg.performance, window_end=end, now=now)
         out = result.as_dict()

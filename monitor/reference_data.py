@@ -9,7 +9,7 @@ when either changes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from monitor.errors import MonitorError
 from monitor.reference import read_reference
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from monitor.checks.estimated import AccuracyEstimator
     from monitor.config import ModelConfig
 
-__all__ = ["ReferenceData", "drift_columns", "load_reference_data", "text_labels"]
+__all__ = ["ReferenceData", "drift_columns", "load_reference_data"]
 
 _CACHE: dict[tuple[str, str, str], ReferenceData] = {}
 _CACHE_SIZE = 16
@@ -49,18 +49,6 @@ def drift_columns(schema: ModelSchema) -> dict[str, Literal["num", "cat"]]:
     pred = schema.prediction
     kinds[pred.column] = "cat" if schema.task == "classification" else "num"
     return kinds
-
-
-def text_labels(values: pd.Series) -> pd.Series:
-    """Class labels as text: 1.0 reads as "1" (int columns with nulls turn float), None stays."""
-    def one(value: Any) -> Any:
-        if value is None or (isinstance(value, float) and value != value):
-            return None
-        if isinstance(value, float) and value.is_integer():
-            return str(int(value))
-        return str(value)
-
-    return values.map(one).astype(object)
 
 
 def reference_probabilities(frame: pd.DataFrame, schema: ModelSchema) -> pd.DataFrame | None:

@@ -12,8 +12,8 @@ from sqlalchemy.engine import Engine
 from monitor.config import Config
 from monitor.errors import MonitorError
 from monitor.reference import read_reference
-from monitor.reference_data import drift_columns, text_labels
-from monitor.schema import load_schema
+from monitor.reference_data import drift_columns
+from monitor.schema import label_text, load_schema
 from monitor.store.sources import make_source
 from monitor.store.tables import check_runs
 
@@ -75,12 +75,12 @@ def write_report(engine: Engine, config: Config, run_id: int, output: Path, *,
         for col, kind in feature_kinds.items():
             values = frame[col] if col in frame else pd.Series(np.nan, index=frame.index)
             out[col] = (pd.to_numeric(values, errors="coerce") if kind == "num"
-                        else text_labels(values))
+                        else label_text(values))
         is_cls = schema.task == "classification"
-        out["prediction"] = text_labels(frame[prediction]) if is_cls else pd.to_numeric(
+        out["prediction"] = label_text(frame[prediction]) if is_cls else pd.to_numeric(
             frame[prediction], errors="coerce")
         if label is not None and label in frame:
-            out["target"] = text_labels(frame[label]) if is_cls else pd.to_numeric(
+            out["target"] = label_text(frame[label]) if is_cls else pd.to_numeric(
                 frame[label], errors="coerce")
         for cls, col in probas.items():
             if col in frame:

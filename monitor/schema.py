@@ -27,6 +27,8 @@ __all__ = [
     "PredictionSpec",
     "TargetSpec",
     "is_of_type",
+    "label_of",
+    "label_text",
     "load_schema",
     "parse_text",
 ]
@@ -187,6 +189,37 @@ def parse_text(text: str, ftype: str) -> Any:
             return False
         return text
     return text
+
+
+def label_of(value: Any) -> str:
+    """A value as a class or category label (text), the one rule every check shares.
+
+    An integral float reads as an int (1.0 -> "1": an int column with nulls turns
+    float in pandas), a bool as "True"/"False", anything else as ``str(value)``.
+    """
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return "True" if value else "False"
+    if isinstance(value, float) or type(value).__name__.startswith("float"):
+        number = float(value)
+        if number.is_integer():
+            return str(int(number))
+    return str(value)
+
+
+def label_text(values: pd.Series) -> pd.Series:
+    """``label_of`` over a series (object dtype), None where missing."""
+    import numpy as np
+    import pandas as pd
+
+    if pd.api.types.is_object_dtype(values.dtype):
+        # Per value: factorizing would merge 1, 1.0 and True, which hash alike.
+        text = np.array([label_of(v) for v in values], dtype=object)
+    else:
+        # Typed columns hold few distinct labels: convert those, not every row.
+        codes, uniques = pd.factorize(values)
+        text = np.array([label_of(u) for u in uniques] + [None], dtype=object)[codes]
+    text[values.isna().to_numpy()] = None
+    return pd.Series(text, index=values.index, dtype=object)
 
 
 # --- drafting a schema from a reference set ----------------------------------------

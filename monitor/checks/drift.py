@@ -26,6 +26,7 @@ import pandas as pd
 
 from monitor.checks import stattests as st
 from monitor.config import DriftConfig
+from monitor.schema import label_of
 
 __all__ = ["ColumnKind", "DriftResult", "FeatureDrift", "ReferenceProfile", "check_drift"]
 
@@ -85,23 +86,14 @@ def _numbers(series: pd.Series) -> np.ndarray:
     return np.asarray(coerced.to_numpy(dtype=np.float64, na_value=np.nan))
 
 
-def _label(value: Any) -> str:
-    """Category values compared as text; 1.0 (an int column that held nulls) reads as 1."""
-    if isinstance(value, bool | np.bool_):
-        return str(bool(value))
-    if isinstance(value, float | np.floating) and float(value).is_integer():
-        return str(int(value))
-    return str(value)
-
-
 def _encode(series: pd.Series) -> tuple[np.ndarray, list[str]]:
     """Label ids of the non-null values in row order, and the distinct labels."""
     codes, uniques = pd.factorize(series, use_na_sentinel=True)
     if series.dtype == object and any(isinstance(v, bool | np.bool_) for v in uniques):
         # factorize merges True with 1 and 1.0 (equal in Python): label every value instead.
-        codes, uniques = pd.factorize(series.map(_label, na_action="ignore"))
+        codes, uniques = pd.factorize(series.map(label_of, na_action="ignore"))
     ids: dict[str, int] = {}
-    lut = np.array([ids.setdefault(_label(v), len(ids)) for v in uniques], dtype=np.int64)
+    lut = np.array([ids.setdefault(label_of(v), len(ids)) for v in uniques], dtype=np.int64)
     # The reference keeps these codes: the smallest integer type that holds them.
     lut = lut.astype(np.min_scalar_type(max(len(ids) - 1, 0)))
     present = codes[codes >= 0]

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pandas as pd
 
-from monitor.checks.performance import class_names, label_text
+from monitor.checks.performance import class_names
 from monitor.config import PerformanceConfig
 from monitor.errors import MonitorError
-from monitor.schema import ModelSchema
+from monitor.schema import ModelSchema, label_text
 
 if TYPE_CHECKING:
     from sklearn.isotonic import IsotonicRegression

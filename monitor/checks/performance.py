@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from monitor.config import PerformanceConfig
-from monitor.schema import ModelSchema
+from monitor.schema import ModelSchema, label_of, label_text
 
 __all__ = [
     "CLASSIFICATION_METRICS",
@@ -25,7 +25,6 @@ __all__ = [
     "PerformanceResult",
     "check_performance",
     "class_names",
-    "label_text",
     "performance_metrics",
 ]
 
@@ -55,35 +54,10 @@ class PerformanceResult:
         return asdict(self)
 
 
-def _one_text(value: Any) -> str:
-    if isinstance(value, bool | np.bool_):
-        return "True" if value else "False"
-    if isinstance(value, float | np.floating) and float(value).is_integer():
-        return str(int(value))
-    return str(value)
-
-
-def label_text(values: pd.Series) -> pd.Series:
-    """Class labels as text (object dtype), None where missing.
-
-    An integral float reads as an int (1.0 -> "1": an int column with nulls turns
-    float in pandas), a bool as "True"/"False", anything else as ``str(value)``.
-    """
-    if pd.api.types.is_object_dtype(values.dtype):
-        # Per value: factorizing would merge 1, 1.0 and True, which hash alike.
-        text = np.array([_one_text(v) for v in values], dtype=object)
-    else:
-        # Typed columns hold few distinct labels: convert those, not every row.
-        codes, uniques = pd.factorize(values)
-        text = np.array([_one_text(u) for u in uniques] + [None], dtype=object)[codes]
-    text[values.isna().to_numpy()] = None
-    return pd.Series(text, index=values.index, dtype=object)
-
-
 def class_names(schema: ModelSchema) -> list[str]:
     """The model's classes as text, in contract order (the last one is the positive class)."""
     if schema.prediction.classes:
-        return [_one_text(c) for c in schema.prediction.classes]
+        return [label_of(c) for c in schema.prediction.classes]
     return list(schema.prediction.probability_columns)
 
 

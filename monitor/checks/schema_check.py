@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from monitor.config import SchemaCheckConfig
-from monitor.schema import ModelSchema, is_of_type
+from monitor.schema import ModelSchema, is_of_type, label_of
 
 __all__ = ["ColumnReport", "SchemaAccumulator", "SchemaResult", "check_schema"]
 
@@ -76,13 +76,6 @@ def _type_ok(values: pd.Series, ftype: str) -> np.ndarray:
     return np.fromiter((is_of_type(v, ftype) for v in values), dtype=bool, count=len(values))
 
 
-def _label(value: Any) -> str:
-    """Category values compared as text; 1.0 (an int column that held nulls) reads as 1."""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
 def _examples(values: pd.Series) -> tuple[str, ...]:
     seen: list[str] = []
     for v in values:
@@ -137,8 +130,8 @@ def _measure(
         out_of_range[idx_typed[bad]] = True
         examples.append(typed[bad])
     if allowed is not None and len(typed):
-        known = {_label(a) for a in allowed}
-        bad = ~typed.map(_label).isin(known).to_numpy()
+        known = {label_of(a) for a in allowed}
+        bad = ~typed.map(label_of).isin(known).to_numpy()
         unseen[idx_typed[bad]] = True
         examples.append(typed[bad])
     violating = mismatch | out_of_range | unseen

@@ -48,12 +48,9 @@ class WindowFrames(NamedTuple):
 
 @contextmanager
 def gc_paused() -> Iterator[None]:
-    """The cyclic GC paused while columns are built.
-
-    Millions of new containers trigger collections that rescan the growing column
-    lists each time: measured 4x slower with the GC on. Two readers overlapping in
-    threads may end with one unpaused: slower, never wrong.
-    """
+    """The cyclic GC paused: millions of new containers trigger collections that rescan
+    the growing column lists each time (4x slower). Overlapping threads may end with one
+    unpaused: slower, never wrong."""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -63,8 +60,6 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-# --- JSON ---------------------------------------------------------------------------
-
 # orjson reads an integer literal beyond 64 bits as a float (>= 2**64 in size) where
 # Python's json keeps an exact int. Parsed values are checked for such floats (cheap:
 # they are typed anyway) and a batch that has one is read again by Python's json.
@@ -72,6 +67,8 @@ _HUGE = 2.0**64
 _FLOAT = frozenset({float})
 _SUSPECT = frozenset({float, list, dict})
 _SCALARS = frozenset({str, int, float, bool, type(None)})
+_NUMBERS = frozenset({int, float})
+_STORED = frozenset({str, int, float, type(None)})  # what a JSON column gives back
 
 
 def _huge(value: Any) -> bool:
@@ -114,10 +111,6 @@ def _load_all(texts: Sequence[Any]) -> list[Any]:
     return list(map(_load_one, texts))
 
 
-_NUMBERS = frozenset({int, float})
-_STORED = frozenset({str, int, float, type(None)})  # what a JSON column gives back
-
-
 def loads_each(texts: Sequence[str | bytes | float | None], *, checked: bool = True
                ) -> list[Any]:
     """Each JSON text parsed as Python's json would (SQL NULL stays None), mostly by orjson.
@@ -142,8 +135,6 @@ def loads_each(texts: Sequence[str | bytes | float | None], *, checked: bool = T
         return _load_all(texts)
     return values
 
-
-# --- columns ------------------------------------------------------------------------
 
 Part = tuple[str, Sequence[Any], frozenset[type]]  # key, values of the batch, their types
 
@@ -243,11 +234,9 @@ _NUMPY = {frozenset({float}): "float64", frozenset({float, type(None)}): "float6
 
 
 def typed_column(values: list[Any], kinds: frozenset[type] | None = None) -> Any:
-    """``values`` typed as from_records types them, without its scan where types tell.
-
-    Uniform numbers go straight to numpy; scalars with a text among them make an
-    object column of the raw values (pandas keeps them so unless it infers string
-    dtypes); the rest is left to pandas' own inference, the one from_records runs.
+    """``values`` typed as from_records types them, skipping its scan where types tell:
+    uniform numbers go to numpy, scalars with a text among them stay raw objects (unless
+    pandas infers string dtypes); the rest gets pandas' own inference, as in from_records.
     """
     import numpy as np
     import pandas as pd
@@ -297,10 +286,7 @@ class WindowBuilder:
             probabilities: list[Any], labels: list[Any], *,
             feature_texts: Sequence[Any] | None = None,
             probability_texts: Sequence[Any] | None = None) -> None:
-        """One batch; ``meta`` maps each of META_COLUMNS to its values.
-
-        Texts go with objects parsed by ``loads_each(..., checked=False)``.
-        """
+        """One batch; ``meta`` maps META_COLUMNS to values; texts as in ColumnBuilder.add."""
         for name in META_COLUMNS:
             values = meta[name]
             seen = self._seen.get(name)
@@ -324,8 +310,6 @@ class WindowBuilder:
         labels = pd.Series(self.labels, index=index, dtype=object, name="label")
         return WindowFrames(meta_frame, features, probabilities, labels)
 
-
-# --- mqm's own table ----------------------------------------------------------------
 
 
 @contextmanager
