@@ -97,6 +97,15 @@ def latest_window(source: LogSource, size: timedelta) -> tuple[datetime, datetim
     return start, start + size
 
 
+def _bounds(
+    source: LogSource, model_cfg: ModelConfig, at: datetime | None
+) -> tuple[datetime, datetime] | None:
+    """The window ending at ``at``, else the aligned window holding the newest log."""
+    if at is None:
+        return latest_window(source, model_cfg.window)
+    return aligned_window(at, model_cfg.window)
+
+
 def schema_metrics(result: SchemaResult) -> list[Metric]:
     metrics = [
         Metric("schema", "violation_rate", result.violation_rate),
@@ -127,13 +136,10 @@ def run_schema_check(
     model_cfg = config.model(model)
     schema = load_schema(model_cfg.schema_path)
     source = make_source(engine, model, model_cfg.source, schema)
-    if at is None:
-        bounds = latest_window(source, model_cfg.window)
-        if bounds is None:
-            return None
-        start, end = bounds
-    else:
-        start, end = aligned_window(at, model_cfg.window)
+    bounds = _bounds(source, model_cfg, at)
+    if bounds is None:
+        return None
+    start, end = bounds
     started = datetime.now(UTC)
     window = source.read_window(start, end)
     result = check_schema(
@@ -200,13 +206,10 @@ def run_check(
     model_cfg = config.model(model)
     schema = load_schema(model_cfg.schema_path)
     source = make_source(engine, model, model_cfg.source, schema)
-    if at is None:
-        bounds = latest_window(source, model_cfg.window)
-        if bounds is None:
-            return None
-        start, end = bounds
-    else:
-        start, end = aligned_window(at, model_cfg.window)
+    bounds = _bounds(source, model_cfg, at)
+    if bounds is None:
+        return None
+    start, end = bounds
     started = datetime.now(UTC)
     now = now or started
     reference, reference_error = _reference(model_cfg, schema)

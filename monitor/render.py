@@ -1,0 +1,105 @@
+"""Terminal views of check runs: what the CLI prints, kept apart from parsing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+__all__ = ["fmt", "print_run", "print_schema_run", "print_timeline"]
+
+
+def print_schema_run(run: Any) -> None:
+    res = run.result
+    click.echo(
+        f"{run.model}  window {run.start:%Y-%m-%d %H:%M} .. {run.end:%Y-%m-%d %H:%M} UTC  "
+        f"rows {res.rows}  status {res.status.upper()}  violation rate {res.violation_rate:.2%}"
+    )
+    header = f"  {'column':<22}{'nulls':>8}{'type':>8}{'range':>8}{'unseen':>8}  examples"
+    click.echo(header)
+    for col in res.columns:
+        if col.state != "present":
+            click.echo(f"  {col.column:<22}{col.state.upper()}")
+            continue
+        if not col.violation_rate and not col.null_rate:
+            continue
+        click.echo(
+            f"  {col.column:<22}{col.null_rate:>8.2%}{col.type_mismatch_rate:>8.2%}"
+            f"{col.out_of_range_rate:>8.2%}{col.unseen_category_rate:>8.2%}  "
+            + ", ".join(col.examples)
+        )
+    for reason in res.reasons[:3]:
+        click.echo(f"  why: {reason}")
+
+
+def fmt(value: Any, kind: str = "rate") -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2%}" if kind == "rate" else f"{value:.3f}"
+
+
+def print_run(run: Any) -> None:
+    """A terminal summary of one run: status, why, and a line per check."""
+    d = run.as_dict()
+    checks = d["checks"]
+    sampled = f"  (sampled {run.sample_rows} rows)" if run.sampled else ""
+    click.echo(
+        f"{run.model}  window {run.start:%Y-%m-%d %H:%M} .. {run.end:%Y-%m-%d %H:%M} UTC  "
+        f"rows {run.rows}  status {run.status.upper()}{sampled}"
+        + (f"  run {run.run_id}" if run.run_id else "")
+    )
+    sch = checks.get("schema", {})
+    click.echo(f"  schema       {sch.get('status', '-'):<9} violation rate "
+               f"{fmt(sch.get('violation_rate'))}")
+    dr = checks.get("drift", {})
+    if dr.get("status") == "error":
+        click.echo(f"  drift        error     {dr.get('error')}")
+    else:
+        click.echo(f"  drift        {dr.get('status', '-'):<9} drifted share "
+                   f"{fmt(dr.get('share_drifted'))} (limit {fmt(dr.get('drift_share'))})")
+        for feat in dr.get("features", []):
+            if feat["drifted"]:
+                click.echo(f"    {feat['feature']:<22} {feat['method']:<14} score "
+                           f"{feat['score']:.4g} >= threshold {feat['threshold']:.4g}"
+                           if feat["method"] not in ("ks", "chisquare", "z") else
+                           f"    {feat['feature']:<22} {feat['method']:<14} p-value "
+                           f"{feat['score']:.3g} < threshold {feat['threshold']:.3g}")
+    pf = checks.get("performance", {})
+    if pf.get("status") == "error":
+        click.echo(f"  performance  error     {pf.get('error')}")
+    elif pf:
+        metrics, ref = pf.get("metrics", {}), pf.get("reference_metrics", {})
+        shown = ", ".join(f"{k} {fmt(v, 'num')} (ref {fmt(ref.get(k), 'num')})"
+                          for k, v in metrics.items() if v is not None)
+        est = pf.get("estimated", {})
+        estimated = est.get("estimated_accuracy")
+        click.echo(f"  performance  {pf.get('status', '-'):<9} labels "
+                   f"{fmt(pf.get('label_coverage'))}  {shown or 'no labels yet'}"
+                   + (f"  estimated accuracy {fmt(estimated, 'num')}" if estimated else ""))
+    sv = checks.get("service", {})
+    if sv.get("status") == "error":
+        click.echo(f"  service      error     {sv.get('error')}")
+    elif sv:
+        click.echo(f"  service      {sv.get('status', '-'):<9} errors {fmt(sv.get('error_rate'))}"
+                   f"  latency p50/p95/p99 {sv.get('latency_p50_ms') or 0:.1f}/"
+                   f"{sv.get('latency_p95_ms') or 0:.1f}/{sv.get('latency_p99_ms') or 0:.1f} ms")
+    for reason in run.reasons[:8]:
+        click.echo(f"  why: {reason}")
+
+
+def print_timeline(runs: list[Any]) -> None:
+    click.echo(f"  {'window end (UTC)':<18}{'rows':>7}{'schema':>9}{'drifted':>9}"
+               f"{'accuracy':>10}{'estimated':>10}{'labels':>8}  {'status':<10}why")
+    for run in runs:
+        checks = run.checks
+        perf = checks.get("performance", {})
+        acc = perf.get("metrics", {}).get("accuracy")
+        est = perf.get("estimated", {}).get("estimated_accuracy")
+        why = run.reasons[0] if run.reasons and run.status != "ok" else ""
+        click.echo(
+            f"  {run.end:%Y-%m-%d %H:%M}  {run.rows:>7}"
+            f"{fmt(checks.get('schema', {}).get('violation_rate')):>9}"
+            f"{fmt(checks.get('drift', {}).get('share_drifted')):>9}"
+            f"{fmt(acc, 'num'):>10}{fmt(est, 'num'):>10}"
+            f"{fmt(perf.get('label_coverage')):>8}  {run.status:<10}{why[:90]}"
+        )
