@@ -424,6 +424,8 @@ def test_sql_source_reads_labels_from_the_store_engine(tmp_path: Path, schema) -
     assert window.labels.tolist() == [None, None, "late", None, None]
     direct = SqlSource(user, user_source_config(), schema, store_engine=store)
     assert direct.read_window(T0, T0 + timedelta(days=1)).labels.tolist()[2] == "late"
+    passed = make_source(user, MODEL, user_source_config(), schema, store_engine=store)
+    assert passed.read_window(T0, T0 + timedelta(days=1)).labels.tolist()[2] == "late"
     # Without a store, labels are looked up in the user's database, which has none.
     with pytest.raises(DatabaseError, match=r"cannot read labels .*ground_truth"):
         SqlSource(user, user_source_config(), schema).read_window(T0, T0 + timedelta(days=1))
