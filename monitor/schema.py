@@ -8,10 +8,12 @@ allowed values), its prediction and its target. The schema check
 from __future__ import annotations
 
 import math
+import numbers
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from monitor.errors import SchemaError
@@ -135,19 +137,23 @@ def is_null(value: Any) -> bool:
 
 
 def is_of_type(value: Any, ftype: str) -> bool:
-    """Whether a non-null value received over JSON fits the declared type."""
+    """Whether a non-null value received over JSON fits the declared type.
+
+    numpy scalars count as their Python kinds (a user's own table may yield them).
+    """
+    is_bool = isinstance(value, bool | np.bool_)
+    is_int = isinstance(value, numbers.Integral) and not is_bool
+    is_float = isinstance(value, numbers.Real) and not is_int and not is_bool
     if ftype == "float":
-        return isinstance(value, int | float) and not isinstance(value, bool)
+        return is_int or is_float
     if ftype == "int":
-        if isinstance(value, bool):
-            return False
-        return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+        return is_int or (is_float and float(value).is_integer())
     if ftype == "bool":
-        return isinstance(value, bool)
+        return is_bool
     if ftype == "string":
         return isinstance(value, str)
     if ftype == "category":
-        return isinstance(value, str | int) and not isinstance(value, float)
+        return isinstance(value, str) or is_int or is_bool
     if ftype == "datetime":
         if not isinstance(value, str):
             return False
@@ -212,7 +218,13 @@ def label_text(values: pd.Series) -> pd.Series:
     import pandas as pd
 
     if pd.api.types.is_object_dtype(values.dtype):
-        # Per value: factorizing would merge 1, 1.0 and True, which hash alike.
+        kind = pd.api.types.infer_dtype(values, skipna=True)  # one C pass over the values
+        if kind in ("string", "empty"):
+            return values.where(values.notna(), None).astype(object)
+        if kind == "integer":
+            return values.map(str, na_action="ignore").where(values.notna(), None).astype(
+                object)
+        # Mixed: per value, since factorizing would merge 1, 1.0 and True (equal hashes).
         text = np.array([label_of(v) for v in values], dtype=object)
     else:
         # Typed columns hold few distinct labels: convert those, not every row.

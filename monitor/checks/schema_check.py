@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from monitor.config import SchemaCheckConfig
-from monitor.schema import ModelSchema, is_of_type, label_of
+from monitor.schema import ModelSchema, is_of_type, label_of, label_text
 
 __all__ = ["ColumnReport", "SchemaAccumulator", "SchemaResult", "check_schema"]
 
@@ -73,7 +73,57 @@ def _type_ok(values: pd.Series, ftype: str) -> np.ndarray:
             return (values.to_numpy() % 1 == 0)
     if ftype == "bool" and pd.api.types.is_bool_dtype(dtype):
         return np.ones(len(values), dtype=bool)
+    if pd.api.types.is_object_dtype(dtype) and ftype != "datetime":
+        # Object columns of one Python type (the common case) are judged in one C pass;
+        # only truly mixed columns go value by value.
+        kind = pd.api.types.infer_dtype(values, skipna=False)
+        every = np.ones(len(values), dtype=bool)
+        if kind == "string":
+            return every if ftype in ("string", "category") else ~every
+        if kind == "boolean":
+            return every if ftype in ("bool", "category") else ~every
+        if kind == "integer":
+            return every if ftype in ("int", "float", "category") else ~every
+        if kind in ("floating", "mixed-integer-float"):
+            if ftype == "float":
+                return every
+            if ftype == "int":
+                return values.to_numpy(dtype=float) % 1 == 0
+            if kind == "floating" or ftype != "category":
+                return ~every
+            # A category column with ints and floats: the ints fit; judged by type below.
+        return _type_ok_mixed(values, ftype)
     return np.fromiter((is_of_type(v, ftype) for v in values), dtype=bool, count=len(values))
+
+
+def _type_ok_mixed(values: pd.Series, ftype: str) -> np.ndarray:
+    """Mixed object columns (a "N/A" among floats): decided on each value's Python type,
+    vectorized; only values of other types (numpy scalars, lists) go through is_of_type."""
+    raw = values.to_numpy(dtype=object)
+    types = values.map(type).to_numpy(dtype=object)
+    # Elementwise numpy comparisons of type objects (exact types, not isinstance).
+    is_str, is_int, is_float, is_bool = (types == str, types == int,  # noqa: E721
+                                         types == float, types == bool)  # noqa: E721
+    if ftype == "float":
+        ok = is_int | is_float
+    elif ftype == "int":
+        ok = is_int.copy()
+        floats = raw[is_float].astype(float)
+        ok[is_float] = floats % 1 == 0
+    elif ftype == "bool":
+        ok = is_bool
+    elif ftype == "string":
+        ok = is_str
+    elif ftype == "category":
+        ok = is_str | is_int | is_bool
+    else:
+        ok = np.zeros(len(raw), dtype=bool)
+    other = ~(is_str | is_int | is_float | is_bool)
+    if ftype == "datetime":
+        other = np.ones(len(raw), dtype=bool)
+    if other.any():
+        ok[other] = [is_of_type(v, ftype) for v in raw[other]]
+    return ok
 
 
 def _examples(values: pd.Series) -> tuple[str, ...]:
@@ -131,7 +181,7 @@ def _measure(
         examples.append(typed[bad])
     if allowed is not None and len(typed):
         known = {label_of(a) for a in allowed}
-        bad = ~typed.map(label_of).isin(known).to_numpy()
+        bad = ~label_text(typed).isin(known).to_numpy()
         unseen[idx_typed[bad]] = True
         examples.append(typed[bad])
     violating = mismatch | out_of_range | unseen
