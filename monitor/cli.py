@@ -72,6 +72,16 @@ def _print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
+def _show(run: Any, model: str, as_json: bool, printer: Callable[[Any], None]) -> None:
+    """A run as JSON or as text; no run at all means the model has no logs."""
+    if run is None:
+        raise MonitorError(f"model {model!r} has no logs yet; load some with `mqm ingest`")
+    if as_json:
+        _print_json(run.as_dict())
+    else:
+        printer(run)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config", "config_file", type=click.Path(dir_okay=False), default=None,
@@ -222,12 +232,7 @@ def schema_check(ctx: _Context, model: str, at: str | None, no_save: bool,
 
     run = run_schema_check(ctx.engine(), ctx.config, model, at=_parse_at(at),
                            persist=not no_save)
-    if run is None:
-        raise MonitorError(f"model {model!r} has no logs yet; load some with `mqm ingest`")
-    if as_json:
-        _print_json(run.as_dict())
-    else:
-        render.print_schema_run(run)
+    _show(run, model, as_json, render.print_schema_run)
 
 
 # --- check runs -------------------------------------------------------------------
@@ -246,12 +251,7 @@ def check(ctx: _Context, model: str, at: str | None, no_save: bool, as_json: boo
     from monitor.pipeline import run_check
 
     run = run_check(ctx.engine(), ctx.config, model, at=_parse_at(at), persist=not no_save)
-    if run is None:
-        raise MonitorError(f"model {model!r} has no logs yet; load some with `mqm ingest`")
-    if as_json:
-        _print_json(run.as_dict())
-    else:
-        render.print_run(run)
+    _show(run, model, as_json, render.print_run)
 
 
 @main.command()

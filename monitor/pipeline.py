@@ -97,13 +97,21 @@ def latest_window(source: LogSource, size: timedelta) -> tuple[datetime, datetim
     return start, start + size
 
 
-def _bounds(
-    source: LogSource, model_cfg: ModelConfig, at: datetime | None
-) -> tuple[datetime, datetime] | None:
-    """The window ending at ``at``, else the aligned window holding the newest log."""
+def _prepare(
+    engine: Engine, config: Config, model: str, at: datetime | None
+) -> tuple[ModelConfig, ModelSchema, LogSource, datetime, datetime] | None:
+    """Settings, contract, source and the window: the one ending at ``at``, else the
+    aligned window holding the newest log (None when there are no logs)."""
+    model_cfg = config.model(model)
+    schema = load_schema(model_cfg.schema_path)
+    source = make_source(engine, model, model_cfg.source, schema)
     if at is None:
-        return latest_window(source, model_cfg.window)
-    return aligned_window(at, model_cfg.window)
+        bounds = latest_window(source, model_cfg.window)
+        if bounds is None:
+            return None
+    else:
+        bounds = aligned_window(at, model_cfg.window)
+    return model_cfg, schema, source, *bounds
 
 
 def schema_metrics(result: SchemaResult) -> list[Metric]:
@@ -133,13 +141,10 @@ def run_schema_check(
 
     Returns None when the model has no logs at all.
     """
-    model_cfg = config.model(model)
-    schema = load_schema(model_cfg.schema_path)
-    source = make_source(engine, model, model_cfg.source, schema)
-    bounds = _bounds(source, model_cfg, at)
-    if bounds is None:
+    prepared = _prepare(engine, config, model, at)
+    if prepared is None:
         return None
-    start, end = bounds
+    model_cfg, schema, source, start, end = prepared
     started = datetime.now(UTC)
     window = source.read_window(start, end)
     result = check_schema(
@@ -203,13 +208,10 @@ def run_check(
     """
     from monitor.check_run import evaluate_window
 
-    model_cfg = config.model(model)
-    schema = load_schema(model_cfg.schema_path)
-    source = make_source(engine, model, model_cfg.source, schema)
-    bounds = _bounds(source, model_cfg, at)
-    if bounds is None:
+    prepared = _prepare(engine, config, model, at)
+    if prepared is None:
         return None
-    start, end = bounds
+    model_cfg, schema, source, start, end = prepared
     started = datetime.now(UTC)
     now = now or started
     reference, reference_error = _reference(model_cfg, schema)
