@@ -126,6 +126,9 @@ _ON_ERROR = click.option(
 )
 _JSON = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 _MODEL = click.option("--model", "-m", required=True, help="Model name from the config.")
+_AT = click.option("--at", default=None, help="End of the window (ISO 8601, UTC); default: "
+                   "the window holding the newest log.")
+_NO_SAVE = click.option("--no-save", is_flag=True, help="Do not store the run.")
 
 
 def _report(report: Any, as_json: bool, what: str) -> None:
@@ -219,9 +222,8 @@ def schema_infer(file: Path, model: str, prediction: str, target: str | None,
 
 @schema.command("check")
 @_MODEL
-@click.option("--at", default=None, help="End of the window (ISO 8601, UTC); default: the "
-              "window holding the newest log.")
-@click.option("--no-save", is_flag=True, help="Do not store the run.")
+@_AT
+@_NO_SAVE
 @_JSON
 @pass_ctx
 @_fail_cleanly
@@ -240,9 +242,8 @@ def schema_check(ctx: _Context, model: str, at: str | None, no_save: bool,
 
 @main.command()
 @_MODEL
-@click.option("--at", default=None, help="End of the window (ISO 8601, UTC); default: the "
-              "window holding the newest log.")
-@click.option("--no-save", is_flag=True, help="Do not store the run.")
+@_AT
+@_NO_SAVE
 @_JSON
 @pass_ctx
 @_fail_cleanly

@@ -18,9 +18,9 @@ from sqlalchemy.engine import Engine
 
 from monitor.checks.schema_check import SchemaResult, check_schema
 from monitor.config import Config, ModelConfig
-from monitor.run_result import CheckRun
+from monitor.run_result import CheckRun, schema_metrics
 from monitor.schema import ModelSchema, load_schema
-from monitor.store.runs import Metric, save_run
+from monitor.store.runs import save_run
 from monitor.store.sources import LogSource, make_source
 
 __all__ = [
@@ -114,21 +114,6 @@ def _prepare(
     return model_cfg, schema, source, *bounds
 
 
-def schema_metrics(result: SchemaResult) -> list[Metric]:
-    metrics = [
-        Metric("schema", "violation_rate", result.violation_rate),
-        Metric("schema", "missing_columns", float(len(result.missing_columns))),
-        Metric("schema", "unexpected_columns", float(len(result.unexpected_columns))),
-    ]
-    for col in result.columns:
-        if col.state != "present":
-            continue
-        for name in ("null_rate", "type_mismatch_rate", "out_of_range_rate",
-                     "unseen_category_rate", "violation_rate"):
-            metrics.append(Metric("schema", name, getattr(col, name), col.column))
-    return metrics
-
-
 def run_schema_check(
     engine: Engine,
     config: Config,
@@ -165,7 +150,7 @@ def run_schema_check(
             rows=result.rows,
             status=result.status,
             summary=result.as_dict(),
-            metrics=schema_metrics(result),
+            metrics=schema_metrics(result.as_dict()),
             config_hash=config_hash(model_cfg, schema),
             reference_version=reference_version(model_cfg.reference),
             started_at=started,

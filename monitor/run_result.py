@@ -11,7 +11,7 @@ from typing import Any
 
 from monitor.store.runs import Metric
 
-__all__ = ["SECTIONS", "CheckRun", "overall_status"]
+__all__ = ["SECTIONS", "CheckRun", "overall_status", "schema_metrics"]
 
 SECTIONS = ("schema", "drift", "performance", "service")
 _RANK = {"ok": 0, "skipped": 0, "insufficient_data": 0, "warn": 1, "error": 2, "critical": 3}
@@ -31,6 +31,22 @@ def overall_status(sections: dict[str, dict[str, Any]], rows: int, min_rows: int
     if worst in ("skipped", "insufficient_data"):
         return "ok"
     return worst
+
+
+def schema_metrics(schema: dict[str, Any]) -> list[Metric]:
+    """Figures of a schema section (``SchemaResult.as_dict()``), for schema-only and full runs."""
+    out = [
+        Metric("schema", "violation_rate", schema["violation_rate"]),
+        Metric("schema", "missing_columns", float(len(schema["missing_columns"]))),
+        Metric("schema", "unexpected_columns", float(len(schema["unexpected_columns"]))),
+    ]
+    for col in schema["columns"]:
+        if col["state"] != "present":
+            continue
+        for name in ("null_rate", "type_mismatch_rate", "out_of_range_rate",
+                     "unseen_category_rate", "violation_rate"):
+            out.append(Metric("schema", name, col[name], col["column"]))
+    return out
 
 
 @dataclass(frozen=True)
@@ -71,13 +87,7 @@ class CheckRun:
         out = [Metric("run", "rows", float(self.rows))]
         schema = self.checks.get("schema", {})
         if "violation_rate" in schema:
-            out.append(Metric("schema", "violation_rate", schema["violation_rate"]))
-            for col in schema.get("columns", []):
-                if col.get("state") != "present":
-                    continue
-                for name in ("null_rate", "type_mismatch_rate", "out_of_range_rate",
-                             "unseen_category_rate", "violation_rate"):
-                    out.append(Metric("schema", name, col[name], col["column"]))
+            out += schema_metrics(schema)
         drift = self.checks.get("drift", {})
         if "share_drifted" in drift:
             out.append(Metric("drift", "share_drifted", drift["share_drifted"]))
