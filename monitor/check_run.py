@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -79,8 +79,13 @@ def evaluate_window(
     end: datetime,
     now: datetime,
     config_hash: str,
+    fallback_counts: Mapping[str, int] | None = None,
 ) -> CheckRun:
-    """Read the window and run every check on it (no writes)."""
+    """Read the window and run every check on it (no writes).
+
+    ``fallback_counts`` (rows per fallback reason, counted by the caller in mqm's own
+    log table) goes to the service check.
+    """
     import numpy as np
     import pandas as pd
 
@@ -175,7 +180,7 @@ def evaluate_window(
 
         result = check_service(pd.Series(latency), pd.Series(error_flags),
                                window_seconds=(end - start).total_seconds(),
-                               config=model_cfg.service)
+                               config=model_cfg.service, fallback_counts=fallback_counts)
         return result.as_dict()
 
     checks["drift"] = _section("drift", drift)

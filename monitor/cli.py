@@ -316,6 +316,112 @@ def report(ctx: _Context, run_id: int, output: Path, sample: int) -> None:
     click.echo(f"wrote {output} (computed on {rows} window rows)")
 
 
+# --- fallback flag ----------------------------------------------------------------
+
+
+@main.group()
+def fallback() -> None:
+    """The fallback flag: show it, force it on or off, clear an override."""
+
+
+def _parse_until(value: str | None, now: datetime) -> datetime | None:
+    """An ISO 8601 time, or a duration from now ('30m', '2h', '1d')."""
+    if value is None:
+        return None
+    from monitor.config import parse_duration
+    from monitor.store.logs import RowProblem, parse_time
+
+    duration = parse_duration(value)
+    if not isinstance(duration, str):
+        return now + duration
+    try:
+        return parse_time("--until", value)
+    except RowProblem:
+        raise MonitorError(f"--until: cannot read {value!r} as an ISO 8601 time or a duration "
+                           "such as 2h or 1d") from None
+
+
+def _who(by: str | None) -> str:
+    if by:
+        return by
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name in some containers
+        return "unknown"
+
+
+_BY = click.option("--by", default=None, help="Who does it (default: the OS user).")
+_REASON = click.option("--reason", default=None, help="Why, for the audit trail.")
+
+
+@fallback.command("show")
+@_MODEL
+@click.option("--events", "limit", type=int, default=10, show_default=True,
+              help="How many recent events to list.")
+@_JSON
+@pass_ctx
+@_fail_cleanly
+def fallback_show(ctx: _Context, model: str, limit: int, as_json: bool) -> None:
+    """Show a model's fallback flag and its recent changes."""
+    from monitor.fallback import flag_document, list_events
+
+    doc = flag_document(ctx.engine(), ctx.config, model)
+    events = list_events(ctx.engine(), model, limit=limit)
+    if as_json:
+        _print_json({"flag": doc, "events": [e.as_dict() for e in events]})
+    else:
+        render.print_fallback(doc, events)
+
+
+@fallback.command("set")
+@_MODEL
+@click.option("--on/--off", "active", default=True, show_default=True,
+              help="Force the flag on (serve the default prediction) or off.")
+@click.option("--until", default=None,
+              help="When the override ends (ISO 8601, UTC, or a duration such as 2h); "
+              "default: when cleared.")
+@_REASON
+@_BY
+@_JSON
+@pass_ctx
+@_fail_cleanly
+def fallback_set(ctx: _Context, model: str, active: bool, until: str | None,
+                 reason: str | None, by: str | None, as_json: bool) -> None:
+    """Force a model's fallback flag on or off, beating the automatic state."""
+    from datetime import UTC
+
+    from monitor.fallback import set_override
+
+    now = datetime.now(UTC)
+    doc = set_override(ctx.engine(), ctx.config, model, active=active, by=_who(by),
+                       reason=reason, until=_parse_until(until, now), now=now)
+    if as_json:
+        _print_json(doc)
+    else:
+        render.print_fallback(doc, [])
+
+
+@fallback.command("clear")
+@_MODEL
+@_REASON
+@_BY
+@_JSON
+@pass_ctx
+@_fail_cleanly
+def fallback_clear(ctx: _Context, model: str, reason: str | None, by: str | None,
+                   as_json: bool) -> None:
+    """Remove a model's override: the automatic state is served again."""
+    from monitor.fallback import clear_override
+
+    doc = clear_override(ctx.engine(), ctx.config, model, by=_who(by), reason=reason)
+    if as_json:
+        _print_json(doc)
+    else:
+        render.print_fallback(doc, [])
+
+
 # --- config -----------------------------------------------------------------------
 
 

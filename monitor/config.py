@@ -7,6 +7,7 @@ config reference in the README is generated from these declarations
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from datetime import timedelta
@@ -29,6 +30,7 @@ __all__ = [
     "ColumnMapping",
     "Config",
     "DriftConfig",
+    "FallbackConfig",
     "ModelConfig",
     "PerformanceConfig",
     "SchemaCheckConfig",
@@ -217,6 +219,55 @@ class ServiceConfig(_Section):
     )
 
 
+class FallbackConfig(_Section):
+    """When the fallback flag trips and recovers, and what serving answers meanwhile."""
+
+    bad_statuses: tuple[Literal["warn", "critical"], ...] = Field(
+        ("critical",), min_length=1, description="Run statuses that count as bad."
+    )
+    trip_after: int = Field(
+        2, ge=1, description="The flag turns on at this many consecutive bad runs."
+    )
+    recover_after: int = Field(
+        3, ge=1, description="The flag turns off again at this many consecutive ok runs "
+        "(a warn run that is not bad restarts the count)."
+    )
+    stale_after: timedelta | None = Field(
+        None, description="With no successful run (ok, warn or critical) for this long the "
+        "flag is reported stale, still unchanged (default: three windows)."
+    )
+    default_prediction: Any = Field(
+        None, description="The safe answer served to clients in the flag document, for "
+        "serving to answer with while the flag is on."
+    )
+
+    @field_validator("stale_after", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return parse_duration(value)
+
+    @field_validator("stale_after")
+    @classmethod
+    def _positive(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and value <= timedelta(0):
+            raise ValueError("must be a positive duration")
+        return value
+
+    @field_validator("bad_statuses")
+    @classmethod
+    def _unique(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(value))
+
+    @field_validator("default_prediction")
+    @classmethod
+    def _json(cls, value: Any) -> Any:
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError):
+            raise ValueError(f"must be a JSON value, got {value!r}") from None
+        return value
+
+
 class ModelConfig(_Section):
     """One monitored model."""
 
@@ -238,6 +289,12 @@ class ModelConfig(_Section):
     drift: DriftConfig = Field(default_factory=DriftConfig)
     performance: PerformanceConfig = Field(default_factory=PerformanceConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
+    fallback: FallbackConfig = Field(default_factory=FallbackConfig)
+
+    @property
+    def stale_after(self) -> timedelta:
+        """``fallback.stale_after``, or three windows when unset."""
+        return self.fallback.stale_after or 3 * self.window
 
     @field_validator("window", mode="before")
     @classmethod
@@ -267,6 +324,11 @@ class Config(_Section):
         f"config file. {ENV_DATABASE_URL} overrides it.",
     )
     models: dict[str, ModelConfig] = Field(description="Monitored models by name.")
+    fallback_dir: Path | None = Field(
+        None, description="Folder where each model's fallback flag is written as <model>.json, "
+        "replaced atomically on every change, for sidecars and shared volumes (default: no "
+        "files)."
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -278,6 +340,18 @@ class Config(_Section):
             if rest and rest != ":memory:":
                 return prefix + str((Path(base) / rest).resolve())
         return value
+
+    @field_validator("fallback_dir")
+    @classmethod
+    def _dir_relative_to_config(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        # Each model's flag file is named after the model.
+        for name in info.data.get("models", {}):
+            if not name or name.startswith(".") or "/" in name or "\\" in name:
+                raise ValueError(f"model name {name!r} cannot name a file in fallback_dir")
+        base = (info.context or {}).get("base_dir")
+        return value if value.is_absolute() or base is None else Path(base) / value
 
     def model(self, name: str) -> ModelConfig:
         try:

@@ -14,7 +14,7 @@ __all__ = ["config_reference"]
 
 
 _NAMES = {str: "text", int: "integer", float: "number", bool: "true/false",
-          timedelta: "duration", type(None): "none"}
+          timedelta: "duration", type(None): "none", Any: "any JSON value"}
 
 
 def _type_name(annotation: Any) -> str:
@@ -31,6 +31,8 @@ def _type_name(annotation: Any) -> str:
     if origin is dict:
         key, value = get_args(annotation)
         return f"mapping of {_type_name(key)} to {_type_name(value)}"
+    if origin in (list, tuple):
+        return f"list of {_type_name(get_args(annotation)[0])}"
     if annotation is Path:
         return "path"
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
@@ -46,6 +48,8 @@ def _default(field: Any) -> str:
     value = field.default
     if isinstance(value, timedelta):
         return f"{int(value.total_seconds())} s"
+    if isinstance(value, list | tuple):
+        return ", ".join(f"`{v}`" for v in value) or "empty"
     return "none" if value is None else f"`{value}`"
 
 

@@ -35,7 +35,8 @@ from monitor.store.logs import (
 __all__ = ["IngestReport", "ingest_labels", "ingest_logs", "read_rows"]
 
 OnError = Literal["skip", "fail"]
-RESERVED = ("request_id", "timestamp", "model_version", "latency_ms", "error", "error_message")
+RESERVED = ("request_id", "timestamp", "model_version", "latency_ms", "error", "error_message",
+            "fallback_reason")
 _CSV_NULLS = {"", "null", "NULL", "None", "NaN", "nan"}
 _MAX_LISTED = 20
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -18,9 +19,10 @@ from sqlalchemy.engine import Engine
 
 from monitor.checks.schema_check import SchemaResult, check_schema
 from monitor.config import Config, ModelConfig
+from monitor.errors import MonitorError
 from monitor.run_result import CheckRun, schema_metrics
 from monitor.schema import ModelSchema, load_schema
-from monitor.store.runs import save_run
+from monitor.store.runs import insert_run, save_run
 from monitor.store.sources import LogSource, make_source
 
 __all__ = [
@@ -36,6 +38,7 @@ __all__ = [
 ]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_log = logging.getLogger("mqm.pipeline")
 
 
 @dataclass(frozen=True)
@@ -56,9 +59,13 @@ class SchemaRun:
 
 
 def config_hash(model_cfg: ModelConfig, schema: ModelSchema) -> str:
-    """Identifies the settings a run used, so runs under other settings can be told apart."""
+    """Identifies the settings a run used, so runs under other settings can be told apart.
+
+    The fallback settings are left out: they act on runs, they do not shape them.
+    """
     payload = json.dumps(
-        {"model": model_cfg.model_dump(mode="json"), "schema": schema.model_dump(mode="json")},
+        {"model": model_cfg.model_dump(mode="json", exclude={"fallback"}),
+         "schema": schema.model_dump(mode="json")},
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()
@@ -164,7 +171,6 @@ def run_schema_check(
 
 def _reference(model_cfg: ModelConfig, schema: ModelSchema) -> tuple[Any, str | None]:
     """The cached reference figures, or None and why (the run then records error sections)."""
-    from monitor.errors import MonitorError
     from monitor.reference_data import load_reference_data
 
     version = reference_version(model_cfg.reference)
@@ -188,10 +194,14 @@ def run_check(
 ) -> CheckRun | None:
     """Every check on the window ending at ``at`` (default: the window of the newest log).
 
-    Stores the run, its sections and its figures in one transaction. Returns None when
-    the model has no logs at all and no ``at`` was given.
+    Stores the run, its sections and its figures, and takes the run into the model's
+    fallback flag, in one transaction; then brings the flag file up to date. Returns
+    None when the model has no logs at all and no ``at`` was given.
     """
     from monitor.check_run import evaluate_window
+    from monitor.fallback import flag_document, observe_run
+    from monitor.policy import RunOutcome
+    from monitor.store.logs import fallback_counts
 
     prepared = _prepare(engine, config, model, at)
     if prepared is None:
@@ -200,20 +210,34 @@ def run_check(
     started = datetime.now(UTC)
     now = now or started
     reference, reference_error = _reference(model_cfg, schema)
+    counts = None
+    if model_cfg.source.kind == "builtin":
+        # Only mqm's own table records fallback answers: one GROUP BY in the database.
+        with engine.connect() as conn:
+            counts = fallback_counts(conn, model, start, end)
     run = evaluate_window(
         source, model=model, model_cfg=model_cfg, schema=schema, reference=reference,
         reference_error=reference_error, start=start, end=end, now=now,
-        config_hash=config_hash(model_cfg, schema),
+        config_hash=config_hash(model_cfg, schema), fallback_counts=counts,
     )
     run = replace(run, recomputes=recomputes)
     if not persist:
         return run
-    run_id = save_run(
-        engine, model=model, kind="check", window_start=start, window_end=end, rows=run.rows,
-        status=run.status, summary=run.as_dict(), metrics=run.metrics(),
-        config_hash=run.config_hash, reference_version=run.reference_version,
-        started_at=started, finished_at=datetime.now(UTC),
-    )
+    with engine.begin() as conn:
+        run_id = insert_run(
+            conn, model=model, kind="check", window_start=start, window_end=end,
+            rows=run.rows, status=run.status, summary=run.as_dict(), metrics=run.metrics(),
+            config_hash=run.config_hash, reference_version=run.reference_version,
+            started_at=started, finished_at=datetime.now(UTC),
+        )
+        observe_run(conn, config, model, RunOutcome(run_id, end, run.status, run.reasons),
+                    now=now)
+    if config.fallback_dir is not None:
+        try:
+            flag_document(engine, config, model, now)
+        except MonitorError as exc:
+            # The run and the flag are stored; the file catches up at the next write.
+            _log.warning("mqm: %s", exc)
     return replace(run, run_id=run_id)
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import click
 
-__all__ = ["fmt", "print_run", "print_schema_run", "print_timeline"]
+__all__ = ["fmt", "print_fallback", "print_run", "print_schema_run", "print_timeline"]
 
 
 def print_schema_run(run: Any) -> None:
@@ -103,3 +104,23 @@ def print_timeline(runs: list[Any]) -> None:
             f"{fmt(acc, 'num'):>10}{fmt(est, 'num'):>10}"
             f"{fmt(perf.get('label_coverage')):>8}  {run.status:<10}{why[:90]}"
         )
+
+
+def print_fallback(doc: dict[str, Any], events: list[Any]) -> None:
+    """A flag document and its recent events (newest first)."""
+    state = "ON" if doc["active"] else "off"
+    since = f" since {doc['since']}" if doc["since"] else ""
+    until = f" until {doc['expires_at']}" if doc["expires_at"] else ""
+    click.echo(f"{doc['model']}  fallback {state} ({doc['source']}){since}{until}")
+    if doc["reason"]:
+        click.echo(f"  why: {doc['reason']}")
+    stale = "  STALE: no recent successful run" if doc["stale"] else ""
+    click.echo(f"  last successful run: {doc['last_success_at'] or 'never'}{stale}")
+    click.echo(f"  default prediction: {json.dumps(doc['default_prediction'])}")
+    if events:
+        click.echo("  events:")
+    for ev in events:
+        change = f"{'ON' if ev.old_active else 'off'} -> {'ON' if ev.new_active else 'off'}"
+        by = f" by {ev.actor}" if ev.actor else ""
+        click.echo(f"    {ev.at:%Y-%m-%d %H:%M:%S}  {ev.kind:<7}{change:<11}{by}  "
+                   f"{(ev.reason or '')[:120]}")

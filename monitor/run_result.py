@@ -113,7 +113,10 @@ class CheckRun:
                                   est["estimated_accuracy"]))
         service = self.checks.get("service", {})
         for name in ("error_rate", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms",
-                     "throughput_per_s"):
+                     "throughput_per_s", "fallback_rate"):
             if name in service:
                 out.append(Metric("service", name, service[name]))
+        # Rows per fallback reason; the reason goes where a feature name would.
+        for reason, count in (service.get("fallbacks") or {}).items():
+            out.append(Metric("service", "fallback_rows", float(count), reason))
         return out

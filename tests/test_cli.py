@@ -89,8 +89,8 @@ def test_bad_config_is_reported_with_file_and_key(tmp_path: Path) -> None:
 
 def test_db_upgrade_is_idempotent(run) -> None:
     first = run("db", "upgrade")
-    assert "upgraded from empty to 0001" in first.output
-    assert "already at revision 0001" in run("db", "upgrade").output
+    assert "upgraded from empty to 0002" in first.output
+    assert "already at revision 0002" in run("db", "upgrade").output
 
 
 def test_unreachable_database(tmp_path: Path, schema_path: Path) -> None:
@@ -195,6 +195,49 @@ def test_backfill_recheck_and_report(sample_cli, tmp_path: Path) -> None:
     assert len(html) > 100_000 and "credit_score" in html
     missing = sample_cli("report", "--run", "999", "-o", str(out))
     assert missing.exit_code == 1 and "no run with id 999" in missing.output
+
+
+def test_fallback_set_show_clear(run) -> None:
+    import getpass
+
+    result = run("fallback", "set", "-m", "loan_default", "--until", "2h", "--reason",
+                 "incident 7", "--by", "alice", "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert (doc["active"], doc["source"], doc["reason"]) == (True, "manual",
+                                                             "forced on by alice: incident 7")
+    assert doc["expires_at"].endswith("Z")
+    text = run("fallback", "show", "-m", "loan_default").output
+    assert "loan_default  fallback ON (manual)" in text and "until " in text
+    assert "manual off -> ON   by alice  incident 7" in text
+
+    off = json.loads(run("fallback", "set", "-m", "loan_default", "--off",
+                         "--until", "2030-01-01T00:00:00Z", "--json").output)
+    assert (off["active"], off["expires_at"]) == (False, "2030-01-01T00:00:00Z")
+    assert off["reason"] == f"forced off by {getpass.getuser()}"  # --by defaults to the user
+    cleared = run("fallback", "clear", "-m", "loan_default", "--by", "bob", "--reason",
+                  "resolved", "--json")
+    assert json.loads(cleared.output)["source"] == "auto"
+    shown = json.loads(run("fallback", "show", "-m", "loan_default", "--json",
+                           "--events", "2").output)
+    assert [(e["actor"], e["reason"]) for e in shown["events"]] == [
+        ("bob", "resolved"), (getpass.getuser(), None)]
+    assert shown["flag"]["active"] is False and shown["flag"]["default_prediction"] is None
+
+
+def test_fallback_bad_input_is_one_line(run) -> None:
+    for args, message in [
+        (("set", "-m", "loan_default", "--until", "soonish"),
+         "error: --until: cannot read 'soonish' as an ISO 8601 time or a duration"),
+        (("set", "-m", "loan_default", "--until", "2020-01-01"),
+         "error: the override would expire at 2020-01-01T00:00:00Z, which is not after now"),
+        (("show", "-m", "nope"), "error: unknown model 'nope'"),
+        (("clear", "-m", "nope"), "error: unknown model 'nope'"),
+    ]:
+        result = run("fallback", *args)
+        assert result.exit_code == 1
+        assert result.output.startswith(message), result.output
+        assert len(result.output.strip().splitlines()) == 1
 
 
 def test_readme_lists_every_command_and_no_other() -> None:

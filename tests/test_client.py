@@ -181,6 +181,21 @@ def test_a_request_id_is_stored_once(db_url: str, make_logger: MakeLogger) -> No
     assert lg.stats()["write_failures"] == 0
 
 
+def test_fallback_answers_are_stored_with_their_reason(db_url: str,
+                                                      make_logger: MakeLogger) -> None:
+    lg = make_logger("m", db_url)
+    assert lg.log({"a": 1}, 1, request_id="model")
+    assert lg.log({"a": 2}, 0, request_id="guard", fallback_reason="flag")
+    # A default prediction of null is still a fallback answer worth counting.
+    assert lg.log({"a": 3}, None, request_id="null-default", fallback_reason="timeout")
+    assert lg.log({"a": 4}, 0, request_id="too-long", fallback_reason="x" * 41)
+    assert lg.flush()
+    lg.close()
+    rows = {r["request_id"]: r["fallback_reason"] for r in read_rows(db_url)}
+    assert rows == {"model": None, "guard": "flag", "null-default": "timeout"}
+    assert lg.stats()["invalid"] == 1
+
+
 def test_invalid_records_are_counted_and_skipped(
     db_url: str, make_logger: MakeLogger, caplog: pytest.LogCaptureFixture
 ) -> None:

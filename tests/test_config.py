@@ -116,3 +116,40 @@ def test_readme_config_reference_matches_the_declarations() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert config_reference() in readme, "README config reference is stale: " \
         "paste the output of `mqm config reference`"
+
+
+def test_fallback_settings(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, "fallback_dir: state/flags\n" + MINIMAL + "    window: 6h\n"))
+    m1 = cfg.model("m1")
+    assert (m1.fallback.bad_statuses, m1.fallback.trip_after, m1.fallback.recover_after) == (
+        ("critical",), 2, 3)
+    assert m1.fallback.default_prediction is None
+    assert m1.stale_after == timedelta(hours=18)  # unset: three windows
+    assert cfg.fallback_dir == tmp_path / "state" / "flags"
+    assert load_config(write(tmp_path, MINIMAL)).fallback_dir is None
+    text = MINIMAL + ("    fallback:\n      bad_statuses: [warn, critical]\n"
+                      "      stale_after: 2d\n      default_prediction: {label: no, p: 0.1}\n")
+    m1 = load_config(write(tmp_path, text)).model("m1")
+    assert m1.fallback.bad_statuses == ("warn", "critical")
+    assert m1.stale_after == timedelta(days=2)
+    assert m1.fallback.default_prediction == {"label": False, "p": 0.1}  # YAML's 'no'
+
+
+@pytest.mark.parametrize("section, message", [
+    ("      bad_statuses: [ok]\n", r"models\.m1\.fallback\.bad_statuses\.0: Input should be "
+                                   r"'warn' or 'critical'"),
+    ("      bad_statuses: []\n", r"models\.m1\.fallback\.bad_statuses: .*at least 1 item"),
+    ("      trip_after: 0\n", r"models\.m1\.fallback\.trip_after: .*greater than or equal to 1"),
+    ("      stale_after: -1h\n", r"models\.m1\.fallback\.stale_after"),
+    ("      default_prediction: 2026-01-01\n",
+     r"models\.m1\.fallback\.default_prediction: .*must be a JSON value"),
+])
+def test_bad_fallback_settings_name_the_key(tmp_path: Path, section: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, MINIMAL + "    fallback:\n" + section))
+
+
+def test_fallback_dir_needs_model_names_that_are_file_names(tmp_path: Path) -> None:
+    text = "fallback_dir: flags\nmodels:\n  ../up:\n    schema: s.yaml\n    reference: r.csv\n"
+    with pytest.raises(ConfigError, match=r"fallback_dir: .*'\.\./up' cannot name a file"):
+        load_config(write(tmp_path, text))

@@ -118,7 +118,8 @@ def test_skip_mode_loads_good_rows_and_reports_bad(engine, schema, tmp_path) -> 
     assert report.problems == [
         "line 2: field 'request_id': is missing",
         "line 3: field 'annual_income': value is inf; only finite numbers can be stored",
-        "line 4: field 'prediction': is missing (only error rows may lack a prediction)",
+        "line 4: field 'prediction': is missing (only error and fallback rows may lack a "
+        "prediction)",
         "line 5: field 'request_id': 'r-0' repeats line 1",
     ]
     assert sorted(stored(engine)) == ["r-0", "r-5"]

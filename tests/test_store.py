@@ -11,7 +11,13 @@ from alembic.runtime.migration import MigrationContext
 
 from monitor.errors import DatabaseError
 from monitor.pipeline import run_schema_check
-from monitor.store.db import create_engine, current_revision, ensure_schema, head_revision
+from monitor.store.db import (
+    create_engine,
+    current_revision,
+    ensure_schema,
+    head_revision,
+    upgrade,
+)
 from monitor.store.logs import insert_logs, make_record
 from monitor.store.runs import latest_runs, run_metrics_of
 from monitor.store.sources import BuiltinSource, make_source
@@ -142,3 +148,33 @@ def test_a_database_from_a_newer_mqm_is_refused(engine: sa.Engine) -> None:
         conn.execute(sa.text("UPDATE alembic_version SET version_num = 'ffff99'"))
     with pytest.raises(DatabaseError, match="revision ffff99, which this mqm does not know"):
         ensure_schema(engine)
+
+
+def test_upgrade_from_0001_keeps_the_data(db_url: str) -> None:
+    """A store made by the previous release: refused until upgraded, then upgraded in place."""
+    eng = create_engine(db_url)
+    assert upgrade(eng, "0001") == (None, "0001")
+    stamp = T0.replace(tzinfo=None)
+    with eng.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO inference_logs (model, request_id, ts, features, prediction, error, "
+            "received_at) VALUES ('m', 'r-1', :ts, '{\"age\": 30}', '1', false, :ts)"),
+            {"ts": stamp})
+        conn.execute(sa.text(
+            "INSERT INTO check_runs (model, kind, window_start, window_end, rows, status, "
+            "summary, config_hash, started_at, finished_at) VALUES ('m', 'check', :ts, :ts, 1, "
+            "'ok', '{}', 'h', :ts, :ts)"), {"ts": stamp})
+    with pytest.raises(DatabaseError, match="is at revision 0001, this mqm expects 0002: run "
+                                            "`mqm db upgrade`"):
+        ensure_schema(eng)
+    assert upgrade(eng) == ("0001", head_revision())
+    ensure_schema(eng)
+    with eng.connect() as conn:
+        row = conn.execute(sa.text("SELECT request_id, ts, fallback_reason FROM inference_logs"
+                                   )).one()
+        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+    assert (row.request_id, row.fallback_reason) == ("r-1", None)
+    assert [r.status for r in latest_runs(eng, "m")] == ["ok"]
+    assert BuiltinSource(eng, "m").time_range() == (T0, T0)
+    assert diff == []
+    eng.dispose()

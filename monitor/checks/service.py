@@ -1,7 +1,9 @@
-"""Service health from the logs: error rate, latency quantiles and throughput of a window."""
+"""Service health from the logs: error rate, latency quantiles and throughput of a window,
+and how often the serving guard answered instead of the model."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -26,9 +28,16 @@ class ServiceResult:
     throughput_per_s: float
     status: Literal["ok", "warn", "critical"]
     reasons: tuple[str, ...]
+    # Share of rows the serving guard answered with the default prediction, and the
+    # count per reason; None where the source cannot tell (a user's own table).
+    fallback_rate: float | None = None
+    fallbacks: dict[str, int] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if self.fallback_rate is None:
+            del out["fallback_rate"], out["fallbacks"]
+        return out
 
 
 def _error_flags(error: pd.Series) -> np.ndarray:
@@ -46,11 +55,14 @@ def check_service(
     *,
     window_seconds: float,
     config: ServiceConfig,
+    fallback_counts: Mapping[str, int] | None = None,
 ) -> ServiceResult:
     """Error rate and latency of one window (aligned series, one row per request); pure.
 
     Quantiles use linear interpolation over the non-null latencies, as
     ``numpy.percentile``; an empty window is ok with no latencies.
+    ``fallback_counts`` (rows per fallback reason, ``""`` for rows the model answered,
+    counted by the database) adds the fallback rate; it is reported, not judged.
     """
     if window_seconds <= 0:
         raise ValueError(f"window_seconds must be positive, got {window_seconds}")
@@ -75,8 +87,14 @@ def check_service(
     if limit is not None and p99 is not None and p99 > limit:
         status = "critical" if status == "critical" else "warn"
         reasons.append(f"latency p99 {p99:.1f} ms > allowed {limit:.1f} ms")
+    fallback_rate = fallbacks = None
+    if fallback_counts is not None:
+        fallbacks = {k: int(v) for k, v in sorted(fallback_counts.items()) if k}
+        total = sum(fallback_counts.values())
+        # Its own total: the counts come from one query, the rows from the window read.
+        fallback_rate = sum(fallbacks.values()) / total if total else 0.0
     return ServiceResult(
         rows=rows, errors=errors, error_rate=rate, latency_p50_ms=p50, latency_p95_ms=p95,
         latency_p99_ms=p99, throughput_per_s=rows / window_seconds, status=status,
-        reasons=tuple(reasons),
+        reasons=tuple(reasons), fallback_rate=fallback_rate, fallbacks=fallbacks,
     )

@@ -87,8 +87,14 @@ class InferenceLogger:
         error: bool = False,
         error_message: str | None = None,
         timestamp: float | None = None,
+        fallback_reason: str | None = None,
     ) -> bool:
-        """Queue one inference; False if it was dropped (queue full or logger closed)."""
+        """Queue one inference; False if it was dropped (queue full or logger closed).
+
+        ``fallback_reason`` says why the serving guard answered with the default
+        prediction instead of the model (``flag``, ``error``, ``timeout``,
+        ``overload``); None (the default) means the model answered.
+        """
         try:
             if self._closed:
                 next(self._dropped)
@@ -98,7 +104,7 @@ class InferenceLogger:
             self._queue.put_nowait((
                 time.time() if timestamp is None else timestamp, request_id,
                 features.copy() if type(features) is dict else features,
-                prediction, probabilities, latency_ms, error, error_message,
+                prediction, probabilities, latency_ms, error, error_message, fallback_reason,
             ))
             next(self._logged)
             return True
@@ -226,7 +232,8 @@ class _Writer:
 
         records = []
         invalid = 0
-        for ts, rid, features, prediction, probabilities, latency, error, message in items:
+        for item in items:
+            ts, rid, features, prediction, probabilities, latency, error, message, fallback = item
             try:
                 records.append(make_record({
                     "request_id": rid if rid is not None else uuid.uuid4().hex,
@@ -238,6 +245,7 @@ class _Writer:
                     "error": error,
                     "error_message": message,
                     "model_version": version,
+                    "fallback_reason": fallback,
                 }))
             except RowProblem as exc:
                 invalid += 1

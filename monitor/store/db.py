@@ -89,14 +89,15 @@ def _connect(engine: Engine) -> sa.Connection:
         ) from None
 
 
-def upgrade(engine: Engine) -> tuple[str | None, str]:
-    """Migrate to the newest revision in one transaction; return (before, after)."""
+def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str | None]:
+    """Migrate to ``revision`` (default: the newest) in one transaction; return (before,
+    after)."""
     from alembic import command
 
     before = current_revision(engine)
     with _connect(engine) as conn, conn.begin():
-        command.upgrade(_alembic_config(conn), "head")
-    return before, head_revision()
+        command.upgrade(_alembic_config(conn), revision)
+    return before, current_revision(engine)
 
 
 def ensure_schema(engine: Engine) -> None:
@@ -112,7 +113,8 @@ def ensure_schema(engine: Engine) -> None:
     if current is None:
         with _connect(engine) as conn:
             existing = set(sa.inspect(conn).get_table_names())
-        ours = {"inference_logs", "ground_truth", "check_runs", "run_metrics"}
+        ours = {"inference_logs", "ground_truth", "check_runs", "run_metrics",
+                "fallback_state", "fallback_events"}
         if existing & ours:
             raise DatabaseError(
                 f"the database at {safe_url(str(engine.url))} has mqm tables but no migration "

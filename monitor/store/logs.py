@@ -1,4 +1,4 @@
-"""Writing inference logs and ground-truth labels.
+"""Writing inference logs and ground-truth labels, and counting fallback answers.
 
 Stdlib and SQLAlchemy only: the serving-side ``InferenceLogger`` calls this from its
 background thread, where pandas must not be loaded.
@@ -21,6 +21,7 @@ __all__ = [
     "LogRecord",
     "RowProblem",
     "clean_value",
+    "fallback_counts",
     "insert_labels",
     "insert_logs",
     "make_record",
@@ -33,6 +34,7 @@ __all__ = [
 # not a failed batch.
 MAX_ID_LENGTH = 200
 MAX_VERSION_LENGTH = 100
+MAX_FALLBACK_REASON_LENGTH = 40
 
 
 class RowProblem(ValueError):
@@ -56,6 +58,9 @@ class LogRecord:
     error: bool = False
     error_message: str | None = None
     model_version: str | None = None
+    # Why the serving guard answered instead of the model (flag, error, timeout,
+    # overload); None: the model answered.
+    fallback_reason: str | None = None
 
 
 _INFINITIES = (math.inf, -math.inf)
@@ -159,9 +164,16 @@ def make_record(fields: Mapping[str, Any], *, default_version: str | None = None
         raise RowProblem("features", "must be an object of feature name -> value")
     error = fields.get("error")
     error = bool(clean_value("error", error)) if error is not None else False
+    fallback = fields.get("fallback_reason")
+    fallback = None if clean_value("fallback_reason", fallback) is None else str(fallback).strip()
+    if fallback is not None and len(fallback) > MAX_FALLBACK_REASON_LENGTH:
+        raise RowProblem("fallback_reason",
+                         f"is longer than {MAX_FALLBACK_REASON_LENGTH} characters")
     prediction = clean_value("prediction", fields.get("prediction"))
-    if prediction is None and not error:
-        raise RowProblem("prediction", "is missing (only error rows may lack a prediction)")
+    # A fallback answer is the configured default prediction, which may be null.
+    if prediction is None and not error and not fallback:
+        raise RowProblem("prediction", "is missing (only error and fallback rows may lack a "
+                         "prediction)")
     probabilities = fields.get("probabilities")
     if probabilities is not None:
         if not isinstance(probabilities, Mapping):
@@ -181,7 +193,8 @@ def make_record(fields: Mapping[str, Any], *, default_version: str | None = None
     message = None if clean_value("error_message", message) is None else str(message)
     version = fields.get("model_version")
     version = default_version if clean_value("model_version", version) is None else str(version)
-    for name, text in (("request_id", rid), ("model_version", version), ("error_message", message)):
+    for name, text in (("request_id", rid), ("model_version", version), ("error_message", message),
+                       ("fallback_reason", fallback)):
         if text is not None and "\x00" in text:
             raise RowProblem(name, "contains a NUL character, which databases cannot store")
     if version is not None and len(version) > MAX_VERSION_LENGTH:
@@ -196,12 +209,13 @@ def make_record(fields: Mapping[str, Any], *, default_version: str | None = None
         error=error,
         error_message=message,
         model_version=version,
+        fallback_reason=fallback or None,
     )
 
 
 _LOG_COLUMNS = (
     "model", "model_version", "request_id", "ts", "features", "prediction", "probabilities",
-    "latency_ms", "error", "error_message", "received_at",
+    "latency_ms", "error", "error_message", "received_at", "fallback_reason",
 )
 _LABEL_COLUMNS = ("model", "request_id", "label", "ts", "received_at")
 _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
@@ -292,7 +306,7 @@ def insert_logs(
             model, rec.model_version, rec.request_id, stamp(rec.ts), _dumps(rec.features),
             None if rec.prediction is None else _dumps(rec.prediction),
             None if rec.probabilities is None else _dumps(rec.probabilities),
-            rec.latency_ms, rec.error, rec.error_message, received,
+            rec.latency_ms, rec.error, rec.error_message, received, rec.fallback_reason,
         ))
         if len(chunk) >= batch:
             added += _bulk_insert_ignoring_duplicates(conn, inference_logs, _LOG_COLUMNS, chunk)
@@ -320,3 +334,18 @@ def insert_labels(
             chunk = []
     added += _bulk_insert_ignoring_duplicates(conn, ground_truth, _LABEL_COLUMNS, chunk)
     return added
+
+
+def fallback_counts(
+    conn: sa.Connection, model: str, start: datetime, end: datetime
+) -> dict[str, int]:
+    """Rows of mqm's own log table in ``[start, end)`` per fallback reason; the key ``""``
+    counts the rows the model answered itself. One GROUP BY, pushed down to the database.
+    """
+    t = inference_logs
+    query = (
+        sa.select(t.c.fallback_reason, sa.func.count())
+        .where(t.c.model == model, t.c.ts >= start, t.c.ts < end)
+        .group_by(t.c.fallback_reason)
+    )
+    return {reason or "": int(n) for reason, n in conn.execute(query)}

@@ -12,7 +12,7 @@ from sqlalchemy.engine import Engine
 
 from monitor.store.tables import check_runs, run_metrics
 
-__all__ = ["Metric", "RunRecord", "latest_runs", "save_run"]
+__all__ = ["Metric", "RunRecord", "insert_run", "latest_runs", "save_run"]
 
 
 @dataclass(frozen=True)
@@ -39,8 +39,17 @@ class RunRecord:
     finished_at: datetime
 
 
-def save_run(
-    engine: Engine,
+def save_run(engine: Engine, **fields: Any) -> int:
+    """Store a run and its metrics in one transaction; return the run id.
+
+    Takes the keyword arguments of ``insert_run``.
+    """
+    with engine.begin() as conn:
+        return insert_run(conn, **fields)
+
+
+def insert_run(
+    conn: sa.Connection,
     *,
     model: str,
     kind: str,
@@ -55,24 +64,23 @@ def save_run(
     started_at: datetime,
     finished_at: datetime,
 ) -> int:
-    """Store a run and its metrics in one transaction; return the run id."""
-    with engine.begin() as conn:
-        run_id = conn.execute(
-            sa.insert(check_runs).returning(check_runs.c.id),
-            {
-                "model": model, "kind": kind, "window_start": window_start,
-                "window_end": window_end, "rows": rows, "status": status, "summary": summary,
-                "config_hash": config_hash, "reference_version": reference_version,
-                "started_at": started_at, "finished_at": finished_at,
-            },
-        ).scalar_one()
-        values = [
-            {"run_id": run_id, "check_name": m.check, "metric": m.metric,
-             "feature": m.feature, "value": m.value}
-            for m in metrics
-        ]
-        if values:
-            conn.execute(sa.insert(run_metrics), values)
+    """Insert a run and its metrics in the caller's transaction; return the run id."""
+    run_id = conn.execute(
+        sa.insert(check_runs).returning(check_runs.c.id),
+        {
+            "model": model, "kind": kind, "window_start": window_start,
+            "window_end": window_end, "rows": rows, "status": status, "summary": summary,
+            "config_hash": config_hash, "reference_version": reference_version,
+            "started_at": started_at, "finished_at": finished_at,
+        },
+    ).scalar_one()
+    values = [
+        {"run_id": run_id, "check_name": m.check, "metric": m.metric,
+         "feature": m.feature, "value": m.value}
+        for m in metrics
+    ]
+    if values:
+        conn.execute(sa.insert(run_metrics), values)
     return int(run_id)
 
 

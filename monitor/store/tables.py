@@ -11,6 +11,8 @@ __all__ = [
     "BigId",
     "UTCDateTime",
     "check_runs",
+    "fallback_events",
+    "fallback_state",
     "ground_truth",
     "inference_logs",
     "metadata",
@@ -70,6 +72,9 @@ inference_logs = sa.Table(
     sa.Column("error", sa.Boolean(), nullable=False, server_default=sa.false()),
     sa.Column("error_message", sa.Text(), nullable=True),
     sa.Column("received_at", UTCDateTime(), nullable=False),
+    # NULL: the model answered. Otherwise why the serving guard answered with the
+    # default prediction instead: flag, error, timeout, overload.
+    sa.Column("fallback_reason", sa.String(40), nullable=True),
     sa.UniqueConstraint("model", "request_id", name="uq_inference_logs_model_request"),
     sa.Index("ix_inference_logs_model_ts", "model", "ts"),
 )
@@ -122,4 +127,50 @@ run_metrics = sa.Table(
     sa.Column("feature", sa.String(200), nullable=False, server_default=""),
     sa.Column("value", sa.Float(), nullable=True),
     sa.UniqueConstraint("run_id", "check_name", "metric", "feature", name="uq_run_metrics_key"),
+)
+
+# One row per model: the fallback flag's automatic state (monitor.policy.AutoState),
+# its manual override, and when the served flag last changed.
+fallback_state = sa.Table(
+    "fallback_state",
+    metadata,
+    sa.Column("model", sa.String(200), primary_key=True),
+    sa.Column("active", sa.Boolean(), nullable=False, server_default=sa.false()),
+    sa.Column("since", UTCDateTime(), nullable=True),
+    sa.Column("reason", sa.Text(), nullable=True),
+    sa.Column("bad_streak", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("ok_streak", sa.Integer(), nullable=False, server_default="0"),
+    # The runs of the streak that can flip the state next: the evidence a transition cites.
+    sa.Column("streak", sa.JSON(), nullable=False),
+    # No foreign key: pruning old runs must not touch the flag.
+    sa.Column("last_run_id", sa.BigInteger(), nullable=True),
+    sa.Column("last_window_end", UTCDateTime(), nullable=True),
+    sa.Column("last_success_at", UTCDateTime(), nullable=True),
+    # NULL: no override; true / false: forced on / off.
+    sa.Column("forced", sa.Boolean(), nullable=True),
+    sa.Column("override_until", UTCDateTime(), nullable=True),
+    sa.Column("override_by", sa.String(200), nullable=True),
+    sa.Column("override_reason", sa.Text(), nullable=True),
+    sa.Column("override_at", UTCDateTime(), nullable=True),
+    # When the served (effective) flag last changed value; NULL: never.
+    sa.Column("flag_since", UTCDateTime(), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+# Every change of a flag. kind auto: the automatic state changed (old/new are its
+# values; details say whether an override hid it); manual and expiry: the served flag.
+fallback_events = sa.Table(
+    "fallback_events",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("old_active", sa.Boolean(), nullable=False),
+    sa.Column("new_active", sa.Boolean(), nullable=False),
+    sa.Column("kind", sa.String(20), nullable=False),
+    sa.Column("actor", sa.String(200), nullable=True),
+    sa.Column("reason", sa.Text(), nullable=True),
+    sa.Column("details", sa.JSON(), nullable=False),
+    sa.Index("ix_fallback_events_model_id", "model", "id"),
 )

@@ -1,0 +1,428 @@
+"""The fallback flag in the store: check runs taken in, manual overrides, their expiry,
+the document served to serving, and its file.
+
+The state machine is ``monitor.policy``; this module loads its state (one
+``fallback_state`` row per model), saves it, and records every change as a
+``fallback_events`` row. Each change happens in one transaction that first locks the
+model's row, so replicas of the service and a CLI user never interleave.
+
+An override's expiry is observed lazily: the next read or run after ``until`` clears
+it and records an ``expiry`` event dated at ``until``. With ``fallback_dir`` set,
+``<fallback_dir>/<model>.json`` holds the flag document; it is replaced atomically
+whenever the document differs from it, so it also exists after the first read. Its
+``stale`` is as of that write; readers that care compute it from
+``last_success_at``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from monitor.config import Config, ModelConfig
+from monitor.errors import MonitorError
+from monitor.policy import (
+    AutoState,
+    Override,
+    Rules,
+    RunOutcome,
+    advance,
+    effective_flag,
+    is_stale,
+    iso_utc,
+)
+from monitor.store.tables import fallback_events, fallback_state
+
+__all__ = [
+    "FallbackEvent",
+    "apply_run",
+    "clear_override",
+    "flag_document",
+    "list_events",
+    "observe_run",
+    "rules_of",
+    "set_override",
+    "write_flag_file",
+]
+
+MAX_ACTOR_LENGTH = 200  # fallback_state.override_by, fallback_events.actor
+
+
+@dataclass(frozen=True)
+class FallbackEvent:
+    """One change of a model's flag. ``kind``: ``auto`` (the automatic state changed;
+    old/new are its values), ``manual`` or ``expiry`` (the served flag)."""
+
+    id: int
+    model: str
+    at: datetime
+    old_active: bool
+    new_active: bool
+    kind: str
+    actor: str | None
+    reason: str | None
+    details: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "model": self.model, "at": iso_utc(self.at),
+                "old_active": self.old_active, "new_active": self.new_active,
+                "kind": self.kind, "actor": self.actor, "reason": self.reason,
+                "details": self.details}
+
+
+@dataclass(frozen=True)
+class _State:
+    auto: AutoState
+    override: Override | None
+    flag_since: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+def rules_of(model_cfg: ModelConfig) -> Rules:
+    cfg = model_cfg.fallback
+    return Rules(bad_statuses=frozenset(cfg.bad_statuses), trip_after=cfg.trip_after,
+                 recover_after=cfg.recover_after)
+
+
+def _utc(value: datetime | None) -> datetime:
+    if value is None:
+        return datetime.now(UTC)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else iso_utc(value)
+
+
+# --- rows <-> state --------------------------------------------------------------------
+
+
+def _state_of(row: Any) -> _State:
+    streak = tuple(
+        RunOutcome(run_id=int(e["run_id"]), window_end=datetime.fromisoformat(e["window_end"]),
+                   status=e["status"], reasons=tuple(e["reasons"]))
+        for e in row.streak or ()
+    )
+    auto = AutoState(
+        active=bool(row.active), since=row.since, reason=row.reason, bad_streak=row.bad_streak,
+        ok_streak=row.ok_streak, streak=streak, last_run_id=row.last_run_id,
+        last_window_end=row.last_window_end, last_success_at=row.last_success_at,
+    )
+    override = None
+    if row.forced is not None:
+        override = Override(active=bool(row.forced), by=row.override_by or "",
+                            at=row.override_at or row.updated_at, until=row.override_until,
+                            reason=row.override_reason)
+    return _State(auto=auto, override=override, flag_since=row.flag_since,
+                  created_at=row.created_at, updated_at=row.updated_at)
+
+
+def _values_of(state: _State) -> dict[str, Any]:
+    auto, over = state.auto, state.override
+    return {
+        "active": auto.active, "since": auto.since, "reason": auto.reason,
+        "bad_streak": auto.bad_streak, "ok_streak": auto.ok_streak,
+        "streak": [r.as_dict() for r in auto.streak], "last_run_id": auto.last_run_id,
+        "last_window_end": auto.last_window_end, "last_success_at": auto.last_success_at,
+        "forced": None if over is None else over.active,
+        "override_until": None if over is None else over.until,
+        "override_by": None if over is None else over.by,
+        "override_reason": None if over is None else over.reason,
+        "override_at": None if over is None else over.at,
+        "flag_since": state.flag_since, "updated_at": state.updated_at,
+    }
+
+
+def _read(conn: sa.Connection, model: str) -> _State | None:
+    row = conn.execute(sa.select(fallback_state).where(fallback_state.c.model == model)).first()
+    return None if row is None else _state_of(row)
+
+
+def _lock(conn: sa.Connection, model: str, now: datetime) -> _State:
+    """The model's state, its row created if missing and locked for this transaction.
+
+    The INSERT comes first on purpose: on SQLite it takes the write lock (waiting for
+    another writer) before anything is read, so the read cannot go stale.
+    """
+    values = {"model": model, "streak": [], "created_at": now, "updated_at": now}
+    dialect = conn.dialect.name
+    if dialect in ("sqlite", "postgresql"):
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
+        conn.execute(insert(fallback_state).values(values).on_conflict_do_nothing())
+    elif _read(conn, model) is None:
+        conn.execute(sa.insert(fallback_state).values(values))
+    row = conn.execute(
+        sa.select(fallback_state).where(fallback_state.c.model == model).with_for_update()
+    ).one()
+    return _state_of(row)
+
+
+def _save(conn: sa.Connection, model: str, state: _State) -> None:
+    conn.execute(sa.update(fallback_state).where(fallback_state.c.model == model)
+                 .values(_values_of(state)))
+
+
+def _event(conn: sa.Connection, model: str, *, at: datetime, old: bool, new: bool, kind: str,
+           actor: str | None, reason: str | None, details: dict[str, Any]) -> FallbackEvent:
+    values = {"model": model, "at": at, "old_active": old, "new_active": new, "kind": kind,
+              "actor": actor, "reason": reason, "details": details}
+    event_id = conn.execute(
+        sa.insert(fallback_events).returning(fallback_events.c.id), values
+    ).scalar_one()
+    return FallbackEvent(id=int(event_id), **values)
+
+
+def _served(state: _State, now: datetime) -> bool:
+    return effective_flag(state.auto, state.override, now).active
+
+
+def _expire(
+    conn: sa.Connection, model: str, state: _State, now: datetime
+) -> tuple[_State, list[FallbackEvent]]:
+    """Clear an override that has expired by ``now``; the event is dated at its expiry."""
+    over = state.override
+    if over is None or not over.expired(now):
+        return state, []
+    assert over.until is not None
+    new = replace(state, override=None, updated_at=now)
+    if over.active != new.auto.active:
+        new = replace(new, flag_since=over.until)
+    word = "on" if over.active else "off"
+    event = _event(
+        conn, model, at=over.until, old=over.active, new=new.auto.active, kind="expiry",
+        actor=None, reason=f"override (forced {word} by {over.by}) expired",
+        details={"forced": over.active, "by": over.by, "reason": over.reason,
+                 "set_at": _iso(over.at), "observed_at": iso_utc(now)},
+    )
+    return new, [event]
+
+
+# --- check runs -------------------------------------------------------------------------
+
+
+def observe_run(
+    conn: sa.Connection, config: Config, model: str, run: RunOutcome, *, now: datetime
+) -> list[FallbackEvent]:
+    """Take a finished check run into the model's flag, in the caller's transaction
+    (the one that stores the run); return the events recorded.
+
+    See ``monitor.policy`` for what counts: runs for a window not newer than the last
+    one taken in, and ``insufficient_data`` and ``error`` runs, change nothing.
+    """
+    model_cfg = config.model(model)
+    now = _utc(now)
+    state, events = _expire(conn, model, _lock(conn, model, now), now)
+    served_before = _served(state, now)
+    auto, transition = advance(state.auto, run, rules_of(model_cfg), at=now)
+    if auto is state.auto:
+        if events:
+            _save(conn, model, state)
+        return events
+    state = replace(state, auto=auto, updated_at=now)
+    if transition is not None:
+        served = _served(state, now)
+        if served != served_before:
+            state = replace(state, flag_since=now)
+        events.append(_event(
+            conn, model, at=now, old=transition.old_active, new=transition.new_active,
+            kind="auto", actor=None, reason=transition.reason,
+            details={"runs": [r.as_dict() for r in transition.runs],
+                     "rules": {"bad_statuses": sorted(model_cfg.fallback.bad_statuses),
+                               "trip_after": model_cfg.fallback.trip_after,
+                               "recover_after": model_cfg.fallback.recover_after},
+                     "overridden": state.override is not None, "served_active": served},
+        ))
+    _save(conn, model, state)
+    return events
+
+
+def apply_run(
+    engine: Engine, config: Config, model: str, run: RunOutcome, *, now: datetime | None = None
+) -> list[FallbackEvent]:
+    """``observe_run`` in a transaction of its own, then the flag file brought up to date."""
+    now = _utc(now)
+    with engine.begin() as conn:
+        events = observe_run(conn, config, model, run, now=now)
+    if config.fallback_dir is not None:
+        flag_document(engine, config, model, now)
+    return events
+
+
+# --- manual overrides -------------------------------------------------------------------
+
+
+def _actor(by: str) -> str:
+    by = by.strip()
+    if not by or len(by) > MAX_ACTOR_LENGTH:
+        raise MonitorError(f"who set the override must be named in 1 to {MAX_ACTOR_LENGTH} "
+                           f"characters, got {by!r}")
+    return by
+
+
+def set_override(
+    engine: Engine,
+    config: Config,
+    model: str,
+    *,
+    active: bool,
+    by: str,
+    reason: str | None = None,
+    until: datetime | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Force the model's flag on (``active``) or off until ``until`` (None: until
+    cleared), replacing any override; return the new flag document."""
+    config.model(model)
+    now = _utc(now)
+    by = _actor(by)
+    if until is not None:
+        # Whole seconds, as the document serves it: stored and served expiry agree.
+        until = _utc(until).replace(microsecond=0)
+        if until <= now:
+            raise MonitorError(f"the override would expire at {iso_utc(until)}, which is not "
+                               f"after now ({iso_utc(now)})")
+    with engine.begin() as conn:
+        state, _ = _expire(conn, model, _lock(conn, model, now), now)
+        before = _served(state, now)
+        state = replace(state, updated_at=now, override=Override(
+            active=active, by=by, at=now, until=until, reason=reason or None))
+        if active != before:
+            state = replace(state, flag_since=now)
+        _event(conn, model, at=now, old=before, new=active, kind="manual", actor=by,
+               reason=reason or None,
+               details={"action": "set", "forced": active, "until": _iso(until)})
+        _save(conn, model, state)
+    return flag_document(engine, config, model, now)
+
+
+def clear_override(
+    engine: Engine,
+    config: Config,
+    model: str,
+    *,
+    by: str,
+    reason: str | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Remove the model's override, so the automatic state is served again; return the
+    flag document. Without an override (or with an expired one) no manual event is
+    recorded."""
+    config.model(model)
+    now = _utc(now)
+    by = _actor(by)
+    with engine.begin() as conn:
+        state, _ = _expire(conn, model, _lock(conn, model, now), now)
+        over = state.override
+        if over is not None:
+            state = replace(state, override=None, updated_at=now)
+            if over.active != state.auto.active:
+                state = replace(state, flag_since=now)
+            _event(conn, model, at=now, old=over.active, new=state.auto.active, kind="manual",
+                   actor=by, reason=reason or None,
+                   details={"action": "clear", "forced": over.active, "set_by": over.by,
+                            "until": _iso(over.until), "set_reason": over.reason})
+        _save(conn, model, state)
+    return flag_document(engine, config, model, now)
+
+
+# --- reading ----------------------------------------------------------------------------
+
+
+def _document(model: str, model_cfg: ModelConfig, state: _State, now: datetime
+              ) -> dict[str, Any]:
+    flag = effective_flag(state.auto, state.override, now)
+    return {
+        "model": model,
+        "active": flag.active,
+        "source": flag.source,
+        "reason": flag.reason,
+        "since": _iso(state.flag_since),
+        "expires_at": _iso(flag.expires_at),
+        "stale": is_stale(state.auto, now, model_cfg.stale_after,
+                          tracked_since=state.created_at),
+        "last_success_at": _iso(state.auto.last_success_at),
+        "default_prediction": model_cfg.fallback.default_prediction,
+        "updated_at": iso_utc(state.updated_at),
+    }
+
+
+def flag_document(
+    engine: Engine, config: Config, model: str, now: datetime | None = None
+) -> dict[str, Any]:
+    """The flag as served at ``GET /v1/models/{model}/fallback`` and written to the file:
+    ``model, active, source (auto|manual), reason, since, expires_at, stale,
+    last_success_at, default_prediction, updated_at`` (times ISO 8601 UTC with Z;
+    ``since`` is when the served value last changed, null if it never did).
+
+    Raises ``UnknownModelError`` for a model the config does not declare, and
+    ``MonitorError`` when the flag file cannot be written. Writes only when it must:
+    the first time a model is read, when an override has expired, when the file is
+    missing or differs.
+    """
+    model_cfg = config.model(model)
+    now = _utc(now)
+    with engine.connect() as conn:
+        state = _read(conn, model)
+    if state is None or (state.override is not None and state.override.expired(now)):
+        with engine.begin() as conn:
+            state, events = _expire(conn, model, _lock(conn, model, now), now)
+            if events:
+                _save(conn, model, state)
+    doc = _document(model, model_cfg, state, now)
+    if config.fallback_dir is not None:
+        try:
+            write_flag_file(config.fallback_dir, doc)
+        except OSError as exc:
+            raise MonitorError(f"{config.fallback_dir / (model + '.json')}: cannot write the "
+                               f"fallback flag file: {exc.strerror or exc}") from None
+    return doc
+
+
+def write_flag_file(directory: Path, document: dict[str, Any]) -> bool:
+    """Write ``<directory>/<model>.json`` atomically unless it already holds ``document``;
+    return whether it was written.
+
+    A temporary file in the same folder, flushed to disk, then ``os.replace``: a reader
+    sees the old document or the new one, never a part.
+    """
+    path = directory / f"{document['model']}.json"
+    text = json.dumps(document, indent=2, sort_keys=True) + "\n"
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return False
+    except FileNotFoundError:
+        pass
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{document['model']}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        # mkstemp makes it private (0600); a sidecar may run as another user.
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return True
+
+
+def list_events(engine: Engine, model: str, *, limit: int = 20) -> list[FallbackEvent]:
+    """The model's flag events, newest first."""
+    query = (sa.select(fallback_events).where(fallback_events.c.model == model)
+             .order_by(fallback_events.c.id.desc()).limit(limit))
+    with engine.connect() as conn:
+        return [FallbackEvent(**{k: row._mapping[k] for k in FallbackEvent.__dataclass_fields__})
+                for row in conn.execute(query)]
