@@ -1,7 +1,9 @@
 """Serving-side SDK. Imports only the standard library, so that it loads in milliseconds;
-database drivers are loaded lazily, in the background thread that writes.
+database drivers and ``urllib.request`` are loaded lazily, in the background threads that
+need them.
 """
 
+from monitor.client.fallback import FallbackFlag, FlagState, Guarded, guard
 from monitor.client.logger import InferenceLogger
 
-__all__ = ["InferenceLogger"]
+__all__ = ["FallbackFlag", "FlagState", "Guarded", "InferenceLogger", "guard"]
