@@ -33,7 +33,9 @@ __all__ = [
     "FallbackConfig",
     "ModelConfig",
     "PerformanceConfig",
+    "ScheduleConfig",
     "SchemaCheckConfig",
+    "ServeConfig",
     "ServiceConfig",
     "SourceConfig",
     "config_path",
@@ -268,6 +270,58 @@ class FallbackConfig(_Section):
         return value
 
 
+class ScheduleConfig(_Section):
+    """When ``mqm serve`` checks the model: every window by default, or on a cron line."""
+
+    every: timedelta | None = Field(
+        None, description="Check this often ('15m', '1h'); default: once per window."
+    )
+    cron: str | None = Field(
+        None, description="A five-field cron line (UTC) instead of 'every', e.g. '5 * * * *'."
+    )
+    delay: timedelta = Field(
+        timedelta(minutes=5), description="A window is checked this long after it ends, so "
+        "that late logs are in."
+    )
+    recheck_every: timedelta = Field(
+        timedelta(hours=1), description="How often windows still waiting for labels are "
+        "checked again."
+    )
+
+    @field_validator("every", "delay", "recheck_every", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return parse_duration(value)
+
+    @field_validator("every", "recheck_every")
+    @classmethod
+    def _positive(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and value <= timedelta(0):
+            raise ValueError("must be a positive duration")
+        return value
+
+    @field_validator("delay")
+    @classmethod
+    def _not_negative(cls, value: timedelta) -> timedelta:
+        if value < timedelta(0):
+            raise ValueError("must not be negative")
+        return value
+
+    @field_validator("cron")
+    @classmethod
+    def _five_fields(cls, value: str | None) -> str | None:
+        if value is not None and len(value.split()) != 5:
+            raise ValueError(f"must have five fields (minute hour day month weekday), "
+                             f"got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_trigger(self) -> ScheduleConfig:
+        if self.every is not None and self.cron is not None:
+            raise ValueError("set either 'every' or 'cron', not both")
+        return self
+
+
 class ModelConfig(_Section):
     """One monitored model."""
 
@@ -290,6 +344,7 @@ class ModelConfig(_Section):
     performance: PerformanceConfig = Field(default_factory=PerformanceConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
     fallback: FallbackConfig = Field(default_factory=FallbackConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
 
     @property
     def stale_after(self) -> timedelta:
@@ -315,6 +370,26 @@ class ModelConfig(_Section):
         return value if value.is_absolute() or base is None else Path(base) / value
 
 
+class ServeConfig(_Section):
+    """The long-running service, ``mqm serve``."""
+
+    host: str = Field("127.0.0.1", description="Address the HTTP API listens on.")
+    port: int = Field(8080, ge=1, le=65535, description="Port of the HTTP API.")
+    ready_max_age: timedelta | None = Field(
+        None, description="/readyz fails when a model's last successful run is older than "
+        "this (default: three windows of that model)."
+    )
+    max_feature_labels: int = Field(
+        200, ge=1, description="Per model, at most this many features get their own "
+        "per-feature metric series; the rest are left out, and counted."
+    )
+
+    @field_validator("ready_max_age", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return parse_duration(value)
+
+
 class Config(_Section):
     """The whole config file."""
 
@@ -324,6 +399,7 @@ class Config(_Section):
         f"config file. {ENV_DATABASE_URL} overrides it.",
     )
     models: dict[str, ModelConfig] = Field(description="Monitored models by name.")
+    serve: ServeConfig = Field(default_factory=ServeConfig)
     fallback_dir: Path | None = Field(
         None, description="Folder where each model's fallback flag is written as <model>.json, "
         "replaced atomically on every change, for sidecars and shared volumes (default: no "
