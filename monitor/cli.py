@@ -472,6 +472,14 @@ def demo(ctx: _Context, data: Path | None) -> None:
     click.echo(f"{len(runs)} windows checked, {len(bad)} degraded. Details of one: "
                "`mqm check --model loan_default --at 2026-10-12T00:00:00Z`; "
                "an HTML report: `mqm report --run ID -o report.html`.")
+    from monitor.fallback import flag_document
+
+    flag = flag_document(ctx.engine(), ctx.config, "loan_default")
+    state = "ON" if flag["active"] else "off"
+    click.echo(f"Fallback flag: {state} ({flag['source']})"
+               + (f": {flag['reason']}" if flag.get("reason") else "")
+               + ". Serving reads it from `mqm fallback show --model loan_default`, the API or "
+               "monitor.client.FallbackFlag.")
 
 
 if __name__ == "__main__":  # pragma: no cover

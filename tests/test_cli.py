@@ -135,6 +135,8 @@ def test_demo_finds_the_documented_drift(make_config, tmp_path: Path) -> None:
     assert len(statuses) == 14
     assert all(statuses[f"2026-10-0{d}"] == "ok" for d in range(2, 8))
     assert all(statuses[f"2026-10-{d}"] == "critical" for d in range(11, 16))
+    # The first two bad windows (10-09 and 10-10 ends) trip the flag (trip_after 2).
+    assert "Fallback flag: ON (auto): 2 consecutive bad runs" in result.output
     accuracy = {cells[0]: float(cells[5]) for cells in lines}
     # Independent: realized accuracy of 10-12 from the files themselves.
     logs = pd.read_parquet(ROOT / "sample_data/production_logs.parquet")
