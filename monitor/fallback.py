@@ -34,12 +34,15 @@ from monitor.policy import (
     Override,
     Rules,
     RunOutcome,
+    Transition,
     advance,
+    classify,
     effective_flag,
     is_stale,
     iso_utc,
+    replay,
 )
-from monitor.store.tables import fallback_events, fallback_state
+from monitor.store.tables import check_runs, fallback_events, fallback_state
 
 __all__ = [
     "FallbackEvent",
@@ -217,14 +220,22 @@ def observe_run(
     """Take a finished check run into the model's flag, in the caller's transaction
     (the one that stores the run); return the events recorded.
 
-    See ``monitor.policy`` for what counts: runs for a window not newer than the last
-    one taken in, and ``insufficient_data`` and ``error`` runs, change nothing.
+    See ``monitor.policy`` for what counts: ``insufficient_data`` and ``error`` runs
+    change nothing; a run for a window newer than the last one taken in advances the
+    streaks; a recheck of an older window replays every window's latest verdict
+    (``_rejudged``).
     """
     model_cfg = config.model(model)
+    rules = rules_of(model_cfg)
     now = _utc(now)
     state, events = _expire(conn, model, _lock(conn, model, now), now)
     served_before = _served(state, now)
-    auto, transition = advance(state.auto, run, rules_of(model_cfg), at=now)
+    last_end = state.auto.last_window_end
+    if (last_end is not None and run.window_end <= _utc(last_end)
+            and classify(run.status, rules) != "ignored"):
+        auto, transition = _rejudged(conn, model, state.auto, run, rules, now)
+    else:
+        auto, transition = advance(state.auto, run, rules, at=now)
     if auto is state.auto:
         if events:
             _save(conn, model, state)
@@ -245,6 +256,48 @@ def observe_run(
         ))
     _save(conn, model, state)
     return events
+
+
+_REPLAY_REASONS = 10  # windows back whose reasons are loaded: enough for any streak cited
+
+
+def _rejudged(
+    conn: sa.Connection, model: str, auto: AutoState, run: RunOutcome, rules: Rules,
+    now: datetime,
+) -> tuple[AutoState, Transition | None]:
+    """A recheck of an older window: replay the latest verdict of every window.
+
+    The verdict of a window can change when its labels mature, days after the window
+    was first judged (accuracy is judged only then). Replaying keeps the flag what
+    the windows' latest verdicts say: a recheck that turns two past windows critical
+    trips it, as those runs would have when judged in order.
+    """
+    latest = (sa.select(sa.func.max(check_runs.c.id))
+              .where(check_runs.c.model == model, check_runs.c.kind == "check")
+              .group_by(check_runs.c.window_end))
+    rows = conn.execute(
+        sa.select(check_runs.c.id, check_runs.c.window_end, check_runs.c.status)
+        .where(check_runs.c.id.in_(latest)).order_by(check_runs.c.window_end)
+    ).all()
+    recent = {r.id for r in rows[-_REPLAY_REASONS:]}
+    reasons = {r.id: tuple(r.summary.get("reasons") or ()) for r in conn.execute(
+        sa.select(check_runs.c.id, check_runs.c.summary).where(check_runs.c.id.in_(recent)))}
+    history = [RunOutcome(int(r.id), _utc(r.window_end), r.status, reasons.get(r.id, ()))
+               for r in rows]
+    replayed, last = replay(history, rules, at=now)
+    # Keep what the forward state knows that a replay cannot: when and why it last changed.
+    replayed = replace(replayed, last_success_at=now, last_run_id=auto.last_run_id,
+                       last_window_end=auto.last_window_end, since=auto.since,
+                       reason=auto.reason)
+    if replayed.active == auto.active:
+        return replayed, None
+    why = (f"recheck of the window ending {iso_utc(run.window_end)} (run {run.run_id}, "
+           f"{run.status}) changes the verdicts: "
+           + (last.reason if last is not None else "no streak left"))
+    runs = last.runs if last is not None else (run,)
+    return (replace(replayed, since=now, reason=why),
+            Transition(at=now, old_active=auto.active, new_active=replayed.active, reason=why,
+                       runs=runs))
 
 
 def apply_run(

@@ -31,6 +31,7 @@ the flag.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -48,6 +49,7 @@ __all__ = [
     "effective_flag",
     "is_stale",
     "iso_utc",
+    "replay",
 ]
 
 # Runs whose checks ran on enough rows; only these say anything about quality.
@@ -184,6 +186,23 @@ def advance(
     new = replace(new, active=not state.active, since=at, reason=why, streak=())
     return new, Transition(at=at, old_active=state.active, new_active=new.active, reason=why,
                            runs=streak)
+
+
+def replay(
+    runs: Sequence[RunOutcome], rules: Rules, *, at: datetime
+) -> tuple[AutoState, Transition | None]:
+    """The automatic state that ``runs`` (one verdict per window) lead to, taken in
+    oldest window first, and the last transition on the way (None if there was none).
+
+    A recheck of an older window (its labels matured) changes that window's verdict;
+    replaying the latest verdict of every window gives the state the flag would be in
+    had the windows been judged so from the start.
+    """
+    state, last = AutoState(), None
+    for run in sorted(runs, key=lambda r: r.window_end):
+        state, transition = advance(state, run, rules, at=at)
+        last = transition or last
+    return state, last
 
 
 def _why(count: int, what: str, limit: int, name: str, runs: tuple[RunOutcome, ...]) -> str:

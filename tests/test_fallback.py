@@ -88,8 +88,7 @@ def test_neutral_runs_and_old_windows_change_nothing(engine: sa.Engine, cfg) -> 
     before = flag_document(engine, cfg, M, at(2))
     apply_run(engine, cfg, M, outcome(3, "error", "drift: could not run"), now=at(3))
     apply_run(engine, cfg, M, outcome(4, "insufficient_data"), now=at(4))
-    apply_run(engine, cfg, M, outcome(1, "critical"), now=at(5))  # an older window
-    apply_run(engine, cfg, M, outcome(2, "critical"), now=at(5))  # the same window again
+    apply_run(engine, cfg, M, outcome(1, "error"), now=at(5))  # an older window, ignored
     assert flag_document(engine, cfg, M, at(5)) == before  # not even updated_at
     assert list_events(engine, M) == []
     with engine.connect() as conn:
@@ -249,7 +248,7 @@ def sample(sample_store: Path, tmp_path: Path, make_config):  # type: ignore[no-
     eng.dispose()
 
 
-def test_check_runs_on_the_sample_trip_the_flag_and_rechecks_do_not_count(sample) -> None:
+def test_check_runs_on_the_sample_trip_the_flag_and_rechecks_count_once(sample) -> None:
     engine, cfg = sample
     later = datetime(2026, 11, 27, tzinfo=UTC)
     ok = run_check(engine, cfg, M, at=datetime(2026, 10, 5, tzinfo=UTC), now=later)
@@ -267,7 +266,8 @@ def test_check_runs_on_the_sample_trip_the_flag_and_rechecks_do_not_count(sample
     second = run_check(engine, cfg, M, at=datetime(2026, 10, 13, tzinfo=UTC), now=later)
     assert second is not None and second.status == "critical"
     [trip] = list_events(engine, M)
-    assert [r["run_id"] for r in trip.details["runs"]] == [first.run_id, second.run_id]
+    # The streak cites each window's latest verdict: the recheck's run for 10-12.
+    assert [r["run_id"] for r in trip.details["runs"]] == [again.run_id, second.run_id]
     reasons = trip.details["runs"][1]["reasons"]
     assert reasons == list(second.reasons)
     assert any("wasserstein" in r and "vs threshold" in r for r in reasons)
@@ -300,3 +300,46 @@ def test_the_service_check_counts_fallback_answers(engine: sa.Engine, make_confi
     metrics = {(m.metric, m.feature): m.value for m in run.metrics() if m.check == "service"}
     assert metrics[("fallback_rate", "")] == pytest.approx(0.3)
     assert metrics[("fallback_rows", "flag")] == 4.0
+
+
+def _stored(engine: sa.Engine, i: int, status: str, *reasons: str) -> RunOutcome:
+    """A check run of window ``i`` stored as the pipeline stores it, then taken in."""
+    from monitor.store.runs import insert_run
+
+    with engine.begin() as conn:
+        run_id = insert_run(
+            conn, model=M, kind="check", window_start=T0 + (i - 1) * DAY,
+            window_end=T0 + i * DAY, rows=100, status=status,
+            summary={"reasons": list(reasons)}, metrics=[], config_hash="x" * 64,
+            reference_version=None, started_at=at(i), finished_at=at(i))
+    return RunOutcome(run_id=run_id, window_end=T0 + i * DAY, status=status, reasons=reasons)
+
+
+def test_rechecks_of_older_windows_replay_the_latest_verdicts(engine: sa.Engine, cfg) -> None:
+    """Accuracy is judged once labels mature, days later: rechecks that turn past
+    windows critical must trip the flag as those verdicts would have in order."""
+    for i in range(1, 6):
+        assert apply_run(engine, cfg, M, _stored(engine, i, "ok"), now=at(i)) == []
+    late = at(8)
+    # Window 3's labels matured: critical. One bad window: nothing yet.
+    assert apply_run(engine, cfg, M, _stored(engine, 3, "critical", "performance: "
+                                             "accuracy 0.70 vs reference 0.84"), now=late) == []
+    assert flag_document(engine, cfg, M, late)["active"] is False
+    # Window 5 (not adjacent) too: windows 3 and 5 are not consecutive.
+    assert apply_run(engine, cfg, M, _stored(engine, 5, "critical"), now=late) == []
+    # Window 4 completes the streak 3-4-5.
+    [trip] = apply_run(engine, cfg, M, _stored(engine, 4, "critical", "performance: "
+                                               "accuracy 0.69 vs reference 0.84"), now=late)
+    assert (trip.old_active, trip.new_active) == (False, True)
+    assert "recheck of the window ending 2026-10-05" in (trip.reason or "")
+    assert [r["window_end"][:10] for r in trip.details["runs"]] == ["2026-10-04", "2026-10-05"]
+    assert trip.details["runs"][0]["reasons"] == ["performance: accuracy 0.70 vs reference 0.84"]
+    assert flag_document(engine, cfg, M, late)["active"] is True
+    # A new window goes on from the replayed state: ok, ok, ok recovers (recover_after 3).
+    for i in (6, 7):
+        assert apply_run(engine, cfg, M, _stored(engine, i, "ok"), now=at(i + 3)) == []
+    [back] = apply_run(engine, cfg, M, _stored(engine, 8, "ok"), now=at(11))
+    assert (back.old_active, back.new_active) == (True, False)
+    # A recheck that only repeats a verdict changes nothing.
+    assert apply_run(engine, cfg, M, _stored(engine, 7, "ok"), now=at(12)) == []
+    assert flag_document(engine, cfg, M, at(12))["active"] is False

@@ -16,6 +16,7 @@ from monitor.policy import (
     classify,
     effective_flag,
     is_stale,
+    replay,
 )
 
 T0 = datetime(2026, 10, 1, tzinfo=UTC)
@@ -149,3 +150,24 @@ def test_stale_after_no_successful_run_for_longer_than_the_limit() -> None:
     never = AutoState()  # no successful run yet: counted from when tracking began
     assert not is_stale(never, T0 + DAY, limit, tracked_since=T0)
     assert is_stale(never, T0 + 4 * DAY, limit, tracked_since=T0)
+
+
+@pytest.mark.parametrize("statuses", [
+    ["ok", "critical", "critical", "ok", "ok", "ok"],
+    ["critical", "error", "critical", "warn", "critical", "critical", "ok"],
+    ["insufficient_data", "ok", "critical"],
+])
+def test_replay_of_verdicts_in_any_order_is_the_state_in_window_order(
+    statuses: list[str]
+) -> None:
+    rules = Rules()
+    forward, transitions = fold(statuses, rules)
+    runs = [run(i, s) for i, s in enumerate(statuses, start=1)]
+    at = T0 + 30 * DAY
+    replayed, last = replay(list(reversed(runs)), rules, at=at)
+    assert (replayed.active, replayed.bad_streak, replayed.ok_streak) == (
+        forward.active, forward.bad_streak, forward.ok_streak)
+    assert [r.run_id for r in replayed.streak] == [r.run_id for r in forward.streak]
+    assert (last is None) == (not transitions)
+    if last is not None:
+        assert [r.run_id for r in last.runs] == [r.run_id for r in transitions[-1].runs]
