@@ -753,10 +753,13 @@ def test_last_path_is_per_thread_and_per_guard() -> None:
 def test_logger_gets_every_call_with_its_fallback_reason(
     file_flag: tuple[FileSource, FallbackFlag],
 ) -> None:
+    """Every row carries the model's own prediction, never the default the caller got:
+    the monitor judges the model from them."""
     src, flag = file_flag
     rec = Recorder()
     model = Model()
-    predict = guard(model, default=-1, flag=flag, logger=rec, timeout=0.05, max_in_flight=1)
+    predict = guard(model, default=-1, flag=flag, logger=rec, timeout=0.05, max_in_flight=1,
+                    shadow=False)
 
     assert predict({"x": 2}, scale=2) == 4
     model.fail = ValueError("bad input")
@@ -774,15 +777,137 @@ def test_logger_gets_every_call_with_its_fallback_reason(
             c["fallback_reason"]) for c in rec.calls]
     assert got == [
         ({"x": 2}, 4, False, None, None),
-        ({"x": 2}, -1, True, "ValueError: bad input", "error"),
-        ({"x": 3}, -1, True, "timed out after 0.05 s", "timeout"),
-        ({"x": 4}, -1, False, None, "overload"),
-        ({"x": 5}, -1, False, None, "flag"),
+        ({"x": 2}, None, True, "ValueError: bad input", "error"),
+        ({"x": 3}, None, True, "timed out after 0.05 s", "timeout"),
+        ({"x": 4}, None, False, None, "overload"),
+        ({"x": 5}, None, False, None, "flag"),  # shadow=False: the model was not called
     ]
+    assert model.calls == 3
     latencies = [c["latency_ms"] for c in rec.calls]
     assert all(isinstance(ms, float) and ms >= 0 for ms in latencies)
     assert latencies[2] >= 50  # the caller waited for the timeout
     assert predict.stats()["log_failures"] == 0
+
+
+def _flag_on(file_flag: tuple[FileSource, FallbackFlag]) -> FallbackFlag:
+    src, flag = file_flag
+    src.publish(M, ON)
+    flag.refresh()
+    return flag
+
+
+def test_shadow_call_logs_the_models_prediction_and_the_caller_does_not_wait(
+    file_flag: tuple[FileSource, FallbackFlag],
+) -> None:
+    flag = _flag_on(file_flag)
+    rec = Recorder()
+    model = Model()
+    model.release.clear()  # the model is held until the test lets it answer
+    request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id")
+    request_id.set("r-7")
+    seen: list[str] = []
+
+    def predict_fn(features: dict[str, Any]) -> int:
+        seen.append(request_id.get("none"))  # the caller's context follows the shadow call
+        return model(features, scale=10)
+
+    predict = guard(predict_fn, default=-1, flag=flag, logger=rec)
+    features = {"x": 3}
+    started = time.monotonic()
+    assert predict(features) == -1 and predict.last_path() == "flag"
+    assert time.monotonic() - started < 0.5  # answered while the model is still held
+    assert model.entered.acquire(timeout=5)  # the model is running, in the background
+    features["x"] = 99  # the caller reuses its dict: model and row keep what was asked
+    time.sleep(0.05)
+    assert rec.calls == []  # nothing logged until the model has answered
+    model.release.set()
+    wait_until(lambda: rec.calls, "the shadow call logged")
+    [row] = rec.calls
+    assert (row["features"], row["prediction"], row["error"], row["error_message"],
+            row["fallback_reason"]) == ({"x": 3}, 30, False, None, "flag")
+    assert row["latency_ms"] >= 50  # the model's own time, not the caller's wait
+    assert seen == ["r-7"]
+    stats = predict.stats()
+    assert (stats["flag"], stats["model"], stats["shadow"], stats["shadow_skipped"],
+            stats["calls"]) == (1, 0, 1, 0, 1)
+
+
+def test_shadow_calls_are_bounded(file_flag: tuple[FileSource, FallbackFlag]) -> None:
+    flag = _flag_on(file_flag)
+    rec = Recorder()
+    model = Model()
+    model.release.clear()
+    predict = guard(model, default=-1, flag=flag, logger=rec, max_shadow_in_flight=2)
+    assert [predict({"x": i}) for i in range(5)] == [-1] * 5
+    for _ in range(2):
+        assert model.entered.acquire(timeout=5)
+    assert not model.entered.acquire(timeout=0.05)  # no third shadow call was started
+    # The three calls beyond the bound are logged at once, without a prediction.
+    assert [(c["features"], c["prediction"], c["fallback_reason"]) for c in rec.calls] == [
+        ({"x": 2}, None, "flag"), ({"x": 3}, None, "flag"), ({"x": 4}, None, "flag")]
+    stats = predict.stats()
+    assert (stats["shadow"], stats["shadow_skipped"], stats["shadow_in_flight"]) == (2, 3, 2)
+    model.release.set()
+    wait_until(lambda: predict.stats()["shadow_in_flight"] == 0, "both shadow calls done")
+    assert sorted((c["features"]["x"], c["prediction"]) for c in rec.calls[3:]) == [
+        (0, 0), (1, 1)]
+    assert predict({"x": 6}) == -1  # room again: shadowed
+    wait_until(lambda: len(rec.calls) == 6, "the next shadow call logged")
+    assert rec.calls[-1]["prediction"] == 6 and model.calls == 3
+    assert predict.stats()["shadow"] == 3
+
+
+def test_a_failing_or_slow_shadow_call_is_logged_as_an_error(
+    file_flag: tuple[FileSource, FallbackFlag],
+) -> None:
+    flag = _flag_on(file_flag)
+    rec = Recorder()
+    model = Model()
+    model.fail = ValueError("bad input")
+    predict = guard(model, default=-1, flag=flag, logger=rec, timeout=0.05)
+    assert predict({"x": 1}) == -1
+    wait_until(lambda: rec.calls, "the failed shadow call logged")
+    assert [(c["prediction"], c["error"], c["error_message"], c["fallback_reason"])
+            for c in rec.calls] == [(None, True, "ValueError: bad input", "flag")]
+
+    # Slower than the timeout: serving would have timed out, so the row is an error row,
+    # still with the model's prediction.
+    model.fail = None
+    model.release.clear()
+    assert predict({"x": 2}) == -1
+    assert model.entered.acquire(timeout=5)
+    time.sleep(0.1)
+    model.release.set()
+    wait_until(lambda: len(rec.calls) == 2, "the slow shadow call logged")
+    row = rec.calls[1]
+    assert (row["prediction"], row["error"], row["fallback_reason"]) == (2, True, "flag")
+    assert row["error_message"].startswith("timed out after 0.05 s (shadow call took")
+    assert row["latency_ms"] >= 100
+
+
+def test_shadow_false_logs_no_prediction_and_never_calls_the_model(
+    file_flag: tuple[FileSource, FallbackFlag],
+) -> None:
+    flag = _flag_on(file_flag)
+    rec = Recorder()
+    model = Model()
+    predict = guard(model, default=-1, flag=flag, logger=rec, shadow=False)
+    assert predict({"x": 1}) == -1
+    time.sleep(0.05)
+    assert model.calls == 0
+    assert [(c["prediction"], c["error"], c["fallback_reason"]) for c in rec.calls] == [
+        (None, False, "flag")]
+    assert predict.stats()["shadow"] == 0
+
+
+def test_no_shadow_call_without_a_logger(file_flag: tuple[FileSource, FallbackFlag]) -> None:
+    """The shadow call exists to be logged; without a logger it would be wasted work."""
+    flag = _flag_on(file_flag)
+    model = Model()
+    predict = guard(model, default=-1, flag=flag, timeout=1)
+    assert predict({"x": 1}) == -1
+    time.sleep(0.05)
+    assert model.calls == 0 and predict.stats()["shadow"] == 0
 
 
 def test_logger_sees_the_error_that_is_reraised() -> None:
@@ -838,7 +963,8 @@ def test_stats_count_every_path(file_flag: tuple[FileSource, FallbackFlag]) -> N
     predict({"x": 1})
     assert predict.stats() == {
         "model": 3, "flag": 1, "error": 2, "timeout": 0, "overload": 0, "raised": 0,
-        "no_default": 0, "log_failures": 0, "calls": 6, "in_flight": None,
+        "no_default": 0, "log_failures": 0, "shadow": 0, "shadow_skipped": 0, "calls": 6,
+        "in_flight": None, "shadow_in_flight": None,
     }
 
 
@@ -852,5 +978,7 @@ def test_guard_refuses_bad_arguments(make_flag: MakeFlag) -> None:
         guard(lambda f: 1, timeout=0)
     with pytest.raises(ValueError, match="max_in_flight"):
         guard(lambda f: 1, max_in_flight=0)
+    with pytest.raises(ValueError, match="max_shadow_in_flight"):
+        guard(lambda f: 1, max_shadow_in_flight=0)
     with pytest.raises(TypeError, match="FallbackFlag"):
         guard(lambda f: 1, flag=True)  # type: ignore[arg-type]

@@ -7,8 +7,9 @@ source cannot be read, the last known state is kept and ``age()`` says how old i
 
 ``guard`` wraps a predict function: it answers with the default prediction when the flag is
 on, when predict raises, takes too long or too many calls are in flight, records which
-path answered, and hands every call to an ``InferenceLogger``. Failures of the monitor or
-of the logger never reach the caller.
+path answered, and hands every call to an ``InferenceLogger`` with the model's own
+prediction (never the default; while the flag is on, from a shadow call of the model in
+the background). Failures of the monitor or of the logger never reach the caller.
 
 Only the standard library is imported here; ``urllib.request`` (about 30 ms) is imported by
 the flag's thread, the first time it reads over HTTP.
@@ -40,6 +41,7 @@ _log = logging.getLogger("mqm.client")
 _MISSING: Any = object()  # "no default": None is a valid default prediction
 _MAX_BODY = 1 << 20  # a flag document is a few hundred bytes; refuse anything absurd
 _POOL_SIZE = 32  # worker threads of a guard with a timeout and no max_in_flight
+SHADOW_IN_FLIGHT = 4  # default bound on a guard's shadow calls running at once
 
 
 class _Unreadable(Exception):
@@ -323,7 +325,8 @@ class Guarded(Protocol):
     def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
 
     def stats(self) -> dict[str, int | None]:
-        """Calls per path (see ``guard``), plus no_default, log_failures and in_flight."""
+        """Calls per path (see ``guard``), plus no_default, log_failures, in_flight, and
+        the shadow calls' counts."""
         ...
 
     def last_path(self) -> str | None:
@@ -341,6 +344,8 @@ def guard(
     max_in_flight: int | None = None,
     logger: Any = None,
     features_of: Callable[..., Any] | None = None,
+    shadow: bool = True,
+    max_shadow_in_flight: int = SHADOW_IN_FLIGHT,
 ) -> Any:
     """Wrap a synchronous predict function so that a bad model or monitor cannot hurt serving.
 
@@ -348,7 +353,8 @@ def guard(
     Each call takes one of these paths (counted in ``.stats()``; ``.last_path()`` gives
     the path of the last call in the current thread or asyncio task, a ``ContextVar``):
 
-    - ``"flag"``: ``flag.is_active()``; the model is not called.
+    - ``"flag"``: ``flag.is_active()``; the model is not called for the answer (with a
+      ``logger``, it is called in the background, as a shadow: see below).
     - ``"overload"``: ``max_in_flight`` calls of the model are already running (timed-out
       calls still running in the background count); the model is not called.
     - ``"timeout"``: the model did not answer within ``timeout`` seconds.
@@ -371,17 +377,48 @@ def guard(
     Calls queued behind busy workers count against their timeout, and are skipped if it
     passes first.
 
-    ``logger`` (an ``InferenceLogger``) gets each call: ``log(features, prediction,
-    latency_ms=, error=, error_message=, fallback_reason=)``, the latency being the
-    caller's wait and ``fallback_reason`` None when the model answered. Features are the
-    first positional argument (else the first keyword argument's value), or
-    ``features_of(*args, **kwargs)``. A logger or ``features_of`` failure is swallowed and
-    counted as ``log_failures``.
+    ``logger`` (an ``InferenceLogger``) gets each call once: ``log(features, prediction,
+    latency_ms=, error=, error_message=, fallback_reason=)``. ``prediction`` is always the
+    **model's own** answer, never the default; ``fallback_reason`` (None when the model
+    answered) says that the caller was served the default, and why. The monitor judges
+    the model from these rows (prediction drift, accuracy): were the default logged, a
+    model in fallback would be judged on the default, its runs would stay bad, and the
+    flag, which only recovers on good runs, might never turn off. So:
+
+    - ``"model"``: its prediction; latency is the caller's wait, as on every path below
+      but a shadow call.
+    - ``"error"``, ``"timeout"``: prediction None (the model gave none in time),
+      ``error=True`` with the message.
+    - ``"overload"``: prediction None, ``error=False``: the model was not called.
+    - ``"flag"``, with ``shadow`` (the default): the caller gets the default at once and
+      never waits, while the model runs in the background on the same arguments (a
+      pool of daemon threads); when it finishes, its prediction is logged with
+      ``fallback_reason="flag"`` and ``latency_ms`` the model's own time, or, if it
+      raised, prediction None, ``error=True`` and the message. A shadow call slower
+      than ``timeout`` is logged with its prediction and ``error=True``, as serving
+      would have timed out. These rows are what lets the flag recover: they show the
+      monitor the model on live traffic while its answers are not served. At most
+      ``max_shadow_in_flight`` shadow calls run at once; a call beyond that is not
+      shadowed (counted as ``shadow_skipped``) and is logged as with ``shadow=False``:
+      prediction None, ``fallback_reason="flag"``. Shadow calls happen only with a
+      ``logger`` (without one they would be wasted work), use a pool of their own (so
+      they never hold the workers or the ``max_in_flight`` tokens that answering calls
+      need), and get the caller's context variables. They run after the caller has its
+      answer, so they get a shallow copy of each ``dict`` argument, taken at the call: a
+      caller reusing its dict changes neither what the model sees nor what is logged.
+    - ``"flag"`` with ``shadow=False``: prediction None; the model is not called.
+
+    Features are the first positional argument (else the first keyword argument's
+    value), or ``features_of(*args, **kwargs)``. A logger or ``features_of`` failure is
+    swallowed and counted as ``log_failures``. ``.stats()`` also counts ``shadow`` (shadow
+    calls started) and ``shadow_skipped``, and gives ``shadow_in_flight`` (None when the
+    guard makes no shadow calls).
     """
     if fn is None:
         return functools.partial(
             guard, default=default, flag=flag, timeout=timeout, max_in_flight=max_in_flight,
-            logger=logger, features_of=features_of,
+            logger=logger, features_of=features_of, shadow=shadow,
+            max_shadow_in_flight=max_shadow_in_flight,
         )
     if not callable(fn):
         raise TypeError(f"guard needs a callable, got {fn!r}")
@@ -391,9 +428,13 @@ def guard(
         raise ValueError(f"timeout must be positive, got {timeout}")
     if max_in_flight is not None and max_in_flight < 1:
         raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight}")
+    if max_shadow_in_flight < 1:
+        raise ValueError(f"max_shadow_in_flight must be at least 1, got {max_shadow_in_flight}")
     if flag is not None and not isinstance(flag, FallbackFlag):
         raise TypeError(f"flag must be a FallbackFlag, got {type(flag).__name__}")
-    return _build(fn, default, flag, timeout, max_in_flight, logger, features_of)
+    shadows = (max_shadow_in_flight if shadow and logger is not None and flag is not None
+               else None)
+    return _build(fn, default, flag, timeout, max_in_flight, logger, features_of, shadows)
 
 
 def _build(
@@ -404,14 +445,16 @@ def _build(
     max_in_flight: int | None,
     logger: Any,
     features_of: Callable[..., Any] | None,
+    shadows: int | None,
 ) -> Guarded:
     fl: Any = flag if flag is not None else _NoFlag()
     flag_default = fl._default_value
-    counters = {name: itertools.count() for name in (*PATHS, "no_default", "log_failures")}
+    extra = ("no_default", "log_failures", "shadow", "shadow_skipped")
+    counters = {name: itertools.count() for name in (*PATHS, *extra)}
     # Bound next() of each counter: atomic under the GIL, so no lock on the hot path.
-    n_model, n_flag, n_error, n_timeout, n_overload, n_raised, n_no_default, n_log_failed = (
-        functools.partial(next, counters[name]) for name in (*PATHS, "no_default", "log_failures")
-    )
+    (n_model, n_flag, n_error, n_timeout, n_overload, n_raised, n_no_default, n_log_failed,
+     n_shadow, n_shadow_skipped) = (functools.partial(next, counters[name])
+                                    for name in (*PATHS, *extra))
     last: contextvars.ContextVar[str | None] = contextvars.ContextVar(
         f"mqm_guard_{getattr(fn, '__qualname__', 'fn')}", default=None
     )
@@ -421,6 +464,12 @@ def _build(
     tokens: list[None] | None = None if max_in_flight is None else [None] * max_in_flight
     pool = None if timeout is None else _Pool(
         max_in_flight or _POOL_SIZE, f"mqm-guard-{getattr(fn, '__name__', 'fn')}"
+    )
+    # Shadow calls (flag on, logged): a pool and tokens of their own, so that they never
+    # hold what answering calls need; the tokens bound them, so nothing queues there.
+    shadow_tokens: list[None] | None = None if shadows is None else [None] * shadows
+    shadow_pool = None if shadows is None else _Pool(
+        shadows, f"mqm-shadow-{getattr(fn, '__name__', 'fn')}"
     )
 
     if callable(default):
@@ -493,6 +542,47 @@ def _build(
             raise call.exc  # KeyboardInterrupt and the like: not the model's answer
         return _MISSING, None, call.exc
 
+    def log_shadow(features: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """A shadow call, on a shadow worker: run the model, log what it said."""
+        started = clock()
+        message: str | None = None
+        try:
+            result = fn(*args, **kwargs)
+        except Exception as exc:
+            result, message = None, f"{type(exc).__name__}: {exc}"
+        took = clock() - started
+        if message is None and timeout is not None and took > timeout:
+            message = f"timed out after {timeout} s (shadow call took {took:.3f} s)"
+        try:
+            logger.log(features, result, latency_ms=took * 1000.0, error=message is not None,
+                       error_message=message, fallback_reason="flag")
+        except Exception:
+            n_log_failed()
+
+    def shadow_started(features: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        """Hand the model call to a shadow worker; False if ``max_shadow_in_flight`` run."""
+        try:
+            shadow_tokens.pop()  # type: ignore[union-attr]
+        except IndexError:
+            n_shadow_skipped()
+            return False
+        # The model reads its arguments, and the row is logged, after the caller has its
+        # answer and may have reused its dicts: both get one shallow copy of each, taken now.
+        copies: dict[int, dict[Any, Any]] = {}
+
+        def snapshot(value: Any) -> Any:
+            if type(value) is not dict:
+                return value
+            if id(value) not in copies:
+                copies[id(value)] = value.copy()
+            return copies[id(value)]
+
+        shadow_pool.submit(_Call(  # type: ignore[union-attr]
+            log_shadow, (snapshot(features), tuple(map(snapshot, args)),
+                         {k: snapshot(v) for k, v in kwargs.items()}), {}, shadow_tokens))
+        n_shadow()
+        return True
+
     def full(*args: Any, **kwargs: Any) -> Any:
         started = clock() if logger is not None else 0.0
         exc: BaseException | None = None
@@ -520,17 +610,21 @@ def _build(
             try:
                 features = (features_of(*args, **kwargs) if features_of is not None
                             else args[0] if args else next(iter(kwargs.values()), None))
-                failed = exc is not None or reason == "timeout"
-                logger.log(
-                    features,
-                    None if path == "raised" else result,
-                    latency_ms=(clock() - started) * 1000.0,
-                    error=failed,
-                    error_message=(None if not failed
-                                   else f"timed out after {timeout} s" if reason == "timeout"
-                                   else f"{type(exc).__name__}: {exc}"),
-                    fallback_reason=reason,
-                )
+                shadowed = (reason == "flag" and shadow_tokens is not None
+                            and shadow_started(features, args, kwargs))
+                if not shadowed:  # else the shadow call logs it once the model has answered
+                    failed = exc is not None or reason == "timeout"
+                    logger.log(
+                        features,
+                        # The model's own answer only: a default would be judged as the model's.
+                        result if reason is None else None,
+                        latency_ms=(clock() - started) * 1000.0,
+                        error=failed,
+                        error_message=(None if not failed
+                                       else f"timed out after {timeout} s" if reason == "timeout"
+                                       else f"{type(exc).__name__}: {exc}"),
+                        fallback_reason=reason,
+                    )
             except Exception:  # the logger must never break a prediction
                 n_log_failed()
         if path == "raised":
@@ -549,6 +643,8 @@ def _build(
         out: dict[str, int | None] = {name: _peek(c) for name, c in counters.items()}
         out["calls"] = sum(_peek(counters[p]) for p in PATHS)
         out["in_flight"] = None if tokens is None else max_in_flight - len(tokens)  # type: ignore[operator]
+        out["shadow_in_flight"] = (None if shadow_tokens is None
+                                   else shadows - len(shadow_tokens))  # type: ignore[operator]
         return out
 
     wrapper = fast if logger is None and pool is None and tokens is None else full
