@@ -91,9 +91,11 @@ class InferenceLogger:
     ) -> bool:
         """Queue one inference; False if it was dropped (queue full or logger closed).
 
-        ``fallback_reason`` says why the serving guard answered with the default
-        prediction instead of the model (``flag``, ``error``, ``timeout``,
-        ``overload``); None (the default) means the model answered.
+        ``prediction`` is always the model's own answer (None if it gave none), never
+        a default served in its place, so the checks judge the model.
+        ``fallback_reason`` says why the caller was served the default instead
+        (``flag``, ``error``, ``timeout``, ``overload``); None (the default) means the
+        model's answer was served.
         """
         try:
             if self._closed:
