@@ -422,6 +422,25 @@ def fallback_clear(ctx: _Context, model: str, reason: str | None, by: str | None
         render.print_fallback(doc, [])
 
 
+# --- the service ------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--host", default=None, help="Address to listen on (default: serve.host).")
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
+              help="Port to listen on (default: serve.port).")
+@click.option("--no-scheduler", is_flag=True,
+              help="Serve the API only; run no checks (for API-only replicas).")
+@pass_ctx
+@_fail_cleanly
+def serve(ctx: _Context, host: str | None, port: int | None, no_scheduler: bool) -> None:
+    """Run the HTTP API and the scheduled checks until SIGTERM or SIGINT."""
+    from monitor.service import serve as run_service
+
+    sys.exit(run_service(ctx.config, scheduler=not no_scheduler, host=host, port=port,
+                         engine=ctx.engine()))
+
+
 # --- config -----------------------------------------------------------------------
 
 

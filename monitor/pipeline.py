@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from monitor.checks.schema_check import SchemaResult, check_schema
 from monitor.config import Config, ModelConfig
@@ -191,12 +191,17 @@ def run_check(
     now: datetime | None = None,
     persist: bool = True,
     recomputes: int | None = None,
+    in_transaction: Callable[[Connection, int], None] | None = None,
 ) -> CheckRun | None:
     """Every check on the window ending at ``at`` (default: the window of the newest log).
 
     Stores the run, its sections and its figures, and takes the run into the model's
     fallback flag, in one transaction; then brings the flag file up to date. Returns
     None when the model has no logs at all and no ``at`` was given.
+
+    ``in_transaction(conn, run_id)``, if given, is called in that transaction right
+    after the run is inserted (before the flag takes it in); whatever it raises rolls
+    the whole run back and propagates. The scheduler moves its watermark there.
     """
     from monitor.check_run import evaluate_window
     from monitor.fallback import flag_document, observe_run
@@ -230,6 +235,8 @@ def run_check(
             config_hash=run.config_hash, reference_version=run.reference_version,
             started_at=started, finished_at=datetime.now(UTC),
         )
+        if in_transaction is not None:
+            in_transaction(conn, run_id)
         observe_run(conn, config, model, RunOutcome(run_id, end, run.status, run.reasons),
                     now=now)
     if config.fallback_dir is not None:

@@ -164,8 +164,8 @@ def test_upgrade_from_0001_keeps_the_data(db_url: str) -> None:
             "INSERT INTO check_runs (model, kind, window_start, window_end, rows, status, "
             "summary, config_hash, started_at, finished_at) VALUES ('m', 'check', :ts, :ts, 1, "
             "'ok', '{}', 'h', :ts, :ts)"), {"ts": stamp})
-    with pytest.raises(DatabaseError, match="is at revision 0001, this mqm expects 0002: run "
-                                            "`mqm db upgrade`"):
+    with pytest.raises(DatabaseError, match=f"is at revision 0001, this mqm expects "
+                                            f"{head_revision()}: run `mqm db upgrade`"):
         ensure_schema(eng)
     assert upgrade(eng) == ("0001", head_revision())
     ensure_schema(eng)

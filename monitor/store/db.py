@@ -113,9 +113,9 @@ def ensure_schema(engine: Engine) -> None:
     if current is None:
         with _connect(engine) as conn:
             existing = set(sa.inspect(conn).get_table_names())
-        ours = {"inference_logs", "ground_truth", "check_runs", "run_metrics",
-                "fallback_state", "fallback_events"}
-        if existing & ours:
+        from monitor.store.tables import metadata
+
+        if existing & set(metadata.tables):
             raise DatabaseError(
                 f"the database at {safe_url(str(engine.url))} has mqm tables but no migration "
                 "revision; it was not created by mqm"

@@ -17,6 +17,7 @@ __all__ = [
     "inference_logs",
     "metadata",
     "run_metrics",
+    "scheduler_state",
 ]
 
 # Named constraints so that migrations can refer to them on every backend.
@@ -173,4 +174,21 @@ fallback_events = sa.Table(
     sa.Column("reason", sa.Text(), nullable=True),
     sa.Column("details", sa.JSON(), nullable=False),
     sa.Index("ix_fallback_events_model_id", "model", "id"),
+)
+
+# One row per model: how far ``mqm serve`` has checked. ``watermark`` is the end of the
+# last window whose scheduled run is stored; it moves in the transaction that stores
+# that run, by compare-and-set, so no window is skipped or counted twice.
+scheduler_state = sa.Table(
+    "scheduler_state",
+    metadata,
+    sa.Column("model", sa.String(200), primary_key=True),
+    sa.Column("watermark", UTCDateTime(), nullable=True),
+    # No foreign key: pruning old runs must not touch the watermark.
+    sa.Column("last_run_id", sa.BigInteger(), nullable=True),
+    sa.Column("last_run_at", UTCDateTime(), nullable=True),
+    # Why the last tick stopped short (cleared by the next stored run).
+    sa.Column("last_error", sa.Text(), nullable=True),
+    sa.Column("last_error_at", UTCDateTime(), nullable=True),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
 )
