@@ -12,10 +12,12 @@ import os
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationInfo,
@@ -58,6 +60,26 @@ def parse_duration(value: Any) -> Any:
         if match:
             return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
     return value
+
+
+def _positive(value: timedelta) -> timedelta:
+    if value <= timedelta(0):
+        raise ValueError("must be a positive duration")
+    return value
+
+
+def _not_negative(value: timedelta) -> timedelta:
+    if value < timedelta(0):
+        raise ValueError("must not be negative")
+    return value
+
+
+# Durations written as '30m', '6h', '1d', '2w' or seconds.
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+PositiveDuration = Annotated[timedelta, BeforeValidator(parse_duration),
+                             AfterValidator(_positive)]
+NonNegativeDuration = Annotated[timedelta, BeforeValidator(parse_duration),
+                                AfterValidator(_not_negative)]
 
 
 class _Section(BaseModel):
@@ -193,7 +215,7 @@ class PerformanceConfig(_Section):
     min_label_coverage: float = Field(
         0.8, ge=0, le=1, description="Share of rows with labels at which a window is mature."
     )
-    max_label_delay: timedelta = Field(
+    max_label_delay: Duration = Field(
         timedelta(days=7), description="A window this old is mature whatever its coverage."
     )
     min_labelled_rows: int = Field(
@@ -203,11 +225,6 @@ class PerformanceConfig(_Section):
         0.05, ge=0, le=1, description="Largest tolerated drop of the estimated accuracy "
         "(no labels needed) against the reference; a larger one is a warning."
     )
-
-    @field_validator("max_label_delay", mode="before")
-    @classmethod
-    def _duration(cls, value: Any) -> Any:
-        return parse_duration(value)
 
 
 class ServiceConfig(_Section):
@@ -234,7 +251,7 @@ class FallbackConfig(_Section):
         3, ge=1, description="The flag turns off again at this many consecutive ok runs "
         "(a warn run that is not bad restarts the count)."
     )
-    stale_after: timedelta | None = Field(
+    stale_after: PositiveDuration | None = Field(
         None, description="With no successful run (ok, warn or critical) for this long the "
         "flag is reported stale, still unchanged (default: three windows)."
     )
@@ -242,18 +259,6 @@ class FallbackConfig(_Section):
         None, description="The safe answer served to clients in the flag document, for "
         "serving to answer with while the flag is on."
     )
-
-    @field_validator("stale_after", mode="before")
-    @classmethod
-    def _duration(cls, value: Any) -> Any:
-        return parse_duration(value)
-
-    @field_validator("stale_after")
-    @classmethod
-    def _positive(cls, value: timedelta | None) -> timedelta | None:
-        if value is not None and value <= timedelta(0):
-            raise ValueError("must be a positive duration")
-        return value
 
     @field_validator("bad_statuses")
     @classmethod
@@ -273,39 +278,20 @@ class FallbackConfig(_Section):
 class ScheduleConfig(_Section):
     """When ``mqm serve`` checks the model: every window by default, or on a cron line."""
 
-    every: timedelta | None = Field(
+    every: PositiveDuration | None = Field(
         None, description="Check this often ('15m', '1h'); default: once per window."
     )
     cron: str | None = Field(
         None, description="A five-field cron line (UTC) instead of 'every', e.g. '5 * * * *'."
     )
-    delay: timedelta = Field(
+    delay: NonNegativeDuration = Field(
         timedelta(minutes=5), description="A window is checked this long after it ends, so "
         "that late logs are in."
     )
-    recheck_every: timedelta = Field(
+    recheck_every: PositiveDuration = Field(
         timedelta(hours=1), description="How often windows still waiting for labels are "
         "checked again."
     )
-
-    @field_validator("every", "delay", "recheck_every", mode="before")
-    @classmethod
-    def _duration(cls, value: Any) -> Any:
-        return parse_duration(value)
-
-    @field_validator("every", "recheck_every")
-    @classmethod
-    def _positive(cls, value: timedelta | None) -> timedelta | None:
-        if value is not None and value <= timedelta(0):
-            raise ValueError("must be a positive duration")
-        return value
-
-    @field_validator("delay")
-    @classmethod
-    def _not_negative(cls, value: timedelta) -> timedelta:
-        if value < timedelta(0):
-            raise ValueError("must not be negative")
-        return value
 
     @field_validator("cron")
     @classmethod
@@ -333,7 +319,7 @@ class ModelConfig(_Section):
     version: str | None = Field(
         None, description="Model version to record when the logs carry none."
     )
-    window: timedelta = Field(
+    window: PositiveDuration = Field(
         timedelta(days=1), description="Length of one check window ('6h', '1d', seconds)."
     )
     min_rows: int = Field(
@@ -351,18 +337,6 @@ class ModelConfig(_Section):
         """``fallback.stale_after``, or three windows when unset."""
         return self.fallback.stale_after or 3 * self.window
 
-    @field_validator("window", mode="before")
-    @classmethod
-    def _duration(cls, value: Any) -> Any:
-        return parse_duration(value)
-
-    @field_validator("window")
-    @classmethod
-    def _positive(cls, value: timedelta) -> timedelta:
-        if value <= timedelta(0):
-            raise ValueError("must be a positive duration")
-        return value
-
     @field_validator("schema_path", "reference")
     @classmethod
     def _relative_to_config(cls, value: Path, info: ValidationInfo) -> Path:
@@ -375,7 +349,7 @@ class ServeConfig(_Section):
 
     host: str = Field("127.0.0.1", description="Address the HTTP API listens on.")
     port: int = Field(8080, ge=1, le=65535, description="Port of the HTTP API.")
-    ready_max_age: timedelta | None = Field(
+    ready_max_age: Duration | None = Field(
         None, description="/readyz fails when a model's last successful run is older than "
         "this (default: three windows of that model)."
     )
@@ -384,10 +358,6 @@ class ServeConfig(_Section):
         "per-feature metric series; the rest are left out, and counted."
     )
 
-    @field_validator("ready_max_age", mode="before")
-    @classmethod
-    def _duration(cls, value: Any) -> Any:
-        return parse_duration(value)
 
 
 class Config(_Section):

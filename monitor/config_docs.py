@@ -21,9 +21,11 @@ def _type_name(annotation: Any) -> str:
     """Plain words (no '|', which would split a Markdown table cell)."""
     from pathlib import Path
     from types import UnionType
-    from typing import Literal, Union, get_args, get_origin
+    from typing import Annotated, Literal, Union, get_args, get_origin
 
     origin = get_origin(annotation)
+    if origin is Annotated:  # a type with validators, e.g. Duration
+        return _type_name(get_args(annotation)[0])
     if origin in (Union, UnionType):
         return " or ".join(_type_name(a) for a in get_args(annotation))
     if origin is Literal:
