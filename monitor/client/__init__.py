@@ -3,7 +3,8 @@ database drivers and ``urllib.request`` are loaded lazily, in the background thr
 need them.
 """
 
-from monitor.client.fallback import FallbackFlag, FlagState, Guarded, guard
+from monitor.client.flag import FallbackFlag, FlagState
+from monitor.client.guard import Guarded, guard
 from monitor.client.logger import InferenceLogger
 
 __all__ = ["FallbackFlag", "FlagState", "Guarded", "InferenceLogger", "guard"]
