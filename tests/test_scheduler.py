@@ -16,9 +16,9 @@ import sqlalchemy as sa
 
 import monitor.scheduler as scheduler_module
 from monitor.errors import ConfigError
+from monitor.leader import advisory_key
 from monitor.scheduler import (
     MonitorScheduler,
-    advisory_key,
     next_window_end,
     read_watermark,
     trigger_for,
