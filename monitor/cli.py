@@ -457,6 +457,19 @@ def config_reference() -> None:
     click.echo(render(), nl=False)
 
 
+@main.group("metrics")
+def metrics_group() -> None:
+    """The Prometheus metrics of mqm serve."""
+
+
+@metrics_group.command("reference")
+def metrics_reference() -> None:
+    """Print the metric reference (Markdown), generated from the declarations."""
+    from monitor.metrics import metric_reference
+
+    click.echo(metric_reference(), nl=False)
+
+
 @config_group.command("check")
 @pass_ctx
 @_fail_cleanly

@@ -44,7 +44,7 @@ A failing query never raises out of ``collect()``: it is logged and the scrape a
 (an unreadable contract, an unexpected document) is logged, left out or reduced, and
 also sets ``mqm_scrape_error 1``; the other models are exported.
 
-``python -m monitor.metrics`` prints the metric reference (the README's table).
+``mqm metrics reference`` prints the metric reference (the README's table).
 """
 
 from __future__ import annotations
@@ -547,7 +547,3 @@ def build_registry(engine: Engine, config: Config,
     registry = CollectorRegistry()
     registry.register(StoreCollector(engine, config, clock))
     return registry
-
-
-if __name__ == "__main__":
-    print(metric_reference(), end="")

@@ -484,7 +484,7 @@ def test_promtool_accepts_a_real_scrape(sample) -> None:
 def test_readme_metric_reference_matches_the_declarations() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert metric_reference() in readme, "README metric reference is stale: paste the " \
-        "output of `python -m monitor.metrics`"
+        "output of `mqm metrics reference`"
 
 
 def test_declarations_follow_the_naming_rules() -> None:
