@@ -31,6 +31,7 @@ from monitor.config import Config, ModelConfig
 from monitor.errors import MonitorError
 from monitor.policy import (
     AutoState,
+    Flag,
     Override,
     Rules,
     RunOutcome,
@@ -52,7 +53,9 @@ __all__ = [
     "list_events",
     "observe_run",
     "rules_of",
+    "served",
     "set_override",
+    "state_of",
     "write_flag_file",
 ]
 
@@ -109,7 +112,8 @@ def _iso(value: datetime | None) -> str | None:
 # --- rows <-> state --------------------------------------------------------------------
 
 
-def _state_of(row: Any) -> _State:
+def state_of(row: Any) -> _State:
+    """The state held by a ``fallback_state`` row."""
     streak = tuple(
         RunOutcome(run_id=int(e["run_id"]), window_end=datetime.fromisoformat(e["window_end"]),
                    status=e["status"], reasons=tuple(e["reasons"]))
@@ -147,7 +151,7 @@ def _values_of(state: _State) -> dict[str, Any]:
 
 def _read(conn: sa.Connection, model: str) -> _State | None:
     row = conn.execute(sa.select(fallback_state).where(fallback_state.c.model == model)).first()
-    return None if row is None else _state_of(row)
+    return None if row is None else state_of(row)
 
 
 def _lock(conn: sa.Connection, model: str, now: datetime) -> _State:
@@ -168,7 +172,7 @@ def _lock(conn: sa.Connection, model: str, now: datetime) -> _State:
     row = conn.execute(
         sa.select(fallback_state).where(fallback_state.c.model == model).with_for_update()
     ).one()
-    return _state_of(row)
+    return state_of(row)
 
 
 def _save(conn: sa.Connection, model: str, state: _State) -> None:
@@ -392,9 +396,16 @@ def clear_override(
 # --- reading ----------------------------------------------------------------------------
 
 
+def served(state: _State, model_cfg: ModelConfig, now: datetime) -> tuple[Flag, bool]:
+    """The flag served at ``now`` (an expired override no longer counts) and whether it
+    is stale: what the flag document and the metrics both report."""
+    return (effective_flag(state.auto, state.override, now),
+            is_stale(state.auto, now, model_cfg.stale_after, tracked_since=state.created_at))
+
+
 def _document(model: str, model_cfg: ModelConfig, state: _State, now: datetime
               ) -> dict[str, Any]:
-    flag = effective_flag(state.auto, state.override, now)
+    flag, stale = served(state, model_cfg, now)
     return {
         "model": model,
         "active": flag.active,
@@ -402,8 +413,7 @@ def _document(model: str, model_cfg: ModelConfig, state: _State, now: datetime
         "reason": flag.reason,
         "since": _iso(state.flag_since),
         "expires_at": _iso(flag.expires_at),
-        "stale": is_stale(state.auto, now, model_cfg.stale_after,
-                          tracked_since=state.created_at),
+        "stale": stale,
         "last_success_at": _iso(state.auto.last_success_at),
         "default_prediction": model_cfg.fallback.default_prediction,
         "updated_at": iso_utc(state.updated_at),

@@ -23,9 +23,9 @@ same data (``CheckRun.metrics()`` derives those rows from it in the same transac
 and it also says which sections failed, which drift tests could not run and their
 thresholds, in one row per model. A check that could not run (an ``error`` section,
 a missing section, a figure stored as null) has no series: absent, never zero. The
-fallback gauges are computed from the same state and with the same functions
-(``monitor.policy.effective_flag``, ``is_stale``) as ``monitor.fallback.flag_document``,
-without its writes.
+fallback gauges come from the model's ``fallback_state`` row through
+``monitor.fallback.served``, as ``monitor.fallback.flag_document`` computes them, without
+its writes.
 
 Labels: ``model``; ``version`` on the figures of the latest run: the version the
 newest log of its window carries, else the model's configured ``version``, else "";
@@ -54,7 +54,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -62,8 +62,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector, CollectorRegistry
 from sqlalchemy.engine import Engine
 
-from monitor.config import Config
-from monitor.policy import AutoState, Override, effective_flag, is_stale
+from monitor.config import Config, ModelConfig
+from monitor.fallback import served, state_of
 from monitor.store.tables import check_runs, fallback_state, inference_logs
 
 __all__ = [
@@ -223,23 +223,12 @@ class _Run:
     summary: dict[str, Any]
 
 
-@dataclass(frozen=True)
-class _Flag:
-    active: bool
-    last_success_at: datetime | None
-    forced: bool | None
-    override_until: datetime | None
-    override_at: datetime | None
-    override_by: str | None
-    created_at: datetime
-
-
 @dataclass
 class _Snapshot:
     runs: dict[str, _Run] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
-    flags: dict[str, _Flag] = field(default_factory=dict)
+    flags: dict[str, Any] = field(default_factory=dict)  # fallback_state rows
 
 
 def _one_per_model(parts: list[sa.Select[Any]]) -> sa.CompoundSelect | sa.Select[Any]:
@@ -290,15 +279,8 @@ def _read(conn: sa.Connection, config: Config) -> _Snapshot:
     for r in counts:
         snap.counts.setdefault(r.model, {})[r.status] = int(r.n)
 
-    f = fallback_state.c
-    flags = conn.execute(
-        sa.select(f.model, f.active, f.last_success_at, f.forced, f.override_until,
-                  f.override_at, f.override_by, f.created_at).where(f.model.in_(models))
-    )
-    for r in flags:
-        snap.flags[r.model] = _Flag(bool(r.active), r.last_success_at, r.forced,
-                                    r.override_until, r.override_at, r.override_by,
-                                    r.created_at)
+    for r in conn.execute(sa.select(fallback_state).where(fallback_state.c.model.in_(models))):
+        snap.flags[r.model] = r
     return snap
 
 
@@ -433,7 +415,7 @@ class StoreCollector(Collector):
         counts = snap.counts.get(model, {})
         for status in RUN_STATUSES:
             out.put("mqm_runs_total", (model, status), counts.get(status, 0))
-        _flag_samples(out, model, snap.flags.get(model), cfg.stale_after, now)
+        _flag_samples(out, model, snap.flags.get(model), cfg, now)
         out.put("mqm_feature_labels_dropped", (model,), len(seen - kept))
         return out.samples, ok
 
@@ -502,29 +484,24 @@ def _run_samples(out: _ModelSamples, run: _Run, base: tuple[str, str],
     return seen
 
 
-def _flag_samples(out: _ModelSamples, model: str, flag: _Flag | None,
-                  stale_after: timedelta, now: datetime) -> None:
+def _flag_samples(out: _ModelSamples, model: str, row: Any, cfg: ModelConfig,
+                  now: datetime) -> None:
     """The served flag as ``flag_document`` computes it, without its writes."""
     labels = (model,)
-    if flag is None:
+    if row is None:
         # flag_document would create the row now: off, automatic, not stale.
         for name in ("mqm_fallback_active", "mqm_fallback_manual", "mqm_fallback_stale"):
             out.put(name, labels, 0)
         return
-    auto = AutoState(active=flag.active, last_success_at=flag.last_success_at)
-    override = None
-    if flag.forced is not None:
-        override = Override(active=bool(flag.forced), by=flag.override_by or "",
-                            at=flag.override_at or flag.created_at, until=flag.override_until)
-    served = effective_flag(auto, override, now)
-    out.put("mqm_fallback_active", labels, served.active)
-    out.put("mqm_fallback_manual", labels, served.source == "manual")
-    out.put("mqm_fallback_stale", labels,
-            is_stale(auto, now, stale_after, tracked_since=flag.created_at))
-    if flag.last_success_at is not None:
-        out.put("mqm_last_success_timestamp_seconds", labels, flag.last_success_at.timestamp())
-        out.put("mqm_seconds_since_last_success", labels,
-                (now - flag.last_success_at).total_seconds())
+    state = state_of(row)
+    flag, stale = served(state, cfg, now)
+    out.put("mqm_fallback_active", labels, flag.active)
+    out.put("mqm_fallback_manual", labels, flag.source == "manual")
+    out.put("mqm_fallback_stale", labels, stale)
+    last_success = state.auto.last_success_at
+    if last_success is not None:
+        out.put("mqm_last_success_timestamp_seconds", labels, last_success.timestamp())
+        out.put("mqm_seconds_since_last_success", labels, (now - last_success).total_seconds())
 
 
 def _families(grouped: dict[str, list[tuple[tuple[str, ...], float]]]) -> Iterator[Metric]:
