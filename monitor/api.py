@@ -56,7 +56,7 @@ from starlette.routing import Match
 
 from monitor import __version__
 from monitor.config import Config
-from monitor.errors import DatabaseError, MonitorError, UnknownModelError
+from monitor.errors import DatabaseError, MonitorError, UnknownModelError, first_line
 from monitor.fallback import MAX_ACTOR_LENGTH, clear_override, flag_document, set_override
 from monitor.policy import SUCCESSFUL_STATUSES
 from monitor.store.tables import check_runs, run_metrics
@@ -343,11 +343,6 @@ def _validation_error(field: str, message: str, value: Any) -> RequestValidation
                                     "msg": message, "input": value}])
 
 
-def _first_line(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None) or exc
-    return (str(orig).strip().splitlines() or [type(orig).__name__])[0]
-
-
 def _error(status: int, description: str, **extra: Any) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorBody, "description": description, **extra}}
 
@@ -438,8 +433,8 @@ def create_app(
     @app.exception_handler(sa.exc.InterfaceError)
     async def _store_down(request: Request, exc: Exception) -> JSONResponse:
         _log.warning("mqm api: %s %s: store unreachable: %s", request.method,
-                     request.url.path, _first_line(exc))
-        return JSONResponse({"detail": f"the store cannot be reached: {_first_line(exc)}"},
+                     request.url.path, first_line(exc))
+        return JSONResponse({"detail": f"the store cannot be reached: {first_line(exc)}"},
                             status_code=503)
 
     @app.exception_handler(MonitorError)
@@ -511,8 +506,8 @@ def create_app(
                                  f"{(time.perf_counter() - started) * 1000:.1f} ms")
                 return database, _freshness(conn, now)
         except sa.exc.SQLAlchemyError as exc:
-            _log.warning("mqm api: readiness: %s", _first_line(exc))
-            return (Check(ok=False, detail=f"cannot reach the store: {_first_line(exc)}"),
+            _log.warning("mqm api: readiness: %s", first_line(exc))
+            return (Check(ok=False, detail=f"cannot reach the store: {first_line(exc)}"),
                     FreshnessCheck(ok=False, detail="unknown: the store cannot be reached",
                                    models={}))
 

@@ -9,6 +9,7 @@ __all__ = [
     "MonitorError",
     "SchemaError",
     "UnknownModelError",
+    "first_line",
 ]
 
 
@@ -43,3 +44,12 @@ class IngestError(MonitorError):
 
 class DatabaseError(MonitorError):
     """The database could not be reached or is at an unexpected revision."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's message: the driver's own (SQLAlchemy's ``orig``)
+    when there is one, else the exception's; its type name when the message is empty."""
+    orig = getattr(exc, "orig", None)
+    if orig is None:
+        orig = exc
+    return (str(orig).strip().splitlines() or [type(orig).__name__])[0]

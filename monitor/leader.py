@@ -14,6 +14,8 @@ from typing import Protocol
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from monitor.errors import first_line
+
 __all__ = ["LOCK_NAME", "AdvisoryLock", "AlwaysLeader", "Leadership", "advisory_key"]
 
 LOCK_NAME = "mqm-scheduler"
@@ -105,7 +107,7 @@ class AdvisoryLock:
         except Exception as exc:
             self._drop()
             if not self._failing:  # once per outage, not every retry
-                _log.warning("mqm: cannot take the scheduler lock: %s", _one_line(exc))
+                _log.warning("mqm: cannot take the scheduler lock: %s", first_line(exc))
             self._failing = True
             return False
         self._failing = False
@@ -119,7 +121,7 @@ class AdvisoryLock:
             self._conn.exec_driver_sql("SELECT 1")
             return True
         except Exception as exc:
-            _log.warning("mqm: the scheduler lock's connection failed: %s", _one_line(exc))
+            _log.warning("mqm: the scheduler lock's connection failed: %s", first_line(exc))
             self._drop()
             return False
 
@@ -132,9 +134,3 @@ class AdvisoryLock:
     def release(self) -> None:
         self._drop()
         self._engine.dispose()
-
-
-def _one_line(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None)
-    text = str(orig if orig is not None else exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -58,7 +58,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from monitor.config import Config, ModelConfig
-from monitor.errors import ConfigError, MonitorError
+from monitor.errors import ConfigError, MonitorError, first_line
 from monitor.leader import AdvisoryLock, AlwaysLeader, Leadership
 from monitor.pipeline import EPOCH, recompute_immature, run_check
 from monitor.store.tables import check_runs, scheduler_state
@@ -166,12 +166,6 @@ def trigger_for(model: str, model_cfg: ModelConfig) -> BaseTrigger:
     # Fires at EPOCH + delay + k * window: each aligned window end, plus the delay.
     return IntervalTrigger(seconds=model_cfg.window.total_seconds(),
                            start_date=EPOCH + schedule.delay, timezone=UTC)
-
-
-def _one_line(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None)
-    text = str(orig if orig is not None else exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 # --- watermark ----------------------------------------------------------------------
@@ -572,7 +566,7 @@ class MonitorScheduler:
                 for row in conn.execute(sa.select(scheduler_state)).mappings():
                     stored[row["model"]] = dict(row)
         except Exception as exc:
-            store_error = _one_line(exc)
+            store_error = first_line(exc)
         models = {}
         for name in self._config.models:
             seen = self._seen[name]
@@ -604,7 +598,7 @@ class MonitorScheduler:
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, MonitorError):
         return str(exc)
-    return f"{type(exc).__name__}: {_one_line(exc)}"
+    return f"{type(exc).__name__}: {first_line(exc)}"
 
 
 def _iso(value: datetime | None) -> str | None:
