@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import traceback
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -79,12 +80,12 @@ def evaluate_window(
     end: datetime,
     now: datetime,
     config_hash: str,
-    fallback_counts: Mapping[str, int] | None = None,
+    count_fallbacks: bool = False,
 ) -> CheckRun:
     """Read the window and run every check on it (no writes).
 
-    ``fallback_counts`` (rows per fallback reason, counted by the caller in mqm's own
-    log table) goes to the service check.
+    ``count_fallbacks``: the source records why the serving guard answered with its
+    default (mqm's own table does); the rows per reason go to the service check.
     """
     import numpy as np
     import pandas as pd
@@ -97,6 +98,7 @@ def evaluate_window(
     error_parts: list[np.ndarray] = []
     drift_parts: list[pd.DataFrame] = []
     perf_parts: list[pd.DataFrame] = []
+    fallback_counts: Counter[str] | None = Counter() if count_fallbacks else None
     rng = np.random.default_rng(_seed(model, start))
     chunks = source.iter_chunks(start, end, CHUNK_ROWS) if sampled else iter(
         [source.read_window(start, end)])
@@ -105,6 +107,9 @@ def evaluate_window(
         latencies.append(pd.to_numeric(window.meta["latency_ms"], errors="coerce").to_numpy(
             dtype=float))
         error_parts.append(window.meta["error"].to_numpy(dtype=bool))
+        if fallback_counts is not None and window.fallback_reasons is not None:
+            # "" counts the rows the model answered itself.
+            fallback_counts.update(window.fallback_reasons.fillna("").value_counts().to_dict())
         drift_part, perf_part = _drift_frame(window, schema), _perf_frame(window)
         if sampled:
             # Bernoulli sample: uniform over the window whatever the chunk order.

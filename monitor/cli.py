@@ -249,8 +249,9 @@ def schema_check(ctx: _Context, model: str, at: str | None, no_save: bool,
 @_fail_cleanly
 def check(ctx: _Context, model: str, at: str | None, no_save: bool, as_json: bool) -> None:
     """Run every check on one window of a model's logs and store the run."""
-    from monitor.pipeline import run_check
+    from monitor.pipeline import compact_quietly, run_check
 
+    compact_quietly(ctx.engine(), ctx.config, model)
     run = run_check(ctx.engine(), ctx.config, model, at=_parse_at(at), persist=not no_save)
     _show(run, model, as_json, render.print_run)
 
@@ -283,14 +284,51 @@ def backfill(ctx: _Context, model: str, since: str, until: str, as_json: bool) -
 
 
 @main.command()
+@click.option("--model", "-m", default=None, help="Model name from the config; default: all "
+              "models whose logs are in mqm's own table.")
+@click.option("--rebuild", is_flag=True, help="Drop the model's log blocks and build them "
+              "again (after logs were deleted or changed by hand).")
+@_JSON
+@pass_ctx
+@_fail_cleanly
+def compact(ctx: _Context, model: str | None, rebuild: bool, as_json: bool) -> None:
+    """Copy new logs and labels into columnar log blocks, which checks read fast."""
+    from monitor.pipeline import compact_logs
+    from monitor.store.blocks import delete_blocks
+
+    names = [model] if model else [name for name, cfg in ctx.config.models.items()
+                                   if cfg.source.kind == "builtin"]
+    engine = ctx.engine()
+    results = []
+    for name in names:
+        ctx.config.model(name)  # an unknown model fails here, naming it
+        if rebuild:
+            delete_blocks(engine, name)
+        result = compact_logs(engine, ctx.config, name)
+        if result is None:
+            raise MonitorError(f"{name}: log blocks are only for mqm's own log table, with "
+                               "schedule.compact_every set")
+        results.append(result)
+    if as_json:
+        _print_json([{"model": r.model, "rows": r.rows, "blocks": r.blocks,
+                      "labels_refreshed": r.labels, "seconds": round(r.seconds, 3)}
+                     for r in results])
+        return
+    for r in results:
+        click.echo(f"{r.model}: {r.rows:,} new log rows into {r.blocks} block(s), labels of "
+                   f"{r.labels} block(s) brought up to date, in {r.seconds:.2f} s")
+
+
+@main.command()
 @_MODEL
 @_JSON
 @pass_ctx
 @_fail_cleanly
 def recheck(ctx: _Context, model: str, as_json: bool) -> None:
     """Re-run recent windows whose accuracy was not judged yet for want of labels."""
-    from monitor.pipeline import recompute_immature
+    from monitor.pipeline import compact_quietly, recompute_immature
 
+    compact_quietly(ctx.engine(), ctx.config, model)
     runs = recompute_immature(ctx.engine(), ctx.config, model)
     if as_json:
         _print_json([r.as_dict() for r in runs])

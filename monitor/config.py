@@ -292,6 +292,11 @@ class ScheduleConfig(_Section):
         timedelta(hours=1), description="How often windows still waiting for labels are "
         "checked again."
     )
+    compact_every: PositiveDuration | None = Field(
+        timedelta(minutes=1), description="mqm's own log table only: how often new logs "
+        "and labels are copied into columnar log blocks, which windows read many times "
+        "faster than the rows; also done before each check. null: never (reads use the rows)."
+    )
 
     @field_validator("cron")
     @classmethod

@@ -15,11 +15,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 
 from monitor.checks.schema_check import SchemaResult, check_schema
 from monitor.config import Config, ModelConfig
-from monitor.errors import MonitorError
+from monitor.errors import MonitorError, first_line
 from monitor.run_result import CheckRun, schema_metrics
 from monitor.schema import ModelSchema, load_schema
 from monitor.store.runs import insert_run, save_run
@@ -29,6 +30,8 @@ __all__ = [
     "SchemaRun",
     "aligned_window",
     "backfill",
+    "compact_logs",
+    "compact_quietly",
     "config_hash",
     "latest_window",
     "recompute_immature",
@@ -206,7 +209,6 @@ def run_check(
     from monitor.check_run import evaluate_window
     from monitor.fallback import flag_document, observe_run
     from monitor.policy import RunOutcome
-    from monitor.store.logs import fallback_counts
 
     prepared = _prepare(engine, config, model, at)
     if prepared is None:
@@ -215,15 +217,12 @@ def run_check(
     started = datetime.now(UTC)
     now = now or started
     reference, reference_error = _reference(model_cfg, schema)
-    counts = None
-    if model_cfg.source.kind == "builtin":
-        # Only mqm's own table records fallback answers: one GROUP BY in the database.
-        with engine.connect() as conn:
-            counts = fallback_counts(conn, model, start, end)
     run = evaluate_window(
         source, model=model, model_cfg=model_cfg, schema=schema, reference=reference,
         reference_error=reference_error, start=start, end=end, now=now,
-        config_hash=config_hash(model_cfg, schema), fallback_counts=counts,
+        config_hash=config_hash(model_cfg, schema),
+        # Only mqm's own table records fallback answers.
+        count_fallbacks=model_cfg.source.kind == "builtin",
     )
     run = replace(run, recomputes=recomputes)
     if not persist:
@@ -248,6 +247,30 @@ def run_check(
     return replace(run, run_id=run_id)
 
 
+def compact_logs(engine: Engine, config: Config, model: str) -> Any:
+    """Copy the model's new logs and labels into log blocks (``monitor.store.blocks``);
+    returns the ``CompactResult``, or None when the model's logs are not in mqm's own
+    table or ``schedule.compact_every`` is null."""
+    model_cfg = config.model(model)
+    if model_cfg.source.kind != "builtin" or model_cfg.schedule.compact_every is None:
+        return None
+    from monitor.store import blocks
+
+    try:
+        return blocks.compact(engine, model)
+    except (sa_exc.OperationalError, sa_exc.ProgrammingError) as exc:
+        raise MonitorError(f"cannot compact the logs of {model}: {first_line(exc)}") from None
+
+
+def compact_quietly(engine: Engine, config: Config, model: str) -> Any:
+    """``compact_logs``, logging a failure instead of raising it: reads then use the rows."""
+    try:
+        return compact_logs(engine, config, model)
+    except MonitorError as exc:
+        _log.warning("mqm: %s", exc)
+        return None
+
+
 def windows_between(since: datetime, until: datetime, size: timedelta) -> list[datetime]:
     """Ends of the aligned windows that overlap [since, until)."""
     first = EPOCH + ((since - EPOCH) // size) * size + size
@@ -269,7 +292,11 @@ def backfill(
     now: datetime | None = None,
     progress: Callable[[CheckRun], None] | None = None,
 ) -> list[CheckRun]:
-    """Check every aligned window between ``since`` and ``until``, oldest first."""
+    """Check every aligned window between ``since`` and ``until``, oldest first.
+
+    New logs go into log blocks first, so that each window reads fast.
+    """
+    compact_quietly(engine, config, model)
     runs = []
     for end in windows_between(since, until, config.model(model).window):
         run = run_check(engine, config, model, at=end, now=now)

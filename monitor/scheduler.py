@@ -60,7 +60,7 @@ from sqlalchemy.engine import Connection, Engine
 from monitor.config import Config, ModelConfig
 from monitor.errors import ConfigError, MonitorError, first_line
 from monitor.leader import AdvisoryLock, AlwaysLeader, Leadership
-from monitor.pipeline import EPOCH, recompute_immature, run_check
+from monitor.pipeline import EPOCH, compact_logs, recompute_immature, run_check
 from monitor.store.tables import check_runs, scheduler_state
 
 if TYPE_CHECKING:
@@ -233,6 +233,8 @@ class MonitorScheduler:
         # Resolved now so that a bad cron line fails at start-up, naming its model.
         self._triggers = {name: trigger_for(name, cfg) for name, cfg in config.models.items()}
         self._locks = {name: threading.Lock() for name in config.models}
+        # Compaction runs beside checks (it only writes log blocks), one at a time.
+        self._compacting = {name: threading.Lock() for name in config.models}
         self._stop = threading.Event()
         self._lifecycle = threading.Lock()  # start() and shutdown() one at a time
         self._stopped = False
@@ -276,6 +278,10 @@ class MonitorScheduler:
             aps.add_job(self.recheck, "interval", args=[name], id=f"recheck:{name}",
                         name=f"recheck {name}", next_run_time=None,
                         seconds=cfg.schedule.recheck_every.total_seconds(), timezone=UTC)
+            if cfg.source.kind == "builtin" and cfg.schedule.compact_every is not None:
+                aps.add_job(self.compact, "interval", args=[name], id=f"compact:{name}",
+                            name=f"compact {name}", next_run_time=None,
+                            seconds=cfg.schedule.compact_every.total_seconds(), timezone=UTC)
         aps.start()
         self._aps = aps
         self._started = True
@@ -351,9 +357,13 @@ class MonitorScheduler:
         self._leader = True
         _log.info("mqm: this replica now runs the scheduled checks")
         assert self._aps is not None
+        from apscheduler.jobstores.base import JobLookupError
+
         for name in self._config.models:
             self._aps.resume_job(f"check:{name}")
             self._aps.resume_job(f"recheck:{name}")
+            with contextlib.suppress(JobLookupError):  # only models with log blocks
+                self._aps.resume_job(f"compact:{name}")
             # Catch up at once: the previous leader may have stopped long ago.
             self._soon(name, 0.0)
 
@@ -364,7 +374,8 @@ class MonitorScheduler:
 
         assert self._aps is not None
         for name in self._config.models:
-            for job in (f"check:{name}", f"recheck:{name}", f"catchup:{name}"):
+            for job in (f"check:{name}", f"recheck:{name}", f"catchup:{name}",
+                        f"compact:{name}"):
                 with contextlib.suppress(JobLookupError):  # a one-off catch-up that ran
                     self._aps.pause_job(job)
 
@@ -432,6 +443,8 @@ class MonitorScheduler:
                 end = next_window_end(watermark, model_cfg.window)
                 if end + model_cfg.schedule.delay > current:
                     break
+                if not runs:  # the window's last logs into blocks first: a faster read
+                    self.compact(model, wait=True)
                 try:
                     run = run_check(self._engine, self._config, model, at=end, now=current,
                                     in_transaction=self._advance(model, watermark, end))
@@ -448,6 +461,33 @@ class MonitorScheduler:
             self._busy.discard(model)
             lock.release()
         return runs
+
+    def compact(self, model: str, *, wait: bool = False) -> Any:
+        """The compaction job: copy new logs and labels into log blocks, so that checks
+        read them fast. Logs (does not raise) a failure: reads then use the rows.
+
+        Does nothing on a replica that does not lead, or (unless ``wait``) while the
+        model is being compacted already.
+        """
+        if not self._may_continue():
+            return None
+        lock = self._compacting[model]
+        if not lock.acquire(blocking=wait):
+            return None
+        try:
+            result = compact_logs(self._engine, self._config, model)
+            self._seen[model].update(last_compact_at=self._clock(), last_compact_error=None)
+            if result is not None and result.rows:
+                _log.info("mqm: %s: %d new log rows compacted in %.2f s", model,
+                          result.rows, result.seconds)
+            return result
+        except Exception as exc:
+            self._seen[model].update(last_compact_error=_describe(exc))
+            _log.warning("mqm: compacting the logs of %s failed: %s", model, _describe(exc),
+                         exc_info=not isinstance(exc, MonitorError))
+            return None
+        finally:
+            lock.release()
 
     def recheck(self, model: str) -> list[CheckRun]:
         """The recheck job: re-judge windows whose accuracy waited for labels.
@@ -557,7 +597,8 @@ class MonitorScheduler:
         ``last_run_at``, ``last_error`` and ``last_error_at`` (from the store, shared
         by all replicas; this replica's last view when the store does not answer),
         ``next_run_at`` (this replica's next check; null on a follower),
-        ``last_recheck_at``, ``last_recheck_error`` and ``busy`` (this replica).
+        ``last_recheck_at``, ``last_recheck_error``, ``last_compact_at``,
+        ``last_compact_error`` and ``busy`` (this replica).
         """
         stored: dict[str, dict[str, Any]] = {}
         store_error = None
@@ -582,6 +623,8 @@ class MonitorScheduler:
                 "last_error_at": _iso(seen.get("last_error_at")),
                 "last_recheck_at": _iso(seen.get("last_recheck_at")),
                 "last_recheck_error": seen.get("last_recheck_error"),
+                "last_compact_at": _iso(seen.get("last_compact_at")),
+                "last_compact_error": seen.get("last_compact_error"),
                 "busy": name in self._busy,
             }
         return {"running": self.running, "leader": self.leader, "store_error": store_error,

@@ -201,6 +201,20 @@ def test_backfill_recheck_and_report(sample_cli, tmp_path: Path) -> None:
     assert missing.exit_code == 1 and "no run with id 999" in missing.output
 
 
+def test_compact_and_rebuild(sample_cli) -> None:
+    first = json.loads(sample_cli("compact", "--json").output)
+    assert [r["model"] for r in first] == ["loan_default"]  # every builtin model
+    again = json.loads(sample_cli("compact", "-m", "loan_default", "--json").output)
+    assert again[0]["rows"] == 0  # nothing new since
+    rebuilt = json.loads(sample_cli("compact", "-m", "loan_default", "--rebuild",
+                                    "--json").output)
+    assert rebuilt[0]["rows"] > 40_000 and rebuilt[0]["blocks"] >= 1  # every log again
+    text = sample_cli("compact", "-m", "loan_default").output
+    assert "loan_default: 0 new log rows into 0 block(s)" in text
+    unknown = sample_cli("compact", "-m", "nope")
+    assert unknown.exit_code == 1 and "nope" in unknown.output
+
+
 def test_fallback_set_show_clear(run) -> None:
     import getpass
 

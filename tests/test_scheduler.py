@@ -502,3 +502,33 @@ def test_the_new_leader_catches_up_where_the_old_one_stopped(
     finally:
         for e in engines:
             e.dispose()
+
+
+def test_new_logs_are_compacted_before_a_check_and_by_the_compaction_job(
+    engine: sa.Engine, make_config, schedulers
+) -> None:
+    def covered() -> int:
+        with engine.connect() as conn:
+            return int(conn.execute(sa.text("SELECT coalesce(sum(rows), 0) FROM log_blocks"))
+                       .scalar_one())
+
+    def logs() -> int:
+        with engine.connect() as conn:
+            return int(conn.execute(sa.text("SELECT count(*) FROM inference_logs"))
+                       .scalar_one())
+
+    _, config = make_config(url_of(engine), schedule={"compact_every": "0.2s"})
+    load_days(engine, 2)
+    sched = schedulers(engine, config, clock=Clock(T0 + 2 * DAY + DELAY))
+    assert covered() == 0
+    sched.catch_up(MODEL, limit=1)
+    assert covered() == logs() > 0  # compacted before the first window was read
+    with engine.begin() as conn:  # more logs, for the job to pick up
+        insert_logs(conn, MODEL, [log(90_000 + i, T0 + 2 * DAY + timedelta(hours=i))
+                                  for i in range(10)])
+    sched.start()
+    wait_for(lambda: covered() == logs(), 10, "the compaction job")
+    assert sched.status()["models"][MODEL]["last_compact_error"] is None
+    # Off: no job, and checks read the rows.
+    _, off = make_config(url_of(engine), schedule={"compact_every": None})
+    assert schedulers(engine, off).compact(MODEL) is None

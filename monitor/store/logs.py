@@ -21,7 +21,6 @@ __all__ = [
     "LogRecord",
     "RowProblem",
     "clean_value",
-    "fallback_counts",
     "insert_labels",
     "insert_logs",
     "make_record",
@@ -334,18 +333,3 @@ def insert_labels(
             chunk = []
     added += _bulk_insert_ignoring_duplicates(conn, ground_truth, _LABEL_COLUMNS, chunk)
     return added
-
-
-def fallback_counts(
-    conn: sa.Connection, model: str, start: datetime, end: datetime
-) -> dict[str, int]:
-    """Rows of mqm's own log table in ``[start, end)`` per fallback reason; the key ``""``
-    counts the rows the model answered itself. One GROUP BY, pushed down to the database.
-    """
-    t = inference_logs
-    query = (
-        sa.select(t.c.fallback_reason, sa.func.count())
-        .where(t.c.model == model, t.c.ts >= start, t.c.ts < end)
-        .group_by(t.c.fallback_reason)
-    )
-    return {reason or "": int(n) for reason, n in conn.execute(query)}

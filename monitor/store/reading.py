@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["META_COLUMNS", "ColumnBuilder", "WindowBuilder", "WindowFrames", "driver_errors",
-           "gc_paused", "loads_each", "read_builtin", "typed_column"]
+           "fetch_into", "gc_paused", "loads_each", "read_builtin", "typed_column"]
 
 META_COLUMNS = (
     "request_id", "ts", "model_version", "prediction", "latency_ms", "error", "error_message",
@@ -44,6 +44,9 @@ class WindowFrames(NamedTuple):
     features: pd.DataFrame
     probabilities: pd.DataFrame
     labels: pd.Series
+    # Why the serving guard answered with its default (None: the model answered); only
+    # mqm's own table records it.
+    fallback_reasons: pd.Series | None = None
 
 
 @contextmanager
@@ -147,11 +150,15 @@ class ColumnBuilder:
     batches row by row. Each column's value types are kept to type it at the end.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, key_orders: bool = False) -> None:
         self.columns: dict[str, list[Any]] = {}
         self.kinds: dict[str, set[type]] = {}
         self.seen: dict[str, dict[Any, Any]] = {}
         self.rows = 0
+        # With key_orders: each row's keys in their order, as an index into ``orders``
+        # (log blocks need it to order columns as this builder does for any cut).
+        self.orders: dict[tuple[str, ...], int] | None = {} if key_orders else None
+        self.order_of_row: list[int] = []
 
     def add(self, objects: list[Any], texts: Sequence[Any] | None = None) -> None:
         """Add rows (a row that is not an object has no keys). With ``texts``, parsed by
@@ -159,6 +166,11 @@ class ColumnBuilder:
         n = len(objects)
         if not n:
             return
+        if self.orders is not None:
+            orders = self.orders
+            self.order_of_row.extend(
+                orders.setdefault(keys, len(orders))
+                for keys in (tuple(o) if type(o) is dict else () for o in objects))
         parts, nan_free = self._transpose(objects)
         if texts is not None and any(_has_huge(v, kinds, nan_free) for _, v, kinds in parts):
             parts, _ = self._transpose(_load_all(texts))
@@ -271,12 +283,15 @@ def _times(values: list[Any]) -> pd.DatetimeIndex:
 class WindowBuilder:
     """A window's rows, added batch by batch, built into frames at the end."""
 
-    def __init__(self) -> None:
+    def __init__(self, key_orders: bool = False) -> None:
         self.meta: dict[str, list[Any]] = {name: [] for name in META_COLUMNS}
-        self.features = ColumnBuilder()
-        self.probabilities = ColumnBuilder()
+        self.features = ColumnBuilder(key_orders)
+        self.probabilities = ColumnBuilder(key_orders)
         self.labels: list[Any] = []
-        self._seen: dict[str, dict[Any, Any]] = {"model_version": {}, "error_message": {}}
+        self.ids: list[int] = []  # mqm's own table only: row ids and fallback reasons
+        self.fallback: list[Any] = []
+        self._seen: dict[str, dict[Any, Any]] = {"model_version": {}, "error_message": {},
+                                                 "fallback": {}}
 
     @property
     def rows(self) -> int:
@@ -308,7 +323,9 @@ class WindowBuilder:
         features = self.features.frame()
         probabilities = self.probabilities.frame()
         labels = pd.Series(self.labels, index=index, dtype=object, name="label")
-        return WindowFrames(meta_frame, features, probabilities, labels)
+        reasons = (pd.Series(self.fallback, index=index, dtype=object, name="fallback_reason")
+                   if len(self.fallback) == n else None)
+        return WindowFrames(meta_frame, features, probabilities, labels, reasons)
 
 
 
@@ -329,7 +346,13 @@ def _bound(value: datetime, sqlite: bool) -> Any:
     return value.isoformat(sep=" ", timespec="microseconds") if sqlite else value
 
 
-def _window_sql(dialect: str, keyset: bool, limit: bool) -> str:
+def _window_sql(dialect: str, keyset: bool, limit: bool, *, by_id: bool = False,
+                id_ranges: int = 0) -> str:
+    """The rows of a window in (ts, id) order; ``by_id``: of an id range in id order.
+
+    ``id_ranges``: only rows in that many ranges ``lo < id <= hi`` (their bounds are
+    parameters after the window's).
+    """
     if dialect == "sqlite":
         mark, text = "?", ""
     elif dialect == "postgresql":
@@ -342,11 +365,17 @@ def _window_sql(dialect: str, keyset: bool, limit: bool) -> str:
         f"SELECT l.id, l.ts, l.request_id, l.model_version, "
         f"COALESCE(l.prediction{text}, 'null'), l.latency_ms, l.error, l.error_message, "
         f"g.ts, l.features{text}, COALESCE(l.probabilities{text}, 'null'), "
-        f"COALESCE(g.label{text}, 'null') "
+        f"COALESCE(g.label{text}, 'null'), l.fallback_reason "
         "FROM inference_logs AS l LEFT JOIN ground_truth AS g "
         "ON g.model = l.model AND g.request_id = l.request_id "
-        f"WHERE l.model = {mark} AND l.ts >= {mark} AND l.ts < {mark}"
     )
+    if by_id:
+        return sql + f"WHERE l.model = {mark} AND l.id > {mark} AND l.id <= {mark} " \
+            f"ORDER BY l.id LIMIT {mark}"
+    sql += f"WHERE l.model = {mark} AND l.ts >= {mark} AND l.ts < {mark}"
+    if id_ranges:
+        sql += " AND (" + " OR ".join(
+            [f"(l.id > {mark} AND l.id <= {mark})"] * id_ranges) + ")"
     if keyset:  # rows after the last one read, in (ts, id) order; ts >= it is in the range
         sql += f" AND (l.ts > {mark} OR l.id > {mark})"
     sql += " ORDER BY l.ts, l.id"
@@ -376,25 +405,34 @@ def read_builtin(
         params.append(limit)
     sql = _window_sql(dialect, after is not None, limit is not None)
     builder = WindowBuilder()
-    last: Position | None = None
     with engine.connect() as conn, driver_errors(engine, "reading inference logs"):
         raw = conn.connection.driver_connection
         if not sqlite:  # JIT-compiling this scan and join costs more than it saves
             raw.execute("SET LOCAL jit = off")
-        # A server-side cursor on PostgreSQL: the client holds one batch, not the result.
-        cur = raw.cursor() if sqlite else raw.cursor(name="mqm_log_window")
-        try:
-            cur.execute(sql, params)
-            batches = _prefetched(lambda: cur.fetchmany(FETCH_ROWS), not sqlite)
-            with gc_paused(), closing(batches):  # closed before the cursor, on any error
-                for rows in batches:
-                    last = (rows[-1][1], rows[-1][0])
-                    _add_rows(builder, rows, sqlite)
-                    del rows
-                frames = builder.build()
-        finally:
-            cur.close()
+        last = fetch_into(raw, sqlite, sql, params, builder)
+        with gc_paused():
+            frames = builder.build()
     return frames, last
+
+
+def fetch_into(raw: Any, sqlite: bool, sql: str, params: Sequence[Any],
+               builder: WindowBuilder) -> Position | None:
+    """Rows of a ``_window_sql`` query added to ``builder`` on the driver connection
+    ``raw``; returns the position of the last row."""
+    last: Position | None = None
+    # A server-side cursor on PostgreSQL: the client holds one batch, not the result.
+    cur = raw.cursor() if sqlite else raw.cursor(name="mqm_log_window")
+    try:
+        cur.execute(sql, params)
+        batches = _prefetched(lambda: cur.fetchmany(FETCH_ROWS), not sqlite)
+        with gc_paused(), closing(batches):  # closed before the cursor, on any error
+            for rows in batches:
+                last = (rows[-1][1], rows[-1][0])
+                _add_rows(builder, rows, sqlite)
+                del rows
+    finally:
+        cur.close()
+    return last
 
 
 def _prefetched(fetch: Callable[[], list[Any]], threaded: bool) -> Iterator[list[Any]]:
@@ -417,8 +455,10 @@ def _prefetched(fetch: Callable[[], list[Any]], threaded: bool) -> Iterator[list
 
 
 def _add_rows(builder: WindowBuilder, rows: list[tuple[Any, ...]], sqlite: bool) -> None:
-    (_, ts, rid, version, pred, latency, error, message, label_ts, feats, probs,
-     labels) = zip(*rows, strict=True)
+    (ids, ts, rid, version, pred, latency, error, message, label_ts, feats, probs,
+     labels, reasons) = zip(*rows, strict=True)
+    builder.ids.extend(ids)
+    builder.fallback.extend(shared(reasons, builder._seen["fallback"]))
     meta = {
         "request_id": rid, "ts": ts, "model_version": version, "prediction": loads_each(pred),
         "latency_ms": latency, "error": tuple(map(bool, error)) if sqlite else error,

@@ -50,6 +50,9 @@ class LogWindow:
     features: pd.DataFrame
     probabilities: pd.DataFrame
     labels: pd.Series
+    # mqm's own table only: why the serving guard answered with its default (None: the
+    # model answered), per row; None for other sources, which do not record it.
+    fallback_reasons: pd.Series | None = None
 
     @property
     def rows(self) -> int:
@@ -82,7 +85,8 @@ class LogSource(Protocol):
 
 def _window(start: datetime, end: datetime, frames: WindowFrames) -> LogWindow:
     return LogWindow(start=start, end=end, meta=frames.meta, features=frames.features,
-                     probabilities=frames.probabilities, labels=frames.labels)
+                     probabilities=frames.probabilities, labels=frames.labels,
+                     fallback_reasons=frames.fallback_reasons)
 
 
 @contextmanager
@@ -109,8 +113,12 @@ class BuiltinSource:
         self.model = model
 
     def read_window(self, start: datetime, end: datetime) -> LogWindow:
+        from monitor.store import blocks
+
         with _reading(self.engine, "inference logs"):
-            frames, _ = read_builtin(self.engine, self.model, start, end)
+            frames = blocks.read_window(self.engine, self.model, start, end)
+            if frames is None:  # no block meets the window yet: the rows themselves
+                frames, _ = read_builtin(self.engine, self.model, start, end)
         return _window(start, end, frames)
 
     def count(self, start: datetime, end: datetime) -> int:

@@ -15,6 +15,7 @@ __all__ = [
     "fallback_state",
     "ground_truth",
     "inference_logs",
+    "log_blocks",
     "metadata",
     "run_metrics",
     "scheduler_state",
@@ -191,4 +192,29 @@ scheduler_state = sa.Table(
     sa.Column("last_error", sa.Text(), nullable=True),
     sa.Column("last_error_at", UTCDateTime(), nullable=True),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+# A read-optimised copy of inference_logs: the rows of one model with lo_id < id <= hi_id,
+# columns typed and compressed (Arrow IPC, see monitor/store/blocks.py), and their labels
+# as of ground_truth id labels_hw. Derived data: deleting blocks loses nothing, the
+# compactor builds them again from the rows.
+log_blocks = sa.Table(
+    "log_blocks",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("lo_id", sa.BigInteger(), nullable=False),
+    sa.Column("hi_id", sa.BigInteger(), nullable=False),
+    sa.Column("rows", sa.Integer(), nullable=False),
+    sa.Column("ts_min", UTCDateTime(), nullable=False),
+    sa.Column("ts_max", UTCDateTime(), nullable=False),
+    sa.Column("format", sa.Integer(), nullable=False),
+    sa.Column("data", sa.LargeBinary(), nullable=False),
+    sa.Column("labels", sa.LargeBinary(), nullable=False),
+    sa.Column("labels_hw", sa.BigInteger(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    # One block per start: two compactors racing for the same rows cannot both commit.
+    sa.UniqueConstraint("model", "lo_id", name="uq_log_blocks_model_lo"),
+    sa.Index("ix_log_blocks_model_ts_min", "model", "ts_min"),
 )
