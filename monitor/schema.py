@@ -221,11 +221,13 @@ def label_text(values: pd.Series) -> pd.Series:
         kind = pd.api.types.infer_dtype(values, skipna=True)  # one C pass over the values
         if kind in ("string", "empty"):
             return values.where(values.notna(), None).astype(object)
-        if kind == "integer":
-            return values.map(str, na_action="ignore").where(values.notna(), None).astype(
-                object)
-        # Mixed: per value, since factorizing would merge 1, 1.0 and True (equal hashes).
-        text = np.array([label_of(v) for v in values], dtype=object)
+        if kind == "integer":  # ints only: factorizing merges nothing, and is C
+            codes, uniques = pd.factorize(values)
+            text = np.array([label_of(u) for u in uniques] + [None], dtype=object)[codes]
+        else:
+            # Mixed: per value, since factorizing would merge 1, 1.0 and True (equal
+            # hashes).
+            text = np.array([label_of(v) for v in values], dtype=object)
     else:
         # Typed columns hold few distinct labels: convert those, not every row.
         codes, uniques = pd.factorize(values)
