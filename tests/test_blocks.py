@@ -718,3 +718,52 @@ def test_check_runs_agree_before_and_after_compaction(  # type: ignore[no-untype
     assert with_blocks == rows_only and rows_only[1] == 300
     blocks.compact(engine, MODEL, block_rows=37)
     assert run() == rows_only
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 4, 1000])
+def test_chunks_from_blocks_are_the_window(store: sa.Engine, chunk_rows: int) -> None:
+    # Windows above drift.max_exact_rows are read in chunks: from blocks, a block at a
+    # time (then the uncovered rows), each chunk in (ts, id) order.
+    from tests.test_sources import concat, raw
+
+    engine = store
+    blocks.compact(engine, MODEL, block_rows=BLOCK)
+    add_logs(engine, tricky_records(N, 6), other=False)  # uncovered rows too
+    source = BuiltinSource(engine, MODEL)
+    for start, end in WINDOWS:
+        chunks = list(source.iter_chunks(start, end, chunk_rows))
+        assert all(0 < c.rows <= chunk_rows for c in chunks)
+        whole = source.read_window(start, end)
+        if not chunks:
+            assert whole.rows == 0
+            continue
+        joined = concat(chunks)
+        # Chunks follow the blocks: put the rows back in (ts, id) order to compare.
+        ids = joined["meta"]["request_id"].map(lambda r: int(r[2:]))
+        order = pd.DataFrame({"ts": joined["meta"]["ts"].map(pd.Timestamp), "id": ids}
+                             ).sort_values(["ts", "id"]).index
+
+        def back(frame: pd.DataFrame, order: pd.Index = order) -> pd.DataFrame:
+            return frame.loc[order].reset_index(drop=True)
+
+        assert_frame_equal(back(joined["meta"]), raw(whole.meta))
+        features = back(joined["features"])
+        assert_frame_equal(features[list(whole.features.columns)], raw(whole.features))
+        probabilities = back(joined["probabilities"])
+        assert_frame_equal(probabilities[list(whole.probabilities.columns)],
+                           raw(whole.probabilities))
+        assert_series_equal(joined["labels"].loc[order].reset_index(drop=True), whole.labels)
+
+
+def test_chunks_fall_back_to_the_rows_when_blocks_disagree(plain: sa.Engine) -> None:
+    engine = plain
+    blocks.compact(engine, MODEL, block_rows=BLOCK)
+    execute(engine, "DELETE FROM inference_logs WHERE request_id IN ('r-2', 'r-30')")
+    start, end = EVERYTHING
+    assert blocks.window_chunks(engine, MODEL, start, end, 10) is None  # and drops them
+    chunks = list(BuiltinSource(engine, MODEL).iter_chunks(start, end, 10))
+    assert sum(c.rows for c in chunks) == N - 2
+    blocks.compact(engine, MODEL, block_rows=BLOCK)
+    again = blocks.window_chunks(engine, MODEL, start, end, 10)
+    assert again is not None
+    assert sum(len(f.meta) for f in again) == N - 2

@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -59,7 +59,8 @@ from monitor.store.tables import log_blocks
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["BLOCK_ROWS", "CompactResult", "Part", "compact", "delete_blocks", "read_window"]
+__all__ = ["BLOCK_ROWS", "CompactResult", "Part", "compact", "delete_blocks", "read_window",
+           "window_chunks"]
 
 FORMAT = 1
 BLOCK_ROWS = 200_000  # rows per block: a block decodes in tens of milliseconds
@@ -451,6 +452,126 @@ def read_window(engine: Engine, model: str, start: datetime, end: datetime
         return None
     with gc_paused():
         return frames_of(part, late)
+
+
+def window_chunks(engine: Engine, model: str, start: datetime, end: datetime,
+                  chunk_rows: int) -> Iterator[WindowFrames] | None:
+    """The window in chunks of at most ``chunk_rows`` rows, from blocks and the rows
+    they do not cover, with bounded memory (one block at a time); None as for
+    ``read_window``, checked before the first chunk.
+
+    Rows are in (ts, id) order within a chunk; chunks follow the blocks, then the
+    uncovered rows. One snapshot of the database serves all chunks, so the connection
+    stays open until the iterator is exhausted or closed.
+    """
+    dialect = engine.dialect.name
+    sqlite = dialect == "sqlite"
+    mark, _ = _marks(dialect)
+    low, high = _bound(start, sqlite), _bound(end, sqlite)
+    low_us, high_us = _us(start), _us(end)
+    conn = engine.connect()
+    try:
+        with driver_errors(engine, "reading log blocks"):
+            raw = conn.connection.driver_connection
+            _snapshot(raw, sqlite)
+            blocks = _blocks(raw, mark, model)
+            cur = raw.cursor()
+            try:
+                cur.execute(f"SELECT id, ts_min, ts_max FROM log_blocks WHERE model = {mark} "
+                            f"AND ts_min < {mark} AND ts_max >= {mark} ORDER BY ts_min",
+                            [model, high, low])
+                found = cur.fetchall()
+                if not found:
+                    conn.close()
+                    return None
+                cur.execute(f"SELECT count(*) FROM inference_logs WHERE model = {mark} "
+                            f"AND ts >= {mark} AND ts < {mark}", [model, low, high])
+                (total,) = cur.fetchone()
+                gaps = _uncovered(blocks)
+                where = " OR ".join([f"(id > {mark} AND id <= {mark})"] * len(gaps))
+                cur.execute(f"SELECT count(*) FROM inference_logs WHERE model = {mark} "
+                            f"AND ts >= {mark} AND ts < {mark} AND ({where})",
+                            [model, low, high, *(b for gap in gaps for b in gap)])
+                (uncovered,) = cur.fetchone()
+            finally:
+                cur.close()
+            # Blocks wholly inside the window count whole; the others are cut to it.
+            by_id = {b.id: b for b in blocks}
+            inside = 0
+            for block_id, ts_min, ts_max in found:
+                if _aware(ts_min) >= start and _aware(ts_max) < end:
+                    inside += by_id[block_id].rows
+                else:
+                    part = _fetch(raw, mark, block_id)
+                    inside += int(((part.ts >= low_us) & (part.ts < high_us)).sum())
+            if inside + uncovered != total:
+                conn.close()
+                _log.warning("mqm: log blocks of %s disagree with inference_logs in %s .. %s; "
+                             "read from the rows, to be compacted again", model, start, end)
+                delete_blocks(engine, model, [block_id for block_id, _, _ in found])
+                return None
+            after = min(by_id[block_id].labels_hw for block_id, _, _ in found)
+            late = _late_labels(raw, dialect, model, after, low, high)
+    except BaseException:
+        conn.close()
+        raise
+    return _chunks(engine, conn, raw, model, [b for b, _, _ in found], late, gaps,
+                   (low, high, low_us, high_us), chunk_rows)
+
+
+def _aware(value: Any) -> datetime:
+    from monitor.store.logs import parse_time
+
+    return parse_time("ts", value)
+
+
+def _fetch(raw: Any, mark: str, block_id: int) -> Part:
+    cur = raw.cursor()
+    try:
+        cur.execute(f"SELECT data, labels FROM log_blocks WHERE id = {mark}", [block_id])
+        data, labels = cur.fetchone()
+    finally:
+        cur.close()
+    return decode_part(data, labels)
+
+
+def _chunks(engine: Engine, conn: Any, raw: Any, model: str, block_ids: list[int],
+            late: list[tuple[int, Any, Any]], gaps: list[tuple[int, int]],
+            bounds: tuple[Any, Any, int, int], chunk_rows: int) -> Iterator[WindowFrames]:
+    dialect = engine.dialect.name
+    sqlite = dialect == "sqlite"
+    mark, _ = _marks(dialect)
+    low, high, low_us, high_us = bounds
+    try:
+        with driver_errors(engine, "reading log blocks"):
+            for block_id in block_ids:
+                part = _fetch(raw, mark, block_id)
+                keep = (part.ts >= low_us) & (part.ts < high_us)
+                part = part if keep.all() else part.take(keep)
+                order = _in_order(part.ids, part.ts)
+                if order is not None:
+                    part = part.take(order)
+                for at in range(0, len(part), chunk_rows):
+                    piece = part.take(np.arange(at, min(at + chunk_rows, len(part))))
+                    with gc_paused():
+                        frames = frames_of(piece, late)
+                    yield frames
+            sql = _window_sql(dialect, True, True, id_ranges=len(gaps))
+            position: tuple[Any, int] | None = None
+            while True:
+                builder = WindowBuilder()
+                after = position or (low, -1)
+                params = [model, after[0], high, *(b for gap in gaps for b in gap),
+                          after[0], after[1], chunk_rows]
+                position = fetch_into(raw, sqlite, sql, params, builder)
+                if builder.rows:
+                    with gc_paused():
+                        frames = builder.build()
+                    yield frames
+                if builder.rows < chunk_rows:
+                    return
+    finally:
+        conn.close()
 
 
 def _disagreeing(raw: Any, mark: str, model: str, low: Any, high: Any, have: np.ndarray,

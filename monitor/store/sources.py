@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -71,10 +71,12 @@ class LogSource(Protocol):
         ...
 
     def iter_chunks(self, start: datetime, end: datetime, chunk_rows: int) -> Iterator[LogWindow]:
-        """The rows of ``read_window`` in windows of at most ``chunk_rows`` rows, in order.
+        """The rows of ``read_window`` in windows of at most ``chunk_rows`` rows.
 
-        Each chunk has the window's start and end; an empty window yields nothing.
-        Memory is bounded by the chunk, not the window.
+        Rows are in (ts, id) order within a chunk, and across chunks too except where
+        they come from log blocks (which follow the blocks). Each chunk has the window's
+        start and end; an empty window yields nothing. Memory is bounded by the chunk
+        (or the log block), not the window.
         """
         ...
 
@@ -129,9 +131,18 @@ class BuiltinSource:
             return int(conn.execute(query).scalar_one())
 
     def iter_chunks(self, start: datetime, end: datetime, chunk_rows: int) -> Iterator[LogWindow]:
+        from monitor.store import blocks
+
+        _check_chunk_rows(chunk_rows)
+        with _reading(self.engine, "inference logs"):
+            chunks = blocks.window_chunks(self.engine, self.model, start, end, chunk_rows)
+        if chunks is not None:  # log blocks, one at a time, then the rows they do not cover
+            with _reading(self.engine, "inference logs"), closing(chunks):
+                for frames in chunks:
+                    yield _window(start, end, frames)
+            return
         # Keyset pagination on (ts, id): each chunk is one short query on the (model, ts)
         # index, so no connection or transaction stays open between chunks.
-        _check_chunk_rows(chunk_rows)
         after = None
         while True:
             with _reading(self.engine, "inference logs"):
