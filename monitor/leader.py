@@ -7,6 +7,7 @@ network gone), so a follower that retries takes over without any cleanup.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from typing import Protocol
@@ -83,22 +84,29 @@ class AdvisoryLock:
     def _connection(self) -> Connection:
         if self._conn is None:
             conn = self._engine.connect()
-            # Server-side keepalives for this session only: a leader whose host dies
-            # is dropped (and its lock freed) in ~25 s instead of the OS default 2 h.
-            for setting in ("tcp_keepalives_idle = 10", "tcp_keepalives_interval = 5",
-                            "tcp_keepalives_count = 3"):
-                conn.exec_driver_sql(f"SET {setting}")
+            try:
+                # Server-side keepalives for this session only: a leader whose host dies
+                # is dropped (and its lock freed) in ~25 s instead of the OS default 2 h.
+                for setting in ("tcp_keepalives_idle = 10", "tcp_keepalives_interval = 5",
+                                "tcp_keepalives_count = 3"):
+                    conn.exec_driver_sql(f"SET {setting}")
+            except BaseException:
+                # Not kept, so closed here: left to the garbage collector, an open
+                # driver connection is a ResourceWarning at some random later time.
+                with contextlib.suppress(Exception):
+                    conn.invalidate()
+                    conn.close()
+                raise
             self._conn = conn
         return self._conn
 
     def _drop(self) -> None:
         conn, self._conn, self._held = self._conn, None, False
-        if conn is not None:
-            try:
+        if conn is not None:  # already broken, maybe: each step on its own
+            with contextlib.suppress(Exception):
                 conn.invalidate()  # closes the DBAPI connection: the session ends
+            with contextlib.suppress(Exception):
                 conn.close()
-            except Exception:  # already broken; nothing more to release
-                pass
 
     def try_acquire(self) -> bool:
         try:
