@@ -767,3 +767,29 @@ def test_chunks_fall_back_to_the_rows_when_blocks_disagree(plain: sa.Engine) -> 
     again = blocks.window_chunks(engine, MODEL, start, end, 10)
     assert again is not None
     assert sum(len(f.meta) for f in again) == N - 2
+
+
+@pytest.mark.postgres
+def test_postgresql_compaction_never_skips_a_row_committed_late(pg_url: str) -> None:
+    # A transaction holding a lower id can commit after a later one; the compactor waits
+    # for inserts in flight (a SHARE lock), and gives up after a second rather than
+    # hold new inserts back longer.
+    from monitor.store.db import create_engine, ensure_schema
+
+    engine = create_engine(pg_url)
+    ensure_schema(engine)
+    try:
+        add_logs(engine, plain_records(0, 4), other=False)
+        slow = engine.connect()
+        slow.begin()
+        insert_logs(slow, MODEL, plain_records(4, 1))  # takes id 5, not committed yet
+        add_logs(engine, plain_records(5, 2), other=False)  # ids 6, 7, committed
+        with pytest.raises(sa.exc.OperationalError, match="lock timeout"):
+            blocks.compact(engine, MODEL)
+        assert blocks.delete_blocks(engine, MODEL) == 0  # nothing was written
+        slow.commit()
+        slow.close()
+        assert blocks.compact(engine, MODEL).rows == 7
+        assert_blocks_read_equal(engine, [EVERYTHING])
+    finally:
+        engine.dispose()

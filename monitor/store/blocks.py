@@ -619,8 +619,9 @@ def _high_marks(engine: Engine) -> tuple[int, int]:
     """The largest log and label ids such that every smaller id is committed."""
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
-            # Waits for inserts in flight (and holds new ones back for as long).
-            conn.exec_driver_sql("SET LOCAL lock_timeout = '5s'")
+            # Waits for inserts in flight, and holds new ones back for as long: at most
+            # a second (a long load makes this compaction fail, and the next one retry).
+            conn.exec_driver_sql("SET LOCAL lock_timeout = '1s'")
             conn.exec_driver_sql("LOCK TABLE inference_logs, ground_truth IN SHARE MODE")
         logs = conn.exec_driver_sql("SELECT max(id) FROM inference_logs").scalar()
         labels = conn.exec_driver_sql("SELECT max(id) FROM ground_truth").scalar()
