@@ -470,7 +470,12 @@ def test_rows_written_after_compaction_are_read_and_grow_the_newest_block(
     assert_blocks_read_equal(engine, WINDOWS)
 
 
-def test_labels_stored_after_compaction_are_read_then_compacted(store: sa.Engine) -> None:
+@pytest.mark.parametrize("label_batch", [200_000, 3])
+def test_labels_stored_after_compaction_are_read_then_compacted(
+    store: sa.Engine, label_batch: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A small batch: a bulk load of labels is taken into blocks a batch at a time.
+    monkeypatch.setattr(blocks, "LABEL_BATCH", label_batch)
     engine = store
     blocks.compact(engine, MODEL, block_rows=BLOCK)
     hw = max_label_id(engine)

@@ -739,40 +739,54 @@ def _write(engine: Engine, t: sa.Table, model: str, new: Part, lo: int, hi: int,
     return True
 
 
+LABEL_BATCH = 200_000  # labels taken into blocks per transaction: bounds memory
+
+
 def _refresh_labels(engine: Engine, model: str, labels_hw: int, now: datetime | None) -> int:
-    """Labels stored since each block's ``labels_hw`` written into it."""
+    """Labels stored since each block's ``labels_hw`` written into it, in batches of
+    ``LABEL_BATCH`` labels (a bulk load of labels stays bounded in memory); returns the
+    number of block updates."""
+    touched = 0
+    while True:
+        done, changed = _refresh_batch(engine, model, labels_hw, now)
+        touched += changed
+        if done:
+            return touched
+
+
+def _refresh_batch(engine: Engine, model: str, labels_hw: int, now: datetime | None
+                   ) -> tuple[bool, int]:
     t = log_blocks
-    dialect = engine.dialect.name
-    mark, text = _marks(dialect)
+    mark, text = _marks(engine.dialect.name)
     with engine.begin() as conn:
         raw = conn.connection.driver_connection
         blocks = _blocks(raw, mark, model)
-        if not blocks:
-            return 0
-        after = min(b.labels_hw for b in blocks)
+        after = min((b.labels_hw for b in blocks), default=labels_hw)
         if after >= labels_hw:
-            return 0
+            return True, 0
         cur = raw.cursor()
         try:
+            # From ground_truth's id range (CROSS JOIN fixes the order on SQLite), the
+            # oldest first, so that a batch ends at a label id every block can move to.
             cur.execute(
-                f"SELECT l.id, COALESCE(g.label{text}, 'null'), g.ts FROM ground_truth AS g "
-                "CROSS JOIN inference_logs AS l WHERE l.model = g.model "
-                f"AND l.request_id = g.request_id AND g.model = {mark} AND g.id > {mark} "
-                f"AND g.id <= {mark}", [model, after, labels_hw])
-            late = [tuple(row) for row in cur.fetchall()]
+                f"SELECT g.id, l.id, COALESCE(g.label{text}, 'null'), g.ts "
+                "FROM ground_truth AS g CROSS JOIN inference_logs AS l "
+                f"WHERE l.model = g.model AND l.request_id = g.request_id AND g.model = {mark}"
+                f" AND g.id > {mark} AND g.id <= {mark} ORDER BY g.id LIMIT {mark}",
+                [model, after, labels_hw, LABEL_BATCH])
+            late = cur.fetchall()
         finally:
             cur.close()
+        upto = int(late[-1][0]) if len(late) == LABEL_BATCH else labels_hw
         his = np.array([b.hi for b in blocks], dtype=np.int64)
         by_block: dict[int, list[tuple[int, Any, Any]]] = {}
-        for row in late:
-            k = int(np.searchsorted(his, row[0]))
-            if k < len(blocks) and blocks[k].lo < row[0]:
-                by_block.setdefault(k, []).append(row)
+        for _, log_id, label, when in late:
+            k = int(np.searchsorted(his, log_id))
+            if k < len(blocks) and blocks[k].lo < log_id and blocks[k].labels_hw < upto:
+                by_block.setdefault(k, []).append((log_id, label, when))
         stamp = now or datetime.now(UTC)
         for k, rows in by_block.items():
             block = blocks[k]
-            if block.labels_hw >= labels_hw:
-                continue
             data, labels = conn.execute(sa.select(t.c.data, t.c.labels).where(
                 t.c.id == block.id)).one()
             part = decode_part(data, labels)
@@ -783,9 +797,8 @@ def _refresh_labels(engine: Engine, model: str, labels_hw: int, now: datetime | 
             part.labels = encode(values.tolist())
             part.label_time = part.label_time.copy()
             part.label_time[positions] = _micros([r[2] for r in rows])
-            label_blob = encode_labels(part)
             conn.execute(sa.update(t).where(t.c.id == block.id).values(
-                labels=label_blob, labels_hw=labels_hw, updated_at=stamp))
-        conn.execute(sa.update(t).where(t.c.model == model, t.c.labels_hw < labels_hw)
-                     .values(labels_hw=labels_hw))
-    return len(by_block)
+                labels=encode_labels(part), labels_hw=upto, updated_at=stamp))
+        conn.execute(sa.update(t).where(t.c.model == model, t.c.labels_hw < upto)
+                     .values(labels_hw=upto))
+    return upto >= labels_hw, len(by_block)
