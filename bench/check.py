@@ -11,7 +11,7 @@ each in a fresh child process with its own peak RSS:
 - mqm, rows: ``monitor.pipeline.run_check`` on the window (read, schema, drift,
   performance, estimated accuracy, service, persist), reference = sample_data,
   before any log block exists (the window is parsed from the rows' JSON);
-- compaction: ``monitor.store.blocks.compact``, which ``mqm serve`` runs in the
+- compaction: ``monitor.store.compaction.compact``, which ``mqm serve`` runs in the
   background as logs arrive (every minute by default);
 - mqm, blocks: the same check once the logs are in log blocks (what the service
   reads);
@@ -81,7 +81,7 @@ def mqm_check(config_path: str, span_days: int) -> dict[str, Any]:
 
 def compact(config_path: str) -> dict[str, Any]:
     from monitor.config import load_config
-    from monitor.store.blocks import compact as compact_logs
+    from monitor.store.compaction import compact as compact_logs
     from monitor.store.db import create_engine
 
     before = _peak_mb()

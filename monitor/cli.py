@@ -294,7 +294,7 @@ def backfill(ctx: _Context, model: str, since: str, until: str, as_json: bool) -
 def compact(ctx: _Context, model: str | None, rebuild: bool, as_json: bool) -> None:
     """Copy new logs and labels into columnar log blocks, which checks read fast."""
     from monitor.pipeline import compact_logs
-    from monitor.store.blocks import delete_blocks
+    from monitor.store.block_reader import delete_blocks
 
     names = [model] if model else [name for name, cfg in ctx.config.models.items()
                                    if cfg.source.kind == "builtin"]

@@ -248,16 +248,16 @@ def run_check(
 
 
 def compact_logs(engine: Engine, config: Config, model: str) -> Any:
-    """Copy the model's new logs and labels into log blocks (``monitor.store.blocks``);
+    """Copy the model's new logs and labels into log blocks (``monitor.store.compaction``);
     returns the ``CompactResult``, or None when the model's logs are not in mqm's own
     table or ``schedule.compact_every`` is null."""
     model_cfg = config.model(model)
     if model_cfg.source.kind != "builtin" or model_cfg.schedule.compact_every is None:
         return None
-    from monitor.store import blocks
+    from monitor.store.compaction import compact
 
     try:
-        return blocks.compact(engine, model)
+        return compact(engine, model)
     except (sa_exc.OperationalError, sa_exc.ProgrammingError) as exc:
         raise MonitorError(f"cannot compact the logs of {model}: {first_line(exc)}") from None
 

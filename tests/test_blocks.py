@@ -1,6 +1,6 @@
 """Log blocks: the columnar codec, and windows read from blocks, equal to the row reader's.
 
-The contract is exactness: for the same rows, ``blocks.read_window`` builds the very
+The contract is exactness: for the same rows, ``block_reader.read_window`` builds the very
 frames ``reading.read_builtin`` builds (dtypes, column order, the Python type of every
 element of an object column, NaN against None), before and after compaction, with rows
 or labels written since, after rows were deleted by hand, and with compactors racing.
@@ -25,7 +25,7 @@ import pytest
 import sqlalchemy as sa
 from pandas.testing import assert_frame_equal, assert_series_equal
 
-from monitor.store import blocks, sources
+from monitor.store import block_reader, compaction, sources
 from monitor.store.columnar import (
     Coded,
     concat,
@@ -112,7 +112,7 @@ def assert_blocks_read_equal(engine: sa.Engine, windows: list[tuple[datetime, da
     BuiltinSource."""
     for start, end in windows:
         want = rows_path(engine, start, end)
-        got = blocks.read_window(engine, MODEL, start, end)
+        got = block_reader.read_window(engine, MODEL, start, end)
         assert got is not None, (start, end)  # a block meets every one of these windows
         assert_same_frames(got, want)
         assert_same_frames(frames_of(BuiltinSource(engine, MODEL).read_window(start, end)),
@@ -363,8 +363,8 @@ def test_compacted_windows_equal_the_row_path(store: sa.Engine,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     engine = store
     # Before any compaction no block meets a window: the caller reads rows.
-    assert blocks.read_window(engine, MODEL, *EVERYTHING) is None
-    result = blocks.compact(engine, MODEL, block_rows=BLOCK)
+    assert block_reader.read_window(engine, MODEL, *EVERYTHING) is None
+    result = compaction.compact(engine, MODEL, block_rows=BLOCK)
     assert (result.model, result.rows, result.blocks) == (MODEL, N, math.ceil(N / BLOCK))
     ranges = block_rows_of(engine)
     assert [r[2] for r in ranges] == [BLOCK] * (N // BLOCK) + [N % BLOCK]
@@ -373,12 +373,12 @@ def test_compacted_windows_equal_the_row_path(store: sa.Engine,
     assert all(r[3] == max_label_id(engine) for r in ranges)
     assert_blocks_read_equal(engine, WINDOWS)
     # Nothing new: a second compaction writes nothing.
-    again = blocks.compact(engine, MODEL, block_rows=BLOCK)
+    again = compaction.compact(engine, MODEL, block_rows=BLOCK)
     assert (again.rows, again.blocks, again.labels) == (0, 0, 0)
     assert block_rows_of(engine) == ranges
     # A window no block meets: None from blocks, the rows' (empty) frames from the source.
     empty = (T0 - 2 * DAY, T0 - DAY)
-    assert blocks.read_window(engine, MODEL, *empty) is None
+    assert block_reader.read_window(engine, MODEL, *empty) is None
     window = BuiltinSource(engine, MODEL).read_window(*empty)
     assert window.rows == 0
     assert_same_frames(frames_of(window), rows_path(engine, *empty))
@@ -391,14 +391,14 @@ def test_compacted_windows_equal_the_row_path(store: sa.Engine,
 def test_plain_rows_compacted_equal_the_row_path(plain: sa.Engine) -> None:
     # The same as above on rows without lists or keys in varying order: the block reader
     # itself, apart from the typing and column-order cases the tricky rows add.
-    blocks.compact(plain, MODEL, block_rows=BLOCK)
+    compaction.compact(plain, MODEL, block_rows=BLOCK)
     assert len(block_rows_of(plain)) == math.ceil(N / BLOCK)
     assert_blocks_read_equal(plain, WINDOWS)
 
 
 def test_a_window_given_in_naive_utc_reads_as_the_rows(plain: sa.Engine) -> None:
     # read_builtin takes a naive time as UTC; so must the source once blocks exist.
-    blocks.compact(plain, MODEL, block_rows=BLOCK)
+    compaction.compact(plain, MODEL, block_rows=BLOCK)
     start, end = datetime(2026, 10, 1, 0, 3), datetime(2026, 10, 1, 0, 9)
     want = rows_path(plain, start, end)
     assert len(want.meta) > 0
@@ -414,10 +414,10 @@ def test_column_order_follows_the_first_row_of_the_window(engine: sa.Engine) -> 
                 ({"b": 1}, {"1": 0.5}), ({"a": 2}, {"0": 0.5}),
                 ({"a": 3, "b": 4}, {"0": 0.2, "1": 0.8}), ({"b": 5, "a": 6}, None)])]
     add_logs(engine, recs, other=False)
-    blocks.compact(engine, MODEL, block_rows=BLOCK)
+    compaction.compact(engine, MODEL, block_rows=BLOCK)
     for start in (T0, T0 + timedelta(minutes=2), T0 + timedelta(minutes=3)):
         want = rows_path(engine, start, T0 + DAY)
-        got = blocks.read_window(engine, MODEL, start, T0 + DAY)
+        got = block_reader.read_window(engine, MODEL, start, T0 + DAY)
         assert got is not None
         assert list(got.features.columns) == list(want.features.columns), start
         assert list(got.probabilities.columns) == list(want.probabilities.columns), start
@@ -431,11 +431,11 @@ def test_list_values_are_read_from_blocks(engine: sa.Engine) -> None:
                       prediction=[0, 1]) for i in range(4)]
     add_logs(engine, recs, other=False)
     add_labels(engine, [("r-1", [1, 0], T0 + DAY)])
-    blocks.compact(engine, MODEL, block_rows=BLOCK)
+    compaction.compact(engine, MODEL, block_rows=BLOCK)
     assert_blocks_read_equal(engine, [EVERYTHING])
     add_labels(engine, [("r-2", [0, 1], T0 + DAY)])  # a late list label, then compacted
     assert_blocks_read_equal(engine, [EVERYTHING])
-    assert blocks.compact(engine, MODEL, block_rows=BLOCK).labels == 1
+    assert compaction.compact(engine, MODEL, block_rows=BLOCK).labels == 1
     assert_blocks_read_equal(engine, [EVERYTHING])
 
 
@@ -443,7 +443,7 @@ def test_rows_written_after_compaction_are_read_and_grow_the_newest_block(
     store: sa.Engine,
 ) -> None:
     engine = store
-    blocks.compact(engine, MODEL, block_rows=BLOCK)
+    compaction.compact(engine, MODEL, block_rows=BLOCK)
     before = block_rows_of(engine)
     # One row after compaction (an uncovered tail), its label stored before the row.
     add_labels(engine, labels_for([N]))
@@ -451,7 +451,7 @@ def test_rows_written_after_compaction_are_read_and_grow_the_newest_block(
     assert_blocks_read_equal(engine, WINDOWS[:2])
     assert block_rows_of(engine) == before  # read without compacting
     # The newest block has room: it grows instead of a block being added.
-    grown = blocks.compact(engine, MODEL, block_rows=BLOCK)
+    grown = compaction.compact(engine, MODEL, block_rows=BLOCK)
     assert (grown.rows, grown.blocks) == (1, 1)
     after = block_rows_of(engine)
     # (The label stored with the row moved every block's labels_hw: compare the ranges.)
@@ -462,7 +462,7 @@ def test_rows_written_after_compaction_are_read_and_grow_the_newest_block(
     # Four more: the newest block fills up to BLOCK rows, then one more block starts.
     add_logs(engine, tricky_records(N + 1, 4))
     assert_blocks_read_equal(engine, WINDOWS[:2])
-    more = blocks.compact(engine, MODEL, block_rows=BLOCK)
+    more = compaction.compact(engine, MODEL, block_rows=BLOCK)
     assert (more.rows, more.blocks) == (4, 2)
     last = block_rows_of(engine)
     assert [r[2] for r in last] == [BLOCK] * 12 + [3]
@@ -475,20 +475,20 @@ def test_labels_stored_after_compaction_are_read_then_compacted(
     store: sa.Engine, label_batch: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A small batch: a bulk load of labels is taken into blocks a batch at a time.
-    monkeypatch.setattr(blocks, "LABEL_BATCH", label_batch)
+    monkeypatch.setattr(compaction, "LABEL_BATCH", label_batch)
     engine = store
-    blocks.compact(engine, MODEL, block_rows=BLOCK)
+    compaction.compact(engine, MODEL, block_rows=BLOCK)
     hw = max_label_id(engine)
     # Labels for rows of several blocks, and another model's labels for our request ids.
     add_labels(engine, labels_for(range(1, N, 3), when=T0 + 2 * DAY))
     add_labels(engine, [(f"r-{i}", "not ours", T0) for i in (2, 4)], model=OTHER)
     assert all(r[3] == hw for r in block_rows_of(engine))  # not yet in the blocks
     assert_blocks_read_equal(engine, WINDOWS)
-    result = blocks.compact(engine, MODEL, block_rows=BLOCK)
+    result = compaction.compact(engine, MODEL, block_rows=BLOCK)
     assert result.rows == 0 and result.labels > 0
     assert all(r[3] == max_label_id(engine) > hw for r in block_rows_of(engine))
     assert_blocks_read_equal(engine, WINDOWS)
-    got = blocks.read_window(engine, MODEL, *EVERYTHING)
+    got = block_reader.read_window(engine, MODEL, *EVERYTHING)
     assert got is not None
     assert int(got.meta["label_time"].notna().sum()) == len(range(0, N, 3)) + len(
         range(1, N, 3))
@@ -498,7 +498,7 @@ def test_rows_deleted_by_hand_drop_their_blocks_until_compacted_again(
     plain: sa.Engine, caplog: pytest.LogCaptureFixture
 ) -> None:
     engine = plain
-    blocks.compact(engine, MODEL, block_rows=BLOCK)
+    compaction.compact(engine, MODEL, block_rows=BLOCK)
     before = block_rows_of(engine)
     ids = log_ids(engine)
     gone = [ids[7], ids[8], ids[31]]  # rows of the second and the seventh block
@@ -510,17 +510,18 @@ def test_rows_deleted_by_hand_drop_their_blocks_until_compacted_again(
     # count tells, and the block holding that row goes.
     minute = T0 + timedelta(minutes=(31 * 7) % 20)  # r-31's minute
     with caplog.at_level("WARNING", logger="mqm.blocks"):
-        assert blocks.read_window(engine, MODEL, minute, minute + timedelta(minutes=1)) is None
+        assert block_reader.read_window(engine, MODEL, minute,
+                                        minute + timedelta(minutes=1)) is None
     assert "disagree" in caplog.text
     assert block_rows_of(engine) == [r for r in before if r != holding[1]]
     # The whole range: the block holding the other two goes too; the others stay.
-    assert blocks.read_window(engine, MODEL, *EVERYTHING) is None
+    assert block_reader.read_window(engine, MODEL, *EVERYTHING) is None
     assert block_rows_of(engine) == [r for r in before if r not in holding]
     # The other blocks are read again, the holes from the rows.
-    assert blocks.read_window(engine, MODEL, *EVERYTHING) is not None
+    assert block_reader.read_window(engine, MODEL, *EVERYTHING) is not None
     assert_blocks_read_equal(engine, WINDOWS)
     # Compacted again: the holes are blocks again.
-    result = blocks.compact(engine, MODEL, block_rows=BLOCK)
+    result = compaction.compact(engine, MODEL, block_rows=BLOCK)
     assert result.rows == 2 * BLOCK - len(gone)
     after = block_rows_of(engine)
     assert_disjoint(after)
@@ -532,17 +533,17 @@ def test_a_row_inserted_by_hand_among_covered_ids_drops_its_block(plain: sa.Engi
     # Another model's row inside one of our blocks' id ranges becomes one of ours: the
     # block lacks it, so it is dropped, and compacted again with it.
     engine = plain
-    blocks.compact(engine, MODEL, block_rows=BLOCK)
+    compaction.compact(engine, MODEL, block_rows=BLOCK)
     before = block_rows_of(engine)
     inside = [(i, r) for i in log_ids(engine, OTHER) for r in before if r[0] < i <= r[1]]
     assert inside
     row_id, block = inside[0]
     execute(engine, "UPDATE inference_logs SET model = :m, request_id = 'by-hand' "
             "WHERE id = :i", m=MODEL, i=row_id)
-    assert blocks.read_window(engine, MODEL, *EVERYTHING) is None
+    assert block_reader.read_window(engine, MODEL, *EVERYTHING) is None
     assert block_rows_of(engine) == [r for r in before if r != block]
     assert_blocks_read_equal(engine, WINDOWS)
-    blocks.compact(engine, MODEL, block_rows=BLOCK)
+    compaction.compact(engine, MODEL, block_rows=BLOCK)
     assert sum(r[2] for r in block_rows_of(engine)) == N + 1
     assert_disjoint(block_rows_of(engine))
     assert_blocks_read_equal(engine, WINDOWS)
@@ -553,7 +554,7 @@ def test_overlapping_blocks_are_never_read_twice(plain: sa.Engine) -> None:
     # them) hold rows twice; the read counts more rows than stored and must not return
     # them.
     engine = plain
-    blocks.compact(engine, MODEL, block_rows=BLOCK)
+    compaction.compact(engine, MODEL, block_rows=BLOCK)
     execute(engine, "INSERT INTO log_blocks (model, lo_id, hi_id, rows, ts_min, ts_max, "
             "format, data, labels, labels_hw, created_at, updated_at) SELECT model, "
             "lo_id + 1, hi_id, rows, ts_min, ts_max, format, data, labels, labels_hw, "
@@ -593,10 +594,10 @@ def test_hand_edits_blocks_cannot_see_are_repaired_by_a_rebuild(
     # `mqm compact --rebuild` (drop the blocks, compact again) brings them back in step.
     add_logs(engine, plain_records(0, 8), other=False)
     add_labels(engine, [("r-1", "wrong", T0 + DAY), ("r-3", "x", T0 + DAY)])
-    blocks.compact(engine, MODEL, block_rows=BLOCK)
+    compaction.compact(engine, MODEL, block_rows=BLOCK)
     edit(engine)
-    assert blocks.delete_blocks(engine, MODEL) > 0
-    blocks.compact(engine, MODEL, block_rows=BLOCK)
+    assert block_reader.delete_blocks(engine, MODEL) > 0
+    compaction.compact(engine, MODEL, block_rows=BLOCK)
     assert_blocks_read_equal(engine, WINDOWS)
 
 
@@ -624,7 +625,7 @@ def test_racing_compactions_leave_disjoint_blocks(
 
     def compact() -> None:
         for _ in range(2):
-            blocks.compact(engine, MODEL, block_rows=BLOCK)
+            compaction.compact(engine, MODEL, block_rows=BLOCK)
 
     def read() -> None:
         for _ in range(3):
@@ -644,7 +645,7 @@ def test_racing_compactions_leave_disjoint_blocks(
             written += 20
             assert errors == []
             assert_disjoint(block_rows_of(engine))
-            blocks.compact(engine, MODEL, block_rows=BLOCK)  # what came after the race
+            compaction.compact(engine, MODEL, block_rows=BLOCK)  # what came after the race
             ranges = block_rows_of(engine)
             assert_disjoint(ranges)
             assert sum(r[2] for r in ranges) == written
@@ -705,7 +706,7 @@ def test_check_runs_agree_before_and_after_compaction(  # type: ignore[no-untype
     before = run()
     assert before[1] == 240 and {"drift", "performance", "schema"} <= set(json.loads(
         before[2]))
-    blocks.compact(engine, MODEL, block_rows=37)
+    compaction.compact(engine, MODEL, block_rows=37)
     with monkeypatch.context() as patch:
         patch.setattr(sources, "read_builtin", no_rows)  # the run reads the blocks
         assert run() == before
@@ -717,11 +718,11 @@ def test_check_runs_agree_before_and_after_compaction(  # type: ignore[no-untype
     with monkeypatch.context() as patch:
         patch.setattr(sources, "read_builtin", no_rows)
         with_blocks = run()
-    assert blocks.delete_blocks(engine, MODEL) == math.ceil(240 / 37)
-    assert blocks.read_window(engine, MODEL, at - DAY, at) is None
+    assert block_reader.delete_blocks(engine, MODEL) == math.ceil(240 / 37)
+    assert block_reader.read_window(engine, MODEL, at - DAY, at) is None
     rows_only = run()
     assert with_blocks == rows_only and rows_only[1] == 300
-    blocks.compact(engine, MODEL, block_rows=37)
+    compaction.compact(engine, MODEL, block_rows=37)
     assert run() == rows_only
 
 
@@ -732,7 +733,7 @@ def test_chunks_from_blocks_are_the_window(store: sa.Engine, chunk_rows: int) ->
     from tests.test_sources import concat, raw
 
     engine = store
-    blocks.compact(engine, MODEL, block_rows=BLOCK)
+    compaction.compact(engine, MODEL, block_rows=BLOCK)
     add_logs(engine, tricky_records(N, 6), other=False)  # uncovered rows too
     source = BuiltinSource(engine, MODEL)
     for start, end in WINDOWS:
@@ -762,14 +763,14 @@ def test_chunks_from_blocks_are_the_window(store: sa.Engine, chunk_rows: int) ->
 
 def test_chunks_fall_back_to_the_rows_when_blocks_disagree(plain: sa.Engine) -> None:
     engine = plain
-    blocks.compact(engine, MODEL, block_rows=BLOCK)
+    compaction.compact(engine, MODEL, block_rows=BLOCK)
     execute(engine, "DELETE FROM inference_logs WHERE request_id IN ('r-2', 'r-30')")
     start, end = EVERYTHING
-    assert blocks.window_chunks(engine, MODEL, start, end, 10) is None  # and drops them
+    assert block_reader.window_chunks(engine, MODEL, start, end, 10) is None  # and drops them
     chunks = list(BuiltinSource(engine, MODEL).iter_chunks(start, end, 10))
     assert sum(c.rows for c in chunks) == N - 2
-    blocks.compact(engine, MODEL, block_rows=BLOCK)
-    again = blocks.window_chunks(engine, MODEL, start, end, 10)
+    compaction.compact(engine, MODEL, block_rows=BLOCK)
+    again = block_reader.window_chunks(engine, MODEL, start, end, 10)
     assert again is not None
     assert sum(len(f.meta) for f in again) == N - 2
 
@@ -790,11 +791,11 @@ def test_postgresql_compaction_never_skips_a_row_committed_late(pg_url: str) -> 
         insert_logs(slow, MODEL, plain_records(4, 1))  # takes id 5, not committed yet
         add_logs(engine, plain_records(5, 2), other=False)  # ids 6, 7, committed
         with pytest.raises(sa.exc.OperationalError, match="lock timeout"):
-            blocks.compact(engine, MODEL)
-        assert blocks.delete_blocks(engine, MODEL) == 0  # nothing was written
+            compaction.compact(engine, MODEL)
+        assert block_reader.delete_blocks(engine, MODEL) == 0  # nothing was written
         slow.commit()
         slow.close()
-        assert blocks.compact(engine, MODEL).rows == 7
+        assert compaction.compact(engine, MODEL).rows == 7
         assert_blocks_read_equal(engine, [EVERYTHING])
     finally:
         engine.dispose()

@@ -115,10 +115,10 @@ class BuiltinSource:
         self.model = model
 
     def read_window(self, start: datetime, end: datetime) -> LogWindow:
-        from monitor.store import blocks
+        from monitor.store import block_reader
 
         with _reading(self.engine, "inference logs"):
-            frames = blocks.read_window(self.engine, self.model, start, end)
+            frames = block_reader.read_window(self.engine, self.model, start, end)
             if frames is None:  # no block meets the window yet: the rows themselves
                 frames, _ = read_builtin(self.engine, self.model, start, end)
         return _window(start, end, frames)
@@ -131,11 +131,11 @@ class BuiltinSource:
             return int(conn.execute(query).scalar_one())
 
     def iter_chunks(self, start: datetime, end: datetime, chunk_rows: int) -> Iterator[LogWindow]:
-        from monitor.store import blocks
+        from monitor.store import block_reader
 
         _check_chunk_rows(chunk_rows)
         with _reading(self.engine, "inference logs"):
-            chunks = blocks.window_chunks(self.engine, self.model, start, end, chunk_rows)
+            chunks = block_reader.window_chunks(self.engine, self.model, start, end, chunk_rows)
         if chunks is not None:  # log blocks, one at a time, then the rows they do not cover
             with _reading(self.engine, "inference logs"), closing(chunks):
                 for frames in chunks:

@@ -1,0 +1,281 @@
+"""Reading a window from log blocks (see ``monitor.store.blocks``).
+
+A read takes, in one snapshot of the database:
+
+- the blocks whose time range meets the window, cut to the window;
+- the window's rows that no block covers (the newest ones) from the rows themselves;
+- labels stored after a block's ``labels_hw``, joined in SQL.
+
+It counts the window's rows in SQL too. If blocks and rows disagree (rows deleted or
+inserted by hand below the covered ids), the read falls back to the rows, and the
+blocks that disagree are deleted so that the compactor builds them again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from monitor.store.blocks import (
+    Part,
+    _Block,
+    _blocks,
+    _in_order,
+    _marks,
+    _uncovered,
+    _us,
+    concat_parts,
+    decode_part,
+    fetch_all,
+    frames_of,
+    part_of,
+)
+from monitor.store.reading import (
+    WindowBuilder,
+    WindowFrames,
+    _bound,
+    _window_sql,
+    driver_errors,
+    fetch_into,
+    gc_paused,
+)
+from monitor.store.tables import log_blocks
+
+if TYPE_CHECKING:
+    pass
+
+__all__ = ["delete_blocks", "read_window", "window_chunks"]
+
+# --- reading a window --------------------------------------------------------------
+
+
+_log = logging.getLogger("mqm.blocks")
+
+
+def _snapshot(raw: Any, sqlite: bool) -> None:
+    """Every query after this sees the database as of one moment."""
+    if sqlite:
+        raw.execute("BEGIN")
+    else:
+        raw.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        raw.execute("SET LOCAL jit = off")
+
+
+def _late_labels(raw: Any, dialect: str, model: str, after: int, start: Any, end: Any
+                 ) -> list[tuple[int, Any, Any]]:
+    mark, text = _marks(dialect)
+    # CROSS JOIN: SQLite then starts from the few labels after ``after``, not from
+    # the window's rows (0.6 s per million); PostgreSQL plans it as any join.
+    return [tuple(row) for row in fetch_all(
+        raw, f"SELECT l.id, COALESCE(g.label{text}, 'null'), g.ts FROM ground_truth AS g "
+        "CROSS JOIN inference_logs AS l WHERE l.model = g.model "
+        f"AND l.request_id = g.request_id AND g.model = {mark} AND g.id > {mark} "
+        f"AND l.ts >= {mark} AND l.ts < {mark}", [model, after, start, end])]
+
+
+def _count(raw: Any, mark: str, model: str, low: Any, high: Any,
+           gaps: Sequence[tuple[int, int]] = ()) -> int:
+    """Rows of the window (only those with ids in ``gaps``, if given)."""
+    sql = (f"SELECT count(*) FROM inference_logs WHERE model = {mark} AND ts >= {mark} "
+           f"AND ts < {mark}")
+    if gaps:
+        sql += " AND (" + " OR ".join([f"(id > {mark} AND id <= {mark})"] * len(gaps)) + ")"
+    return int(fetch_all(raw, sql, [model, low, high, *(b for g in gaps for b in g)])[0][0])
+
+
+def _meeting(raw: Any, mark: str, model: str, low: Any, high: Any, columns: str
+             ) -> list[Any]:
+    """``columns`` of the model's blocks that meet the window, in index order (ordering
+    by anything else makes SQLite sort the blobs themselves)."""
+    return fetch_all(raw, f"SELECT {columns} FROM log_blocks WHERE model = {mark} "
+                     f"AND ts_min < {mark} AND ts_max >= {mark} ORDER BY ts_min",
+                     [model, high, low])
+
+
+def read_window(engine: Engine, model: str, start: datetime, end: datetime
+                ) -> WindowFrames | None:
+    """The window from blocks and the rows they do not cover; None when no block meets
+    the window, or when blocks and rows disagree (then the blocks that disagree are
+    deleted). The caller then reads the rows."""
+    dialect = engine.dialect.name
+    sqlite = dialect == "sqlite"
+    mark, _ = _marks(dialect)
+    low, high = _bound(start, sqlite), _bound(end, sqlite)
+    stale: list[int] = []
+    late: list[tuple[int, Any, Any]] = []
+    with engine.connect() as conn, driver_errors(engine, "reading log blocks"):
+        raw = conn.connection.driver_connection
+        _snapshot(raw, sqlite)
+        blocks = _blocks(raw, mark, model)
+        if not blocks:
+            return None
+        found = _meeting(raw, mark, model, low, high, "id, data, labels")
+        if not found:
+            return None
+        total = _count(raw, mark, model, low, high)
+        low_us, high_us = _us(start), _us(end)
+        parts = []
+        for _, data, labels in found:
+            part = decode_part(data, labels)
+            keep = (part.ts >= low_us) & (part.ts < high_us)
+            parts.append(part if keep.all() else part.take(keep))
+        gaps = _uncovered(blocks)
+        builder = WindowBuilder(key_orders=True)
+        fetch_into(raw, sqlite, _window_sql(dialect, False, False, id_ranges=len(gaps)),
+                   [model, low, high, *(b for gap in gaps for b in gap)], builder)
+        if builder.rows:
+            parts.append(part_of(builder))
+        part = concat_parts(parts)
+        if len(part) != total:
+            # Blocks that disagree with the rows; all of the window's if none can be
+            # named (a block read twice leaves no odd id).
+            stale = _disagreeing(raw, mark, model, low, high, part.ids, blocks) or \
+                [block_id for block_id, _, _ in found]
+        else:
+            by_id = {b.id: b for b in blocks}
+            after = min(by_id[block_id].labels_hw for block_id, _, _ in found)
+            late = _late_labels(raw, dialect, model, after, low, high)
+    if stale:
+        _log.warning("mqm: %d log block(s) of %s disagree with inference_logs (rows deleted "
+                     "or inserted by hand?); read from the rows, to be compacted again",
+                     len(stale), model)
+        delete_blocks(engine, model, stale)
+        return None
+    with gc_paused():
+        return frames_of(part, late)
+
+
+def window_chunks(engine: Engine, model: str, start: datetime, end: datetime,
+                  chunk_rows: int) -> Iterator[WindowFrames] | None:
+    """The window in chunks of at most ``chunk_rows`` rows, from blocks and the rows
+    they do not cover, with bounded memory (one block at a time); None as for
+    ``read_window``, checked before the first chunk.
+
+    Rows are in (ts, id) order within a chunk; chunks follow the blocks, then the
+    uncovered rows. One snapshot of the database serves all chunks, so the connection
+    stays open until the iterator is exhausted or closed.
+    """
+    dialect = engine.dialect.name
+    sqlite = dialect == "sqlite"
+    mark, _ = _marks(dialect)
+    low, high = _bound(start, sqlite), _bound(end, sqlite)
+    low_us, high_us = _us(start), _us(end)
+    conn = engine.connect()
+    try:
+        with driver_errors(engine, "reading log blocks"):
+            raw = conn.connection.driver_connection
+            _snapshot(raw, sqlite)
+            blocks = _blocks(raw, mark, model)
+            found = _meeting(raw, mark, model, low, high, "id, ts_min, ts_max")
+            if not found:
+                conn.close()
+                return None
+            total = _count(raw, mark, model, low, high)
+            gaps = _uncovered(blocks)
+            uncovered = _count(raw, mark, model, low, high, gaps)
+            # Blocks wholly inside the window count whole; the others are cut to it.
+            by_id = {b.id: b for b in blocks}
+            inside = 0
+            for block_id, ts_min, ts_max in found:
+                if _us(_aware(ts_min)) >= low_us and _us(_aware(ts_max)) < high_us:
+                    inside += by_id[block_id].rows
+                else:
+                    part = _fetch(raw, mark, block_id)
+                    inside += int(((part.ts >= low_us) & (part.ts < high_us)).sum())
+            if inside + uncovered != total:
+                conn.close()
+                _log.warning("mqm: log blocks of %s disagree with inference_logs in %s .. %s; "
+                             "read from the rows, to be compacted again", model, start, end)
+                delete_blocks(engine, model, [block_id for block_id, _, _ in found])
+                return None
+            after = min(by_id[block_id].labels_hw for block_id, _, _ in found)
+            late = _late_labels(raw, dialect, model, after, low, high)
+    except BaseException:
+        conn.close()
+        raise
+    return _chunks(engine, conn, raw, model, [b for b, _, _ in found], late, gaps,
+                   (low, high, low_us, high_us), chunk_rows)
+
+
+def _aware(value: Any) -> datetime:
+    from monitor.store.logs import parse_time
+
+    return parse_time("ts", value)
+
+
+def _fetch(raw: Any, mark: str, block_id: int) -> Part:
+    ((data, labels),) = fetch_all(raw, f"SELECT data, labels FROM log_blocks WHERE id = {mark}",
+                                  [block_id])
+    return decode_part(data, labels)
+
+
+def _chunks(engine: Engine, conn: Any, raw: Any, model: str, block_ids: list[int],
+            late: list[tuple[int, Any, Any]], gaps: list[tuple[int, int]],
+            bounds: tuple[Any, Any, int, int], chunk_rows: int) -> Iterator[WindowFrames]:
+    dialect = engine.dialect.name
+    sqlite = dialect == "sqlite"
+    mark, _ = _marks(dialect)
+    low, high, low_us, high_us = bounds
+    try:
+        with driver_errors(engine, "reading log blocks"):
+            for block_id in block_ids:
+                part = _fetch(raw, mark, block_id)
+                keep = (part.ts >= low_us) & (part.ts < high_us)
+                part = part if keep.all() else part.take(keep)
+                order = _in_order(part.ids, part.ts)
+                if order is not None:
+                    part = part.take(order)
+                for at in range(0, len(part), chunk_rows):
+                    piece = part.take(np.arange(at, min(at + chunk_rows, len(part))))
+                    with gc_paused():
+                        frames = frames_of(piece, late)
+                    yield frames
+            sql = _window_sql(dialect, True, True, id_ranges=len(gaps))
+            position: tuple[Any, int] | None = None
+            while True:
+                builder = WindowBuilder()
+                after = position or (low, -1)
+                params = [model, after[0], high, *(b for gap in gaps for b in gap),
+                          after[0], after[1], chunk_rows]
+                position = fetch_into(raw, sqlite, sql, params, builder)
+                if builder.rows:
+                    with gc_paused():
+                        frames = builder.build()
+                    yield frames
+                if builder.rows < chunk_rows:
+                    return
+    finally:
+        conn.close()
+
+
+def _disagreeing(raw: Any, mark: str, model: str, low: Any, high: Any, have: np.ndarray,
+                 blocks: Sequence[_Block]) -> list[int]:
+    """Blocks holding rows that are gone, or covering rows they lack."""
+    stored = np.array([row[0] for row in fetch_all(
+        raw, f"SELECT id FROM inference_logs WHERE model = {mark} AND ts >= {mark} "
+        f"AND ts < {mark}", [model, low, high])], dtype=np.int64)
+    odd = np.setxor1d(stored, have)
+    his = np.array([b.hi for b in blocks], dtype=np.int64)
+    los = np.array([b.lo for b in blocks], dtype=np.int64)
+    at = np.searchsorted(his, odd)  # the first block whose hi >= id
+    inside = (at < len(blocks))
+    inside[inside] &= los[at[inside]] < odd[inside]
+    return sorted({blocks[k].id for k in at[inside]})
+
+
+def delete_blocks(engine: Engine, model: str, ids: Sequence[int] | None = None) -> int:
+    """Delete some (or all) of a model's blocks; the compactor builds them again."""
+    t = log_blocks
+    query = sa.delete(t).where(t.c.model == model)
+    if ids is not None:
+        query = query.where(t.c.id.in_(list(ids)))
+    with engine.begin() as conn:
+        return conn.execute(query).rowcount
+
+

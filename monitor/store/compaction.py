@@ -1,0 +1,244 @@
+"""The compactor: copies new logs and labels into log blocks (``monitor.store.blocks``).
+
+``compact`` (``mqm compact``, and a job of ``mqm serve`` that runs often and before
+each check) writes blocks for the rows no block covers yet, filling the newest block
+up to ``BLOCK_ROWS`` before it starts another, and brings the blocks' labels up to
+date.
+
+Row ids are assigned in commit order on SQLite (one writer at a time). On PostgreSQL a
+transaction can commit after a later one, so the compactor first takes a SHARE lock on
+both tables for a moment: it waits for writes in flight, and every id below the
+largest one it then reads is committed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from monitor.store.blocks import (
+    _EPOCH,
+    BLOCK_ROWS,
+    FORMAT,
+    Part,
+    _Block,
+    _blocks,
+    _marks,
+    _micros,
+    _uncovered,
+    concat_parts,
+    decode_part,
+    encode_labels,
+    encode_part,
+    fetch_all,
+    part_of,
+)
+from monitor.store.columnar import decode_objects, encode
+from monitor.store.reading import (
+    WindowBuilder,
+    _window_sql,
+    driver_errors,
+    fetch_into,
+    loads_each,
+)
+from monitor.store.tables import log_blocks
+
+if TYPE_CHECKING:
+    pass
+
+__all__ = ["BLOCK_ROWS", "LABEL_BATCH", "CompactResult", "compact"]
+
+# --- compaction --------------------------------------------------------------------
+
+
+@dataclass
+class CompactResult:
+    model: str
+    rows: int = 0  # rows written into blocks
+    blocks: int = 0  # blocks written or grown
+    labels: int = 0  # blocks whose labels were brought up to date
+    seconds: float = 0.0
+
+
+def _high_marks(engine: Engine) -> tuple[int, int]:
+    """The largest log and label ids such that every smaller id is committed."""
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Waits for inserts in flight, and holds new ones back for as long: at most
+            # a second (a long load makes this compaction fail, and the next one retry).
+            conn.exec_driver_sql("SET LOCAL lock_timeout = '1s'")
+            conn.exec_driver_sql("LOCK TABLE inference_logs, ground_truth IN SHARE MODE")
+        logs = conn.exec_driver_sql("SELECT max(id) FROM inference_logs").scalar()
+        labels = conn.exec_driver_sql("SELECT max(id) FROM ground_truth").scalar()
+    return int(logs or 0), int(labels or 0)
+
+
+def _read_rows(engine: Engine, model: str, lo: int, hi: int, limit: int) -> WindowBuilder:
+    dialect = engine.dialect.name
+    builder = WindowBuilder(key_orders=True)
+    with engine.connect() as conn, driver_errors(engine, "reading inference logs"):
+        raw = conn.connection.driver_connection
+        if dialect != "sqlite":
+            raw.execute("SET LOCAL jit = off")
+        fetch_into(raw, dialect == "sqlite", _window_sql(dialect, False, False, by_id=True),
+                   [model, lo, hi, limit], builder)
+    return builder
+
+
+def _times_of(part: Part) -> tuple[datetime, datetime]:
+    low, high = int(part.ts.min()), int(part.ts.max())
+    return _EPOCH + timedelta(microseconds=low), _EPOCH + timedelta(microseconds=high)
+
+
+def compact(engine: Engine, model: str, *, block_rows: int = BLOCK_ROWS,
+            now: datetime | None = None) -> CompactResult:
+    """Write blocks for the model's rows that no block covers, and bring the blocks'
+    labels up to date. Safe to run while others write rows or compact: a block that
+    another compactor wrote first makes this one stop (it finds the rows covered next
+    time)."""
+    t0 = time.perf_counter()
+    result = CompactResult(model)
+    top, labels_hw = _high_marks(engine)
+    with engine.connect() as conn:
+        blocks = _blocks(conn.connection.driver_connection, _marks(engine.dialect.name)[0],
+                         model)
+    for lo, hi in _uncovered(blocks, top):
+        last = blocks[-1] if blocks and blocks[-1].hi == lo else None
+        while lo < hi:
+            room = block_rows - last.rows if last is not None and last.rows < block_rows \
+                else block_rows
+            builder = _read_rows(engine, model, lo, hi, room)
+            if not builder.rows:
+                break
+            new = part_of(builder)
+            end = hi if builder.rows < room else int(new.ids[-1])
+            grow = last is not None and last.rows < block_rows
+            if not _store(engine, model, new, lo, end, labels_hw, last if grow else None,
+                          now):
+                return result  # another compactor got there first
+            result.rows += len(new)
+            result.blocks += 1
+            last = None
+            lo = end
+    result.labels = _refresh_labels(engine, model, labels_hw, now)
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _store(engine: Engine, model: str, new: Part, lo: int, hi: int, labels_hw: int,
+           grow: _Block | None, now: datetime | None) -> bool:
+    """Insert a block for ``new`` (rows lo < id <= hi), or append them to ``grow``."""
+    t = log_blocks
+    stamp = now or datetime.now(UTC)
+    try:
+        return _write(engine, t, model, new, lo, hi, labels_hw, grow, stamp)
+    except sa.exc.IntegrityError:  # another compactor wrote this block first
+        return False
+
+
+class _Lost(Exception):
+    """Another compactor covered some of the rows first: roll back."""
+
+
+def _write(engine: Engine, t: sa.Table, model: str, new: Part, lo: int, hi: int,
+           labels_hw: int, grow: _Block | None, stamp: datetime) -> bool:
+    try:
+        with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":  # a model's block writes one at a time
+                from monitor.leader import advisory_key
+
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"),
+                             {"key": advisory_key(f"mqm-log-blocks:{model}")})
+            if grow is not None:
+                data, labels = conn.execute(sa.select(t.c.data, t.c.labels).where(
+                    t.c.id == grow.id)).one()
+                new = concat_parts([decode_part(data, labels), new])
+                labels_hw = min(labels_hw, grow.labels_hw)
+            rows, label_blob = encode_part(new)
+            ts_min, ts_max = _times_of(new)
+            values = {"hi_id": hi, "rows": len(new), "ts_min": ts_min, "ts_max": ts_max,
+                      "format": FORMAT, "data": rows, "labels": label_blob,
+                      "labels_hw": labels_hw, "updated_at": stamp}
+            if grow is not None:
+                own = grow.id
+                if conn.execute(sa.update(t).where(t.c.id == grow.id, t.c.hi_id == grow.hi)
+                                .values(**values)).rowcount != 1:
+                    raise _Lost
+            else:
+                own = conn.execute(sa.insert(t).values(
+                    model=model, lo_id=lo, created_at=stamp, **values)).inserted_primary_key[0]
+            # Checked after the write, which holds SQLite's write lock: no compactor can
+            # slip a block in between.
+            if conn.execute(sa.select(sa.func.count()).select_from(t).where(
+                    t.c.model == model, t.c.lo_id < hi, t.c.hi_id > lo,
+                    t.c.id != own)).scalar_one():
+                raise _Lost
+    except _Lost:
+        return False
+    return True
+
+
+LABEL_BATCH = 200_000  # labels taken into blocks per transaction: bounds memory
+
+
+def _refresh_labels(engine: Engine, model: str, labels_hw: int, now: datetime | None) -> int:
+    """Labels stored since each block's ``labels_hw`` written into it, in batches of
+    ``LABEL_BATCH`` labels (a bulk load of labels stays bounded in memory); returns the
+    number of block updates."""
+    touched = 0
+    while True:
+        done, changed = _refresh_batch(engine, model, labels_hw, now)
+        touched += changed
+        if done:
+            return touched
+
+
+def _refresh_batch(engine: Engine, model: str, labels_hw: int, now: datetime | None
+                   ) -> tuple[bool, int]:
+    t = log_blocks
+    mark, text = _marks(engine.dialect.name)
+    with engine.begin() as conn:
+        raw = conn.connection.driver_connection
+        blocks = _blocks(raw, mark, model)
+        after = min((b.labels_hw for b in blocks), default=labels_hw)
+        if after >= labels_hw:
+            return True, 0
+        # From ground_truth's id range (CROSS JOIN fixes the order on SQLite), the oldest
+        # first, so that a batch ends at a label id every block can move to.
+        late = fetch_all(
+            raw, f"SELECT g.id, l.id, COALESCE(g.label{text}, 'null'), g.ts "
+            "FROM ground_truth AS g CROSS JOIN inference_logs AS l "
+            f"WHERE l.model = g.model AND l.request_id = g.request_id AND g.model = {mark}"
+            f" AND g.id > {mark} AND g.id <= {mark} ORDER BY g.id LIMIT {mark}",
+            [model, after, labels_hw, LABEL_BATCH])
+        upto = int(late[-1][0]) if len(late) == LABEL_BATCH else labels_hw
+        his = np.array([b.hi for b in blocks], dtype=np.int64)
+        by_block: dict[int, list[tuple[int, Any, Any]]] = {}
+        for _, log_id, label, when in late:
+            k = int(np.searchsorted(his, log_id))
+            if k < len(blocks) and blocks[k].lo < log_id and blocks[k].labels_hw < upto:
+                by_block.setdefault(k, []).append((log_id, label, when))
+        stamp = now or datetime.now(UTC)
+        for k, rows in by_block.items():
+            block = blocks[k]
+            data, labels = conn.execute(sa.select(t.c.data, t.c.labels).where(
+                t.c.id == block.id)).one()
+            part = decode_part(data, labels)
+            positions = np.searchsorted(part.ids, [r[0] for r in rows])
+            values = decode_objects(part.labels)
+            values[positions] = np.fromiter(loads_each([r[1] for r in rows]), dtype=object,
+                                            count=len(rows))
+            part.labels = encode(values.tolist())
+            part.label_time = part.label_time.copy()
+            part.label_time[positions] = _micros([r[2] for r in rows])
+            conn.execute(sa.update(t).where(t.c.id == block.id).values(
+                labels=encode_labels(part), labels_hw=upto, updated_at=stamp))
+        conn.execute(sa.update(t).where(t.c.model == model, t.c.labels_hw < upto)
+                     .values(labels_hw=upto))
+    return upto >= labels_hw, len(by_block)
