@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
@@ -25,6 +25,9 @@ from monitor.run_result import CheckRun, schema_metrics
 from monitor.schema import ModelSchema, load_schema
 from monitor.store.runs import insert_run, save_run
 from monitor.store.sources import LogSource, make_source
+
+if TYPE_CHECKING:
+    from monitor.store.compaction import CompactResult
 
 __all__ = [
     "SchemaRun",
@@ -247,7 +250,7 @@ def run_check(
     return replace(run, run_id=run_id)
 
 
-def compact_logs(engine: Engine, config: Config, model: str) -> Any:
+def compact_logs(engine: Engine, config: Config, model: str) -> CompactResult | None:
     """Copy the model's new logs and labels into log blocks (``monitor.store.compaction``);
     returns the ``CompactResult``, or None when the model's logs are not in mqm's own
     table or ``schedule.compact_every`` is null."""
@@ -262,12 +265,15 @@ def compact_logs(engine: Engine, config: Config, model: str) -> Any:
         raise MonitorError(f"cannot compact the logs of {model}: {first_line(exc)}") from None
 
 
-def compact_quietly(engine: Engine, config: Config, model: str) -> Any:
-    """``compact_logs``, logging a failure instead of raising it: reads then use the rows."""
+def compact_quietly(engine: Engine, config: Config, model: str) -> CompactResult | None:
+    """``compact_logs``, logging a failure instead of raising it: blocks only make reads
+    faster, and without them the checks read the rows."""
     try:
         return compact_logs(engine, config, model)
-    except MonitorError as exc:
-        _log.warning("mqm: %s", exc)
+    except Exception as exc:
+        _log.warning("mqm: %s", exc if isinstance(exc, MonitorError) else
+                     f"compacting the logs of {model} failed: {type(exc).__name__}: {exc}",
+                     exc_info=not isinstance(exc, MonitorError))
         return None
 
 

@@ -68,6 +68,7 @@ if TYPE_CHECKING:
     from apscheduler.triggers.base import BaseTrigger
 
     from monitor.run_result import CheckRun
+    from monitor.store.compaction import CompactResult
 
 __all__ = [
     "MonitorScheduler",
@@ -462,7 +463,7 @@ class MonitorScheduler:
             lock.release()
         return runs
 
-    def compact(self, model: str, *, wait: bool = False) -> Any:
+    def compact(self, model: str, *, wait: bool = False) -> CompactResult | None:
         """The compaction job: copy new logs and labels into log blocks, so that checks
         read them fast. Logs (does not raise) a failure: reads then use the rows.
 

@@ -799,3 +799,25 @@ def test_postgresql_compaction_never_skips_a_row_committed_late(pg_url: str) -> 
         assert_blocks_read_equal(engine, [EVERYTHING])
     finally:
         engine.dispose()
+
+
+def test_a_failing_compaction_does_not_stop_a_backfill(  # type: ignore[no-untyped-def]
+    engine: sa.Engine, make_config, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Blocks only make reads faster: if compacting fails, the checks read the rows.
+    from monitor.pipeline import backfill
+
+    with engine.begin() as conn:
+        insert_logs(conn, MODEL, sample_records(120))
+    _, config = make_config(engine.url.render_as_string(hide_password=False), min_rows=10)
+
+    def broken(*_args: Any, **_kwargs: Any) -> None:
+        raise TypeError("a value of a kind the codec does not know")
+
+    monkeypatch.setattr(compaction, "compact", broken)
+    with caplog.at_level("WARNING", logger="mqm.pipeline"):
+        runs = backfill(engine, config, MODEL, T0, T0 + DAY, now=T0 + 3 * DAY)
+    assert [r.rows for r in runs] == [120]
+    assert "compacting the logs of loan_default failed: TypeError" in caplog.text
+    assert block_rows_of(engine) == []
