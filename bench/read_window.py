@@ -12,6 +12,8 @@ RSS is its own; "RSS before" is the child's peak after imports and a warm-up rea
 empty window. "CPU s" is the child's CPU time: the machine's other load inflates wall
 time. It also times the JSON parsers alone on stored feature texts, and with
 ``--big-copies N`` reads an N times larger SQLite table with ``iter_chunks`` once.
+On each backend it then copies the rows into log blocks (``monitor.store.compaction``)
+and reads the window again from them, whole and in chunks.
 """
 
 from __future__ import annotations
@@ -252,7 +254,7 @@ def measure(how: str, url: str, chunk_rows: int, spans: int = 1) -> dict[str, An
     before = _peak_mb()
     t0, c0 = time.perf_counter(), time.process_time()
     na = labelled = rows = chunks = 0
-    if how == "iter_chunks":
+    if how.startswith("iter_chunks"):
         for window in source.iter_chunks(start, end, chunk_rows):
             rows += window.rows
             chunks += 1
@@ -336,7 +338,7 @@ def run_cells(url: str, backend: str, hows: list[str], repeats: int, chunk_rows:
             raise RuntimeError(f"{how}: runs disagree: {runs}")
         secs = [r["seconds"] for r in runs]
         label = "-" if first["labelled"] < 0 else f"{first['labelled']:,}"
-        what = how + (f" ({chunk_rows:,}/chunk)" if how == "iter_chunks" else "")
+        what = how + (f" ({chunk_rows:,}/chunk)" if how.startswith("iter_chunks") else "")
         table.append((backend, f"{first['rows']:,}", what, f"{statistics.median(secs):.2f}",
                       " ".join(f"{s:.1f}" for s in secs),
                       f"{statistics.median([r['cpu'] for r in runs]):.2f}",
@@ -344,6 +346,27 @@ def run_cells(url: str, backend: str, hows: list[str], repeats: int, chunk_rows:
                       f"{statistics.median([r['peak'] for r in runs]):.0f}",
                       label, f"{first['na']:,}"))
         print(" | ".join(table[-1]), flush=True)
+
+
+def compact(url: str) -> dict[str, Any]:
+    from monitor.store.compaction import compact as compact_logs
+    from monitor.store.db import create_engine
+
+    engine = create_engine(url)
+    result = compact_logs(engine, MODEL)
+    engine.dispose()
+    return {"rows": result.rows, "blocks": result.blocks, "seconds": result.seconds,
+            "peak": _peak_mb()}
+
+
+def compact_cells(url: str, backend: str, repeats: int, chunk_rows: int,
+                  table: list[tuple[str, ...]]) -> None:
+    """The window's rows copied into log blocks, then the same readers on the blocks."""
+    done = in_child(compact, url)
+    print(f"{backend}: compacted {done['rows']:,} rows into {done['blocks']} log blocks in "
+          f"{done['seconds']:.1f} s (peak RSS {done['peak']:.0f} MB)", flush=True)
+    run_cells(url, backend, ["read_window (log blocks)", "iter_chunks (log blocks)"],
+              repeats, chunk_rows, table)
 
 
 def print_table(table: list[tuple[str, ...]]) -> None:
@@ -387,6 +410,7 @@ def main(argv: list[str] | None = None) -> int:
                   args.repeats, args.chunk_rows, table)
         parsed = [(p, in_child(parse_only, lite, p, args.repeats))
                   for p in ("json.loads", "orjson.loads", "pyarrow.json")]
+        compact_cells(lite, "SQLite", args.repeats, args.chunk_rows, table)
         if args.big_copies > 1:
             big = in_child(replicate, lite, args.big_copies - 1)
             print(f"SQLite: copied to {args.rows * args.big_copies:,} rows in "
@@ -401,6 +425,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"PostgreSQL: wrote {built['logs']:,} logs + {built['labels']:,} labels in "
                   f"{built['seconds']:.1f} s", flush=True)
             run_cells(pg_url, "PostgreSQL", readers, args.repeats, args.chunk_rows, table)
+            compact_cells(pg_url, "PostgreSQL", args.repeats, args.chunk_rows, table)
         finally:
             with admin.connect() as conn:
                 conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)'))
