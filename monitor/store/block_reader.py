@@ -27,7 +27,6 @@ from monitor.store.blocks import (
     _Block,
     _blocks,
     _in_order,
-    _marks,
     _uncovered,
     _us,
     concat_parts,
@@ -44,6 +43,8 @@ from monitor.store.reading import (
     driver_errors,
     fetch_into,
     gc_paused,
+    id_ranges_sql,
+    sql_marks,
 )
 from monitor.store.tables import log_blocks
 
@@ -69,7 +70,7 @@ def _snapshot(raw: Any, sqlite: bool) -> None:
 
 def _late_labels(raw: Any, dialect: str, model: str, after: int, start: Any, end: Any
                  ) -> list[tuple[int, Any, Any]]:
-    mark, text = _marks(dialect)
+    mark, text = sql_marks(dialect)
     # CROSS JOIN: SQLite then starts from the few labels after ``after``, not from
     # the window's rows (0.6 s per million); PostgreSQL plans it as any join.
     return [tuple(row) for row in fetch_all(
@@ -83,9 +84,7 @@ def _count(raw: Any, mark: str, model: str, low: Any, high: Any,
            gaps: Sequence[tuple[int, int]] = ()) -> int:
     """Rows of the window (only those with ids in ``gaps``, if given)."""
     sql = (f"SELECT count(*) FROM inference_logs WHERE model = {mark} AND ts >= {mark} "
-           f"AND ts < {mark}")
-    if gaps:
-        sql += " AND (" + " OR ".join([f"(id > {mark} AND id <= {mark})"] * len(gaps)) + ")"
+           f"AND ts < {mark}" + id_ranges_sql(mark, len(gaps)))
     return int(fetch_all(raw, sql, [model, low, high, *(b for g in gaps for b in g)])[0][0])
 
 
@@ -105,7 +104,7 @@ def read_window(engine: Engine, model: str, start: datetime, end: datetime
     deleted). The caller then reads the rows."""
     dialect = engine.dialect.name
     sqlite = dialect == "sqlite"
-    mark, _ = _marks(dialect)
+    mark, _ = sql_marks(dialect)
     low, high = _bound(start, sqlite), _bound(end, sqlite)
     stale: list[int] = []
     late: list[tuple[int, Any, Any]] = []
@@ -163,7 +162,7 @@ def window_chunks(engine: Engine, model: str, start: datetime, end: datetime,
     """
     dialect = engine.dialect.name
     sqlite = dialect == "sqlite"
-    mark, _ = _marks(dialect)
+    mark, _ = sql_marks(dialect)
     low, high = _bound(start, sqlite), _bound(end, sqlite)
     low_us, high_us = _us(start), _us(end)
     conn = engine.connect()
@@ -220,7 +219,7 @@ def _chunks(engine: Engine, conn: Any, raw: Any, model: str, block_ids: list[int
             bounds: tuple[Any, Any, int, int], chunk_rows: int) -> Iterator[WindowFrames]:
     dialect = engine.dialect.name
     sqlite = dialect == "sqlite"
-    mark, _ = _marks(dialect)
+    mark, _ = sql_marks(dialect)
     low, high, low_us, high_us = bounds
     try:
         with driver_errors(engine, "reading log blocks"):

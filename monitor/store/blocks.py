@@ -340,10 +340,6 @@ def _uncovered(blocks: Sequence[_Block], top: int = _TOP) -> list[tuple[int, int
     return gaps
 
 
-def _marks(dialect: str) -> tuple[str, str]:
-    return ("?", "") if dialect == "sqlite" else ("%s", "::text")
-
-
 def _us(value: datetime) -> int:
     if value.tzinfo is None:  # naive times are UTC, as everywhere in the store
         value = value.replace(tzinfo=UTC)

@@ -29,7 +29,6 @@ from monitor.store.blocks import (
     Part,
     _Block,
     _blocks,
-    _marks,
     _micros,
     _uncovered,
     concat_parts,
@@ -46,6 +45,7 @@ from monitor.store.reading import (
     driver_errors,
     fetch_into,
     loads_each,
+    sql_marks,
 )
 from monitor.store.tables import log_blocks
 
@@ -106,7 +106,7 @@ def compact(engine: Engine, model: str, *, block_rows: int = BLOCK_ROWS,
     result = CompactResult(model)
     top, labels_hw = _high_marks(engine)
     with engine.connect() as conn:
-        blocks = _blocks(conn.connection.driver_connection, _marks(engine.dialect.name)[0],
+        blocks = _blocks(conn.connection.driver_connection, sql_marks(engine.dialect.name)[0],
                          model)
     for lo, hi in _uncovered(blocks, top):
         last = blocks[-1] if blocks and blocks[-1].hi == lo else None
@@ -202,7 +202,7 @@ def _refresh_labels(engine: Engine, model: str, labels_hw: int, now: datetime | 
 def _refresh_batch(engine: Engine, model: str, labels_hw: int, now: datetime | None
                    ) -> tuple[bool, int]:
     t = log_blocks
-    mark, text = _marks(engine.dialect.name)
+    mark, text = sql_marks(engine.dialect.name)
     with engine.begin() as conn:
         raw = conn.connection.driver_connection
         blocks = _blocks(raw, mark, model)

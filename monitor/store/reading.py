@@ -29,7 +29,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["META_COLUMNS", "ColumnBuilder", "WindowBuilder", "WindowFrames", "driver_errors",
-           "fetch_into", "gc_paused", "loads_each", "read_builtin", "typed_column"]
+           "fetch_into", "gc_paused", "id_ranges_sql", "loads_each", "read_builtin", "sql_marks",
+           "typed_column"]
 
 META_COLUMNS = (
     "request_id", "ts", "model_version", "prediction", "latency_ms", "error", "error_message",
@@ -346,6 +347,25 @@ def _bound(value: datetime, sqlite: bool) -> Any:
     return value.isoformat(sep=" ", timespec="microseconds") if sqlite else value
 
 
+def sql_marks(dialect: str) -> tuple[str, str]:
+    """The driver's parameter mark, and the cast that gives JSON as text, on mqm's own
+    tables' two backends."""
+    if dialect == "sqlite":
+        return "?", ""
+    if dialect == "postgresql":
+        return "%s", "::text"
+    raise NotImplementedError(f"mqm's own tables need SQLite or PostgreSQL, not {dialect}")
+
+
+def id_ranges_sql(mark: str, ranges: int, column: str = "id") -> str:
+    """`` AND (...)``: ``column`` in one of ``ranges`` ranges ``lo < id <= hi``, whose
+    bounds are parameters; empty for no range."""
+    if not ranges:
+        return ""
+    return " AND (" + " OR ".join(
+        [f"({column} > {mark} AND {column} <= {mark})"] * ranges) + ")"
+
+
 def _window_sql(dialect: str, keyset: bool, limit: bool, *, by_id: bool = False,
                 id_ranges: int = 0) -> str:
     """The rows of a window in (ts, id) order; ``by_id``: of an id range in id order.
@@ -353,12 +373,7 @@ def _window_sql(dialect: str, keyset: bool, limit: bool, *, by_id: bool = False,
     ``id_ranges``: only rows in that many ranges ``lo < id <= hi`` (their bounds are
     parameters after the window's).
     """
-    if dialect == "sqlite":
-        mark, text = "?", ""
-    elif dialect == "postgresql":
-        mark, text = "%s", "::text"
-    else:
-        raise NotImplementedError(f"mqm's own tables need SQLite or PostgreSQL, not {dialect}")
+    mark, text = sql_marks(dialect)
     # JSON comes as text (parsed here, not per value by SQLAlchemy); COALESCE spares
     # the parser SQL NULLs. The label joins through ground_truth's unique key.
     sql = (
@@ -373,9 +388,7 @@ def _window_sql(dialect: str, keyset: bool, limit: bool, *, by_id: bool = False,
         return sql + f"WHERE l.model = {mark} AND l.id > {mark} AND l.id <= {mark} " \
             f"ORDER BY l.id LIMIT {mark}"
     sql += f"WHERE l.model = {mark} AND l.ts >= {mark} AND l.ts < {mark}"
-    if id_ranges:
-        sql += " AND (" + " OR ".join(
-            [f"(l.id > {mark} AND l.id <= {mark})"] * id_ranges) + ")"
+    sql += id_ranges_sql(mark, id_ranges, "l.id")
     if keyset:  # rows after the last one read, in (ts, id) order; ts >= it is in the range
         sql += f" AND (l.ts > {mark} OR l.id > {mark})"
     sql += " ORDER BY l.ts, l.id"
