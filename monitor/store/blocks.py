@@ -34,8 +34,8 @@ from monitor.store.reading import (
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["BLOCK_ROWS", "FORMAT", "KeyOrders", "Part", "concat_parts", "decode_part",
-           "encode_part", "fetch_all", "frames_of", "part_of"]
+__all__ = ["BLOCK_ROWS", "FORMAT", "KeyOrders", "Part", "concat_parts", "decode_ids",
+           "decode_labels", "decode_part", "encode_part", "fetch_all", "frames_of", "part_of"]
 
 FORMAT = 1
 BLOCK_ROWS = 200_000  # rows per block: a block decodes in tens of milliseconds
@@ -180,17 +180,36 @@ def _columns(data: bytes) -> tuple[dict[str, Any], dict[bytes, bytes]]:
 
 def encode_part(part: Part) -> tuple[bytes, bytes]:
     """(rows, labels) of a part as two Arrow IPC streams."""
-    return encode_rows(part), encode_labels(part)
+    return encode_rows(part), encode_labels(part.labels, part.label_time)
 
 
-def encode_labels(part: Part) -> bytes:
+def encode_labels(labels: Coded, label_time: np.ndarray) -> bytes:
+    """A block's labels and label times, apart from its rows: they change as labels
+    arrive."""
     import pyarrow as pa
 
     from monitor.store.columnar import to_arrow
 
-    n, a = to_arrow("label", part.labels)
-    return _ipc(["label_time", *n], [pa.array(part.label_time, type=pa.int64()), *a],
+    n, a = to_arrow("label", labels)
+    return _ipc(["label_time", *n], [pa.array(label_time, type=pa.int64()), *a],
                 {"format": str(FORMAT)})
+
+
+def decode_labels(labels: bytes) -> tuple[Coded, np.ndarray]:
+    """A block's labels and label times (microseconds, NAT where none)."""
+    from monitor.store.columnar import from_arrow
+
+    columns, _ = _columns(labels)
+    label_time = columns.pop("label_time").to_numpy()
+    return from_arrow(columns)["label"], label_time
+
+
+def decode_ids(data: bytes) -> np.ndarray:
+    """A block's row ids, without decoding its other columns."""
+    import pyarrow as pa
+
+    reader = pa.ipc.open_stream(pa.py_buffer(data))
+    return pa.concat_arrays([batch.column("id") for batch in reader]).to_numpy()
 
 
 def encode_rows(part: Part) -> bytes:
@@ -227,10 +246,9 @@ def decode_part(data: bytes, labels: bytes) -> Part:
     for key, value in coded.items():
         prefix, name = key.split(":", 1)
         groups[prefix][name] = value
-    label_columns, _ = _columns(labels)
-    label_time = label_columns.pop("label_time").to_numpy()
-    return Part(ids, ts, groups["m"], groups["f"], groups["p"], from_arrow(label_columns)["label"],
-                label_time, feature_keys, proba_keys)
+    label_values, label_time = decode_labels(labels)
+    return Part(ids, ts, groups["m"], groups["f"], groups["p"], label_values, label_time,
+                feature_keys, proba_keys)
 
 
 # --- frames ------------------------------------------------------------------------

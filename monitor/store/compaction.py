@@ -32,6 +32,8 @@ from monitor.store.blocks import (
     _micros,
     _uncovered,
     concat_parts,
+    decode_ids,
+    decode_labels,
     decode_part,
     encode_labels,
     encode_part,
@@ -229,16 +231,17 @@ def _refresh_batch(engine: Engine, model: str, labels_hw: int, now: datetime | N
             block = blocks[k]
             data, labels = conn.execute(sa.select(t.c.data, t.c.labels).where(
                 t.c.id == block.id)).one()
-            part = decode_part(data, labels)
-            positions = np.searchsorted(part.ids, [r[0] for r in rows])
-            values = decode_objects(part.labels)
+            # Only the ids and the labels: the other columns stay as they are.
+            positions = np.searchsorted(decode_ids(data), [r[0] for r in rows])
+            coded, label_time = decode_labels(labels)
+            values = decode_objects(coded)
             values[positions] = np.fromiter(loads_each([r[1] for r in rows]), dtype=object,
                                             count=len(rows))
-            part.labels = encode(values.tolist())
-            part.label_time = part.label_time.copy()
-            part.label_time[positions] = _micros([r[2] for r in rows])
+            label_time = label_time.copy()
+            label_time[positions] = _micros([r[2] for r in rows])
             conn.execute(sa.update(t).where(t.c.id == block.id).values(
-                labels=encode_labels(part), labels_hw=upto, updated_at=stamp))
+                labels=encode_labels(encode(values.tolist()), label_time), labels_hw=upto,
+                updated_at=stamp))
         conn.execute(sa.update(t).where(t.c.model == model, t.c.labels_hw < upto)
                      .values(labels_hw=upto))
     return upto >= labels_hw, len(by_block)
