@@ -122,8 +122,7 @@ def read_window(engine: Engine, model: str, start: datetime, end: datetime
         parts = []
         for _, data, labels in found:
             part = decode_part(data, labels)
-            keep = (part.ts >= low_us) & (part.ts < high_us)
-            parts.append(part if keep.all() else part.take(keep))
+            parts.append(_cut(part, low_us, high_us))
         gaps = _uncovered(blocks)
         builder = WindowBuilder(key_orders=True)
         fetch_into(raw, sqlite, _window_sql(dialect, False, False, id_ranges=len(gaps)),
@@ -208,6 +207,12 @@ def _aware(value: Any) -> datetime:
     return parse_time("ts", value)
 
 
+def _cut(part: Part, low_us: int, high_us: int) -> Part:
+    """The block's rows with low <= ts < high."""
+    keep = (part.ts >= low_us) & (part.ts < high_us)
+    return part if keep.all() else part.take(keep)
+
+
 def _fetch(raw: Any, mark: str, block_id: int) -> Part:
     ((data, labels),) = fetch_all(raw, f"SELECT data, labels FROM log_blocks WHERE id = {mark}",
                                   [block_id])
@@ -225,8 +230,7 @@ def _chunks(engine: Engine, conn: Any, raw: Any, model: str, block_ids: list[int
         with driver_errors(engine, "reading log blocks"):
             for block_id in block_ids:
                 part = _fetch(raw, mark, block_id)
-                keep = (part.ts >= low_us) & (part.ts < high_us)
-                part = part if keep.all() else part.take(keep)
+                part = _cut(part, low_us, high_us)
                 order = _in_order(part.ids, part.ts)
                 if order is not None:
                     part = part.take(order)
