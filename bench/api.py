@@ -1,6 +1,6 @@
 """Requests/s and latency of the API's fallback flag endpoint under a bounded loopback load.
 
-Starts uvicorn serving ``monitor.api.create_app`` on 127.0.0.1 (a free port) in a child
+Starts uvicorn serving ``monitor.serve.api.create_app`` on 127.0.0.1 (a free port) in a child
 process pinned to CPU 0 (``taskset -c 0``), and drives it with ``wrk`` pinned to CPU 1
 (``apt-get install -y wrk``): a fixed number of keep-alive connections for a fixed time,
 loopback only. For each endpoint it prints the median over ``--runs`` runs of requests/s
@@ -48,9 +48,9 @@ def serve(args: argparse.Namespace) -> None:
     from fastapi import Response
     from prometheus_client import CollectorRegistry
 
-    from monitor.api import create_app
     from monitor.config import load_config
-    from monitor.fallback import flag_document
+    from monitor.fallback.flag import flag_document
+    from monitor.serve.api import create_app
     from monitor.store.db import create_engine, ensure_schema
 
     folder = Path(args.dir)

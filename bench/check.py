@@ -8,7 +8,7 @@ It builds a SQLite store with N log rows of the sample model in one window (and
 labels for 70% of them; the data generator is bench/read_window.py's), then times,
 each in a fresh child process with its own peak RSS:
 
-- mqm, rows: ``monitor.pipeline.run_check`` on the window (read, schema, drift,
+- mqm, rows: ``monitor.run.check.run_check`` on the window (read, schema, drift,
   performance, estimated accuracy, service, persist), reference = sample_data,
   before any log block exists (the window is parsed from the rows' JSON);
 - compaction: ``monitor.store.compaction.compact``, which ``mqm serve`` runs in the
@@ -65,7 +65,7 @@ def mqm_check(config_path: str, span_days: int) -> dict[str, Any]:
     from datetime import timedelta
 
     from monitor.config import load_config
-    from monitor.pipeline import run_check
+    from monitor.run.check import run_check
     from monitor.store.db import create_engine
 
     before = _peak_mb()

@@ -8,15 +8,24 @@ turns the skip into a failure.
 
 from __future__ import annotations
 
+import csv
 import os
 import shutil
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 import yaml
+
+from monitor.store.logs import make_record
+
+if TYPE_CHECKING:
+    from monitor.store.sources import LogWindow
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_ENV = "MQM_TEST_POSTGRES_URL"
@@ -160,3 +169,41 @@ def sample_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    return path
+
+
+def log(i: int, ts: datetime, **features: object):  # type: ignore[no-untyped-def]
+    row = good_row(i, **features)
+    feats = {k: v for k, v in row.items() if k not in (
+        "request_id", "timestamp", "prediction", "proba_0", "proba_1", "latency_ms")}
+    return make_record({"request_id": row["request_id"], "timestamp": ts, "features": feats,
+                        "prediction": row["prediction"], "latency_ms": 12.5})
+
+
+def raw(frame: pd.DataFrame) -> pd.DataFrame:
+    """Values as objects, every kind of null as None: chunks type columns on their own rows."""
+    values = frame.astype(object)
+    return values.where(values.notna(), None)
+
+
+def stacked(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Frames one under the other, as raw values (pd.concat warns on all-NA columns)."""
+    columns = list(dict.fromkeys(c for f in frames for c in f.columns))
+    return raw(pd.DataFrame({c: [v for f in frames for v in (
+        f[c].tolist() if c in f else [None] * len(f))] for c in columns}, dtype=object))
+
+
+def concat(chunks: list[LogWindow]) -> dict[str, Any]:
+    return {
+        "meta": stacked([c.meta for c in chunks]),
+        "features": stacked([c.features for c in chunks]),
+        "probabilities": stacked([c.probabilities for c in chunks]),
+        "labels": pd.concat([c.labels for c in chunks], ignore_index=True),
+    }

@@ -111,7 +111,7 @@ def test_unknown_model(tmp_path: Path) -> None:
 
 
 def test_readme_config_reference_matches_the_declarations() -> None:
-    from monitor.config_docs import config_reference
+    from monitor.cli.config_docs import config_reference
 
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert config_reference() in readme, "README config reference is stale: " \

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -14,17 +13,7 @@ import sqlalchemy as sa
 from monitor.errors import IngestError
 from monitor.ingest import ingest_labels, ingest_logs
 from monitor.store.tables import ground_truth, inference_logs
-from tests.conftest import good_row
-
-
-def write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
-    columns = list(dict.fromkeys(k for row in rows for k in row))
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: "" if v is None else v for k, v in row.items()})
-    return path
+from tests.conftest import good_row, write_csv
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:

@@ -1,0 +1,1 @@
+"""The ``mqm`` command: parsing, terminal rendering, the demo."""

@@ -1,0 +1,556 @@
+"""The ``mqm`` command: parses, calls the library, and turns MonitorErrors into one line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from functools import wraps
+from pathlib import Path
+from typing import Any
+
+import click
+
+from monitor.cli import render
+from monitor.errors import MonitorError
+
+__all__ = ["main"]
+
+
+def _fail_cleanly(func: Callable[..., Any]) -> Callable[..., Any]:
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except MonitorError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+class _Context:
+    def __init__(self, config_file: str | None) -> None:
+        self.config_file = config_file
+        self._config: Any = None
+        self._engine: Any = None
+
+    @property
+    def config(self) -> Any:
+        if self._config is None:
+            from monitor.config import load_config
+
+            self._config = load_config(self.config_file)
+        return self._config
+
+    def engine(self, *, migrate: bool = True) -> Any:
+        if self._engine is None:
+            from monitor.store.db import create_engine, ensure_schema
+
+            self._engine = create_engine(self.config.database_url)
+            if migrate:
+                ensure_schema(self._engine)
+        return self._engine
+
+
+pass_ctx = click.make_pass_decorator(_Context)
+
+
+def _parse_at(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    from monitor.store.logs import RowProblem, parse_time
+
+    try:
+        return parse_time("--at", value)
+    except RowProblem as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def _show(run: Any, model: str, as_json: bool, printer: Callable[[Any], None]) -> None:
+    """A run as JSON or as text; no run at all means the model has no logs."""
+    if run is None:
+        raise MonitorError(f"model {model!r} has no logs yet; load some with `mqm ingest`")
+    if as_json:
+        _print_json(run.as_dict())
+    else:
+        printer(run)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config", "config_file", type=click.Path(dir_okay=False), default=None,
+    help="Config file (default: $MQM_CONFIG, else ./monitor.yaml).",
+)
+@click.version_option(package_name="mqm")
+@click.pass_context
+def main(ctx: click.Context, config_file: str | None) -> None:
+    """mqm, the model-quality monitor."""
+    ctx.obj = _Context(config_file)
+
+
+# --- db ---------------------------------------------------------------------------
+
+
+@main.group()
+def db() -> None:
+    """Database schema management."""
+
+
+@db.command("upgrade")
+@pass_ctx
+@_fail_cleanly
+def db_upgrade(ctx: _Context) -> None:
+    """Migrate the database to this mqm's newest revision."""
+    from monitor.store.db import safe_url, upgrade
+
+    engine = ctx.engine(migrate=False)
+    before, after = upgrade(engine)
+    where = safe_url(ctx.config.database_url)
+    if before == after:
+        click.echo(f"{where}: already at revision {after}")
+    else:
+        click.echo(f"{where}: upgraded from {before or 'empty'} to {after}")
+
+
+# --- ingestion --------------------------------------------------------------------
+
+_ON_ERROR = click.option(
+    "--on-error", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
+    help="fail: write nothing if any row is bad; skip: write the good rows, report the bad.",
+)
+_JSON = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+_MODEL = click.option("--model", "-m", required=True, help="Model name from the config.")
+_AT = click.option("--at", default=None, help="End of the window (ISO 8601, UTC); default: "
+                   "the window holding the newest log.")
+_NO_SAVE = click.option("--no-save", is_flag=True, help="Do not store the run.")
+
+
+def _report(report: Any, as_json: bool, what: str) -> None:
+    if as_json:
+        _print_json(report.as_dict())
+        return
+    click.echo(
+        f"{report.file}: {report.rows} {what} rows read, {report.added} added, "
+        f"{report.already_stored} already stored, {report.bad} bad"
+    )
+    for line in report.problems[:20]:
+        click.echo(f"  skipped {line}")
+    if report.bad > 20:
+        click.echo(f"  ... and {report.bad - 20} more")
+
+
+@main.command()
+@_MODEL
+@click.argument("file", type=click.Path(path_type=Path))
+@_ON_ERROR
+@_JSON
+@pass_ctx
+@_fail_cleanly
+def ingest(ctx: _Context, model: str, file: Path, on_error: str, as_json: bool) -> None:
+    """Load inference logs from a CSV, Parquet or JSON-lines FILE."""
+    from monitor.ingest import ingest_logs
+    from monitor.schema import load_schema
+
+    model_cfg = ctx.config.model(model)
+    schema = load_schema(model_cfg.schema_path)
+    report = ingest_logs(ctx.engine(), model, schema, file, on_error=on_error,  # type: ignore[arg-type]
+                         default_version=model_cfg.version)
+    _report(report, as_json, "log")
+
+
+@main.command()
+@_MODEL
+@click.argument("file", type=click.Path(path_type=Path))
+@_ON_ERROR
+@_JSON
+@pass_ctx
+@_fail_cleanly
+def labels(ctx: _Context, model: str, file: Path, on_error: str, as_json: bool) -> None:
+    """Load ground-truth labels (request_id, label, optional timestamp) from FILE."""
+    from monitor.ingest import ingest_labels
+    from monitor.schema import load_schema
+
+    schema = load_schema(ctx.config.model(model).schema_path)
+    report = ingest_labels(ctx.engine(), model, schema, file, on_error=on_error)  # type: ignore[arg-type]
+    _report(report, as_json, "label")
+
+
+# --- schema -----------------------------------------------------------------------
+
+
+@main.group()
+def schema() -> None:
+    """Model contracts: draft one, check a window against one."""
+
+
+@schema.command("infer")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--model", "-m", required=True, help="Model name to write into the contract.")
+@click.option("--prediction", default="prediction", show_default=True,
+              help="Column holding the prediction.")
+@click.option("--target", default=None, help="Column holding the label, if any.")
+@click.option("--proba-prefix", default="proba_", show_default=True,
+              help="Prefix of class-probability columns.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write here instead of standard output (refuses to overwrite).")
+@_fail_cleanly
+def schema_infer(file: Path, model: str, prediction: str, target: str | None,
+                 proba_prefix: str, output: Path | None) -> None:
+    """Draft a contract from a reference set (CSV or Parquet)."""
+    from monitor.run.reference_file import read_reference
+    from monitor.schema import infer_schema, schema_to_yaml
+
+    frame = read_reference(file)
+    draft, ranges = infer_schema(frame, model=model, prediction=prediction, target=target,
+                                 probability_prefix=proba_prefix)
+    text = f"# Drafted by `mqm schema infer` from {file.name}; review before use.\n"
+    text += schema_to_yaml(draft, ranges)
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    if output.exists():
+        raise MonitorError(f"{output}: already exists; not overwriting")
+    output.write_text(text, encoding="utf-8")
+    click.echo(f"wrote {output} ({len(draft.features)} features)")
+
+
+@schema.command("check")
+@_MODEL
+@_AT
+@_NO_SAVE
+@_JSON
+@pass_ctx
+@_fail_cleanly
+def schema_check(ctx: _Context, model: str, at: str | None, no_save: bool,
+                 as_json: bool) -> None:
+    """Check the latest window of a model's logs against its contract."""
+    from monitor.run.check import run_schema_check
+
+    run = run_schema_check(ctx.engine(), ctx.config, model, at=_parse_at(at),
+                           persist=not no_save)
+    _show(run, model, as_json, render.print_schema_run)
+
+
+# --- check runs -------------------------------------------------------------------
+
+
+@main.command()
+@_MODEL
+@_AT
+@_NO_SAVE
+@_JSON
+@pass_ctx
+@_fail_cleanly
+def check(ctx: _Context, model: str, at: str | None, no_save: bool, as_json: bool) -> None:
+    """Run every check on one window of a model's logs and store the run."""
+    from monitor.run.check import compact_quietly, run_check
+
+    compact_quietly(ctx.engine(), ctx.config, model)
+    run = run_check(ctx.engine(), ctx.config, model, at=_parse_at(at), persist=not no_save)
+    _show(run, model, as_json, render.print_run)
+
+
+@main.command()
+@_MODEL
+@click.option("--since", required=True, help="Start (ISO 8601, UTC).")
+@click.option("--until", required=True, help="End (ISO 8601, UTC).")
+@_JSON
+@pass_ctx
+@_fail_cleanly
+def backfill(ctx: _Context, model: str, since: str, until: str, as_json: bool) -> None:
+    """Run every check on each window between --since and --until."""
+    from monitor.run.check import backfill as run_backfill
+    from monitor.run.check import windows_between
+
+    start, end = _parse_at(since), _parse_at(until)
+    assert start is not None and end is not None
+    if end <= start:
+        raise MonitorError("--until must be after --since")
+    total = len(windows_between(start, end, ctx.config.model(model).window))
+    with click.progressbar(length=total, label=f"checking {total} windows",
+                           file=sys.stderr) as bar:
+        runs = run_backfill(ctx.engine(), ctx.config, model, start, end,
+                            progress=lambda _run: bar.update(1))
+    if as_json:
+        _print_json([r.as_dict() for r in runs])
+        return
+    render.print_timeline(runs)
+
+
+@main.command()
+@click.option("--model", "-m", default=None, help="Model name from the config; default: all "
+              "models whose logs are in mqm's own table.")
+@click.option("--rebuild", is_flag=True, help="Drop the model's log blocks and build them "
+              "again (after logs were deleted or changed by hand).")
+@_JSON
+@pass_ctx
+@_fail_cleanly
+def compact(ctx: _Context, model: str | None, rebuild: bool, as_json: bool) -> None:
+    """Copy new logs and labels into columnar log blocks, which checks read fast."""
+    from monitor.run.check import compact_logs
+    from monitor.store.block_reader import delete_blocks
+
+    names = [model] if model else [name for name, cfg in ctx.config.models.items()
+                                   if cfg.source.kind == "builtin"]
+    engine = ctx.engine()
+    results = []
+    for name in names:
+        ctx.config.model(name)  # an unknown model fails here, naming it
+        if rebuild:
+            delete_blocks(engine, name)
+        result = compact_logs(engine, ctx.config, name)
+        if result is None:
+            raise MonitorError(f"{name}: log blocks are only for mqm's own log table, with "
+                               "schedule.compact_every set")
+        results.append(result)
+    if as_json:
+        _print_json([{"model": r.model, "rows": r.rows, "blocks": r.blocks,
+                      "labels_refreshed": r.labels, "seconds": round(r.seconds, 3)}
+                     for r in results])
+        return
+    for r in results:
+        click.echo(f"{r.model}: {r.rows:,} new log rows into {r.blocks} block(s), labels of "
+                   f"{r.labels} block(s) brought up to date, in {r.seconds:.2f} s")
+
+
+@main.command()
+@_MODEL
+@_JSON
+@pass_ctx
+@_fail_cleanly
+def recheck(ctx: _Context, model: str, as_json: bool) -> None:
+    """Re-run recent windows whose accuracy was not judged yet for want of labels."""
+    from monitor.run.check import compact_quietly, recompute_immature
+
+    compact_quietly(ctx.engine(), ctx.config, model)
+    runs = recompute_immature(ctx.engine(), ctx.config, model)
+    if as_json:
+        _print_json([r.as_dict() for r in runs])
+    elif not runs:
+        click.echo("no window is waiting for labels")
+    else:
+        render.print_timeline(runs)
+
+
+@main.command()
+@click.option("--run", "run_id", type=int, required=True, help="Run id (see `mqm check`).")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              required=True, help="HTML file to write.")
+@click.option("--sample", type=int, default=20_000, show_default=True,
+              help="Rows of the window and of the reference the report is computed on.")
+@pass_ctx
+@_fail_cleanly
+def report(ctx: _Context, run_id: int, output: Path, sample: int) -> None:
+    """Write an Evidently HTML report for a stored run's window."""
+    from monitor.run.report import write_report
+
+    rows = write_report(ctx.engine(), ctx.config, run_id, output, sample=sample)
+    click.echo(f"wrote {output} (computed on {rows} window rows)")
+
+
+# --- fallback flag ----------------------------------------------------------------
+
+
+@main.group()
+def fallback() -> None:
+    """The fallback flag: show it, force it on or off, clear an override."""
+
+
+def _parse_until(value: str | None, now: datetime) -> datetime | None:
+    """An ISO 8601 time, or a duration from now ('30m', '2h', '1d')."""
+    if value is None:
+        return None
+    from monitor.config import parse_duration
+    from monitor.store.logs import RowProblem, parse_time
+
+    duration = parse_duration(value)
+    if not isinstance(duration, str):
+        return now + duration
+    try:
+        return parse_time("--until", value)
+    except RowProblem:
+        raise MonitorError(f"--until: cannot read {value!r} as an ISO 8601 time or a duration "
+                           "such as 2h or 1d") from None
+
+
+def _who(by: str | None) -> str:
+    if by:
+        return by
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name in some containers
+        return "unknown"
+
+
+_BY = click.option("--by", default=None, help="Who does it (default: the OS user).")
+_REASON = click.option("--reason", default=None, help="Why, for the audit trail.")
+
+
+@fallback.command("show")
+@_MODEL
+@click.option("--events", "limit", type=int, default=10, show_default=True,
+              help="How many recent events to list.")
+@_JSON
+@pass_ctx
+@_fail_cleanly
+def fallback_show(ctx: _Context, model: str, limit: int, as_json: bool) -> None:
+    """Show a model's fallback flag and its recent changes."""
+    from monitor.fallback.flag import flag_document, list_events
+
+    doc = flag_document(ctx.engine(), ctx.config, model)
+    events = list_events(ctx.engine(), model, limit=limit)
+    if as_json:
+        _print_json({"flag": doc, "events": [e.as_dict() for e in events]})
+    else:
+        render.print_fallback(doc, events)
+
+
+@fallback.command("set")
+@_MODEL
+@click.option("--on/--off", "active", default=True, show_default=True,
+              help="Force the flag on (serve the default prediction) or off.")
+@click.option("--until", default=None,
+              help="When the override ends (ISO 8601, UTC, or a duration such as 2h); "
+              "default: when cleared.")
+@_REASON
+@_BY
+@_JSON
+@pass_ctx
+@_fail_cleanly
+def fallback_set(ctx: _Context, model: str, active: bool, until: str | None,
+                 reason: str | None, by: str | None, as_json: bool) -> None:
+    """Force a model's fallback flag on or off, beating the automatic state."""
+    from datetime import UTC
+
+    from monitor.fallback.flag import set_override
+
+    now = datetime.now(UTC)
+    doc = set_override(ctx.engine(), ctx.config, model, active=active, by=_who(by),
+                       reason=reason, until=_parse_until(until, now), now=now)
+    if as_json:
+        _print_json(doc)
+    else:
+        render.print_fallback(doc, [])
+
+
+@fallback.command("clear")
+@_MODEL
+@_REASON
+@_BY
+@_JSON
+@pass_ctx
+@_fail_cleanly
+def fallback_clear(ctx: _Context, model: str, reason: str | None, by: str | None,
+                   as_json: bool) -> None:
+    """Remove a model's override: the automatic state is served again."""
+    from monitor.fallback.flag import clear_override
+
+    doc = clear_override(ctx.engine(), ctx.config, model, by=_who(by), reason=reason)
+    if as_json:
+        _print_json(doc)
+    else:
+        render.print_fallback(doc, [])
+
+
+# --- the service ------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--host", default=None, help="Address to listen on (default: serve.host).")
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
+              help="Port to listen on (default: serve.port).")
+@click.option("--no-scheduler", is_flag=True,
+              help="Serve the API only; run no checks (for API-only replicas).")
+@pass_ctx
+@_fail_cleanly
+def serve(ctx: _Context, host: str | None, port: int | None, no_scheduler: bool) -> None:
+    """Run the HTTP API and the scheduled checks until SIGTERM or SIGINT."""
+    from monitor.serve.process import serve as run_service
+
+    sys.exit(run_service(ctx.config, scheduler=not no_scheduler, host=host, port=port,
+                         engine=ctx.engine()))
+
+
+# --- config -----------------------------------------------------------------------
+
+
+@main.group("config")
+def config_group() -> None:
+    """The config file."""
+
+
+@config_group.command("reference")
+def config_reference() -> None:
+    """Print the config reference (Markdown), generated from the declarations."""
+    from monitor.cli.config_docs import config_reference as render
+
+    click.echo(render(), nl=False)
+
+
+@main.group("metrics")
+def metrics_group() -> None:
+    """The Prometheus metrics of mqm serve."""
+
+
+@metrics_group.command("reference")
+def metrics_reference() -> None:
+    """Print the metric reference (Markdown), generated from the declarations."""
+    from monitor.serve.metrics import metric_reference
+
+    click.echo(metric_reference(), nl=False)
+
+
+@config_group.command("check")
+@pass_ctx
+@_fail_cleanly
+def config_check(ctx: _Context) -> None:
+    """Validate the config file and every model's contract."""
+    from monitor.schema import load_schema
+
+    cfg = ctx.config
+    for name, model_cfg in cfg.models.items():
+        load_schema(model_cfg.schema_path)
+        if not model_cfg.reference.exists():
+            raise MonitorError(f"model {name!r}: reference set {model_cfg.reference} not found")
+    click.echo(f"ok: {len(cfg.models)} model(s): {', '.join(cfg.models)}")
+
+
+# --- demo -------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder with the sample data (default: sample_data/ beside the config).")
+@pass_ctx
+@_fail_cleanly
+def demo(ctx: _Context, data: Path | None) -> None:
+    """Load the sample model's data and run every check on it day by day."""
+    from monitor.cli.demo import run_demo
+
+    runs = run_demo(ctx.config, ctx.engine(), data, echo=click.echo)
+    render.print_timeline(runs)
+    bad = [r for r in runs if r.status in ("warn", "critical")]
+    click.echo("")
+    click.echo(f"{len(runs)} windows checked, {len(bad)} degraded. Details of one: "
+               "`mqm check --model loan_default --at 2026-10-12T00:00:00Z`; "
+               "an HTML report: `mqm report --run ID -o report.html`.")
+    from monitor.fallback.flag import flag_document
+
+    flag = flag_document(ctx.engine(), ctx.config, "loan_default")
+    state = "ON" if flag["active"] else "off"
+    click.echo(f"Fallback flag: {state} ({flag['source']})"
+               + (f": {flag['reason']}" if flag.get("reason") else "")
+               + ". Serving reads it from `mqm fallback show --model loan_default`, the API or "
+               "monitor.client.FallbackFlag.")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,1 @@
+"""The fallback flag in the store: runs taken in, overrides, the served document, its file."""

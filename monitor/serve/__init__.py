@@ -1,0 +1,1 @@
+"""The ``mqm serve`` process: scheduler, leadership, HTTP API and Prometheus metrics."""

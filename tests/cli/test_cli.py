@@ -1,0 +1,279 @@
+"""The mqm command: one clear line and a non-zero exit on errors, JSON when asked."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from monitor.cli.main import main
+from tests.conftest import ROOT, good_row, write_csv
+
+
+@pytest.fixture
+def run(make_config):  # type: ignore[no-untyped-def]
+    path, _ = make_config()
+    runner = CliRunner()
+
+    def invoke(*args: str):  # type: ignore[no-untyped-def]
+        return runner.invoke(main, ["--config", str(path), *args], catch_exceptions=False)
+
+    return invoke
+
+
+def test_ingest_labels_and_schema_check(run, tmp_path: Path) -> None:
+    rows = [good_row(i) for i in range(40)]
+    rows[0]["home_ownership"] = "OTHER"
+    logs = write_csv(tmp_path / "logs.csv", rows)
+    result = run("ingest", "--model", "loan_default", str(logs))
+    assert result.exit_code == 0, result.output
+    assert "40 log rows read, 40 added, 0 already stored, 0 bad" in result.output
+    again = run("ingest", "--model", "loan_default", str(logs), "--json")
+    assert json.loads(again.output)["already_stored"] == 40
+
+    labels = tmp_path / "labels.csv"
+    labels.write_text("request_id,defaulted\nr-1,1\nr-2,0\n", encoding="utf-8")
+    result = run("labels", "-m", "loan_default", str(labels))
+    assert "2 label rows read, 2 added" in result.output
+
+    result = run("schema", "check", "--model", "loan_default", "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert out["rows"] == 40 and out["model"] == "loan_default"
+    assert out["window"] == {"start": "2026-10-01T00:00:00+00:00",
+                             "end": "2026-10-02T00:00:00+00:00"}
+    home = next(c for c in out["columns"] if c["column"] == "home_ownership")
+    assert home["unseen_category_rate"] == pytest.approx(1 / 40)
+    assert out["status"] == "warn" and out["run_id"] >= 1  # 2.5%: between 1% and 5%
+
+    text = run("schema", "check", "--model", "loan_default", "--at", "2026-10-01T00:20:00Z")
+    assert "rows 20 " in text.output and "home_ownership" in text.output  # r-0..r-19
+
+
+def test_errors_are_one_line_and_exit_non_zero(run, tmp_path: Path) -> None:
+    bad = write_csv(tmp_path / "bad.csv", [good_row(0, timestamp="soon")])
+    result = run("ingest", "--model", "loan_default", str(bad))
+    assert result.exit_code == 1
+    assert result.output.startswith("error: ")
+    assert "line 2: field 'timestamp'" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+    unknown = run("ingest", "--model", "nope", str(bad))
+    assert unknown.exit_code == 1
+    assert "unknown model 'nope'; the config declares: loan_default" in unknown.output
+
+    empty = run("schema", "check", "--model", "loan_default")
+    assert empty.exit_code == 1 and "has no logs yet" in empty.output
+
+
+def test_skip_mode_from_the_cli(run, tmp_path: Path) -> None:
+    bad = write_csv(tmp_path / "bad.csv", [good_row(0), good_row(1, timestamp="soon")])
+    result = run("ingest", "--model", "loan_default", str(bad), "--on-error", "skip")
+    assert result.exit_code == 0
+    assert "1 added" in result.output and "skipped line 3: field 'timestamp'" in result.output
+
+
+def test_bad_config_is_reported_with_file_and_key(tmp_path: Path) -> None:
+    cfg = tmp_path / "monitor.yaml"
+    cfg.write_text("models:\n  m:\n    schema: s.yaml\n    referenc: r.csv\n", encoding="utf-8")
+    result = CliRunner().invoke(main, ["--config", str(cfg), "db", "upgrade"])
+    assert result.exit_code == 1
+    assert f"{cfg}: models.m.referenc: unknown key" in result.output
+
+
+def test_db_upgrade_is_idempotent(run) -> None:
+    from monitor.store.db import head_revision
+
+    first = run("db", "upgrade")
+    assert f"upgraded from empty to {head_revision()}" in first.output
+    assert f"already at revision {head_revision()}" in run("db", "upgrade").output
+
+
+def test_unreachable_database(tmp_path: Path, schema_path: Path) -> None:
+    cfg = tmp_path / "monitor.yaml"
+    cfg.write_text(
+        "database_url: postgresql+psycopg://postgres@127.0.0.1:1/x\n"
+        f"models:\n  m:\n    schema: {schema_path}\n    reference: r.csv\n", encoding="utf-8")
+    result = CliRunner().invoke(main, ["--config", str(cfg), "db", "upgrade"])
+    assert result.exit_code == 1
+    assert "cannot reach the database at postgresql+psycopg://postgres@127.0.0.1:1/x" \
+        in result.output
+
+
+def test_schema_infer_writes_a_draft_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    ref = tmp_path / "ref.csv"
+    pd.read_parquet(ROOT / "sample_data/reference.parquet").head(500).to_csv(ref, index=False)
+    out = tmp_path / "draft.yaml"
+    args = ["schema", "infer", str(ref), "-m", "loan_default", "--target", "defaulted",
+            "-o", str(out)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "wrote" in result.output and out.exists()
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 1 and "already exists" in again.output
+
+
+def test_python_dash_m_and_config_reference() -> None:
+    proc = subprocess.run([sys.executable, "-m", "monitor", "config", "reference"],
+                          capture_output=True, text=True, check=True, cwd=ROOT)
+    assert "| `models.<name>.window` |" in proc.stdout
+
+
+def test_demo_finds_the_documented_drift(make_config, tmp_path: Path) -> None:
+    """The sample's week two drifts and decays; the demo flags it day by day."""
+    path, _ = make_config(min_rows=500)
+    result = CliRunner().invoke(main, ["--config", str(path), "demo",
+                                       "--data", str(ROOT / "sample_data")],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    lines = [ln.split() for ln in result.output.splitlines() if ln.startswith("  2026-10-")]
+    statuses = {cells[0]: cells[8] for cells in lines}
+    assert len(statuses) == 14
+    assert all(statuses[f"2026-10-0{d}"] == "ok" for d in range(2, 8))
+    assert all(statuses[f"2026-10-{d}"] == "critical" for d in range(11, 16))
+    # The first two bad windows (10-09 and 10-10 ends) trip the flag (trip_after 2).
+    assert "Fallback flag: ON (auto): 2 consecutive bad runs" in result.output
+    accuracy = {cells[0]: float(cells[5]) for cells in lines}
+    # Independent: realized accuracy of 10-12 from the files themselves.
+    logs = pd.read_parquet(ROOT / "sample_data/production_logs.parquet")
+    labels = pd.read_parquet(ROOT / "sample_data/labels.parquet")
+    day = logs[(logs.timestamp >= "2026-10-12") & (logs.timestamp < "2026-10-13")]
+    joined = day.merge(labels, on="request_id")
+    assert accuracy["2026-10-13"] == pytest.approx(
+        (joined.prediction == joined.defaulted).mean(), abs=5e-4)
+    rerun = CliRunner().invoke(main, ["--config", str(path), "demo",
+                                      "--data", str(ROOT / "sample_data")])
+    assert f"{len(logs)} read, 0 added, {len(logs)} already stored" in rerun.output
+
+
+@pytest.fixture
+def sample_cli(sample_store: Path, tmp_path: Path, make_config):  # type: ignore[no-untyped-def]
+    import shutil
+
+    db = tmp_path / "copy.db"
+    shutil.copyfile(sample_store, db)
+    path, _ = make_config(f"sqlite:///{db}", min_rows=500)
+    runner = CliRunner()
+
+    def invoke(*args: str):  # type: ignore[no-untyped-def]
+        return runner.invoke(main, ["--config", str(path), *args], catch_exceptions=False)
+
+    return invoke
+
+
+def test_check_json_and_table(sample_cli) -> None:
+    result = sample_cli("check", "-m", "loan_default", "--at", "2026-10-13T00:00:00Z", "--json")
+    assert result.exit_code == 0, result.output
+    run = json.loads(result.output)
+    assert run["status"] == "critical" and run["run_id"] >= 1
+    assert set(run["checks"]) == {"schema", "drift", "performance", "service"}
+    table = sample_cli("check", "-m", "loan_default", "--at", "2026-10-13T00:00:00Z").output
+    assert "status CRITICAL" in table
+    assert "credit_score" in table and "wasserstein" in table
+    assert "estimated accuracy" in table
+    assert "why: " in table
+
+
+def test_backfill_recheck_and_report(sample_cli, tmp_path: Path) -> None:
+    result = sample_cli("backfill", "-m", "loan_default", "--since", "2026-10-10",
+                        "--until", "2026-10-12")
+    assert result.exit_code == 0, result.output
+    assert "2026-10-11 00:00" in result.output and "2026-10-12 00:00" in result.output
+    assert "2026-10-13 00:00" not in result.output
+    assert "no window is waiting for labels" in sample_cli("recheck", "-m",
+                                                           "loan_default").output
+    bad = sample_cli("backfill", "-m", "loan_default", "--since", "2026-10-12",
+                     "--until", "2026-10-10")
+    assert bad.exit_code == 1 and "--until must be after --since" in bad.output
+
+    out = tmp_path / "report.html"
+    result = sample_cli("report", "--run", "1", "-o", str(out), "--sample", "2000")
+    assert result.exit_code == 0, result.output
+    html = out.read_text(encoding="utf-8")
+    assert len(html) > 100_000 and "credit_score" in html
+    missing = sample_cli("report", "--run", "999", "-o", str(out))
+    assert missing.exit_code == 1 and "no run with id 999" in missing.output
+
+
+def test_compact_and_rebuild(sample_cli) -> None:
+    first = json.loads(sample_cli("compact", "--json").output)
+    assert [r["model"] for r in first] == ["loan_default"]  # every builtin model
+    again = json.loads(sample_cli("compact", "-m", "loan_default", "--json").output)
+    assert again[0]["rows"] == 0  # nothing new since
+    rebuilt = json.loads(sample_cli("compact", "-m", "loan_default", "--rebuild",
+                                    "--json").output)
+    assert rebuilt[0]["rows"] > 40_000 and rebuilt[0]["blocks"] >= 1  # every log again
+    text = sample_cli("compact", "-m", "loan_default").output
+    assert "loan_default: 0 new log rows into 0 block(s)" in text
+    unknown = sample_cli("compact", "-m", "nope")
+    assert unknown.exit_code == 1 and "nope" in unknown.output
+
+
+def test_fallback_set_show_clear(run) -> None:
+    import getpass
+
+    result = run("fallback", "set", "-m", "loan_default", "--until", "2h", "--reason",
+                 "incident 7", "--by", "alice", "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert (doc["active"], doc["source"], doc["reason"]) == (True, "manual",
+                                                             "forced on by alice: incident 7")
+    assert doc["expires_at"].endswith("Z")
+    text = run("fallback", "show", "-m", "loan_default").output
+    assert "loan_default  fallback ON (manual)" in text and "until " in text
+    assert "manual off -> ON   by alice  incident 7" in text
+
+    off = json.loads(run("fallback", "set", "-m", "loan_default", "--off",
+                         "--until", "2030-01-01T00:00:00Z", "--json").output)
+    assert (off["active"], off["expires_at"]) == (False, "2030-01-01T00:00:00Z")
+    assert off["reason"] == f"forced off by {getpass.getuser()}"  # --by defaults to the user
+    cleared = run("fallback", "clear", "-m", "loan_default", "--by", "bob", "--reason",
+                  "resolved", "--json")
+    assert json.loads(cleared.output)["source"] == "auto"
+    shown = json.loads(run("fallback", "show", "-m", "loan_default", "--json",
+                           "--events", "2").output)
+    assert [(e["actor"], e["reason"]) for e in shown["events"]] == [
+        ("bob", "resolved"), (getpass.getuser(), None)]
+    assert shown["flag"]["active"] is False and shown["flag"]["default_prediction"] is None
+
+
+def test_fallback_bad_input_is_one_line(run) -> None:
+    for args, message in [
+        (("set", "-m", "loan_default", "--until", "soonish"),
+         "error: --until: cannot read 'soonish' as an ISO 8601 time or a duration"),
+        (("set", "-m", "loan_default", "--until", "2020-01-01"),
+         "error: the override would expire at 2020-01-01T00:00:00Z, which is not after now"),
+        (("show", "-m", "nope"), "error: unknown model 'nope'"),
+        (("clear", "-m", "nope"), "error: unknown model 'nope'"),
+    ]:
+        result = run("fallback", *args)
+        assert result.exit_code == 1
+        assert result.output.startswith(message), result.output
+        assert len(result.output.strip().splitlines()) == 1
+
+
+def test_readme_lists_every_command_and_no_other() -> None:
+    import re
+
+    import click
+
+    def walk(group: click.Group, prefix: str) -> set[str]:
+        names = set()
+        for name, cmd in group.commands.items():
+            if isinstance(cmd, click.Group):
+                names |= walk(cmd, f"{prefix}{name} ")
+            else:
+                names.add(f"{prefix}{name}")
+        return names
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme.split("## Commands", 1)[1].split("\n\n", 2)[1]
+    # The command words are the lowercase words before the first option or argument.
+    listed = {re.match(r"\| `mqm ((?:[a-z]+ ?)+)", line).group(1).strip()  # type: ignore[union-attr]
+              for line in table.splitlines() if line.startswith("| `mqm")}
+    assert listed == walk(main, "")

@@ -1,0 +1,188 @@
+"""Whole check runs on the sample model: verdicts, explanations, persistence, late labels."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from monitor.ingest import ingest_labels, ingest_logs
+from monitor.run.check import backfill, recompute_immature, run_check
+from monitor.store.runs import latest_runs, run_metrics_of
+from monitor.store.tables import check_runs
+from tests.conftest import ROOT
+
+DATA = ROOT / "sample_data"
+STABLE = datetime(2026, 10, 5, tzinfo=UTC)      # end of the window of 10-04
+DRIFTED = datetime(2026, 10, 13, tzinfo=UTC)    # end of the window of 10-12
+LATER = datetime(2026, 11, 27, tzinfo=UTC)      # every label has long arrived
+
+
+@pytest.fixture
+def loaded(sample_store: Path, tmp_path: Path, make_config):  # type: ignore[no-untyped-def]
+    """A private copy of the sample store (SQLite), and a config pointing at it."""
+    path = tmp_path / "store.db"
+    shutil.copyfile(sample_store, path)
+    from monitor.store.db import create_engine
+
+    eng = create_engine(f"sqlite:///{path}")
+    _, cfg = make_config(f"sqlite:///{path}", min_rows=500)
+    yield eng, cfg
+    eng.dispose()
+
+
+@pytest.mark.postgres
+def test_the_same_verdicts_on_postgresql(pg_url: str, make_config, schema) -> None:
+    from monitor.store.db import create_engine, ensure_schema
+
+    eng = create_engine(pg_url)
+    ensure_schema(eng)
+    ingest_logs(eng, "loan_default", schema, DATA / "production_logs.parquet")
+    ingest_labels(eng, "loan_default", schema, DATA / "labels.parquet")
+    _, cfg = make_config(pg_url, min_rows=500)
+    ok = run_check(eng, cfg, "loan_default", at=STABLE, now=LATER)
+    bad = run_check(eng, cfg, "loan_default", at=DRIFTED, now=LATER)
+    assert ok is not None and bad is not None
+    assert (ok.status, bad.status) == ("ok", "critical")
+    assert bad.checks["performance"]["labelled_rows"] > 2000
+    eng.dispose()
+
+
+def test_stable_window_is_ok_and_drifted_one_is_critical_with_reasons(loaded) -> None:
+    engine, cfg = loaded
+    ok = run_check(engine, cfg, "loan_default", at=STABLE, now=LATER)
+    assert ok is not None and ok.status == "ok", ok.reasons
+    assert ok.checks["drift"]["share_drifted"] == 0
+    assert ok.checks["performance"]["status"] == "ok"
+
+    bad = run_check(engine, cfg, "loan_default", at=DRIFTED, now=LATER)
+    assert bad is not None and bad.status == "critical"
+    drift = bad.checks["drift"]
+    drifted = {f["feature"] for f in drift["features"] if f["drifted"]}
+    assert {"annual_income", "credit_score", "debt_to_income", "home_ownership"} <= drifted
+    assert "loan_amount" not in drifted and "age" not in drifted
+    assert any("annual_income: wasserstein" in r for r in bad.reasons)
+    perf = bad.checks["performance"]
+    assert perf["status"] == "critical" and perf["drops"]["accuracy"] > 0.1
+    assert any(r.startswith("performance: accuracy") for r in bad.reasons)
+    assert perf["estimated"]["estimated_accuracy"] < perf["reference_metrics"]["accuracy"]
+    home = next(f for f in drift["features"] if f["feature"] == "home_ownership")
+    assert home["unseen_share"] > 0.05
+
+
+def test_run_json_shape_and_persistence(loaded) -> None:
+    engine, cfg = loaded
+    run = run_check(engine, cfg, "loan_default", at=DRIFTED, now=LATER)
+    assert run is not None and run.run_id is not None
+    data = run.as_dict()
+    assert {"model", "window", "rows", "status", "checks"} <= set(data)
+    assert set(data["checks"]) == {"schema", "drift", "performance", "service"}
+    assert {"share_drifted", "dataset_drift"} <= set(data["checks"]["drift"])
+    feature = data["checks"]["drift"]["features"][0]
+    assert {"method", "score", "threshold", "drifted"} <= set(feature)
+    stored = latest_runs(engine, "loan_default", kind="check")[0]
+    assert stored.id == run.run_id and stored.status == "critical"
+    assert stored.summary["checks"]["drift"]["share_drifted"] == data["checks"]["drift"][
+        "share_drifted"]
+    metrics = {(m.check, m.metric, m.feature): m.value for m in run_metrics_of(engine, run.run_id)}
+    assert metrics[("drift", "drifted", "credit_score")] == 1.0
+    assert metrics[("performance", "accuracy", "")] == pytest.approx(
+        data["checks"]["performance"]["metrics"]["accuracy"])
+    assert metrics[("service", "latency_p99_ms", "")] > 0
+    # The service figures agree with an independent count over the sample file.
+    logs = pd.read_parquet(DATA / "production_logs.parquet")
+    day = logs[(logs.timestamp >= DRIFTED - timedelta(days=1)) & (logs.timestamp < DRIFTED)]
+    assert run.rows == len(day)
+    assert data["checks"]["service"]["error_rate"] == pytest.approx(day["error"].mean())
+    assert data["checks"]["service"]["latency_p95_ms"] == pytest.approx(
+        day["latency_ms"].quantile(0.95))
+
+
+def test_insufficient_data_is_never_critical(loaded, make_config) -> None:
+    engine, _ = loaded
+    _, cfg = make_config(engine.url.render_as_string(hide_password=False), min_rows=100_000)
+    run = run_check(engine, cfg, "loan_default", at=DRIFTED, now=LATER)
+    assert run is not None and run.status == "insufficient_data"
+    assert run.checks["schema"]["status"] == "insufficient_data"
+
+
+def test_a_check_that_cannot_run_is_an_error_section(loaded, make_config,
+                                                     tmp_path: Path) -> None:
+    engine, _ = loaded
+    _, cfg = make_config(engine.url.render_as_string(hide_password=False), min_rows=500,
+                         reference=str(tmp_path / "gone.parquet"))
+    run = run_check(engine, cfg, "loan_default", at=STABLE, now=LATER)
+    assert run is not None
+    assert run.checks["drift"]["status"] == "error"
+    assert "gone.parquet" in run.checks["drift"]["error"]
+    assert run.checks["schema"]["status"] == "ok"  # the others still ran
+    assert run.checks["service"]["status"] == "ok"
+    assert run.status == "error"  # not critical: a failed check is no evidence of decay
+
+
+def test_large_windows_are_sampled_but_counts_stay_exact(loaded, make_config) -> None:
+    engine, exact_cfg = loaded
+    _, cfg = make_config(engine.url.render_as_string(hide_password=False), min_rows=500,
+                         drift={"max_exact_rows": 1000})
+    exact = run_check(engine, exact_cfg, "loan_default", at=DRIFTED, now=LATER, persist=False)
+    sampled = run_check(engine, cfg, "loan_default", at=DRIFTED, now=LATER, persist=False)
+    assert exact is not None and sampled is not None
+    assert sampled.sampled and not exact.sampled
+    assert 800 < (sampled.sample_rows or 0) < 1200
+    assert sampled.checks["schema"] == exact.checks["schema"]
+    assert sampled.checks["service"] == exact.checks["service"]
+    assert sampled.rows == exact.rows
+    again = run_check(engine, cfg, "loan_default", at=DRIFTED, now=LATER, persist=False)
+    assert again is not None and again.checks["drift"] == sampled.checks["drift"]
+
+
+def test_late_labels_are_judged_once_mature(db_url: str, make_config, schema,
+                                            tmp_path: Path) -> None:
+    """A window checked before its labels arrived is checked again when they have."""
+    from monitor.store.db import create_engine, ensure_schema
+
+    engine = create_engine(db_url)
+    ensure_schema(engine)
+    _, cfg = make_config(db_url, min_rows=500)
+    logs = pd.read_parquet(DATA / "production_logs.parquet")
+    logs[(logs.timestamp >= DRIFTED - timedelta(days=1)) & (logs.timestamp < DRIFTED)].to_parquet(
+        tmp_path / "day.parquet")
+    ingest_logs(engine, "loan_default", schema, tmp_path / "day.parquet")
+    labels = pd.read_parquet(DATA / "labels.parquet")
+    early_cut = DRIFTED + timedelta(days=2)
+    labels[labels.timestamp < early_cut].to_parquet(tmp_path / "early.parquet")
+    ingest_labels(engine, "loan_default", schema, tmp_path / "early.parquet")
+
+    first = run_check(engine, cfg, "loan_default", at=DRIFTED, now=early_cut)
+    assert first is not None
+    perf = first.checks["performance"]
+    assert not perf["mature"] and perf["label_coverage"] < 0.8
+    # Realized accuracy is not judged yet, but the estimate already shows the decay.
+    assert perf["status"] == "warn"
+    assert all(r.startswith("estimated accuracy") or "not mature" in r or "labels" in r
+               for r in perf["reasons"])
+    assert perf["estimated"]["status"] == "warn"
+
+    ingest_labels(engine, "loan_default", schema, DATA / "labels.parquet")
+    redone = recompute_immature(engine, cfg, "loan_default", now=early_cut + timedelta(days=5))
+    assert [r.recomputes for r in redone] == [first.run_id]
+    assert redone[0].checks["performance"]["mature"]
+    assert redone[0].checks["performance"]["status"] == "critical"
+    assert recompute_immature(engine, cfg, "loan_default",
+                              now=early_cut + timedelta(days=5)) == []
+    engine.dispose()
+
+
+def test_backfill_checks_every_window_once(loaded) -> None:
+    engine, cfg = loaded
+    seen = []
+    runs = backfill(engine, cfg, "loan_default", datetime(2026, 10, 3, 12, tzinfo=UTC),
+                    datetime(2026, 10, 6, tzinfo=UTC), now=LATER, progress=seen.append)
+    assert [r.end.day for r in runs] == [4, 5, 6]
+    assert len(seen) == 3
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(check_runs)).scalar() == 3
