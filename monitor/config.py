@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -26,6 +25,7 @@ from pydantic import (
 )
 
 from monitor.errors import ConfigError, UnknownModelError
+from monitor.times import parse_duration
 from monitor.yamlfile import load_yaml_model
 
 __all__ = [
@@ -49,17 +49,6 @@ DEFAULT_CONFIG = "monitor.yaml"
 ENV_CONFIG = "MQM_CONFIG"
 ENV_DATABASE_URL = "MQM_DATABASE_URL"
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_duration(value: Any) -> Any:
-    """Accept '30m', '6h', '1d', '2w' or a number of seconds; leave other input to pydantic."""
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if match:
-            return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
-    return value
 
 
 def _positive(value: timedelta) -> timedelta:

@@ -7,8 +7,10 @@ __all__ = [
     "DatabaseError",
     "IngestError",
     "MonitorError",
+    "RowProblem",
     "SchemaError",
     "UnknownModelError",
+    "WatermarkMoved",
     "first_line",
 ]
 
@@ -44,6 +46,19 @@ class IngestError(MonitorError):
 
 class DatabaseError(MonitorError):
     """The database could not be reached or is at an unexpected revision."""
+
+
+class WatermarkMoved(MonitorError):
+    """Another writer moved the model's watermark first; this run was rolled back."""
+
+
+class RowProblem(ValueError):
+    """One field of one row is unusable; ``field`` names it. Collected per row by the
+    loaders, so it is a ``ValueError`` rather than a ``MonitorError``."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"field {field!r}: {message}")
+        self.field = field
 
 
 def first_line(exc: BaseException) -> str:

@@ -17,10 +17,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from sqlalchemy.engine import Engine
-
 from monitor.errors import IngestError
 from monitor.schema import ModelSchema, parse_text
+from monitor.store.db import Engine
 from monitor.store.logs import (
     LogRecord,
     RowProblem,

@@ -33,8 +33,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
+
+from monitor.times import iso_utc
 
 __all__ = [
     "SUCCESSFUL_STATUSES",
@@ -235,7 +237,3 @@ def is_stale(
     last = auto.last_success_at or tracked_since
     return now - last > stale_after
 
-
-def iso_utc(value: datetime) -> str:
-    """ISO 8601 in UTC with a ``Z``, to the second: the form the flag document serves."""
-    return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

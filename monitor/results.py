@@ -1,23 +1,234 @@
-"""A whole check run's result: its sections, its status, and its figures as metrics.
+"""The typed check run: one frozen dataclass per section, each with its status and
+reasons, and the run that holds them.
 
-Pure: the pipeline fills it, the store keeps ``as_dict()`` and ``metrics()``.
+Checks return these sections; the run stays typed until it leaves the process. JSON
+exists only at the edges: ``as_dict()`` where the store, the API or the CLI writes a
+run, ``CheckRun.from_dict`` where the store reads one back. Standard library only, so
+that reading a run (the API, a metrics scrape) loads no pandas.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
-from monitor.store.runs import Metric
-
-__all__ = ["SECTIONS", "CheckRun", "overall_status", "schema_metrics"]
+__all__ = [
+    "RUN_STATUSES",
+    "SECTIONS",
+    "CheckRun",
+    "ColumnKind",
+    "ColumnReport",
+    "DriftResult",
+    "DriftStatus",
+    "ErrorSection",
+    "EstimatedResult",
+    "FeatureDrift",
+    "Metric",
+    "PerformanceResult",
+    "SchemaResult",
+    "Section",
+    "ServiceResult",
+    "from_json",
+    "overall_status",
+    "schema_metrics",
+]
 
 SECTIONS = ("schema", "drift", "performance", "service")
+RUN_STATUSES = ("ok", "warn", "critical", "insufficient_data", "error")
 _RANK = {"ok": 0, "skipped": 0, "insufficient_data": 0, "warn": 1, "error": 2, "critical": 3}
 
+ColumnKind = Literal["num", "cat"]
+SchemaStatus = Literal["ok", "warn", "critical", "insufficient_data"]
+DriftStatus = Literal["ok", "warn", "critical"]
+PerformanceStatus = Literal["ok", "warn", "critical", "skipped"]
 
-def overall_status(sections: dict[str, dict[str, Any]], rows: int, min_rows: int) -> str:
+
+@dataclass(frozen=True)
+class Metric:
+    """One figure of a run, as stored in ``run_metrics``: per check, metric and feature."""
+
+    check: str
+    metric: str
+    value: float | None
+    feature: str = ""
+
+
+# --- sections ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ErrorSection:
+    """A check that could not run: why, and where it failed. Never a quality verdict."""
+
+    error: str
+    at: str
+    status: Literal["error"] = "error"
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        return ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "error": self.error, "at": self.at}
+
+
+@dataclass(frozen=True)
+class ColumnReport:
+    column: str
+    role: Literal["feature", "prediction"]
+    expected_type: str | None
+    state: Literal["present", "missing", "unexpected"]
+    null_rate: float = 0.0
+    nulls_allowed: bool = True
+    type_mismatch_rate: float = 0.0
+    out_of_range_rate: float = 0.0
+    unseen_category_rate: float = 0.0
+    violation_rate: float = 0.0
+    examples: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SchemaResult:
+    rows: int
+    status: SchemaStatus
+    violation_rate: float
+    violating_rows: int
+    columns: tuple[ColumnReport, ...]
+    missing_columns: tuple[str, ...]
+    unexpected_columns: tuple[str, ...]
+    reasons: tuple[str, ...] = field(default=())
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def column(self, name: str) -> ColumnReport:
+        for col in self.columns:
+            if col.column == name:
+                return col
+        raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class FeatureDrift:
+    """One column. Null rates count rows without a value once normalised (None, NaN, and in a
+    numeric column anything not a number); +-inf is dropped from the test, as by Evidently, but
+    is no null. ``unseen_share``: share of the window's non-null categories the reference lacks."""
+
+    feature: str
+    kind: ColumnKind
+    method: str | None
+    score: float | None
+    threshold: float | None
+    drifted: bool
+    null_rate_reference: float
+    null_rate_current: float
+    null_rate_change: float
+    unseen_share: float | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class DriftResult:
+    """The drift section. ``status``: ``severity`` (from the config) when the dataset
+    drifts, ``warn`` when some columns drift, else ``ok``."""
+
+    features: tuple[FeatureDrift, ...]
+    share_drifted: float
+    drift_share: float
+    dataset_drift: bool
+    rows_reference: int
+    rows_current: int
+    status: DriftStatus = "ok"
+    reasons: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data; a NaN score (Evidently's too, e.g. chisquare over one category) becomes
+        None so the dict is valid JSON (PostgreSQL's JSON types reject NaN)."""
+        out = asdict(self)
+        for feature in out["features"]:
+            if feature["score"] is not None and not math.isfinite(feature["score"]):
+                feature["score"] = None
+        return out
+
+    def feature(self, name: str) -> FeatureDrift:
+        for feature in self.features:
+            if feature.feature == name:
+                return feature
+        raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class EstimatedResult:
+    estimated_accuracy: float | None
+    reference_accuracy: float | None  # None only when there is no estimator
+    drop: float | None
+    realized_accuracy: float | None
+    rows_used: int
+    status: Literal["ok", "warn", "skipped"]
+    reasons: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PerformanceResult:
+    """Realized metrics against the reference; for classifiers also the estimate
+    (``estimated``), whose warning shows in ``status`` while accuracy is not judged."""
+
+    task: str
+    rows: int
+    labelled_rows: int
+    label_coverage: float
+    mature: bool
+    metrics: dict[str, float | None]
+    reference_metrics: dict[str, float | None]
+    drops: dict[str, float | None]
+    status: PerformanceStatus
+    reasons: tuple[str, ...]
+    estimated: EstimatedResult | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        if self.estimated is None:
+            del out["estimated"]
+        return out
+
+
+@dataclass(frozen=True)
+class ServiceResult:
+    rows: int
+    errors: int
+    error_rate: float
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    latency_p99_ms: float | None
+    throughput_per_s: float
+    status: Literal["ok", "warn", "critical"]
+    reasons: tuple[str, ...]
+    # Share of rows the serving guard answered with the default prediction, and the
+    # count per reason; None where the source cannot tell (a user's own table).
+    fallback_rate: float | None = None
+    fallbacks: dict[str, int] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        if self.fallback_rate is None:
+            del out["fallback_rate"], out["fallbacks"]
+        return out
+
+
+Section = SchemaResult | DriftResult | PerformanceResult | ServiceResult | ErrorSection
+
+
+# --- the run ----------------------------------------------------------------------------
+
+
+def overall_status(sections: typing.Iterable[Section], rows: int, min_rows: int) -> str:
     """Worst section wins; too few rows is never critical; a failed check is an error run.
 
     An ``error`` section (a check that could not run) makes the run ``error`` unless
@@ -26,47 +237,63 @@ def overall_status(sections: dict[str, dict[str, Any]], rows: int, min_rows: int
     """
     if rows < min_rows:
         return "insufficient_data"
-    worst = max((sec.get("status", "ok") for sec in sections.values()),
-                key=lambda s: _RANK.get(s, 0), default="ok")
+    worst = max((sec.status for sec in sections), key=lambda s: _RANK.get(s, 0), default="ok")
     if worst in ("skipped", "insufficient_data"):
         return "ok"
     return worst
 
 
-def schema_metrics(schema: dict[str, Any]) -> list[Metric]:
-    """Figures of a schema section (``SchemaResult.as_dict()``), for schema-only and full runs."""
+def schema_metrics(schema: SchemaResult) -> list[Metric]:
+    """Figures of a schema section, for schema-only and full runs."""
     out = [
-        Metric("schema", "violation_rate", schema["violation_rate"]),
-        Metric("schema", "missing_columns", float(len(schema["missing_columns"]))),
-        Metric("schema", "unexpected_columns", float(len(schema["unexpected_columns"]))),
+        Metric("schema", "violation_rate", schema.violation_rate),
+        Metric("schema", "missing_columns", float(len(schema.missing_columns))),
+        Metric("schema", "unexpected_columns", float(len(schema.unexpected_columns))),
     ]
-    for col in schema["columns"]:
-        if col["state"] != "present":
+    for col in schema.columns:
+        if col.state != "present":
             continue
         for name in ("null_rate", "type_mismatch_rate", "out_of_range_rate",
                      "unseen_category_rate", "violation_rate"):
-            out.append(Metric("schema", name, col[name], col["column"]))
+            out.append(Metric("schema", name, getattr(col, name), col.column))
     return out
 
 
 @dataclass(frozen=True)
 class CheckRun:
+    """One check run over a window: its sections (None: not in the stored document),
+    status and reasons, and what it was computed with."""
+
     model: str
     start: datetime
     end: datetime
     rows: int
     status: str
-    checks: dict[str, dict[str, Any]]
     reasons: tuple[str, ...]
     config_hash: str
     reference_version: str | None
+    schema: SchemaResult | ErrorSection | None = None
+    drift: DriftResult | ErrorSection | None = None
+    performance: PerformanceResult | ErrorSection | None = None
+    service: ServiceResult | ErrorSection | None = None
     sampled: bool = False
     sample_rows: int | None = None
     run_id: int | None = None
     recomputes: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def sections(self) -> dict[str, Section]:
+        """The sections present, by name, in ``SECTIONS`` order."""
+        found = {name: getattr(self, name) for name in SECTIONS}
+        return {name: sec for name, sec in found.items() if sec is not None}
+
+    def section(self, name: str) -> Section | None:
+        """A section that ran (None when missing or failed): what figures are read from."""
+        sec = getattr(self, name)
+        return None if isinstance(sec, ErrorSection) else sec
 
     def as_dict(self) -> dict[str, Any]:
+        """The ``mqm check --json`` document, also what the store keeps."""
         return {
             "run_id": self.run_id,
             "model": self.model,
@@ -79,44 +306,133 @@ class CheckRun:
             "config_hash": self.config_hash,
             "reference_version": self.reference_version,
             "recomputes": self.recomputes,
-            "checks": self.checks,
+            "checks": {name: sec.as_dict() for name, sec in self.sections.items()},
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CheckRun:
+        """A run back from its document (``as_dict()``). Raises ``ValueError`` naming the
+        field when the document does not have that shape."""
+        window = data.get("window") or {}
+        checks = data.get("checks") or {}
+        kinds: dict[str, type] = {"schema": SchemaResult, "drift": DriftResult,
+                                  "performance": PerformanceResult, "service": ServiceResult}
+        sections: dict[str, Any] = {}
+        for name, kind in kinds.items():
+            raw = checks.get(name)
+            if raw is None:
+                continue
+            if not isinstance(raw, dict):
+                raise ValueError(f"checks.{name}: expected an object")
+            target = ErrorSection if raw.get("status") == "error" else kind
+            sections[name] = from_json(target, raw, f"checks.{name}")
+        try:
+            return cls(
+                model=str(data["model"]),
+                start=datetime.fromisoformat(window["start"]),
+                end=datetime.fromisoformat(window["end"]),
+                rows=int(data["rows"]),
+                status=str(data["status"]),
+                reasons=tuple(str(r) for r in data.get("reasons") or ()),
+                config_hash=str(data.get("config_hash") or ""),
+                reference_version=data.get("reference_version"),
+                sampled=bool(data.get("sampled", False)),
+                sample_rows=data.get("sample_rows"),
+                run_id=data.get("run_id"),
+                recomputes=data.get("recomputes"),
+                **sections,
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not a check run document: missing or bad {exc}") from None
+
     def metrics(self) -> list[Metric]:
-        """The run's figures as (check, metric, feature, value) rows for dashboards and alerts."""
+        """The run's figures as (check, metric, feature, value) rows for dashboards and
+        alerts; sections that could not run have none."""
         out = [Metric("run", "rows", float(self.rows))]
-        schema = self.checks.get("schema", {})
-        if "violation_rate" in schema:
+        schema, drift = self.section("schema"), self.section("drift")
+        perf, service = self.section("performance"), self.section("service")
+        if isinstance(schema, SchemaResult):
             out += schema_metrics(schema)
-        drift = self.checks.get("drift", {})
-        if "share_drifted" in drift:
-            out.append(Metric("drift", "share_drifted", drift["share_drifted"]))
-            out.append(Metric("drift", "dataset_drift", float(drift["dataset_drift"])))
-            for feat in drift.get("features", []):
-                name = feat["feature"]
-                out.append(Metric("drift", "score", feat["score"], name))
-                out.append(Metric("drift", "drifted", float(feat["drifted"]), name))
-                out.append(Metric("drift", "null_rate_change", feat["null_rate_change"], name))
-                if feat.get("unseen_share") is not None:
-                    out.append(Metric("drift", "unseen_share", feat["unseen_share"], name))
-        perf = self.checks.get("performance", {})
-        if "label_coverage" in perf:
-            out.append(Metric("performance", "label_coverage", perf["label_coverage"]))
-            out.append(Metric("performance", "mature", float(perf["mature"])))
-            for name, value in perf.get("metrics", {}).items():
+        if isinstance(drift, DriftResult):
+            out.append(Metric("drift", "share_drifted", drift.share_drifted))
+            out.append(Metric("drift", "dataset_drift", float(drift.dataset_drift)))
+            for feat in drift.features:
+                score = feat.score if feat.score is None or math.isfinite(feat.score) else None
+                out.append(Metric("drift", "score", score, feat.feature))
+                out.append(Metric("drift", "drifted", float(feat.drifted), feat.feature))
+                out.append(Metric("drift", "null_rate_change", feat.null_rate_change,
+                                  feat.feature))
+                if feat.unseen_share is not None:
+                    out.append(Metric("drift", "unseen_share", feat.unseen_share, feat.feature))
+        if isinstance(perf, PerformanceResult):
+            out.append(Metric("performance", "label_coverage", perf.label_coverage))
+            out.append(Metric("performance", "mature", float(perf.mature)))
+            for name, value in perf.metrics.items():
                 out.append(Metric("performance", name, value))
-            for name, value in perf.get("drops", {}).items():
+            for name, value in perf.drops.items():
                 out.append(Metric("performance", f"{name}_drop", value))
-            est = perf.get("estimated", {})
-            if est.get("estimated_accuracy") is not None:
+            est = perf.estimated
+            if est is not None and est.estimated_accuracy is not None:
                 out.append(Metric("performance", "estimated_accuracy",
-                                  est["estimated_accuracy"]))
-        service = self.checks.get("service", {})
-        for name in ("error_rate", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms",
-                     "throughput_per_s", "fallback_rate"):
-            if name in service:
-                out.append(Metric("service", name, service[name]))
-        # Rows per fallback reason; the reason goes where a feature name would.
-        for reason, count in (service.get("fallbacks") or {}).items():
-            out.append(Metric("service", "fallback_rows", float(count), reason))
+                                  est.estimated_accuracy))
+        if isinstance(service, ServiceResult):
+            for name in ("error_rate", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms",
+                         "throughput_per_s", "fallback_rate"):
+                value = getattr(service, name)
+                if name != "fallback_rate" or value is not None:
+                    out.append(Metric("service", name, value))
+            # Rows per fallback reason; the reason goes where a feature name would.
+            for reason, count in (service.fallbacks or {}).items():
+                out.append(Metric("service", "fallback_rows", float(count), reason))
         return out
+
+
+# --- JSON back into the types -----------------------------------------------------------
+
+T = TypeVar("T")
+
+
+def from_json(cls: type[T], data: Any, where: str = "") -> T:
+    """A dataclass ``cls`` built from its ``asdict()`` form, nested dataclasses, tuples and
+    optionals included. Missing fields take their defaults; a wrong shape raises
+    ``ValueError`` naming the field."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{where or cls.__name__}: expected an object")
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for f in fields(cls):  # type: ignore[arg-type]
+        if f.name not in data:
+            continue
+        values[f.name] = _convert(hints[f.name], data[f.name], f"{where}.{f.name}")
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        raise ValueError(f"{where or cls.__name__}: {exc}") from None
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        if value is None:
+            return None
+        options = [a for a in get_args(tp) if a is not type(None)]
+        if len(options) == 1:
+            return _convert(options[0], value, where)
+        return value
+    if origin is Literal:
+        return value
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ValueError(f"{where}: expected a list")
+        item = get_args(tp)[0]
+        return tuple(_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected an object")
+        item = get_args(tp)[1]
+        return {k: _convert(item, v, f"{where}.{k}") for k, v in value.items()}
+    if is_dataclass(tp):
+        return from_json(tp, value, where)  # type: ignore[arg-type]
+    if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return value

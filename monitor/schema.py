@@ -121,9 +121,28 @@ class ModelSchema(_Strict):
         raise KeyError(name)
 
 
+_PARSED: dict[str, tuple[tuple[int, int], ModelSchema]] = {}
+
+
 def load_schema(path: str | Path) -> ModelSchema:
-    """Load a contract; raise ``SchemaError`` naming the file and key path."""
-    return load_yaml_model(Path(path), ModelSchema, SchemaError)
+    """Load a contract; raise ``SchemaError`` naming the file and key path.
+
+    Parsed once per process until the file changes (size or modification time): a
+    contract is read at every run and every scrape, and ``ModelSchema`` is frozen.
+    """
+    path = Path(path)
+    try:
+        stat = path.stat()
+        key = (stat.st_size, stat.st_mtime_ns)
+    except OSError:
+        key = None
+    cached = _PARSED.get(str(path))
+    if key is not None and cached is not None and cached[0] == key:
+        return cached[1]
+    schema = load_yaml_model(path, ModelSchema, SchemaError)
+    if key is not None:
+        _PARSED[str(path)] = (key, schema)
+    return schema
 
 
 # --- value typing -----------------------------------------------------------------

@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from monitor.checks import stattests as st
 from monitor.config import DriftConfig
+from monitor.results import DriftResult, DriftStatus, FeatureDrift
 from monitor.schema import label_of
 
 __all__ = ["ColumnKind", "DriftResult", "FeatureDrift", "ReferenceProfile", "check_drift"]
@@ -34,50 +34,6 @@ ColumnKind = st.ColumnKind
 _ANY: tuple[ColumnKind, ...] = ("num", "cat")
 # get_binned_data bins a numerical column by Sturges only above this many reference values.
 _BIN_ABOVE_UNIQUE = 20
-
-
-@dataclass(frozen=True)
-class FeatureDrift:
-    """One column. Null rates count rows without a value once normalised (None, NaN, and in a
-    numeric column anything not a number); +-inf is dropped from the test, as by Evidently, but
-    is no null. ``unseen_share``: share of the window's non-null categories the reference lacks."""
-
-    feature: str
-    kind: ColumnKind
-    method: str | None
-    score: float | None
-    threshold: float | None
-    drifted: bool
-    null_rate_reference: float
-    null_rate_current: float
-    null_rate_change: float
-    unseen_share: float | None
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class DriftResult:
-    features: tuple[FeatureDrift, ...]
-    share_drifted: float
-    drift_share: float
-    dataset_drift: bool
-    rows_reference: int
-    rows_current: int
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain data; a NaN score (Evidently's too, e.g. chisquare over one category) becomes
-        None so the dict is valid JSON (PostgreSQL's JSON types reject NaN)."""
-        out = asdict(self)
-        for feature in out["features"]:
-            if feature["score"] is not None and not np.isfinite(feature["score"]):
-                feature["score"] = None
-        return out
-
-    def feature(self, name: str) -> FeatureDrift:
-        for feature in self.features:
-            if feature.feature == name:
-                return feature
-        raise KeyError(name)
 
 
 def _numbers(series: pd.Series) -> np.ndarray:
@@ -378,11 +334,25 @@ def check_drift(profile: ReferenceProfile, current: pd.DataFrame, *,
     )
     tested = [f for f in features if f.method is not None]
     share = _rate(sum(f.drifted for f in tested), len(tested))
+    dataset_drift = bool(tested) and share >= config.drift_share
+    drifted = [f for f in features if f.drifted]
+    untested = [f for f in features if f.error]
+    status: DriftStatus = (config.severity if dataset_drift  # type: ignore[assignment]
+                           else "warn" if drifted else "ok")
+    reasons: list[str] = []
+    if drifted or untested:
+        reasons.append(f"{len(drifted)} of {len(features) - len(untested)} columns drifted "
+                       f"(share {share:.0%}, limit {config.drift_share:.0%})")
+        reasons += [f"{f.feature}: {f.method} {f.score:.4g} vs threshold {f.threshold:.4g}"
+                    for f in drifted if f.score is not None and f.threshold is not None]
+        reasons += [f"{f.feature}: not tested ({f.error})" for f in untested]
     return DriftResult(
         features=features,
         share_drifted=share,
         drift_share=config.drift_share,
-        dataset_drift=bool(tested) and share >= config.drift_share,
+        dataset_drift=dataset_drift,
         rows_reference=profile.rows,
         rows_current=len(current),
+        status=status,
+        reasons=tuple(reasons),
     )

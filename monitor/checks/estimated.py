@@ -9,8 +9,8 @@ the drift labels arrive too late to show; it cannot see concept drift.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -18,12 +18,13 @@ import pandas as pd
 from monitor.checks.performance import class_names
 from monitor.config import PerformanceConfig
 from monitor.errors import MonitorError
+from monitor.results import EstimatedResult, PerformanceResult
 from monitor.schema import ModelSchema, label_text
 
 if TYPE_CHECKING:
     from sklearn.isotonic import IsotonicRegression
 
-__all__ = ["AccuracyEstimator", "EstimatedResult", "check_estimated"]
+__all__ = ["AccuracyEstimator", "EstimatedResult", "check_estimated", "with_estimate"]
 
 
 def _scores(probabilities: pd.DataFrame, classes: tuple[str, ...]) -> np.ndarray:
@@ -122,20 +123,6 @@ class AccuracyEstimator:
         return float(np.nanmean(correct)) if np.isfinite(correct).any() else None
 
 
-@dataclass(frozen=True)
-class EstimatedResult:
-    estimated_accuracy: float | None
-    reference_accuracy: float | None  # None only when there is no estimator
-    drop: float | None
-    realized_accuracy: float | None
-    rows_used: int
-    status: Literal["ok", "warn", "skipped"]
-    reasons: tuple[str, ...]
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 def check_estimated(
     estimator: AccuracyEstimator | None,
     probabilities: pd.DataFrame | None,
@@ -171,3 +158,13 @@ def check_estimated(
                    f"{config.allowed_estimated_drop:.3f}",)
     return EstimatedResult(estimated, reference, drop, realized_accuracy, rows,
                            "warn" if reasons else "ok", reasons)
+
+
+def with_estimate(performance: PerformanceResult, estimate: EstimatedResult
+                  ) -> PerformanceResult:
+    """The performance section with its estimate: an estimated drop warns while accuracy
+    is not judged yet (the realized verdict is ``ok`` or ``skipped``)."""
+    status, reasons = performance.status, performance.reasons
+    if estimate.status == "warn" and status in ("ok", "skipped"):
+        status, reasons = "warn", (*reasons, *estimate.reasons)
+    return replace(performance, estimated=estimate, status=status, reasons=reasons)

@@ -4,40 +4,17 @@ and how often the serving guard answered instead of the model."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 
 from monitor.config import ServiceConfig
+from monitor.results import ServiceResult
 
 __all__ = ["ServiceResult", "check_service"]
 
 _TRUE_TEXT = frozenset({"true", "t", "1", "yes", "y"})
-
-
-@dataclass(frozen=True)
-class ServiceResult:
-    rows: int
-    errors: int
-    error_rate: float
-    latency_p50_ms: float | None
-    latency_p95_ms: float | None
-    latency_p99_ms: float | None
-    throughput_per_s: float
-    status: Literal["ok", "warn", "critical"]
-    reasons: tuple[str, ...]
-    # Share of rows the serving guard answered with the default prediction, and the
-    # count per reason; None where the source cannot tell (a user's own table).
-    fallback_rate: float | None = None
-    fallbacks: dict[str, int] | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        if self.fallback_rate is None:
-            del out["fallback_rate"], out["fallbacks"]
-        return out
 
 
 def _error_flags(error: pd.Series) -> np.ndarray:

@@ -9,14 +9,14 @@ numpy; the tests hold them equal to scikit-learn and Evidently.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 
 from monitor.config import PerformanceConfig
+from monitor.results import PerformanceResult
 from monitor.schema import ModelSchema, label_of, label_text
 
 __all__ = [
@@ -35,23 +35,6 @@ _RELATIVE = frozenset(REGRESSION_METRICS)  # error metrics: worsening measured r
 _EPS = 1e-12
 
 Status = Literal["ok", "warn", "critical", "skipped"]
-
-
-@dataclass(frozen=True)
-class PerformanceResult:
-    task: str
-    rows: int
-    labelled_rows: int
-    label_coverage: float
-    mature: bool
-    metrics: dict[str, float | None]
-    reference_metrics: dict[str, float | None]
-    drops: dict[str, float | None]
-    status: Status
-    reasons: tuple[str, ...]
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def class_names(schema: ModelSchema) -> list[str]:

@@ -8,55 +8,20 @@ whole window is a missing column; a column the contract does not know is unexpec
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from monitor.config import SchemaCheckConfig
+from monitor.results import ColumnReport, SchemaResult
 from monitor.schema import ModelSchema, is_of_type, label_of, label_text
 
 __all__ = ["ColumnReport", "SchemaAccumulator", "SchemaResult", "check_schema"]
 
 Status = Literal["ok", "warn", "critical", "insufficient_data"]
 _EXAMPLES = 3
-
-
-@dataclass(frozen=True)
-class ColumnReport:
-    column: str
-    role: Literal["feature", "prediction"]
-    expected_type: str | None
-    state: Literal["present", "missing", "unexpected"]
-    null_rate: float = 0.0
-    nulls_allowed: bool = True
-    type_mismatch_rate: float = 0.0
-    out_of_range_rate: float = 0.0
-    unseen_category_rate: float = 0.0
-    violation_rate: float = 0.0
-    examples: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class SchemaResult:
-    rows: int
-    status: Status
-    violation_rate: float
-    violating_rows: int
-    columns: tuple[ColumnReport, ...]
-    missing_columns: tuple[str, ...]
-    unexpected_columns: tuple[str, ...]
-    reasons: tuple[str, ...] = field(default=())
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def column(self, name: str) -> ColumnReport:
-        for col in self.columns:
-            if col.column == name:
-                return col
-        raise KeyError(name)
 
 
 def _type_ok(values: pd.Series, ftype: str) -> np.ndarray:

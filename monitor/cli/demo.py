@@ -6,16 +6,13 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy.engine import Engine
-
 from monitor.config import Config
 from monitor.errors import MonitorError
 from monitor.ingest import IngestReport, ingest_labels, ingest_logs
 from monitor.results import CheckRun
 from monitor.run.check import backfill
-from monitor.schema import load_schema
-from monitor.store.db import safe_url
-from monitor.store.sources import make_source
+from monitor.run.model import resolve
+from monitor.store.db import Engine, safe_url
 
 __all__ = ["run_demo"]
 
@@ -32,15 +29,15 @@ def run_demo(
     for path in (logs, labels):
         if not path.exists():
             raise MonitorError(f"{path}: sample file not found (python sample_data/generate.py)")
-    schema = load_schema(model_cfg.schema_path)
+    model = resolve(engine, config, DEMO_MODEL)
+    schema = model.schema
     echo(f"database: {safe_url(config.database_url)}")
     report = ingest_logs(engine, DEMO_MODEL, schema, logs, default_version=model_cfg.version)
     echo(f"logs:   {_counts(report)}")
     report = ingest_labels(engine, DEMO_MODEL, schema, labels)
     echo(f"labels: {_counts(report)}")
 
-    source = make_source(engine, DEMO_MODEL, model_cfg.source, schema)
-    first, last = source.time_range()
+    first, last = model.source.time_range()
     assert first is not None and last is not None
     echo("")
     echo(f"checking each {_human(model_cfg.window)} window from {first:%Y-%m-%d} to "

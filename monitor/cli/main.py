@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from monitor.cli import render
-from monitor.errors import MonitorError
+from monitor.errors import MonitorError, RowProblem
 
 __all__ = ["main"]
 
@@ -60,7 +60,7 @@ pass_ctx = click.make_pass_decorator(_Context)
 def _parse_at(value: str | None) -> datetime | None:
     if value is None:
         return None
-    from monitor.store.logs import RowProblem, parse_time
+    from monitor.times import parse_time
 
     try:
         return parse_time("--at", value)
@@ -366,14 +366,10 @@ def _parse_until(value: str | None, now: datetime) -> datetime | None:
     """An ISO 8601 time, or a duration from now ('30m', '2h', '1d')."""
     if value is None:
         return None
-    from monitor.config import parse_duration
-    from monitor.store.logs import RowProblem, parse_time
+    from monitor.times import parse_until
 
-    duration = parse_duration(value)
-    if not isinstance(duration, str):
-        return now + duration
     try:
-        return parse_time("--until", value)
+        return parse_until("--until", value, now)
     except RowProblem:
         raise MonitorError(f"--until: cannot read {value!r} as an ISO 8601 time or a duration "
                            "such as 2h or 1d") from None

@@ -7,6 +7,14 @@ from typing import Any
 
 import click
 
+from monitor.results import (
+    CheckRun,
+    DriftResult,
+    ErrorSection,
+    PerformanceResult,
+    SchemaResult,
+)
+
 __all__ = ["fmt", "print_fallback", "print_run", "print_schema_run", "print_timeline"]
 
 
@@ -39,70 +47,68 @@ def fmt(value: Any, kind: str = "rate") -> str:
     return f"{value:.2%}" if kind == "rate" else f"{value:.3f}"
 
 
-def print_run(run: Any) -> None:
+def print_run(run: CheckRun) -> None:
     """A terminal summary of one run: status, why, and a line per check."""
-    d = run.as_dict()
-    checks = d["checks"]
     sampled = f"  (sampled {run.sample_rows} rows)" if run.sampled else ""
     click.echo(
         f"{run.model}  window {run.start:%Y-%m-%d %H:%M} .. {run.end:%Y-%m-%d %H:%M} UTC  "
         f"rows {run.rows}  status {run.status.upper()}{sampled}"
         + (f"  run {run.run_id}" if run.run_id else "")
     )
-    sch = checks.get("schema", {})
-    click.echo(f"  schema       {sch.get('status', '-'):<9} violation rate "
-               f"{fmt(sch.get('violation_rate'))}")
-    dr = checks.get("drift", {})
-    if dr.get("status") == "error":
-        click.echo(f"  drift        error     {dr.get('error')}")
-    else:
-        click.echo(f"  drift        {dr.get('status', '-'):<9} drifted share "
-                   f"{fmt(dr.get('share_drifted'))} (limit {fmt(dr.get('drift_share'))})")
-        for feat in dr.get("features", []):
-            if feat["drifted"]:
-                click.echo(f"    {feat['feature']:<22} {feat['method']:<14} score "
-                           f"{feat['score']:.4g} >= threshold {feat['threshold']:.4g}"
-                           if feat["method"] not in ("ks", "chisquare", "z") else
-                           f"    {feat['feature']:<22} {feat['method']:<14} p-value "
-                           f"{feat['score']:.3g} < threshold {feat['threshold']:.3g}")
-    pf = checks.get("performance", {})
-    if pf.get("status") == "error":
-        click.echo(f"  performance  error     {pf.get('error')}")
-    elif pf:
-        metrics, ref = pf.get("metrics", {}), pf.get("reference_metrics", {})
-        shown = ", ".join(f"{k} {fmt(v, 'num')} (ref {fmt(ref.get(k), 'num')})"
-                          for k, v in metrics.items() if v is not None)
-        est = pf.get("estimated", {})
-        estimated = est.get("estimated_accuracy")
-        click.echo(f"  performance  {pf.get('status', '-'):<9} labels "
-                   f"{fmt(pf.get('label_coverage'))}  {shown or 'no labels yet'}"
+    sch = run.schema
+    if isinstance(sch, SchemaResult):
+        click.echo(f"  schema       {sch.status:<9} violation rate {fmt(sch.violation_rate)}")
+    dr = run.drift
+    if isinstance(dr, ErrorSection):
+        click.echo(f"  drift        error     {dr.error}")
+    elif dr is not None:
+        click.echo(f"  drift        {dr.status:<9} drifted share "
+                   f"{fmt(dr.share_drifted)} (limit {fmt(dr.drift_share)})")
+        for feat in dr.features:
+            if feat.drifted and feat.score is not None and feat.threshold is not None:
+                click.echo(f"    {feat.feature:<22} {feat.method:<14} score "
+                           f"{feat.score:.4g} >= threshold {feat.threshold:.4g}"
+                           if feat.method not in ("ks", "chisquare", "z") else
+                           f"    {feat.feature:<22} {feat.method:<14} p-value "
+                           f"{feat.score:.3g} < threshold {feat.threshold:.3g}")
+    pf = run.performance
+    if isinstance(pf, ErrorSection):
+        click.echo(f"  performance  error     {pf.error}")
+    elif pf is not None:
+        shown = ", ".join(f"{k} {fmt(v, 'num')} (ref {fmt(pf.reference_metrics.get(k), 'num')})"
+                          for k, v in pf.metrics.items() if v is not None)
+        estimated = pf.estimated.estimated_accuracy if pf.estimated else None
+        click.echo(f"  performance  {pf.status:<9} labels "
+                   f"{fmt(pf.label_coverage)}  {shown or 'no labels yet'}"
                    + (f"  estimated accuracy {fmt(estimated, 'num')}" if estimated else ""))
-    sv = checks.get("service", {})
-    if sv.get("status") == "error":
-        click.echo(f"  service      error     {sv.get('error')}")
-    elif sv:
-        click.echo(f"  service      {sv.get('status', '-'):<9} errors {fmt(sv.get('error_rate'))}"
-                   f"  latency p50/p95/p99 {sv.get('latency_p50_ms') or 0:.1f}/"
-                   f"{sv.get('latency_p95_ms') or 0:.1f}/{sv.get('latency_p99_ms') or 0:.1f} ms")
+    sv = run.service
+    if isinstance(sv, ErrorSection):
+        click.echo(f"  service      error     {sv.error}")
+    elif sv is not None:
+        click.echo(f"  service      {sv.status:<9} errors {fmt(sv.error_rate)}"
+                   f"  latency p50/p95/p99 {sv.latency_p50_ms or 0:.1f}/"
+                   f"{sv.latency_p95_ms or 0:.1f}/{sv.latency_p99_ms or 0:.1f} ms")
     for reason in run.reasons[:8]:
         click.echo(f"  why: {reason}")
 
 
-def print_timeline(runs: list[Any]) -> None:
+def print_timeline(runs: list[CheckRun]) -> None:
     click.echo(f"  {'window end (UTC)':<18}{'rows':>7}{'schema':>9}{'drifted':>9}"
                f"{'accuracy':>10}{'estimated':>10}{'labels':>8}  {'status':<10}why")
     for run in runs:
-        checks = run.checks
-        perf = checks.get("performance", {})
-        acc = perf.get("metrics", {}).get("accuracy")
-        est = perf.get("estimated", {}).get("estimated_accuracy")
+        schema, drift, perf = run.section("schema"), run.section("drift"), run.section(
+            "performance")
+        acc = est = coverage = None
+        if isinstance(perf, PerformanceResult):
+            acc, coverage = perf.metrics.get("accuracy"), perf.label_coverage
+            est = perf.estimated.estimated_accuracy if perf.estimated else None
         why = run.reasons[0] if run.reasons and run.status != "ok" else ""
         click.echo(
             f"  {run.end:%Y-%m-%d %H:%M}  {run.rows:>7}"
-            f"{fmt(checks.get('schema', {}).get('violation_rate')):>9}"
-            f"{fmt(checks.get('drift', {}).get('share_drifted')):>9}"
+            f"{fmt(schema.violation_rate if isinstance(schema, SchemaResult) else None):>9}"
+            f"{fmt(drift.share_drifted if isinstance(drift, DriftResult) else None):>9}"
             f"{fmt(acc, 'num'):>10}{fmt(est, 'num'):>10}"
-            f"{fmt(perf.get('label_coverage')):>8}  {run.status:<10}{why[:90]}"
+            f"{fmt(coverage):>8}  {run.status:<10}{why[:90]}"
         )
 
 

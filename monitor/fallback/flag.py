@@ -16,19 +16,13 @@ whenever the document differs from it, so it also exists after the first read. I
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
-
-import sqlalchemy as sa
-from sqlalchemy.engine import Engine
 
 from monitor.config import Config, ModelConfig
 from monitor.errors import MonitorError
+from monitor.fallback.file import write_flag_file
 from monitor.policy import (
     AutoState,
     Flag,
@@ -40,10 +34,21 @@ from monitor.policy import (
     classify,
     effective_flag,
     is_stale,
-    iso_utc,
     replay,
 )
-from monitor.store.tables import check_runs, fallback_events, fallback_state
+from monitor.store.db import Connection, Engine
+from monitor.store.flags import (
+    FallbackEvent,
+    StoredFlag,
+    insert_event,
+    list_events,
+    lock_flag,
+    read_flag,
+    save_flag,
+    state_of,
+)
+from monitor.store.runs import latest_verdicts
+from monitor.times import iso_utc, utc
 
 __all__ = [
     "FallbackEvent",
@@ -62,37 +67,6 @@ __all__ = [
 MAX_ACTOR_LENGTH = 200  # fallback_state.override_by, fallback_events.actor
 
 
-@dataclass(frozen=True)
-class FallbackEvent:
-    """One change of a model's flag. ``kind``: ``auto`` (the automatic state changed;
-    old/new are its values), ``manual`` or ``expiry`` (the served flag)."""
-
-    id: int
-    model: str
-    at: datetime
-    old_active: bool
-    new_active: bool
-    kind: str
-    actor: str | None
-    reason: str | None
-    details: dict[str, Any]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "model": self.model, "at": iso_utc(self.at),
-                "old_active": self.old_active, "new_active": self.new_active,
-                "kind": self.kind, "actor": self.actor, "reason": self.reason,
-                "details": self.details}
-
-
-@dataclass(frozen=True)
-class _State:
-    auto: AutoState
-    override: Override | None
-    flag_since: datetime | None
-    created_at: datetime
-    updated_at: datetime
-
-
 def rules_of(model_cfg: ModelConfig) -> Rules:
     cfg = model_cfg.fallback
     return Rules(bad_statuses=frozenset(cfg.bad_statuses), trip_after=cfg.trip_after,
@@ -100,9 +74,8 @@ def rules_of(model_cfg: ModelConfig) -> Rules:
 
 
 def _utc(value: datetime | None) -> datetime:
-    if value is None:
-        return datetime.now(UTC)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    """``value`` in UTC; now when None."""
+    return datetime.now(UTC) if value is None else utc(value)
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -112,91 +85,13 @@ def _iso(value: datetime | None) -> str | None:
 # --- rows <-> state --------------------------------------------------------------------
 
 
-def state_of(row: Any) -> _State:
-    """The state held by a ``fallback_state`` row."""
-    streak = tuple(
-        RunOutcome(run_id=int(e["run_id"]), window_end=datetime.fromisoformat(e["window_end"]),
-                   status=e["status"], reasons=tuple(e["reasons"]))
-        for e in row.streak or ()
-    )
-    auto = AutoState(
-        active=bool(row.active), since=row.since, reason=row.reason, bad_streak=row.bad_streak,
-        ok_streak=row.ok_streak, streak=streak, last_run_id=row.last_run_id,
-        last_window_end=row.last_window_end, last_success_at=row.last_success_at,
-    )
-    override = None
-    if row.forced is not None:
-        override = Override(active=bool(row.forced), by=row.override_by or "",
-                            at=row.override_at or row.updated_at, until=row.override_until,
-                            reason=row.override_reason)
-    return _State(auto=auto, override=override, flag_since=row.flag_since,
-                  created_at=row.created_at, updated_at=row.updated_at)
-
-
-def _values_of(state: _State) -> dict[str, Any]:
-    auto, over = state.auto, state.override
-    return {
-        "active": auto.active, "since": auto.since, "reason": auto.reason,
-        "bad_streak": auto.bad_streak, "ok_streak": auto.ok_streak,
-        "streak": [r.as_dict() for r in auto.streak], "last_run_id": auto.last_run_id,
-        "last_window_end": auto.last_window_end, "last_success_at": auto.last_success_at,
-        "forced": None if over is None else over.active,
-        "override_until": None if over is None else over.until,
-        "override_by": None if over is None else over.by,
-        "override_reason": None if over is None else over.reason,
-        "override_at": None if over is None else over.at,
-        "flag_since": state.flag_since, "updated_at": state.updated_at,
-    }
-
-
-def _read(conn: sa.Connection, model: str) -> _State | None:
-    row = conn.execute(sa.select(fallback_state).where(fallback_state.c.model == model)).first()
-    return None if row is None else state_of(row)
-
-
-def _lock(conn: sa.Connection, model: str, now: datetime) -> _State:
-    """The model's state, its row created if missing and locked for this transaction.
-
-    The INSERT comes first on purpose: on SQLite it takes the write lock (waiting for
-    another writer) before anything is read, so the read cannot go stale.
-    """
-    values = {"model": model, "streak": [], "created_at": now, "updated_at": now}
-    dialect = conn.dialect.name
-    if dialect in ("sqlite", "postgresql"):
-        from sqlalchemy.dialects import postgresql, sqlite
-
-        insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
-        conn.execute(insert(fallback_state).values(values).on_conflict_do_nothing())
-    elif _read(conn, model) is None:
-        conn.execute(sa.insert(fallback_state).values(values))
-    row = conn.execute(
-        sa.select(fallback_state).where(fallback_state.c.model == model).with_for_update()
-    ).one()
-    return state_of(row)
-
-
-def _save(conn: sa.Connection, model: str, state: _State) -> None:
-    conn.execute(sa.update(fallback_state).where(fallback_state.c.model == model)
-                 .values(_values_of(state)))
-
-
-def _event(conn: sa.Connection, model: str, *, at: datetime, old: bool, new: bool, kind: str,
-           actor: str | None, reason: str | None, details: dict[str, Any]) -> FallbackEvent:
-    values = {"model": model, "at": at, "old_active": old, "new_active": new, "kind": kind,
-              "actor": actor, "reason": reason, "details": details}
-    event_id = conn.execute(
-        sa.insert(fallback_events).returning(fallback_events.c.id), values
-    ).scalar_one()
-    return FallbackEvent(id=int(event_id), **values)
-
-
-def _served(state: _State, now: datetime) -> bool:
+def _served(state: StoredFlag, now: datetime) -> bool:
     return effective_flag(state.auto, state.override, now).active
 
 
 def _expire(
-    conn: sa.Connection, model: str, state: _State, now: datetime
-) -> tuple[_State, list[FallbackEvent]]:
+    conn: Connection, model: str, state: StoredFlag, now: datetime
+) -> tuple[StoredFlag, list[FallbackEvent]]:
     """Clear an override that has expired by ``now``; the event is dated at its expiry."""
     over = state.override
     if over is None or not over.expired(now):
@@ -206,7 +101,7 @@ def _expire(
     if over.active != new.auto.active:
         new = replace(new, flag_since=over.until)
     word = "on" if over.active else "off"
-    event = _event(
+    event = insert_event(
         conn, model, at=over.until, old=over.active, new=new.auto.active, kind="expiry",
         actor=None, reason=f"override (forced {word} by {over.by}) expired",
         details={"forced": over.active, "by": over.by, "reason": over.reason,
@@ -219,7 +114,7 @@ def _expire(
 
 
 def observe_run(
-    conn: sa.Connection, config: Config, model: str, run: RunOutcome, *, now: datetime
+    conn: Connection, config: Config, model: str, run: RunOutcome, *, now: datetime
 ) -> list[FallbackEvent]:
     """Take a finished check run into the model's flag, in the caller's transaction
     (the one that stores the run); return the events recorded.
@@ -232,7 +127,7 @@ def observe_run(
     model_cfg = config.model(model)
     rules = rules_of(model_cfg)
     now = _utc(now)
-    state, events = _expire(conn, model, _lock(conn, model, now), now)
+    state, events = _expire(conn, model, lock_flag(conn, model, now), now)
     served_before = _served(state, now)
     last_end = state.auto.last_window_end
     if (last_end is not None and run.window_end <= _utc(last_end)
@@ -242,14 +137,14 @@ def observe_run(
         auto, transition = advance(state.auto, run, rules, at=now)
     if auto is state.auto:
         if events:
-            _save(conn, model, state)
+            save_flag(conn, model, state)
         return events
     state = replace(state, auto=auto, updated_at=now)
     if transition is not None:
         served = _served(state, now)
         if served != served_before:
             state = replace(state, flag_since=now)
-        events.append(_event(
+        events.append(insert_event(
             conn, model, at=now, old=transition.old_active, new=transition.new_active,
             kind="auto", actor=None, reason=transition.reason,
             details={"runs": [r.as_dict() for r in transition.runs],
@@ -258,7 +153,7 @@ def observe_run(
                                "recover_after": model_cfg.fallback.recover_after},
                      "overridden": state.override is not None, "served_active": served},
         ))
-    _save(conn, model, state)
+    save_flag(conn, model, state)
     return events
 
 
@@ -266,7 +161,7 @@ _REPLAY_REASONS = 10  # windows back whose reasons are loaded: enough for any st
 
 
 def _rejudged(
-    conn: sa.Connection, model: str, auto: AutoState, run: RunOutcome, rules: Rules,
+    conn: Connection, model: str, auto: AutoState, run: RunOutcome, rules: Rules,
     now: datetime,
 ) -> tuple[AutoState, Transition | None]:
     """A recheck of an older window: replay the latest verdict of every window.
@@ -276,18 +171,8 @@ def _rejudged(
     the windows' latest verdicts say: a recheck that turns two past windows critical
     trips it, as those runs would have when judged in order.
     """
-    latest = (sa.select(sa.func.max(check_runs.c.id))
-              .where(check_runs.c.model == model, check_runs.c.kind == "check")
-              .group_by(check_runs.c.window_end))
-    rows = conn.execute(
-        sa.select(check_runs.c.id, check_runs.c.window_end, check_runs.c.status)
-        .where(check_runs.c.id.in_(latest)).order_by(check_runs.c.window_end)
-    ).all()
-    recent = {r.id for r in rows[-_REPLAY_REASONS:]}
-    reasons = {r.id: tuple(r.summary.get("reasons") or ()) for r in conn.execute(
-        sa.select(check_runs.c.id, check_runs.c.summary).where(check_runs.c.id.in_(recent)))}
-    history = [RunOutcome(int(r.id), _utc(r.window_end), r.status, reasons.get(r.id, ()))
-               for r in rows]
+    history = [RunOutcome(run_id, end, status, reasons) for run_id, end, status, reasons
+               in latest_verdicts(conn, model, reasons_of_last=_REPLAY_REASONS)]
     replayed, last = replay(history, rules, at=now)
     # Keep what the forward state knows that a replay cannot: when and why it last changed.
     replayed = replace(replayed, last_success_at=now, last_run_id=auto.last_run_id,
@@ -350,16 +235,16 @@ def set_override(
             raise MonitorError(f"the override would expire at {iso_utc(until)}, which is not "
                                f"after now ({iso_utc(now)})")
     with engine.begin() as conn:
-        state, _ = _expire(conn, model, _lock(conn, model, now), now)
+        state, _ = _expire(conn, model, lock_flag(conn, model, now), now)
         before = _served(state, now)
         state = replace(state, updated_at=now, override=Override(
             active=active, by=by, at=now, until=until, reason=reason or None))
         if active != before:
             state = replace(state, flag_since=now)
-        _event(conn, model, at=now, old=before, new=active, kind="manual", actor=by,
+        insert_event(conn, model, at=now, old=before, new=active, kind="manual", actor=by,
                reason=reason or None,
                details={"action": "set", "forced": active, "until": _iso(until)})
-        _save(conn, model, state)
+        save_flag(conn, model, state)
     return flag_document(engine, config, model, now)
 
 
@@ -379,31 +264,31 @@ def clear_override(
     now = _utc(now)
     by = _actor(by)
     with engine.begin() as conn:
-        state, _ = _expire(conn, model, _lock(conn, model, now), now)
+        state, _ = _expire(conn, model, lock_flag(conn, model, now), now)
         over = state.override
         if over is not None:
             state = replace(state, override=None, updated_at=now)
             if over.active != state.auto.active:
                 state = replace(state, flag_since=now)
-            _event(conn, model, at=now, old=over.active, new=state.auto.active, kind="manual",
+            insert_event(conn, model, at=now, old=over.active, new=state.auto.active, kind="manual",
                    actor=by, reason=reason or None,
                    details={"action": "clear", "forced": over.active, "set_by": over.by,
                             "until": _iso(over.until), "set_reason": over.reason})
-        _save(conn, model, state)
+        save_flag(conn, model, state)
     return flag_document(engine, config, model, now)
 
 
 # --- reading ----------------------------------------------------------------------------
 
 
-def served(state: _State, model_cfg: ModelConfig, now: datetime) -> tuple[Flag, bool]:
+def served(state: StoredFlag, model_cfg: ModelConfig, now: datetime) -> tuple[Flag, bool]:
     """The flag served at ``now`` (an expired override no longer counts) and whether it
     is stale: what the flag document and the metrics both report."""
     return (effective_flag(state.auto, state.override, now),
             is_stale(state.auto, now, model_cfg.stale_after, tracked_since=state.created_at))
 
 
-def _document(model: str, model_cfg: ModelConfig, state: _State, now: datetime
+def _document(model: str, model_cfg: ModelConfig, state: StoredFlag, now: datetime
               ) -> dict[str, Any]:
     flag, stale = served(state, model_cfg, now)
     return {
@@ -436,12 +321,12 @@ def flag_document(
     model_cfg = config.model(model)
     now = _utc(now)
     with engine.connect() as conn:
-        state = _read(conn, model)
+        state = read_flag(conn, model)
     if state is None or (state.override is not None and state.override.expired(now)):
         with engine.begin() as conn:
-            state, events = _expire(conn, model, _lock(conn, model, now), now)
+            state, events = _expire(conn, model, lock_flag(conn, model, now), now)
             if events:
-                _save(conn, model, state)
+                save_flag(conn, model, state)
     doc = _document(model, model_cfg, state, now)
     if config.fallback_dir is not None:
         try:
@@ -450,42 +335,3 @@ def flag_document(
             raise MonitorError(f"{config.fallback_dir / (model + '.json')}: cannot write the "
                                f"fallback flag file: {exc.strerror or exc}") from None
     return doc
-
-
-def write_flag_file(directory: Path, document: dict[str, Any]) -> bool:
-    """Write ``<directory>/<model>.json`` atomically unless it already holds ``document``;
-    return whether it was written.
-
-    A temporary file in the same folder, flushed to disk, then ``os.replace``: a reader
-    sees the old document or the new one, never a part.
-    """
-    path = directory / f"{document['model']}.json"
-    text = json.dumps(document, indent=2, sort_keys=True) + "\n"
-    try:
-        if path.read_text(encoding="utf-8") == text:
-            return False
-    except FileNotFoundError:
-        pass
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{document['model']}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        # mkstemp makes it private (0600); a sidecar may run as another user.
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return True
-
-
-def list_events(engine: Engine, model: str, *, limit: int = 20) -> list[FallbackEvent]:
-    """The model's flag events, newest first."""
-    query = (sa.select(fallback_events).where(fallback_events.c.model == model)
-             .order_by(fallback_events.c.id.desc()).limit(limit))
-    with engine.connect() as conn:
-        return [FallbackEvent(**{k: row._mapping[k] for k in FallbackEvent.__dataclass_fields__})
-                for row in conn.execute(query)]

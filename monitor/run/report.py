@@ -6,16 +6,14 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Engine
-
 from monitor.config import Config
 from monitor.errors import MonitorError
+from monitor.run.model import resolve
 from monitor.run.reference import drift_columns
 from monitor.run.reference_file import read_reference
-from monitor.schema import label_text, load_schema
-from monitor.store.sources import make_source
-from monitor.store.tables import check_runs
+from monitor.schema import label_text
+from monitor.store.db import Engine
+from monitor.store.runs import get_run
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -39,13 +37,11 @@ def write_report(engine: Engine, config: Config, run_id: int, output: Path, *,
     import numpy as np
     import pandas as pd
 
-    with engine.connect() as conn:
-        row = conn.execute(sa.select(check_runs).where(check_runs.c.id == run_id)).first()
+    row = get_run(engine, run_id)
     if row is None:
         raise MonitorError(f"no run with id {run_id}")
-    model_cfg = config.model(row.model)
-    schema = load_schema(model_cfg.schema_path)
-    source = make_source(engine, row.model, model_cfg.source, schema)
+    model = resolve(engine, config, row.model)
+    model_cfg, schema, source = model.config, model.schema, model.source
     total = source.count(row.window_start, row.window_end)
     if total == 0:
         raise MonitorError(f"run {run_id}: the window holds no logs any more")

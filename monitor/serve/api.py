@@ -60,6 +60,7 @@ from monitor.errors import DatabaseError, MonitorError, UnknownModelError, first
 from monitor.fallback.flag import MAX_ACTOR_LENGTH, clear_override, flag_document, set_override
 from monitor.policy import SUCCESSFUL_STATUSES
 from monitor.store.tables import check_runs, run_metrics
+from monitor.times import aware, utc
 
 __all__ = ["DEFAULT_ACTOR", "ENV_TOKEN", "FlagCache", "SchedulerStatus", "create_app"]
 
@@ -163,7 +164,7 @@ class OverrideRequest(BaseModel):
         if value is None:
             return None
         try:
-            return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+            return utc(value)
         except OverflowError:
             raise ValueError("is out of range once converted to UTC") from None
 
@@ -474,7 +475,7 @@ def create_app(
                    check_runs.c.status.in_(sorted(SUCCESSFUL_STATUSES)))
             .group_by(check_runs.c.model)
         )
-        last = {m: _aware(v) for m, v in conn.execute(query)}
+        last = {m: aware(v) for m, v in conn.execute(query)}
         up = now - app.state.started_at
         models = {}
         for name, model_cfg in config.models.items():
@@ -680,15 +681,6 @@ def create_app(
 
     return app
 
-
-def _aware(value: Any) -> datetime | None:
-    """max() keeps UTCDateTime, so times come back aware; should a dialect hand back its
-    raw value (SQLite keeps text), read it as UTC all the same."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _span(value: timedelta) -> str:

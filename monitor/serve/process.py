@@ -34,9 +34,9 @@ from monitor.errors import MonitorError
 
 if TYPE_CHECKING:
     import uvicorn
-    from sqlalchemy.engine import Engine
 
     from monitor.serve.scheduler import MonitorScheduler
+    from monitor.store.db import Engine
 
 __all__ = ["GRACEFUL_SECONDS", "serve"]
 

@@ -54,14 +54,19 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
-
 from monitor.config import Config, ModelConfig
-from monitor.errors import ConfigError, MonitorError, first_line
-from monitor.run.check import EPOCH, compact_logs, recompute_immature, run_check
+from monitor.errors import ConfigError, MonitorError, WatermarkMoved, first_line
+from monitor.run.check import compact_logs, recompute_immature, run_check
 from monitor.serve.leader import AdvisoryLock, AlwaysLeader, Leadership
-from monitor.store.tables import check_runs, scheduler_state
+from monitor.store.db import Engine
+from monitor.store.watermarks import (
+    last_checked_window_end,
+    read_watermark,
+    record_error,
+    scheduler_rows,
+    start_watermark,
+)
+from monitor.times import EPOCH, floor_window, iso_z, next_window_end
 
 if TYPE_CHECKING:
     from apscheduler.schedulers.background import BackgroundScheduler
@@ -72,7 +77,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MonitorScheduler",
-    "WatermarkMoved",
     "cron_trigger",
     "next_window_end",
     "read_watermark",
@@ -81,19 +85,6 @@ __all__ = [
 
 Clock = Callable[[], datetime]
 _log = logging.getLogger("mqm.scheduler")
-
-
-class WatermarkMoved(MonitorError):
-    """Another writer moved the model's watermark first; this run was rolled back."""
-
-
-def next_window_end(watermark: datetime, size: timedelta) -> datetime:
-    """End of the first aligned window that ends after ``watermark``.
-
-    The watermark is normally an aligned end itself (then: ``watermark + size``); one
-    taken from a manual ``mqm check --at`` or left by another window size is not.
-    """
-    return EPOCH + ((watermark - EPOCH) // size) * size + size
 
 
 # --- triggers ---------------------------------------------------------------------
@@ -169,31 +160,6 @@ def trigger_for(model: str, model_cfg: ModelConfig) -> BaseTrigger:
                            start_date=EPOCH + schedule.delay, timezone=UTC)
 
 
-# --- watermark ----------------------------------------------------------------------
-
-
-def read_watermark(engine: Engine, model: str) -> datetime | None:
-    """The model's watermark as stored (None: the scheduler has not started it yet)."""
-    with engine.connect() as conn:
-        return conn.execute(sa.select(scheduler_state.c.watermark)
-                            .where(scheduler_state.c.model == model)).scalar_one_or_none()
-
-
-def _insert_if_absent(conn: Connection, values: dict[str, Any]) -> None:
-    name = conn.dialect.name
-    if name in ("postgresql", "sqlite"):
-        if name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
-        conn.execute(insert(scheduler_state).values(**values)
-                     .on_conflict_do_nothing(index_elements=["model"]))
-        return
-    try:
-        with conn.begin_nested():
-            conn.execute(sa.insert(scheduler_state).values(**values))
-    except sa.exc.IntegrityError:
-        pass  # another replica created it first
 
 
 # --- the scheduler -----------------------------------------------------------------
@@ -448,7 +414,7 @@ class MonitorScheduler:
                     self.compact(model, wait=True)
                 try:
                     run = run_check(self._engine, self._config, model, at=end, now=current,
-                                    in_transaction=self._advance(model, watermark, end))
+                                    expect_watermark=watermark)
                 except WatermarkMoved as exc:
                     _log.info("mqm: %s", exc)
                     continue  # someone else checked it: read the watermark again
@@ -457,7 +423,7 @@ class MonitorScheduler:
                 self._seen[model].update(watermark=end, last_run_at=self._clock(),
                                          last_error=None, last_error_at=None)
                 _log.info("mqm: %s window %s .. %s: %s (%d rows)", model,
-                          _iso(run.start), _iso(run.end), run.status, run.rows)
+                          iso_z(run.start), iso_z(run.end), run.status, run.rows)
         finally:
             self._busy.discard(model)
             lock.release()
@@ -524,69 +490,27 @@ class MonitorScheduler:
         start = self._starting_point(model, model_cfg)
         if start is None:
             return None
-        now = self._clock()
-        with self._engine.begin() as conn:
-            # The row may exist without a watermark (an error recorded before the start).
-            _insert_if_absent(conn, {"model": model, "updated_at": now})
-            t = scheduler_state
-            conn.execute(sa.update(t).where(t.c.model == model, t.c.watermark.is_(None))
-                         .values(watermark=start, updated_at=now))
-        _log.info("mqm: %s: checks start after %s", model, _iso(start))
+        start_watermark(self._engine, model, start, self._clock())
+        _log.info("mqm: %s: checks start after %s", model, iso_z(start))
         return read_watermark(self._engine, model)
 
     def _starting_point(self, model: str, model_cfg: ModelConfig) -> datetime | None:
         """After the newest stored check run, else at the window of the oldest log."""
-        with self._engine.connect() as conn:
-            last = conn.execute(
-                sa.select(sa.func.max(check_runs.c.window_end))
-                .where(check_runs.c.model == model, check_runs.c.kind == "check")
-            ).scalar()
+        last = last_checked_window_end(self._engine, model)
         if last is not None:
-            from monitor.store.logs import parse_time
+            return last
+        from monitor.run.model import resolve
 
-            return parse_time("window_end", last)  # max() bypasses the type on SQLite
-        from monitor.schema import load_schema
-        from monitor.store.sources import make_source
-
-        source = make_source(self._engine, model, model_cfg.source,
-                             load_schema(model_cfg.schema_path))
-        oldest, _ = source.time_range()
-        if oldest is None:
-            return None
-        size = model_cfg.window
-        return EPOCH + ((oldest - EPOCH) // size) * size
-
-    def _advance(
-        self, model: str, expected: datetime, end: datetime
-    ) -> Callable[[Connection, int], None]:
-        """The compare-and-set of the watermark, run inside the run's transaction."""
-
-        def advance(conn: Connection, run_id: int) -> None:
-            t = scheduler_state
-            moved = conn.execute(
-                sa.update(t).where(t.c.model == model, t.c.watermark == expected)
-                .values(watermark=end, last_run_id=run_id, last_run_at=self._clock(),
-                        last_error=None, last_error_at=None, updated_at=self._clock())
-            ).rowcount
-            if moved != 1:
-                raise WatermarkMoved(f"model {model!r}: the window ending {end.isoformat()} "
-                                     "was checked by another writer; this run is dropped")
-
-        return advance
+        oldest, _ = resolve(self._engine, self._config, model).source.time_range()
+        return None if oldest is None else floor_window(oldest, model_cfg.window)
 
     def _record_error(self, model: str, exc: BaseException) -> None:
         text, now = _describe(exc), self._clock()
         self._seen[model].update(last_error=text, last_error_at=now)
         _log.warning("mqm: check of %s stopped: %s (retrying in %g s)", model, text,
                      self._error_retry, exc_info=not isinstance(exc, MonitorError))
-        try:
-            with self._engine.begin() as conn:
-                _insert_if_absent(conn, {"model": model, "updated_at": now})
-                conn.execute(sa.update(scheduler_state)
-                             .where(scheduler_state.c.model == model)
-                             .values(last_error=text, last_error_at=now, updated_at=now))
-        except Exception:  # the store may be what failed; the log has it
-            pass
+        with contextlib.suppress(Exception):  # the store may be what failed; the log has it
+            record_error(self._engine, model, text, now)
 
     # -- status -----------------------------------------------------------------------
 
@@ -604,9 +528,7 @@ class MonitorScheduler:
         stored: dict[str, dict[str, Any]] = {}
         store_error = None
         try:
-            with self._engine.connect() as conn:
-                for row in conn.execute(sa.select(scheduler_state)).mappings():
-                    stored[row["model"]] = dict(row)
+            stored = scheduler_rows(self._engine)
         except Exception as exc:
             store_error = first_line(exc)
         models = {}
@@ -617,14 +539,14 @@ class MonitorScheduler:
                 seen.update({k: row.get(k) for k in ("watermark", "last_run_at",
                                                      "last_error", "last_error_at")})
             models[name] = {
-                "watermark": _iso(seen.get("watermark")),
-                "last_run_at": _iso(seen.get("last_run_at")),
-                "next_run_at": _iso(self._next_run(name)),
+                "watermark": iso_z(seen.get("watermark")),
+                "last_run_at": iso_z(seen.get("last_run_at")),
+                "next_run_at": iso_z(self._next_run(name)),
                 "last_error": seen.get("last_error"),
-                "last_error_at": _iso(seen.get("last_error_at")),
-                "last_recheck_at": _iso(seen.get("last_recheck_at")),
+                "last_error_at": iso_z(seen.get("last_error_at")),
+                "last_recheck_at": iso_z(seen.get("last_recheck_at")),
                 "last_recheck_error": seen.get("last_recheck_error"),
-                "last_compact_at": _iso(seen.get("last_compact_at")),
+                "last_compact_at": iso_z(seen.get("last_compact_at")),
                 "last_compact_error": seen.get("last_compact_error"),
                 "busy": name in self._busy,
             }
@@ -644,10 +566,3 @@ def _describe(exc: BaseException) -> str:
         return str(exc)
     return f"{type(exc).__name__}: {first_line(exc)}"
 
-
-def _iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")

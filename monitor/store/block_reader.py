@@ -47,6 +47,7 @@ from monitor.store.reading import (
     sql_marks,
 )
 from monitor.store.tables import log_blocks
+from monitor.times import parse_time
 
 if TYPE_CHECKING:
     pass
@@ -181,7 +182,8 @@ def window_chunks(engine: Engine, model: str, start: datetime, end: datetime,
             by_id = {b.id: b for b in blocks}
             inside = 0
             for block_id, ts_min, ts_max in found:
-                if _us(_aware(ts_min)) >= low_us and _us(_aware(ts_max)) < high_us:
+                first, last = _us(parse_time("ts", ts_min)), _us(parse_time("ts", ts_max))
+                if first >= low_us and last < high_us:
                     inside += by_id[block_id].rows
                 else:
                     part = _fetch(raw, mark, block_id)
@@ -200,11 +202,6 @@ def window_chunks(engine: Engine, model: str, start: datetime, end: datetime,
     return _chunks(engine, conn, raw, model, [b for b, _, _ in found], late, gaps,
                    (low, high, low_us, high_us), chunk_rows)
 
-
-def _aware(value: Any) -> datetime:
-    from monitor.store.logs import parse_time
-
-    return parse_time("ts", value)
 
 
 def _cut(part: Part, low_us: int, high_us: int) -> Part:

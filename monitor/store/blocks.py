@@ -30,6 +30,7 @@ from monitor.store.reading import (
     gc_paused,
     loads_each,
 )
+from monitor.times import EPOCH
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -43,7 +44,7 @@ NAT = np.iinfo(np.int64).min  # no time (no label yet)
 _TOP = 2**62  # an id above every row's
 _META = ("request_id", "model_version", "prediction", "latency_ms", "error", "error_message",
          "fallback_reason")
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH = EPOCH
 
 
 # --- rows in coded form ------------------------------------------------------------

@@ -22,6 +22,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from monitor.errors import DatabaseError, first_line
 from monitor.store.blocks import (
     _EPOCH,
     BLOCK_ROWS,
@@ -54,7 +55,7 @@ from monitor.store.tables import log_blocks
 if TYPE_CHECKING:
     pass
 
-__all__ = ["BLOCK_ROWS", "LABEL_BATCH", "CompactResult", "compact"]
+__all__ = ["BLOCK_ROWS", "LABEL_BATCH", "CompactResult", "compact", "compact_or_fail"]
 
 # --- compaction --------------------------------------------------------------------
 
@@ -245,3 +246,11 @@ def _refresh_batch(engine: Engine, model: str, labels_hw: int, now: datetime | N
         conn.execute(sa.update(t).where(t.c.model == model, t.c.labels_hw < upto)
                      .values(labels_hw=upto))
     return upto >= labels_hw, len(by_block)
+
+
+def compact_or_fail(engine: Engine, model: str) -> CompactResult:
+    """``compact``, its database errors turned into one ``DatabaseError`` naming the model."""
+    try:
+        return compact(engine, model)
+    except (sa.exc.OperationalError, sa.exc.ProgrammingError) as exc:
+        raise DatabaseError(f"cannot compact the logs of {model}: {first_line(exc)}") from None

@@ -6,11 +6,21 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 
 from monitor.errors import DatabaseError
 
-__all__ = ["create_engine", "current_revision", "ensure_schema", "head_revision", "upgrade"]
+__all__ = [
+    "Connection",
+    "Engine",
+    "create_engine",
+    "current_revision",
+    "ensure_schema",
+    "head_revision",
+    "ping",
+    "safe_url",
+    "upgrade",
+]
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -144,3 +154,9 @@ def _known_revision(revision: str) -> bool:
         return ScriptDirectory.from_config(cfg).get_revision(revision) is not None
     except CommandError:
         return False
+
+
+def ping(engine: Engine) -> None:
+    """One round trip to the database; raises the driver's error when it does not answer."""
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT 1"))

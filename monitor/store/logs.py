@@ -15,7 +15,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from monitor.errors import RowProblem
 from monitor.store.tables import ground_truth, inference_logs
+from monitor.times import parse_time, utc
 
 __all__ = [
     "LogRecord",
@@ -34,14 +36,6 @@ __all__ = [
 MAX_ID_LENGTH = 200
 MAX_VERSION_LENGTH = 100
 MAX_FALLBACK_REASON_LENGTH = 40
-
-
-class RowProblem(ValueError):
-    """One field of one row is unusable; ``field`` names it."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"field {field!r}: {message}")
-        self.field = field
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +82,7 @@ def clean_value(field: str, value: Any) -> Any:
             raise RowProblem(field, f"value is {value}; only finite numbers can be stored")
         return float(value)
     if isinstance(value, datetime):
-        return _as_utc(value).isoformat()
+        return utc(value).isoformat()
     item = getattr(value, "item", None)  # numpy / pandas scalars, without importing them
     if callable(item) and not isinstance(value, list | tuple | dict):
         try:
@@ -103,35 +97,6 @@ def clean_value(field: str, value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): clean_value(f"{field}.{k}", v) for k, v in value.items()}
     raise RowProblem(field, f"cannot store a value of type {type(value).__name__}")
-
-
-def _as_utc(value: datetime) -> datetime:
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    if value.tzinfo is UTC:
-        return value
-    return value.astimezone(UTC)
-
-
-def parse_time(field: str, value: Any) -> datetime:
-    """A timezone-aware UTC time from a datetime, an ISO 8601 text or epoch seconds."""
-    if isinstance(value, datetime):
-        if value.__class__.__name__ == "NaTType":
-            raise RowProblem(field, "is missing")
-        return _as_utc(value)
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        if not math.isfinite(value):
-            raise RowProblem(field, "is missing")
-        return datetime.fromtimestamp(value, tz=UTC)
-    if isinstance(value, str) and value.strip():
-        text = value.strip()
-        try:
-            return _as_utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
-        except ValueError:
-            raise RowProblem(field, f"cannot read {value!r} as an ISO 8601 time") from None
-    if value is None or (isinstance(value, str) and not value.strip()):
-        raise RowProblem(field, "is missing")
-    raise RowProblem(field, f"cannot read {value!r} as a time")
 
 
 def request_id_of(value: Any) -> str:

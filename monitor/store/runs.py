@@ -1,4 +1,9 @@
-"""Writing and reading check runs and their per-feature metrics."""
+"""Check runs and their figures: writing them, and every read of them.
+
+A run is stored as its document (``check_runs.summary``: ``CheckRun.as_dict()``, or the
+schema-only run's) with one ``run_metrics`` row per figure, in one transaction. Reads
+hand back ``RunRecord`` rows whose ``run`` is the typed ``CheckRun`` again.
+"""
 
 from __future__ import annotations
 
@@ -8,23 +13,29 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
+from monitor.results import CheckRun, Metric
 from monitor.store.tables import check_runs, run_metrics
+from monitor.times import aware
 
-__all__ = ["Metric", "RunRecord", "insert_run", "latest_runs", "save_run"]
-
-
-@dataclass(frozen=True)
-class Metric:
-    check: str
-    metric: str
-    value: float | None
-    feature: str = ""
+__all__ = [
+    "Metric",
+    "RunRecord",
+    "get_run",
+    "immature_windows",
+    "insert_run",
+    "latest_runs",
+    "latest_verdicts",
+    "run_metrics_of",
+    "save_run",
+]
 
 
 @dataclass(frozen=True)
 class RunRecord:
+    """A ``check_runs`` row; ``summary`` is the stored document as it is."""
+
     id: int
     model: str
     kind: str
@@ -38,6 +49,15 @@ class RunRecord:
     started_at: datetime
     finished_at: datetime
 
+    @property
+    def run(self) -> CheckRun | None:
+        """The typed run of a ``check`` row (None for a schema-only run); ``ValueError``
+        when its document does not have the shape of one."""
+        if self.kind != "check":
+            return None
+        return CheckRun.from_dict({**self.summary, "run_id": self.id})
+
+
 
 def save_run(engine: Engine, **fields: Any) -> int:
     """Store a run and its metrics in one transaction; return the run id.
@@ -49,7 +69,7 @@ def save_run(engine: Engine, **fields: Any) -> int:
 
 
 def insert_run(
-    conn: sa.Connection,
+    conn: Connection,
     *,
     model: str,
     kind: str,
@@ -99,7 +119,55 @@ def latest_runs(engine: Engine, model: str, *, kind: str | None = None,
         return [_record(r) for r in conn.execute(query)]
 
 
+def get_run(engine: Engine, run_id: int) -> RunRecord | None:
+    """One run by id, or None."""
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(check_runs).where(check_runs.c.id == run_id)).first()
+    return None if row is None else _record(row)
+
+
 def run_metrics_of(engine: Engine, run_id: int) -> list[Metric]:
     query = sa.select(run_metrics).where(run_metrics.c.run_id == run_id).order_by(run_metrics.c.id)
     with engine.connect() as conn:
         return [Metric(r.check_name, r.metric, r.value, r.feature) for r in conn.execute(query)]
+
+
+def immature_windows(engine: Engine, model: str, since: datetime) -> list[tuple[int, datetime]]:
+    """(run id, window end) of the windows ending at or after ``since`` whose latest check
+    run judged accuracy on immature labels, oldest window first."""
+    latest = (
+        sa.select(sa.func.max(check_runs.c.id).label("id"))
+        .where(check_runs.c.model == model, check_runs.c.kind == "check",
+               check_runs.c.window_end >= since)
+        .group_by(check_runs.c.window_end)
+        .subquery()
+    )
+    query = (
+        sa.select(check_runs.c.id, check_runs.c.window_end)
+        .join(latest, latest.c.id == check_runs.c.id)
+        .join(run_metrics, run_metrics.c.run_id == check_runs.c.id)
+        .where(run_metrics.c.check_name == "performance", run_metrics.c.metric == "mature",
+               run_metrics.c.value == 0.0)
+        .order_by(check_runs.c.window_end)
+    )
+    with engine.connect() as conn:
+        return [(int(run_id), end) for run_id, end in conn.execute(query)]
+
+
+def latest_verdicts(conn: Connection, model: str, *, reasons_of_last: int
+                    ) -> list[tuple[int, datetime, str, tuple[str, ...]]]:
+    """(run id, window end, status, reasons) of the latest check run of every window of
+    the model, oldest window first, in the caller's transaction; reasons are loaded for
+    the last ``reasons_of_last`` windows only (older ones have none)."""
+    latest = (sa.select(sa.func.max(check_runs.c.id))
+              .where(check_runs.c.model == model, check_runs.c.kind == "check")
+              .group_by(check_runs.c.window_end))
+    rows = conn.execute(
+        sa.select(check_runs.c.id, check_runs.c.window_end, check_runs.c.status)
+        .where(check_runs.c.id.in_(latest)).order_by(check_runs.c.window_end)
+    ).all()
+    recent = {r.id for r in rows[-reasons_of_last:]} if reasons_of_last else set()
+    reasons = {r.id: tuple(r.summary.get("reasons") or ()) for r in conn.execute(
+        sa.select(check_runs.c.id, check_runs.c.summary).where(check_runs.c.id.in_(recent)))}
+    return [(int(r.id), aware(r.window_end) or r.window_end, r.status, reasons.get(r.id, ()))
+            for r in rows]

@@ -23,6 +23,7 @@ from monitor.store.reading import (
     read_builtin,
 )
 from monitor.store.tables import inference_logs
+from monitor.times import aware
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -30,7 +31,16 @@ if TYPE_CHECKING:
     from monitor.config import SourceConfig
     from monitor.schema import ModelSchema
 
-__all__ = ["META_COLUMNS", "BuiltinSource", "LogSource", "LogWindow", "SqlSource", "make_source"]
+__all__ = [
+    "META_COLUMNS",
+    "BuiltinSource",
+    "LogSource",
+    "LogWindow",
+    "SqlSource",
+    "dispose_source_engines",
+    "make_source",
+    "source_engine",
+]
 
 
 @dataclass(frozen=True)
@@ -159,15 +169,8 @@ class BuiltinSource:
         with _reading(self.engine, "inference logs"), self.engine.connect() as conn:
             low, high = conn.execute(query).one()
         # min()/max() bypass the column type on SQLite: coerce back to aware UTC.
-        return _aware(low), _aware(high)
+        return aware(low), aware(high)
 
-
-def _aware(value: Any) -> datetime | None:
-    if value is None:
-        return None
-    from monitor.store.logs import parse_time
-
-    return parse_time("timestamp", value)
 
 
 _LABEL_BATCH = 500  # ids per query: under SQLite's oldest limit of 999 parameters
@@ -353,7 +356,7 @@ class SqlSource:
         query = sa.select(sa.func.min(col), sa.func.max(col)).select_from(self._from)
         with _reading(self.engine, "the log source"), self.engine.connect() as conn:
             low, high = conn.execute(query).one()
-        return _aware(low), _aware(high)
+        return aware(low), aware(high)
 
 
 def make_source(
@@ -373,7 +376,30 @@ def make_source(
         return BuiltinSource(engine, model)
     store = store_engine if store_engine is not None else engine
     if config.url:
+        engine = source_engine(config.url)
+    return SqlSource(engine, config, schema, model=model, store_engine=store)
+
+
+_SOURCE_ENGINES: dict[str, Engine] = {}
+
+
+def source_engine(url: str) -> Engine:
+    """One engine per source URL for the whole process (its pool is reused by every run),
+    disposed at exit."""
+    engine = _SOURCE_ENGINES.get(url)
+    if engine is None:
+        import atexit
+
         from monitor.store.db import create_engine
 
-        engine = create_engine(config.url)
-    return SqlSource(engine, config, schema, model=model, store_engine=store)
+        engine = _SOURCE_ENGINES.setdefault(url, create_engine(url))
+        if len(_SOURCE_ENGINES) == 1:
+            atexit.register(dispose_source_engines)
+    return engine
+
+
+def dispose_source_engines() -> None:
+    """Close the pools of the sources' own databases."""
+    while _SOURCE_ENGINES:
+        _, engine = _SOURCE_ENGINES.popitem()
+        engine.dispose()

@@ -267,15 +267,15 @@ def test_the_service_falls_back_on_drift_recovers_and_outlives_the_monitor(
         assert answers == [{"prediction": model_predict(f), "served_by": "model", "reason": None}
                            for f in sent.values()]
         run = check(start, sent)
-        assert (run.status, run.checks["drift"]["status"]) == ("ok", "ok"), run.reasons
+        assert (run.status, run.drift.status) == ("ok", "ok"), run.reasons
     assert not flag_active()
 
     # 2. Drifted traffic: the drift check is critical; the second such run trips the flag.
     start, sent, answers = traffic(shift=True)
     assert {a["served_by"] for a in answers} == {"model"}
     run = check(start, sent)
-    assert (run.status, run.checks["drift"]["status"]) == ("critical", "critical")
-    drifted_columns = {f["feature"] for f in run.checks["drift"]["features"] if f["drifted"]}
+    assert (run.status, run.drift.status) == ("critical", "critical")
+    drifted_columns = {f.feature for f in run.drift.features if f.drifted}
     assert drifted_columns == {"annual_income", "credit_score", "debt_to_income", "prediction"}
     assert not flag_active()  # trip_after: 2
     start, sent, answers = traffic(shift=True)
@@ -305,10 +305,9 @@ def test_the_service_falls_back_on_drift_recovers_and_outlives_the_monitor(
         # Skipping is blind to the request, so the rest are a fair sample; a busy machine
         # skips more (here 0-6%), hence the loose bound.
         assert len(shadowed) >= ROWS // 2 and 1 in shadowed.values()  # 1: not the default
-        prediction = next(f for f in run.checks["drift"]["features"]
-                          if f["feature"] == "prediction")
-        assert prediction["score"] is not None and not prediction["drifted"]  # tested: ok
-        assert (run.status, run.checks["drift"]["status"]) == ("ok", "ok"), run.reasons
+        prediction = run.drift.feature("prediction")
+        assert prediction.score is not None and not prediction.drifted  # tested: ok
+        assert (run.status, run.drift.status) == ("ok", "ok"), run.reasons
         assert flag_active() is not recovered  # recover_after: 2
     wait_until(lambda: not served_flag()["active"], "the service read the recovery")
     row = reference_rows[1]

@@ -23,6 +23,7 @@ from monitor.fallback.flag import (
     write_flag_file,
 )
 from monitor.policy import RunOutcome
+from monitor.results import ServiceResult
 from monitor.run.check import run_check
 from monitor.store.logs import insert_logs, make_record
 from monitor.store.tables import fallback_state
@@ -273,7 +274,7 @@ def test_check_runs_on_the_sample_trip_the_flag_and_rechecks_count_once(sample) 
     assert any("wasserstein" in r and "vs threshold" in r for r in reasons)
     on_disk = json.loads((cfg.fallback_dir / f"{M}.json").read_text(encoding="utf-8"))
     assert on_disk["active"] is True and on_disk["since"] == "2026-11-27T00:00:00Z"
-    assert second.checks["service"]["fallback_rate"] == 0.0  # the sample has no fallbacks
+    assert second.service.fallback_rate == 0.0  # the sample has no fallbacks
 
 
 def test_the_service_check_counts_fallback_answers(engine: sa.Engine, make_config) -> None:
@@ -294,9 +295,10 @@ def test_the_service_check_counts_fallback_answers(engine: sa.Engine, make_confi
     _, cfg = make_config(engine.url.render_as_string(hide_password=False))
     run = run_check(engine, cfg, M, at=T0 + DAY, now=T0 + 2 * DAY, persist=False)
     assert run is not None
-    service = run.checks["service"]
-    assert service["fallback_rate"] == pytest.approx(6 / 20)
-    assert service["fallbacks"] == {"flag": 4, "timeout": 2}
+    service = run.service
+    assert isinstance(service, ServiceResult)
+    assert service.fallback_rate == pytest.approx(6 / 20)
+    assert service.fallbacks == {"flag": 4, "timeout": 2}
     metrics = {(m.metric, m.feature): m.value for m in run.metrics() if m.check == "service"}
     assert metrics[("fallback_rate", "")] == pytest.approx(0.3)
     assert metrics[("fallback_rows", "flag")] == 4.0

@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from monitor.ingest import ingest_labels, ingest_logs
+from monitor.results import DriftResult, ErrorSection, PerformanceResult
 from monitor.run.check import backfill, recompute_immature, run_check
 from monitor.store.runs import latest_runs, run_metrics_of
 from monitor.store.tables import check_runs
@@ -48,7 +49,7 @@ def test_the_same_verdicts_on_postgresql(pg_url: str, make_config, schema) -> No
     bad = run_check(eng, cfg, "loan_default", at=DRIFTED, now=LATER)
     assert ok is not None and bad is not None
     assert (ok.status, bad.status) == ("ok", "critical")
-    assert bad.checks["performance"]["labelled_rows"] > 2000
+    assert bad.performance.labelled_rows > 2000
     eng.dispose()
 
 
@@ -56,22 +57,24 @@ def test_stable_window_is_ok_and_drifted_one_is_critical_with_reasons(loaded) ->
     engine, cfg = loaded
     ok = run_check(engine, cfg, "loan_default", at=STABLE, now=LATER)
     assert ok is not None and ok.status == "ok", ok.reasons
-    assert ok.checks["drift"]["share_drifted"] == 0
-    assert ok.checks["performance"]["status"] == "ok"
+    assert ok.drift.share_drifted == 0
+    assert ok.performance.status == "ok"
 
     bad = run_check(engine, cfg, "loan_default", at=DRIFTED, now=LATER)
     assert bad is not None and bad.status == "critical"
-    drift = bad.checks["drift"]
-    drifted = {f["feature"] for f in drift["features"] if f["drifted"]}
+    drift = bad.drift
+    assert isinstance(drift, DriftResult)
+    drifted = {f.feature for f in drift.features if f.drifted}
     assert {"annual_income", "credit_score", "debt_to_income", "home_ownership"} <= drifted
     assert "loan_amount" not in drifted and "age" not in drifted
     assert any("annual_income: wasserstein" in r for r in bad.reasons)
-    perf = bad.checks["performance"]
-    assert perf["status"] == "critical" and perf["drops"]["accuracy"] > 0.1
+    perf = bad.performance
+    assert isinstance(perf, PerformanceResult) and perf.estimated is not None
+    assert perf.status == "critical" and perf.drops["accuracy"] > 0.1
     assert any(r.startswith("performance: accuracy") for r in bad.reasons)
-    assert perf["estimated"]["estimated_accuracy"] < perf["reference_metrics"]["accuracy"]
-    home = next(f for f in drift["features"] if f["feature"] == "home_ownership")
-    assert home["unseen_share"] > 0.05
+    assert perf.estimated.estimated_accuracy < perf.reference_metrics["accuracy"]
+    home = drift.feature("home_ownership")
+    assert home.unseen_share is not None and home.unseen_share > 0.05
 
 
 def test_run_json_shape_and_persistence(loaded) -> None:
@@ -86,6 +89,8 @@ def test_run_json_shape_and_persistence(loaded) -> None:
     assert {"method", "score", "threshold", "drifted"} <= set(feature)
     stored = latest_runs(engine, "loan_default", kind="check")[0]
     assert stored.id == run.run_id and stored.status == "critical"
+    # Read back from the store, the run is the same typed object again.
+    assert stored.run == run
     assert stored.summary["checks"]["drift"]["share_drifted"] == data["checks"]["drift"][
         "share_drifted"]
     metrics = {(m.check, m.metric, m.feature): m.value for m in run_metrics_of(engine, run.run_id)}
@@ -107,7 +112,7 @@ def test_insufficient_data_is_never_critical(loaded, make_config) -> None:
     _, cfg = make_config(engine.url.render_as_string(hide_password=False), min_rows=100_000)
     run = run_check(engine, cfg, "loan_default", at=DRIFTED, now=LATER)
     assert run is not None and run.status == "insufficient_data"
-    assert run.checks["schema"]["status"] == "insufficient_data"
+    assert run.schema.status == "insufficient_data"
 
 
 def test_a_check_that_cannot_run_is_an_error_section(loaded, make_config,
@@ -117,10 +122,10 @@ def test_a_check_that_cannot_run_is_an_error_section(loaded, make_config,
                          reference=str(tmp_path / "gone.parquet"))
     run = run_check(engine, cfg, "loan_default", at=STABLE, now=LATER)
     assert run is not None
-    assert run.checks["drift"]["status"] == "error"
-    assert "gone.parquet" in run.checks["drift"]["error"]
-    assert run.checks["schema"]["status"] == "ok"  # the others still ran
-    assert run.checks["service"]["status"] == "ok"
+    assert run.drift.status == "error"
+    assert isinstance(run.drift, ErrorSection) and "gone.parquet" in run.drift.error
+    assert run.schema.status == "ok"  # the others still ran
+    assert run.service.status == "ok"
     assert run.status == "error"  # not critical: a failed check is no evidence of decay
 
 
@@ -133,11 +138,11 @@ def test_large_windows_are_sampled_but_counts_stay_exact(loaded, make_config) ->
     assert exact is not None and sampled is not None
     assert sampled.sampled and not exact.sampled
     assert 800 < (sampled.sample_rows or 0) < 1200
-    assert sampled.checks["schema"] == exact.checks["schema"]
-    assert sampled.checks["service"] == exact.checks["service"]
+    assert sampled.schema == exact.schema
+    assert sampled.service == exact.service
     assert sampled.rows == exact.rows
     again = run_check(engine, cfg, "loan_default", at=DRIFTED, now=LATER, persist=False)
-    assert again is not None and again.checks["drift"] == sampled.checks["drift"]
+    assert again is not None and again.drift == sampled.drift
 
 
 def test_late_labels_are_judged_once_mature(db_url: str, make_config, schema,
@@ -159,19 +164,20 @@ def test_late_labels_are_judged_once_mature(db_url: str, make_config, schema,
 
     first = run_check(engine, cfg, "loan_default", at=DRIFTED, now=early_cut)
     assert first is not None
-    perf = first.checks["performance"]
-    assert not perf["mature"] and perf["label_coverage"] < 0.8
+    perf = first.performance
+    assert isinstance(perf, PerformanceResult)
+    assert not perf.mature and perf.label_coverage < 0.8
     # Realized accuracy is not judged yet, but the estimate already shows the decay.
-    assert perf["status"] == "warn"
+    assert perf.status == "warn"
     assert all(r.startswith("estimated accuracy") or "not mature" in r or "labels" in r
-               for r in perf["reasons"])
-    assert perf["estimated"]["status"] == "warn"
+               for r in perf.reasons)
+    assert perf.estimated is not None and perf.estimated.status == "warn"
 
     ingest_labels(engine, "loan_default", schema, DATA / "labels.parquet")
     redone = recompute_immature(engine, cfg, "loan_default", now=early_cut + timedelta(days=5))
     assert [r.recomputes for r in redone] == [first.run_id]
-    assert redone[0].checks["performance"]["mature"]
-    assert redone[0].checks["performance"]["status"] == "critical"
+    assert redone[0].performance.mature
+    assert redone[0].performance.status == "critical"
     assert recompute_immature(engine, cfg, "loan_default",
                               now=early_cut + timedelta(days=5)) == []
     engine.dispose()

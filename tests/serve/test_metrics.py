@@ -130,7 +130,7 @@ def test_values_equal_the_stored_run(sample) -> None:
     for status in RUN_STATUSES:
         assert get("mqm_run_status", status=status) == float(status == "critical")
     for check in ("schema", "drift", "performance", "service"):
-        section = run.checks[check]["status"]
+        section = run.as_dict()["checks"][check]["status"]
         for status in CHECK_STATUSES:
             assert get("mqm_check_status", check=check, status=status) == float(
                 status == section)
@@ -140,7 +140,7 @@ def test_values_equal_the_stored_run(sample) -> None:
     assert get("mqm_schema_missing_columns") == stored[("schema", "missing_columns", "")]
     assert get("mqm_drifted_features_ratio") == stored[("drift", "share_drifted", "")]
     assert get("mqm_dataset_drift") == stored[("drift", "dataset_drift", "")]
-    features = run.checks["drift"]["features"]
+    features = run.as_dict()["checks"]["drift"]["features"]
     assert len(features) == len(FEATURES) + 1  # and the prediction
     for feat in features:
         name = feat["feature"]
@@ -155,7 +155,7 @@ def test_values_equal_the_stored_run(sample) -> None:
             ("schema", "violation_rate", name)]
     assert get("mqm_drift_detected", feature="credit_score") == 1.0
     assert get("mqm_unseen_category_ratio", feature="age") is None  # numerical: none stored
-    perf = run.checks["performance"]
+    perf = run.as_dict()["checks"]["performance"]
     assert get("mqm_accuracy_ratio") == stored[("performance", "accuracy", "")]
     assert get("mqm_accuracy_drop_ratio") == stored[("performance", "accuracy_drop", "")] > 0.1
     assert get("mqm_estimated_accuracy_ratio") == stored[
@@ -208,7 +208,8 @@ def test_metrics_of_a_check_that_could_not_run_are_absent(sample, tmp_path: Path
                        {M: {"min_rows": 500, "reference": str(tmp_path / "gone.parquet")}})
     run = run_check(engine, cfg, M, at=STABLE, now=LATER)
     assert run is not None and run.status == "error"
-    assert run.checks["drift"]["status"] == run.checks["performance"]["status"] == "error"
+    assert run.drift is not None and run.performance is not None
+    assert run.drift.status == run.performance.status == "error"
     registry = build_registry(engine, cfg, clock=lambda: LATER)
     labels = {"model": M, "version": "1.4.0"}
     assert value(registry, "mqm_run_status", **labels, status="error") == 1.0
@@ -220,9 +221,10 @@ def test_metrics_of_a_check_that_could_not_run_are_absent(sample, tmp_path: Path
         assert label_values(registry, name, "feature") == set(), name
     assert label_values(registry, "mqm_performance_metric", "metric") == set()
     # The checks that ran are there.
-    assert value(registry, "mqm_schema_violation_ratio", **labels) == run.checks["schema"][
-        "violation_rate"]
-    assert value(registry, "mqm_error_ratio", **labels) == run.checks["service"]["error_rate"]
+    checks = run.as_dict()["checks"]
+    assert value(registry, "mqm_schema_violation_ratio", **labels) == (
+        checks["schema"]["violation_rate"])
+    assert value(registry, "mqm_error_ratio", **labels) == checks["service"]["error_rate"]
     assert value(registry, "mqm_scrape_error") == 0.0
 
 
@@ -259,9 +261,9 @@ def test_synthetic_runs_on_every_backend(engine: sa.Engine, tmp_path: Path) -> N
     assert value(registry, "mqm_rows_checked", **labels) == 20.0
     assert value(registry, "mqm_run_status", **labels, status=first.status) == 1.0
     assert value(registry, "mqm_latency_seconds", **labels, percentile="50") == pytest.approx(
-        first.checks["service"]["latency_p50_ms"] / 1000)
-    assert value(registry, "mqm_schema_violation_ratio", **labels) == first.checks["schema"][
-        "violation_rate"]
+        first.as_dict()["checks"]["service"]["latency_p50_ms"] / 1000)
+    assert value(registry, "mqm_schema_violation_ratio", **labels) == (
+        first.as_dict()["checks"]["schema"]["violation_rate"])
     assert value(registry, "mqm_rows_checked", model="other", version="7.1") == 20.0
     assert value(registry, "mqm_error_ratio", model="other", version="7.1") == 0.0
     assert value(registry, "mqm_runs_total", model="other", status=other.status) == 1.0

@@ -700,7 +700,7 @@ def test_check_runs_agree_before_and_after_compaction(  # type: ignore[no-untype
         result = run_check(engine, config, MODEL, at=at, now=now, persist=False)
         assert result is not None
         # NaN figures compare equal as JSON text.
-        return result.status, result.rows, json.dumps(result.checks, sort_keys=True,
+        return result.status, result.rows, json.dumps(result.as_dict()["checks"], sort_keys=True,
                                                       default=str)
 
     before = run()
