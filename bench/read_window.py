@@ -288,7 +288,7 @@ def parse_only(url: str, parser: str, repeats: int) -> dict[str, Any]:
     import pyarrow as pa
     import pyarrow.json as pajson
 
-    from monitor.store.reading import ColumnBuilder, gc_paused
+    from monitor.store.frames import ColumnBuilder, gc_paused
 
     texts = [r[0] for r in sqlite3.connect(url.removeprefix("sqlite:///")).execute(
         f"SELECT features FROM inference_logs LIMIT {PARSE_ROWS}")]

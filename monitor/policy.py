@@ -16,11 +16,12 @@ Automatic state, per model, folds the statuses of its check runs, window by wind
   they leave the state exactly as it was (streaks included: they are transparent,
   so ``critical, error, critical`` trips at ``trip_after: 2``). They are not
   successful runs, so they do not refresh ``last_success_at`` either.
-- Only a run for a window **newer** than the last one the state took in advances
-  it. A rerun of an older or the same window (``recompute_immature``, a second
-  ``mqm check --at``) is ignored, so no window is ever counted twice and streaks
-  never run out of window order. The price: a verdict that only a later recompute
-  reaches (accuracy judged once late labels mature) does not move the flag.
+- A run for a window **newer** than the last one the state took in advances it
+  (``advance``). A rerun of an older or the same window (``recompute_immature``, a
+  second ``mqm check --at``) does not advance the streaks: the caller replays the
+  latest verdict of every window in window order instead (``replay``), so no window
+  is counted twice, and a verdict that only a later recompute reaches (accuracy
+  judged once late labels mature) still moves the flag as the windows' verdicts say.
 
 The effective flag combines that with a manual override (forced on or off, with an
 optional expiry), which beats the automatic state until it expires or is cleared.

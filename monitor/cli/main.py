@@ -2,84 +2,30 @@
 
 from __future__ import annotations
 
-import json
 import sys
-from collections.abc import Callable
-from datetime import datetime
-from functools import wraps
 from pathlib import Path
 from typing import Any
 
 import click
 
 from monitor.cli import render
-from monitor.errors import MonitorError, RowProblem
+from monitor.cli.common import (
+    AT_OPTION,
+    JSON_OPTION,
+    MODEL_OPTION,
+    NO_SAVE,
+    ON_ERROR,
+    Context,
+    fail_cleanly,
+    parse_at,
+    pass_ctx,
+    print_json,
+    show,
+)
+from monitor.cli.fallback import fallback
+from monitor.errors import MonitorError
 
 __all__ = ["main"]
-
-
-def _fail_cleanly(func: Callable[..., Any]) -> Callable[..., Any]:
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except MonitorError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(1)
-
-    return wrapper
-
-
-class _Context:
-    def __init__(self, config_file: str | None) -> None:
-        self.config_file = config_file
-        self._config: Any = None
-        self._engine: Any = None
-
-    @property
-    def config(self) -> Any:
-        if self._config is None:
-            from monitor.config import load_config
-
-            self._config = load_config(self.config_file)
-        return self._config
-
-    def engine(self, *, migrate: bool = True) -> Any:
-        if self._engine is None:
-            from monitor.store.db import create_engine, ensure_schema
-
-            self._engine = create_engine(self.config.database_url)
-            if migrate:
-                ensure_schema(self._engine)
-        return self._engine
-
-
-pass_ctx = click.make_pass_decorator(_Context)
-
-
-def _parse_at(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    from monitor.times import parse_time
-
-    try:
-        return parse_time("--at", value)
-    except RowProblem as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
-def _print_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
-
-
-def _show(run: Any, model: str, as_json: bool, printer: Callable[[Any], None]) -> None:
-    """A run as JSON or as text; no run at all means the model has no logs."""
-    if run is None:
-        raise MonitorError(f"model {model!r} has no logs yet; load some with `mqm ingest`")
-    if as_json:
-        _print_json(run.as_dict())
-    else:
-        printer(run)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -91,7 +37,7 @@ def _show(run: Any, model: str, as_json: bool, printer: Callable[[Any], None]) -
 @click.pass_context
 def main(ctx: click.Context, config_file: str | None) -> None:
     """mqm, the model-quality monitor."""
-    ctx.obj = _Context(config_file)
+    ctx.obj = Context(config_file)
 
 
 # --- db ---------------------------------------------------------------------------
@@ -104,8 +50,8 @@ def db() -> None:
 
 @db.command("upgrade")
 @pass_ctx
-@_fail_cleanly
-def db_upgrade(ctx: _Context) -> None:
+@fail_cleanly
+def db_upgrade(ctx: Context) -> None:
     """Migrate the database to this mqm's newest revision."""
     from monitor.store.db import safe_url, upgrade
 
@@ -120,20 +66,9 @@ def db_upgrade(ctx: _Context) -> None:
 
 # --- ingestion --------------------------------------------------------------------
 
-_ON_ERROR = click.option(
-    "--on-error", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
-    help="fail: write nothing if any row is bad; skip: write the good rows, report the bad.",
-)
-_JSON = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-_MODEL = click.option("--model", "-m", required=True, help="Model name from the config.")
-_AT = click.option("--at", default=None, help="End of the window (ISO 8601, UTC); default: "
-                   "the window holding the newest log.")
-_NO_SAVE = click.option("--no-save", is_flag=True, help="Do not store the run.")
-
-
 def _report(report: Any, as_json: bool, what: str) -> None:
     if as_json:
-        _print_json(report.as_dict())
+        print_json(report.as_dict())
         return
     click.echo(
         f"{report.file}: {report.rows} {what} rows read, {report.added} added, "
@@ -146,13 +81,13 @@ def _report(report: Any, as_json: bool, what: str) -> None:
 
 
 @main.command()
-@_MODEL
+@MODEL_OPTION
 @click.argument("file", type=click.Path(path_type=Path))
-@_ON_ERROR
-@_JSON
+@ON_ERROR
+@JSON_OPTION
 @pass_ctx
-@_fail_cleanly
-def ingest(ctx: _Context, model: str, file: Path, on_error: str, as_json: bool) -> None:
+@fail_cleanly
+def ingest(ctx: Context, model: str, file: Path, on_error: str, as_json: bool) -> None:
     """Load inference logs from a CSV, Parquet or JSON-lines FILE."""
     from monitor.ingest import ingest_logs
     from monitor.schema import load_schema
@@ -165,13 +100,13 @@ def ingest(ctx: _Context, model: str, file: Path, on_error: str, as_json: bool) 
 
 
 @main.command()
-@_MODEL
+@MODEL_OPTION
 @click.argument("file", type=click.Path(path_type=Path))
-@_ON_ERROR
-@_JSON
+@ON_ERROR
+@JSON_OPTION
 @pass_ctx
-@_fail_cleanly
-def labels(ctx: _Context, model: str, file: Path, on_error: str, as_json: bool) -> None:
+@fail_cleanly
+def labels(ctx: Context, model: str, file: Path, on_error: str, as_json: bool) -> None:
     """Load ground-truth labels (request_id, label, optional timestamp) from FILE."""
     from monitor.ingest import ingest_labels
     from monitor.schema import load_schema
@@ -199,7 +134,7 @@ def schema() -> None:
               help="Prefix of class-probability columns.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write here instead of standard output (refuses to overwrite).")
-@_fail_cleanly
+@fail_cleanly
 def schema_infer(file: Path, model: str, prediction: str, target: str | None,
                  proba_prefix: str, output: Path | None) -> None:
     """Draft a contract from a reference set (CSV or Parquet)."""
@@ -221,54 +156,54 @@ def schema_infer(file: Path, model: str, prediction: str, target: str | None,
 
 
 @schema.command("check")
-@_MODEL
-@_AT
-@_NO_SAVE
-@_JSON
+@MODEL_OPTION
+@AT_OPTION
+@NO_SAVE
+@JSON_OPTION
 @pass_ctx
-@_fail_cleanly
-def schema_check(ctx: _Context, model: str, at: str | None, no_save: bool,
+@fail_cleanly
+def schema_check(ctx: Context, model: str, at: str | None, no_save: bool,
                  as_json: bool) -> None:
     """Check the latest window of a model's logs against its contract."""
     from monitor.run.check import run_schema_check
 
-    run = run_schema_check(ctx.engine(), ctx.config, model, at=_parse_at(at),
+    run = run_schema_check(ctx.engine(), ctx.config, model, at=parse_at(at),
                            persist=not no_save)
-    _show(run, model, as_json, render.print_schema_run)
+    show(run, model, as_json, render.print_schema_run)
 
 
 # --- check runs -------------------------------------------------------------------
 
 
 @main.command()
-@_MODEL
-@_AT
-@_NO_SAVE
-@_JSON
+@MODEL_OPTION
+@AT_OPTION
+@NO_SAVE
+@JSON_OPTION
 @pass_ctx
-@_fail_cleanly
-def check(ctx: _Context, model: str, at: str | None, no_save: bool, as_json: bool) -> None:
+@fail_cleanly
+def check(ctx: Context, model: str, at: str | None, no_save: bool, as_json: bool) -> None:
     """Run every check on one window of a model's logs and store the run."""
     from monitor.run.check import compact_quietly, run_check
 
     compact_quietly(ctx.engine(), ctx.config, model)
-    run = run_check(ctx.engine(), ctx.config, model, at=_parse_at(at), persist=not no_save)
-    _show(run, model, as_json, render.print_run)
+    run = run_check(ctx.engine(), ctx.config, model, at=parse_at(at), persist=not no_save)
+    show(run, model, as_json, render.print_run)
 
 
 @main.command()
-@_MODEL
+@MODEL_OPTION
 @click.option("--since", required=True, help="Start (ISO 8601, UTC).")
 @click.option("--until", required=True, help="End (ISO 8601, UTC).")
-@_JSON
+@JSON_OPTION
 @pass_ctx
-@_fail_cleanly
-def backfill(ctx: _Context, model: str, since: str, until: str, as_json: bool) -> None:
+@fail_cleanly
+def backfill(ctx: Context, model: str, since: str, until: str, as_json: bool) -> None:
     """Run every check on each window between --since and --until."""
     from monitor.run.check import backfill as run_backfill
     from monitor.run.check import windows_between
 
-    start, end = _parse_at(since), _parse_at(until)
+    start, end = parse_at(since), parse_at(until)
     assert start is not None and end is not None
     if end <= start:
         raise MonitorError("--until must be after --since")
@@ -278,7 +213,7 @@ def backfill(ctx: _Context, model: str, since: str, until: str, as_json: bool) -
         runs = run_backfill(ctx.engine(), ctx.config, model, start, end,
                             progress=lambda _run: bar.update(1))
     if as_json:
-        _print_json([r.as_dict() for r in runs])
+        print_json([r.as_dict() for r in runs])
         return
     render.print_timeline(runs)
 
@@ -288,10 +223,10 @@ def backfill(ctx: _Context, model: str, since: str, until: str, as_json: bool) -
               "models whose logs are in mqm's own table.")
 @click.option("--rebuild", is_flag=True, help="Drop the model's log blocks and build them "
               "again (after logs were deleted or changed by hand).")
-@_JSON
+@JSON_OPTION
 @pass_ctx
-@_fail_cleanly
-def compact(ctx: _Context, model: str | None, rebuild: bool, as_json: bool) -> None:
+@fail_cleanly
+def compact(ctx: Context, model: str | None, rebuild: bool, as_json: bool) -> None:
     """Copy new logs and labels into columnar log blocks, which checks read fast."""
     from monitor.run.check import compact_logs
     from monitor.store.block_reader import delete_blocks
@@ -310,7 +245,7 @@ def compact(ctx: _Context, model: str | None, rebuild: bool, as_json: bool) -> N
                                "schedule.compact_every set")
         results.append(result)
     if as_json:
-        _print_json([{"model": r.model, "rows": r.rows, "blocks": r.blocks,
+        print_json([{"model": r.model, "rows": r.rows, "blocks": r.blocks,
                       "labels_refreshed": r.labels, "seconds": round(r.seconds, 3)}
                      for r in results])
         return
@@ -320,18 +255,18 @@ def compact(ctx: _Context, model: str | None, rebuild: bool, as_json: bool) -> N
 
 
 @main.command()
-@_MODEL
-@_JSON
+@MODEL_OPTION
+@JSON_OPTION
 @pass_ctx
-@_fail_cleanly
-def recheck(ctx: _Context, model: str, as_json: bool) -> None:
+@fail_cleanly
+def recheck(ctx: Context, model: str, as_json: bool) -> None:
     """Re-run recent windows whose accuracy was not judged yet for want of labels."""
     from monitor.run.check import compact_quietly, recompute_immature
 
     compact_quietly(ctx.engine(), ctx.config, model)
     runs = recompute_immature(ctx.engine(), ctx.config, model)
     if as_json:
-        _print_json([r.as_dict() for r in runs])
+        print_json([r.as_dict() for r in runs])
     elif not runs:
         click.echo("no window is waiting for labels")
     else:
@@ -345,115 +280,13 @@ def recheck(ctx: _Context, model: str, as_json: bool) -> None:
 @click.option("--sample", type=int, default=20_000, show_default=True,
               help="Rows of the window and of the reference the report is computed on.")
 @pass_ctx
-@_fail_cleanly
-def report(ctx: _Context, run_id: int, output: Path, sample: int) -> None:
+@fail_cleanly
+def report(ctx: Context, run_id: int, output: Path, sample: int) -> None:
     """Write an Evidently HTML report for a stored run's window."""
     from monitor.run.report import write_report
 
     rows = write_report(ctx.engine(), ctx.config, run_id, output, sample=sample)
     click.echo(f"wrote {output} (computed on {rows} window rows)")
-
-
-# --- fallback flag ----------------------------------------------------------------
-
-
-@main.group()
-def fallback() -> None:
-    """The fallback flag: show it, force it on or off, clear an override."""
-
-
-def _parse_until(value: str | None, now: datetime) -> datetime | None:
-    """An ISO 8601 time, or a duration from now ('30m', '2h', '1d')."""
-    if value is None:
-        return None
-    from monitor.times import parse_until
-
-    try:
-        return parse_until("--until", value, now)
-    except RowProblem:
-        raise MonitorError(f"--until: cannot read {value!r} as an ISO 8601 time or a duration "
-                           "such as 2h or 1d") from None
-
-
-def _who(by: str | None) -> str:
-    if by:
-        return by
-    import getpass
-
-    try:
-        return getpass.getuser()
-    except (OSError, KeyError):  # no login name in some containers
-        return "unknown"
-
-
-_BY = click.option("--by", default=None, help="Who does it (default: the OS user).")
-_REASON = click.option("--reason", default=None, help="Why, for the audit trail.")
-
-
-@fallback.command("show")
-@_MODEL
-@click.option("--events", "limit", type=int, default=10, show_default=True,
-              help="How many recent events to list.")
-@_JSON
-@pass_ctx
-@_fail_cleanly
-def fallback_show(ctx: _Context, model: str, limit: int, as_json: bool) -> None:
-    """Show a model's fallback flag and its recent changes."""
-    from monitor.fallback.flag import flag_document, list_events
-
-    doc = flag_document(ctx.engine(), ctx.config, model)
-    events = list_events(ctx.engine(), model, limit=limit)
-    if as_json:
-        _print_json({"flag": doc, "events": [e.as_dict() for e in events]})
-    else:
-        render.print_fallback(doc, events)
-
-
-@fallback.command("set")
-@_MODEL
-@click.option("--on/--off", "active", default=True, show_default=True,
-              help="Force the flag on (serve the default prediction) or off.")
-@click.option("--until", default=None,
-              help="When the override ends (ISO 8601, UTC, or a duration such as 2h); "
-              "default: when cleared.")
-@_REASON
-@_BY
-@_JSON
-@pass_ctx
-@_fail_cleanly
-def fallback_set(ctx: _Context, model: str, active: bool, until: str | None,
-                 reason: str | None, by: str | None, as_json: bool) -> None:
-    """Force a model's fallback flag on or off, beating the automatic state."""
-    from datetime import UTC
-
-    from monitor.fallback.flag import set_override
-
-    now = datetime.now(UTC)
-    doc = set_override(ctx.engine(), ctx.config, model, active=active, by=_who(by),
-                       reason=reason, until=_parse_until(until, now), now=now)
-    if as_json:
-        _print_json(doc)
-    else:
-        render.print_fallback(doc, [])
-
-
-@fallback.command("clear")
-@_MODEL
-@_REASON
-@_BY
-@_JSON
-@pass_ctx
-@_fail_cleanly
-def fallback_clear(ctx: _Context, model: str, reason: str | None, by: str | None,
-                   as_json: bool) -> None:
-    """Remove a model's override: the automatic state is served again."""
-    from monitor.fallback.flag import clear_override
-
-    doc = clear_override(ctx.engine(), ctx.config, model, by=_who(by), reason=reason)
-    if as_json:
-        _print_json(doc)
-    else:
-        render.print_fallback(doc, [])
 
 
 # --- the service ------------------------------------------------------------------
@@ -466,8 +299,8 @@ def fallback_clear(ctx: _Context, model: str, reason: str | None, by: str | None
 @click.option("--no-scheduler", is_flag=True,
               help="Serve the API only; run no checks (for API-only replicas).")
 @pass_ctx
-@_fail_cleanly
-def serve(ctx: _Context, host: str | None, port: int | None, no_scheduler: bool) -> None:
+@fail_cleanly
+def serve(ctx: Context, host: str | None, port: int | None, no_scheduler: bool) -> None:
     """Run the HTTP API and the scheduled checks until SIGTERM or SIGINT."""
     from monitor.serve.process import serve as run_service
 
@@ -506,8 +339,8 @@ def metrics_reference() -> None:
 
 @config_group.command("check")
 @pass_ctx
-@_fail_cleanly
-def config_check(ctx: _Context) -> None:
+@fail_cleanly
+def config_check(ctx: Context) -> None:
     """Validate the config file and every model's contract."""
     from monitor.schema import load_schema
 
@@ -526,8 +359,8 @@ def config_check(ctx: _Context) -> None:
 @click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder with the sample data (default: sample_data/ beside the config).")
 @pass_ctx
-@_fail_cleanly
-def demo(ctx: _Context, data: Path | None) -> None:
+@fail_cleanly
+def demo(ctx: Context, data: Path | None) -> None:
     """Load the sample model's data and run every check on it day by day."""
     from monitor.cli.demo import run_demo
 
@@ -550,3 +383,6 @@ def demo(ctx: _Context, data: Path | None) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+main.add_command(fallback)

@@ -35,14 +35,12 @@ from monitor.store.blocks import (
     frames_of,
     part_of,
 )
+from monitor.store.frames import WindowBuilder, WindowFrames, gc_paused
 from monitor.store.reading import (
-    WindowBuilder,
-    WindowFrames,
     _bound,
     _window_sql,
     driver_errors,
     fetch_into,
-    gc_paused,
     id_ranges_sql,
     sql_marks,
 )

@@ -22,14 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from monitor.store.columnar import MISSING, Coded, concat, decode, decode_objects, encode
-from monitor.store.reading import (
-    _NAN,
-    WindowBuilder,
-    WindowFrames,
-    _times,
-    gc_paused,
-    loads_each,
-)
+from monitor.store.frames import _NAN, WindowBuilder, WindowFrames, _times, gc_paused, loads_each
 from monitor.times import EPOCH
 
 if TYPE_CHECKING:

@@ -201,7 +201,7 @@ def decode(coded: Coded) -> Any:
     """The column ``typed_column`` builds from the same values."""
     import pandas as pd
 
-    from monitor.store.reading import typed_column
+    from monitor.store.frames import typed_column
 
     counts = np.bincount(coded.codes.view(np.uint8), minlength=OTHER + 1)
     kinds = {code for code, count in enumerate(counts) if count}

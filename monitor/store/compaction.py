@@ -42,14 +42,8 @@ from monitor.store.blocks import (
     part_of,
 )
 from monitor.store.columnar import decode_objects, encode
-from monitor.store.reading import (
-    WindowBuilder,
-    _window_sql,
-    driver_errors,
-    fetch_into,
-    loads_each,
-    sql_marks,
-)
+from monitor.store.frames import WindowBuilder, loads_each
+from monitor.store.reading import _window_sql, driver_errors, fetch_into, sql_marks
 from monitor.store.tables import log_blocks
 
 if TYPE_CHECKING:

@@ -1,4 +1,5 @@
-"""Engines, migrations and the ``Store`` that every other part reads and writes through."""
+"""Engines and migrations. Every other store module takes the ``Engine`` made here,
+injected by the caller (never a global), and owns the queries of its tables."""
 
 from __future__ import annotations
 

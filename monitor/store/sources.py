@@ -13,15 +13,8 @@ from sqlalchemy.engine import Engine
 
 from monitor.errors import ConfigError, DatabaseError
 from monitor.store.db import safe_url
-from monitor.store.reading import (
-    META_COLUMNS,
-    WindowBuilder,
-    WindowFrames,
-    driver_errors,
-    gc_paused,
-    loads_each,
-    read_builtin,
-)
+from monitor.store.frames import WindowBuilder, WindowFrames, gc_paused, loads_each
+from monitor.store.reading import META_COLUMNS, driver_errors, read_builtin
 from monitor.store.tables import inference_logs
 from monitor.times import aware
 

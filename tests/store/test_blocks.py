@@ -35,8 +35,9 @@ from monitor.store.columnar import (
     from_arrow,
     to_arrow,
 )
+from monitor.store.frames import _NAN, WindowFrames, typed_column
 from monitor.store.logs import LogRecord, insert_labels, insert_logs, make_record
-from monitor.store.reading import _NAN, WindowFrames, read_builtin, typed_column
+from monitor.store.reading import read_builtin
 from monitor.store.sources import BuiltinSource, LogWindow
 from tests.conftest import good_row
 

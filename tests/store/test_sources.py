@@ -16,8 +16,8 @@ from pandas.testing import assert_frame_equal, assert_series_equal
 
 from monitor.errors import DatabaseError
 from monitor.store.db import create_engine, ensure_schema
+from monitor.store.frames import ColumnBuilder, WindowBuilder, loads_each
 from monitor.store.logs import LogRecord, insert_labels, insert_logs
-from monitor.store.reading import ColumnBuilder, WindowBuilder, loads_each
 from monitor.store.sources import META_COLUMNS, BuiltinSource, LogWindow, SqlSource, make_source
 from tests.conftest import concat, raw
 

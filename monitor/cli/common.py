@@ -1,0 +1,106 @@
+"""What every ``mqm`` command shares: the context (config and engine, made once), the
+edge that turns a ``MonitorError`` into one line and exit 1, and the common options."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from functools import wraps
+from typing import Any
+
+import click
+
+from monitor.errors import MonitorError, RowProblem
+
+__all__ = [
+    "AT_OPTION",
+    "JSON_OPTION",
+    "MODEL_OPTION",
+    "NO_SAVE",
+    "ON_ERROR",
+    "Context",
+    "fail_cleanly",
+    "parse_at",
+    "pass_ctx",
+    "print_json",
+    "show",
+]
+
+
+def fail_cleanly(func: Callable[..., Any]) -> Callable[..., Any]:
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except MonitorError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+class Context:
+    def __init__(self, config_file: str | None) -> None:
+        self.config_file = config_file
+        self._config: Any = None
+        self._engine: Any = None
+
+    @property
+    def config(self) -> Any:
+        if self._config is None:
+            from monitor.config import load_config
+
+            self._config = load_config(self.config_file)
+        return self._config
+
+    def engine(self, *, migrate: bool = True) -> Any:
+        if self._engine is None:
+            from monitor.store.db import create_engine, ensure_schema
+
+            self._engine = create_engine(self.config.database_url)
+            if migrate:
+                ensure_schema(self._engine)
+        return self._engine
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+def parse_at(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    from monitor.times import parse_time
+
+    try:
+        return parse_time("--at", value)
+    except RowProblem as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def show(run: Any, model: str, as_json: bool, printer: Callable[[Any], None]) -> None:
+    """A run as JSON or as text; no run at all means the model has no logs."""
+    if run is None:
+        raise MonitorError(f"model {model!r} has no logs yet; load some with `mqm ingest`")
+    if as_json:
+        print_json(run.as_dict())
+    else:
+        printer(run)
+
+
+ON_ERROR = click.option(
+    "--on-error", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
+    help="fail: write nothing if any row is bad; skip: write the good rows, report the bad.",
+)
+JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+MODEL_OPTION = click.option("--model", "-m", required=True, help="Model name from the config.")
+AT_OPTION = click.option("--at", default=None, help="End of the window (ISO 8601, UTC); default: "
+                   "the window holding the newest log.")
+NO_SAVE = click.option("--no-save", is_flag=True, help="Do not store the run.")
+
+
