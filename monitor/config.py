@@ -29,6 +29,7 @@ from monitor.times import parse_duration
 from monitor.yamlfile import load_yaml_model
 
 __all__ = [
+    "AlertingConfig",
     "ColumnMapping",
     "Config",
     "DriftConfig",
@@ -48,6 +49,7 @@ __all__ = [
 DEFAULT_CONFIG = "monitor.yaml"
 ENV_CONFIG = "MQM_CONFIG"
 ENV_DATABASE_URL = "MQM_DATABASE_URL"
+ENV_ALERTMANAGER_URL = "MQM_ALERTMANAGER_URL"
 
 
 
@@ -354,6 +356,34 @@ class ServeConfig(_Section):
 
 
 
+class AlertingConfig(_Section):
+    """mqm's own alerts, posted to Alertmanager, for teams that run it without Prometheus."""
+
+    alertmanager_url: str | None = Field(
+        None, description="Base URL of Alertmanager (e.g. http://alertmanager:9093): after "
+        "every check run and override, mqm posts to its v2 API whether the model's fallback "
+        "flag is on (MqmFallbackActive) and whether the run is critical (MqmModelCritical), "
+        "with endsAt so that alerts resolve. Failures are logged and counted, never block a "
+        f"check. Default: no posts. {ENV_ALERTMANAGER_URL} overrides it."
+    )
+    timeout: PositiveDuration = Field(
+        timedelta(seconds=2), description="How long one post may take before it is given up."
+    )
+    hold_for: PositiveDuration | None = Field(
+        None, description="A firing alert is posted with endsAt this far ahead, and posted "
+        "again after every run while it holds (default: two windows of the model plus its "
+        "schedule delay)."
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Extra labels on every alert mqm posts (e.g. "
+        "team, environment)."
+    )
+    dashboard_url: str | None = Field(
+        None, description="Base URL of the dashboard, for the dashboard_url annotation "
+        "(?model=<model> is added)."
+    )
+
+
 class Config(_Section):
     """The whole config file."""
 
@@ -364,6 +394,7 @@ class Config(_Section):
     )
     models: dict[str, ModelConfig] = Field(description="Monitored models by name.")
     serve: ServeConfig = Field(default_factory=ServeConfig)
+    alerting: AlertingConfig = Field(default_factory=AlertingConfig)
     fallback_dir: Path | None = Field(
         None, description="Folder where each model's fallback flag is written as <model>.json, "
         "replaced atomically on every change, for sidecars and shared volumes (default: no "
@@ -412,4 +443,8 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     url = os.environ.get(ENV_DATABASE_URL)
     if url:
         cfg = cfg.model_copy(update={"database_url": url})
+    alertmanager = os.environ.get(ENV_ALERTMANAGER_URL)
+    if alertmanager:
+        cfg = cfg.model_copy(update={"alerting": cfg.alerting.model_copy(
+            update={"alertmanager_url": alertmanager})})
     return cfg

@@ -20,6 +20,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+from monitor.alerting import alerts_for, post_alerts
 from monitor.config import Config, ModelConfig
 from monitor.errors import MonitorError
 from monitor.fallback.file import write_flag_file
@@ -245,7 +246,7 @@ def set_override(
                reason=reason or None,
                details={"action": "set", "forced": active, "until": _iso(until)})
         save_flag(conn, model, state)
-    return flag_document(engine, config, model, now)
+    return _announced(engine, config, model, now)
 
 
 def clear_override(
@@ -275,7 +276,7 @@ def clear_override(
                    details={"action": "clear", "forced": over.active, "set_by": over.by,
                             "until": _iso(over.until), "set_reason": over.reason})
         save_flag(conn, model, state)
-    return flag_document(engine, config, model, now)
+    return _announced(engine, config, model, now)
 
 
 # --- reading ----------------------------------------------------------------------------
@@ -303,6 +304,14 @@ def _document(model: str, model_cfg: ModelConfig, state: StoredFlag, now: dateti
         "default_prediction": model_cfg.fallback.default_prediction,
         "updated_at": iso_utc(state.updated_at),
     }
+
+
+def _announced(engine: Engine, config: Config, model: str, now: datetime) -> dict[str, Any]:
+    """The document after an override changed it, also posted to Alertmanager when
+    ``alerting.alertmanager_url`` is set."""
+    doc = flag_document(engine, config, model, now)
+    post_alerts(config.alerting, config.model(model), alerts_for(model, doc, None), now)
+    return doc
 
 
 def flag_document(

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from monitor.alerting import alerts_for, post_alerts
 from monitor.checks.schema_check import SchemaResult, check_schema
 from monitor.config import Config
 from monitor.errors import MonitorError
@@ -176,12 +177,15 @@ def run_check(
                               now=now)
         observe_run(conn, config, model, RunOutcome(run_id, end, run.status, run.reasons),
                     now=now)
-    if config.fallback_dir is not None:
+    if config.fallback_dir is not None or config.alerting.alertmanager_url:
         try:
-            flag_document(engine, config, model, now)
+            doc = flag_document(engine, config, model, now)
         except MonitorError as exc:
             # The run and the flag are stored; the file catches up at the next write.
             _log.warning("mqm: %s", exc)
+        else:
+            post_alerts(config.alerting, resolved.config,
+                        alerts_for(model, doc, run.status, run.reasons), now)
     return replace(run, run_id=run_id)
 
 
