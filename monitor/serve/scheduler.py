@@ -431,11 +431,13 @@ class MonitorScheduler:
 
     def _record_error(self, model: str, exc: BaseException) -> None:
         text, now = _describe(exc), self._clock()
-        self._seen[model].update(last_error=text, last_error_at=now)
         _log.warning("mqm: check of %s stopped: %s (retrying in %g s)", model, text,
                      self._error_retry, exc_info=not isinstance(exc, MonitorError))
         with contextlib.suppress(Exception):  # the store may be what failed; the log has it
             record_error(self._engine, model, text, now)
+        # After the store: a status() in between must not show the error from memory and
+        # then lose it to a store row written a moment later.
+        self._seen[model].update(last_error=text, last_error_at=now)
 
     # -- status -----------------------------------------------------------------------
 

@@ -360,3 +360,32 @@ def test_sturges_edges_equal_numpy() -> None:
         np.testing.assert_array_equal(got, want)
         np.testing.assert_array_equal(st.histogram_sorted(np.sort(values), got),
                                       np.histogram(values, got)[0])
+
+
+@pytest.mark.parametrize("method", sorted(st.NATIVE))
+def test_a_score_exactly_at_its_threshold_falls_on_evidentlys_side(method: str) -> None:
+    """Evidently decides each test's side of the threshold: distances drift at or above
+    it, p-values at or below it (ks) or strictly below it (chisquare, z, TVD). Run its own
+    test with the threshold set to its own score, and ours on that score."""
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        import evidently.legacy.calculations.stattests  # noqa: F401  (registers the tests)
+        from evidently.legacy.calculations.stattests.registry import get_stattest
+        from evidently.legacy.core import ColumnType
+
+        kind = "cat" if st.NATIVE[method].kinds == ("cat",) else "num"
+        rng = np.random.default_rng(3)
+        if kind == "cat":
+            ref = pd.Series(rng.choice(["a", "b", "c"], 400, p=[0.5, 0.3, 0.2]))
+            cur = pd.Series(rng.choice(["a", "b", "c"], 300, p=[0.4, 0.3, 0.3]))
+        else:
+            ref, cur = pd.Series(rng.normal(0, 1, 400)), pd.Series(rng.normal(0.2, 1, 300))
+        column_type = ColumnType.Categorical if kind == "cat" else ColumnType.Numerical
+        test = get_stattest(ref, cur, column_type, method)
+        score = test(ref, cur, column_type, 0.5).drift_score
+        theirs = test(ref, cur, column_type, score).drifted
+    assert st.NATIVE[method].drifted(score, score) == theirs, (method, score)
+    # And a hair to either side is decided the same way by both.
+    for other in (np.nextafter(score, -np.inf), np.nextafter(score, np.inf)):
+        assert st.NATIVE[method].drifted(score, other) == (
+            test(ref, cur, column_type, other).drifted), (method, other)

@@ -293,6 +293,19 @@ def test_low_coverage_fresh_window_is_skipped_but_shows_metrics() -> None:
     assert (res.status, res.mature) == ("critical", True)
 
 
+def test_a_window_exactly_max_label_delay_old_is_mature() -> None:
+    pred, y, proba = binary_data(2000, flip=0.4)
+    y[500:] = np.nan  # 25% labelled: only its age can make it mature
+    ref = reference_of(*binary_data(2000, seed=9))
+    delay = CONFIG.max_label_delay
+    at_delay = check_performance(pred, y, proba, ref, SCHEMA, config=CONFIG, window_end=END,
+                                 now=END + delay)
+    assert at_delay.mature and at_delay.status == "critical"
+    just_before = check_performance(pred, y, proba, ref, SCHEMA, config=CONFIG, window_end=END,
+                                    now=END + delay - timedelta(microseconds=1))
+    assert not just_before.mature and just_before.status == "skipped"
+
+
 def test_too_few_labelled_rows_is_skipped() -> None:
     pred, y, proba = binary_data(50)
     ref = reference_of(pred, y, proba)

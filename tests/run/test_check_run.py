@@ -192,3 +192,36 @@ def test_backfill_checks_every_window_once(loaded) -> None:
     assert len(seen) == 3
     with engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(check_runs)).scalar() == 3
+
+
+# --- window boundaries ------------------------------------------------------------------
+
+T0 = datetime(2026, 10, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("compacted", [False, True], ids=["rows", "blocks"])
+def test_a_window_holds_its_start_and_not_its_end(engine, make_config,
+                                                  compacted: bool) -> None:
+    """Windows are [start, end): a log at a boundary opens the next window, on the row
+    path and on the block path alike, and the newest log picks the window it opens."""
+    from monitor.store.compaction import compact
+    from monitor.store.logs import insert_logs
+    from tests.conftest import log
+
+    stamps = [T0, T0 + timedelta(hours=12), T0 + timedelta(days=1) - timedelta(microseconds=1),
+              T0 + timedelta(days=1)]
+    with engine.begin() as conn:
+        insert_logs(conn, "loan_default", [log(i, ts) for i, ts in enumerate(stamps)])
+    if compacted:
+        compact(engine, "loan_default")
+    _, cfg = make_config(engine.url.render_as_string(hide_password=False), min_rows=1)
+
+    first = run_check(engine, cfg, "loan_default", at=T0 + timedelta(days=1), persist=False)
+    assert first is not None and (first.start, first.end, first.rows) == (
+        T0, T0 + timedelta(days=1), 3)
+    second = run_check(engine, cfg, "loan_default", at=T0 + timedelta(days=2), persist=False)
+    assert second is not None and second.rows == 1
+    # The newest log lies exactly on a boundary: the latest window is the one it opens.
+    latest = run_check(engine, cfg, "loan_default", persist=False)
+    assert latest is not None and (latest.start, latest.end, latest.rows) == (
+        T0 + timedelta(days=1), T0 + timedelta(days=2), 1)

@@ -495,6 +495,32 @@ def test_labels_stored_after_compaction_are_read_then_compacted(
         range(1, N, 3))
 
 
+def test_blocks_whose_label_marks_differ_read_as_the_rows(
+    store: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A compaction interrupted before its label refresh leaves old blocks at an older
+    labels_hw than the blocks it wrote: labels after the oldest mark are still read."""
+    engine = store
+    compaction.compact(engine, MODEL, block_rows=BLOCK)
+    old_hw = max_label_id(engine)
+    add_labels(engine, labels_for(range(1, N, 3), when=T0 + 2 * DAY))  # rows of old blocks
+    add_logs(engine, tricky_records(N + 2, 12))  # whole new blocks, in the same minutes
+
+    def interrupted(*args: Any, **kwargs: Any) -> int:
+        raise KeyboardInterrupt  # stopped after writing the blocks, before the refresh
+
+    monkeypatch.setattr(compaction, "_refresh_labels", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        compaction.compact(engine, MODEL, block_rows=BLOCK)
+    marks = {r[3] for r in block_rows_of(engine)}
+    assert marks == {old_hw, max_label_id(engine)}  # two marks: old blocks, new blocks
+    assert_blocks_read_equal(engine, WINDOWS)
+    got = block_reader.read_window(engine, MODEL, *EVERYTHING)
+    assert got is not None
+    assert int(got.meta["label_time"].notna().sum()) == len(range(0, N, 3)) + len(
+        range(1, N, 3))
+
+
 def test_rows_deleted_by_hand_drop_their_blocks_until_compacted_again(
     plain: sa.Engine, caplog: pytest.LogCaptureFixture
 ) -> None:

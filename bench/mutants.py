@@ -1,0 +1,127 @@
+"""Planted bugs in important logic, one at a time, each against the tests that should
+catch it: a small mutation test, run by hand (``make mutants``), never in CI.
+
+It copies the tree to a temporary folder, applies one mutant there, runs the named
+tests (``pytest -x``) with that copy first on ``PYTHONPATH``, and reports which tests
+killed it (failed) and which mutants survived, with the kill rate.
+
+    .venv/bin/python bench/mutants.py [--only NAME ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    path: str
+    old: str
+    new: str
+    tests: tuple[str, ...]
+
+
+MUTANTS = (
+    Mutant("latest window one step early", "monitor/run/check.py",
+           "None if newest is None else window_holding(newest, size)",
+           "None if newest is None else window_holding(newest - timedelta(microseconds=1), size)",
+           ("tests/run/test_check_run.py",)),
+    Mutant("window starts 1 s late", "monitor/times.py",
+           "    return end - size, end\n",
+           "    return end - size + timedelta(seconds=1), end\n",
+           ("tests/run/test_check_run.py",)),
+    Mutant("late labels after the newest label mark", "monitor/store/block_reader.py",
+           "after = min(by_id[block_id].labels_hw for block_id, _, _ in found)\n"
+           "            late = _late_labels(raw, dialect, model, after, low, high)\n    if stale",
+           "after = max(by_id[block_id].labels_hw for block_id, _, _ in found)\n"
+           "            late = _late_labels(raw, dialect, model, after, low, high)\n    if stale",
+           ("tests/store/test_blocks.py",)),
+    Mutant("mature only after max_label_delay", "monitor/checks/performance.py",
+           "age >= config.max_label_delay", "age > config.max_label_delay",
+           ("tests/checks/test_performance.py",)),
+    Mutant("distances drift above, not at, the threshold", "monitor/checks/stattests.py",
+           "_P_LE, _P_LT, _DIST = operator.le, operator.lt, operator.ge",
+           "_P_LE, _P_LT, _DIST = operator.le, operator.lt, operator.gt",
+           ("tests/checks/test_drift.py",)),
+    Mutant("ks p-value drifts below, not at, the threshold", "monitor/checks/stattests.py",
+           "_P_LE, _P_LT, _DIST = operator.le, operator.lt, operator.ge",
+           "_P_LE, _P_LT, _DIST = operator.lt, operator.lt, operator.ge",
+           ("tests/checks/test_drift.py",)),
+    Mutant("token compared case-insensitively", "monitor/serve/api.py",
+           "hmac.compare_digest(", "_casefold_compare(",
+           ("tests/serve/test_api.py",)),
+    Mutant("drift share limit exclusive", "monitor/checks/drift.py",
+           "share >= config.drift_share", "share > config.drift_share",
+           ("tests/checks/test_drift.py",)),
+    Mutant("an error section counts as critical", "monitor/results.py",
+           '"error": 2, "critical": 3}', '"error": 4, "critical": 3}',
+           ("tests/run/test_check_run.py",)),
+    Mutant("the flag trips one run late", "monitor/policy.py",
+           "bad >= rules.trip_after", "bad > rules.trip_after",
+           ("tests/test_policy.py",)),
+)
+
+# Helps the token mutant: compares the way a careless implementation would.
+_CASEFOLD = '''
+
+def _casefold_compare(a, b):  # planted by bench/mutants.py
+    a = a.decode() if isinstance(a, bytes) else a
+    b = b.decode() if isinstance(b, bytes) else b
+    return a.casefold() == b.casefold()
+'''
+
+
+def run(mutant: Mutant, tree: Path) -> tuple[bool, str, float]:
+    """Apply the mutant in ``tree``, run its tests; (killed, what said so, seconds)."""
+    target = tree / mutant.path
+    original = target.read_text()
+    if mutant.old not in original:
+        return False, f"NOT APPLIED: {mutant.old!r} is not in {mutant.path}", 0.0
+    mutated = original.replace(mutant.old, mutant.new, 1)
+    if "_casefold_compare(" in mutant.new:
+        mutated += _CASEFOLD
+    target.write_text(mutated)
+    started = time.monotonic()
+    try:
+        env = {**os.environ, "PYTHONPATH": str(tree)}
+        done = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
+                               *mutant.tests], cwd=tree, env=env, capture_output=True, text=True)
+    finally:
+        target.write_text(original)
+    failed = [line for line in done.stdout.splitlines() if line.startswith("FAILED")]
+    return done.returncode != 0, (failed[0] if failed else done.stdout.strip().splitlines()[-1]
+                                  if done.stdout.strip() else done.stderr[-300:]), (
+        time.monotonic() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="*", default=None, help="mutant names (substrings)")
+    args = parser.parse_args()
+    chosen = [m for m in MUTANTS if not args.only or any(o in m.name for o in args.only)]
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp) / "tree"
+        shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns(
+            ".venv", ".git", "__pycache__", "*.db", ".pytest_cache", ".ruff_cache"))
+        killed = 0
+        for mutant in chosen:
+            dead, why, seconds = run(mutant, tree)
+            killed += dead
+            print(f"{'KILLED  ' if dead else 'SURVIVED'} {mutant.name} ({seconds:.0f} s): {why}",
+                  flush=True)
+    print(f"{killed} of {len(chosen)} mutants killed ({killed / len(chosen):.0%})")
+
+
+if __name__ == "__main__":
+    main()
