@@ -19,7 +19,7 @@ MQM_TEST_POSTGRES_URL ?= $(shell pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null 
 	echo postgresql+psycopg://postgres@127.0.0.1:5432/postgres)
 export MQM_TEST_POSTGRES_URL
 
-.PHONY: demo test lint setup lock clean
+.PHONY: demo test lint typecheck setup lock clean
 
 setup: $(STAMP)
 
@@ -51,8 +51,11 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-test: lint
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+test: lint typecheck
 	$(VENV)/bin/pytest
 
 clean:
-	rm -rf $(VENV) mqm.db mqm.db-wal mqm.db-shm .pytest_cache .ruff_cache
+	rm -rf $(VENV) mqm.db mqm.db-wal mqm.db-shm .pytest_cache .ruff_cache .mypy_cache
