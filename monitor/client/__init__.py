@@ -4,7 +4,8 @@ need them.
 """
 
 from monitor.client.flag import FallbackFlag, FlagState
-from monitor.client.guard import Guarded, guard
-from monitor.client.logger import InferenceLogger
+from monitor.client.guard import Guarded, GuardLogger, guard
+from monitor.client.logger import InferenceLogger, LoggerStats
 
-__all__ = ["FallbackFlag", "FlagState", "Guarded", "InferenceLogger", "guard"]
+__all__ = ["FallbackFlag", "FlagState", "GuardLogger", "Guarded", "InferenceLogger",
+           "LoggerStats", "guard"]

@@ -18,14 +18,14 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 __all__ = ["ENV_FORCE", "MISSING", "FallbackFlag", "FlagState", "forced_by_env"]
 
 ENV_FORCE = "MQM_FORCE_FALLBACK"
 
 _log = logging.getLogger("mqm.client")
-MISSING: Any = object()  # "no default": None is a valid default prediction
+MISSING: Final = object()  # "no default": None is a valid default prediction
 _MAX_BODY = 1 << 20  # a flag document is a few hundred bytes; refuse anything absurd
 
 
@@ -233,7 +233,7 @@ class FallbackFlag:
             self._snap = new
             self._active = new.active(self)
 
-    def _read_source(self) -> dict[str, Any]:
+    def _read_source(self) -> dict[str, object]:
         """The flag document; raises OSError, ValueError or ``_Unreadable`` otherwise."""
         if self._path is not None:
             with open(self._path, "rb") as f:
@@ -255,7 +255,8 @@ class FallbackFlag:
         request = urllib.request.Request(self._url, headers={"Accept": "application/json"})
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return response.read(_MAX_BODY + 1)
+                body: bytes = response.read(_MAX_BODY + 1)  # urlopen's result is untyped
+                return body
         except urllib.error.HTTPError as exc:
             exc.close()
             if exc.code == 404:
@@ -269,7 +270,7 @@ class FallbackFlag:
 
 
 class _Snap(NamedTuple):
-    doc: dict[str, Any] | None  # the last document read successfully
+    doc: dict[str, object] | None  # the last document read successfully
     default_text: str | None  # its default_prediction as JSON, copied out per use
     ok_at: float | None  # time.monotonic() of that read
     reachable: bool | None  # did the last read succeed (None: not tried, or no source)
@@ -288,5 +289,5 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".splitlines()[0]
 
 
-def _text(value: Any) -> str | None:
+def _text(value: object) -> str | None:
     return None if value is None else str(value)

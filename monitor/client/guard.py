@@ -19,12 +19,12 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, overload
 
 from monitor.client.flag import MISSING as _MISSING
 from monitor.client.flag import FallbackFlag
 
-__all__ = ["PATHS", "SHADOW_IN_FLIGHT", "Guarded", "guard"]
+__all__ = ["PATHS", "SHADOW_IN_FLIGHT", "GuardLogger", "Guarded", "guard"]
 
 PATHS = ("model", "flag", "error", "timeout", "overload", "raised")
 
@@ -41,8 +41,38 @@ class _NoFlag:
         return _MISSING
 
 
+class GuardLogger(Protocol):
+    """What ``guard`` calls on its ``logger``: ``InferenceLogger`` is one; a stand-in needs
+    only this ``log`` (its result is ignored). See ``guard`` for what each call carries.
+
+    ``features`` is ``Any``: the call's first argument, whatever the model takes (a dict
+    for ``InferenceLogger``), ``features_of``'s result, or None for a call without one.
+    """
+
+    def log(
+        self,
+        features: Any,
+        prediction: Any,
+        *,
+        latency_ms: float | None,
+        error: bool,
+        error_message: str | None,
+        fallback_reason: str | None,
+    ) -> object: ...
+
+
+if TYPE_CHECKING:  # mypy proves that InferenceLogger is a GuardLogger; nothing here runs
+    from monitor.client.logger import InferenceLogger
+
+    _INFERENCE_LOGGER: type[GuardLogger] = InferenceLogger
+
+
 class Guarded(Protocol):
     """A guarded predict function: call it like the original."""
+
+    # Copied from the original by functools.update_wrapper, with __doc__ and __qualname__.
+    __name__: str
+    __wrapped__: Callable[..., Any]
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
 
@@ -56,6 +86,38 @@ class Guarded(Protocol):
         ...
 
 
+@overload
+def guard(
+    fn: Callable[..., Any],
+    /,
+    *,
+    default: Any = ...,
+    flag: FallbackFlag | None = ...,
+    timeout: float | None = ...,
+    max_in_flight: int | None = ...,
+    logger: GuardLogger | None = ...,
+    features_of: Callable[..., Any] | None = ...,
+    shadow: bool = ...,
+    max_shadow_in_flight: int = ...,
+) -> Guarded: ...
+
+
+@overload
+def guard(
+    fn: None = ...,
+    /,
+    *,
+    default: Any = ...,
+    flag: FallbackFlag | None = ...,
+    timeout: float | None = ...,
+    max_in_flight: int | None = ...,
+    logger: GuardLogger | None = ...,
+    features_of: Callable[..., Any] | None = ...,
+    shadow: bool = ...,
+    max_shadow_in_flight: int = ...,
+) -> Callable[[Callable[..., Any]], Guarded]: ...
+
+
 def guard(
     fn: Callable[..., Any] | None = None,
     /,
@@ -64,11 +126,11 @@ def guard(
     flag: FallbackFlag | None = None,
     timeout: float | None = None,
     max_in_flight: int | None = None,
-    logger: Any = None,
+    logger: GuardLogger | None = None,
     features_of: Callable[..., Any] | None = None,
     shadow: bool = True,
     max_shadow_in_flight: int = SHADOW_IN_FLIGHT,
-) -> Any:
+) -> Guarded | Callable[[Callable[..., Any]], Guarded]:
     """Wrap a synchronous predict function so that a bad model or monitor cannot hurt serving.
 
     Use as ``guard(predict, default=0, flag=flag)`` or as a decorator ``@guard(...)``.
@@ -165,11 +227,11 @@ def _build(
     flag: FallbackFlag | None,
     timeout: float | None,
     max_in_flight: int | None,
-    logger: Any,
+    logger: GuardLogger | None,
     features_of: Callable[..., Any] | None,
     shadows: int | None,
 ) -> Guarded:
-    fl: Any = flag if flag is not None else _NoFlag()
+    fl: FallbackFlag | _NoFlag = flag if flag is not None else _NoFlag()
     flag_default = fl._default_value
     extra = ("no_default", "log_failures", "shadow", "shadow_skipped")
     counters = {name: itertools.count() for name in (*PATHS, *extra)}
@@ -229,7 +291,9 @@ def _build(
         set_last("model")
         return result
 
-    def run_model(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, str | None, Any]:
+    def run_model(
+        args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[Any, str | None, Exception | None]:
         """(result, reason, exception): reason None when the model answered."""
         holds_token = False
         if tokens is not None:
@@ -276,6 +340,7 @@ def _build(
         if message is None and timeout is not None and took > timeout:
             message = f"timed out after {timeout} s (shadow call took {took:.3f} s)"
         try:
+            assert logger is not None  # shadow calls are made only for a guard with a logger
             logger.log(features, result, latency_ms=took * 1000.0, error=message is not None,
                        error_message=message, fallback_reason="flag")
         except Exception:

@@ -17,11 +17,29 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypedDict
 
-__all__ = ["InferenceLogger"]
+__all__ = ["InferenceLogger", "LoggerStats"]
 
 _log = logging.getLogger("mqm.client")
+
+# One queued inference, as log() puts it on the queue (a plain tuple: the cheapest to
+# build on the caller's thread): timestamp, request_id, features, prediction,
+# probabilities, latency_ms, error, error_message, fallback_reason.
+_Entry = tuple[float, str | None, Mapping[str, Any], Any, Mapping[Any, float] | None,
+               float | None, bool, str | None, str | None]
+
+
+class LoggerStats(TypedDict):
+    """``InferenceLogger.stats()``: a plain dict with these keys."""
+
+    logged: int
+    written: int
+    dropped: int  # queue full, or the logger closed
+    invalid: int
+    write_failures: int
+    queued: int
+    last_error: str | None
 
 
 class InferenceLogger:
@@ -56,7 +74,7 @@ class InferenceLogger:
         self.max_queue = max(1, max_queue)
         self.retry_interval = retry_interval
         self.exit_timeout = exit_timeout
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=self.max_queue)
+        self._queue: queue.Queue[_Entry] = queue.Queue(maxsize=self.max_queue)
         # itertools.count's next() is atomic under the GIL: lock-free counters.
         self._dropped = itertools.count()
         self._logged = itertools.count()
@@ -137,7 +155,7 @@ class InferenceLogger:
         self._thread.join(timeout if timeout is not None else self.exit_timeout)
         atexit.unregister(self.close)
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> LoggerStats:
         """Counters: logged, written, dropped (queue full or closed), invalid, write failures."""
         return {
             "logged": _peek(self._logged),
@@ -152,7 +170,7 @@ class InferenceLogger:
     # --- background thread -----------------------------------------------------------
 
     def _run(self) -> None:
-        pending: list[tuple[Any, ...]] = []
+        pending: list[_Entry] = []
         writer: _Writer | None = None
         last_write = time.monotonic()
         failing = False
@@ -226,7 +244,7 @@ class _Writer:
         self.engine = create_engine(url)
         ensure_schema(self.engine)
 
-    def write(self, items: list[tuple[Any, ...]], version: str | None) -> int:
+    def write(self, items: list[_Entry], version: str | None) -> int:
         """Insert the valid items; return how many were invalid (and so skipped)."""
         import sqlalchemy as sa
 
