@@ -337,7 +337,7 @@ def check_drift(profile: ReferenceProfile, current: pd.DataFrame, *,
     dataset_drift = bool(tested) and share >= config.drift_share
     drifted = [f for f in features if f.drifted]
     untested = [f for f in features if f.error]
-    status: DriftStatus = (config.severity if dataset_drift  # type: ignore[assignment]
+    status: DriftStatus = (config.severity if dataset_drift
                            else "warn" if drifted else "ok")
     reasons: list[str] = []
     if drifted or untested:

@@ -34,9 +34,11 @@ def _scores(probabilities: pd.DataFrame, classes: tuple[str, ...]) -> np.ndarray
     if len(classes) == 2:
         positive, negative = classes[1], classes[0]
         if positive in proba.columns:
-            return proba[positive].to_numpy(dtype=float, na_value=np.nan).reshape(n, 1)
+            col = np.asarray(proba[positive].to_numpy(dtype=float, na_value=np.nan))
+            return col.reshape(n, 1)
         if negative in proba.columns:  # a model may log only one column of the pair
-            return 1.0 - proba[negative].to_numpy(dtype=float, na_value=np.nan).reshape(n, 1)
+            col = np.asarray(proba[negative].to_numpy(dtype=float, na_value=np.nan))
+            return 1.0 - col.reshape(n, 1)
         return np.full((n, 1), np.nan)
     cols = [proba[c].to_numpy(dtype=float, na_value=np.nan) if c in proba.columns
             else np.full(n, np.nan) for c in classes]

@@ -20,7 +20,8 @@ _TRUE_TEXT = frozenset({"true", "t", "1", "yes", "y"})
 def _error_flags(error: pd.Series) -> np.ndarray:
     """True where a row is an error; a null flag is not an error."""
     try:
-        return pd.array(error, dtype="boolean").fillna(False).to_numpy(dtype=bool)
+        flags: np.ndarray = pd.array(error, dtype="boolean").fillna(False).to_numpy(dtype=bool)
+        return flags
     except (TypeError, ValueError):
         # A user's table may keep the flag as text ('true', 't', 'yes').
         return np.array([str(v).strip().lower() in _TRUE_TEXT for v in error], dtype=bool)

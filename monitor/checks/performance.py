@@ -105,7 +105,7 @@ def _classification(pred: np.ndarray, label: np.ndarray, proba: pd.DataFrame | N
         # default set, minus unknown labels: those are just wrong predictions).
         seen = set(label) | set(pred)
         scores = [_f1(pred, label, c) for c in classes if c in seen]
-        f1 = float(np.mean(scores)) if scores else None
+        f1 = float(np.mean(np.array(scores, dtype=float))) if scores else None
     return {"accuracy": float(np.mean(pred == label)), "f1": f1,
             "roc_auc": _roc_auc(label, proba, classes)}
 

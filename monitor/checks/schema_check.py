@@ -35,7 +35,7 @@ def _type_ok(values: pd.Series, ftype: str) -> np.ndarray:
         if pd.api.types.is_integer_dtype(dtype):
             return np.ones(len(values), dtype=bool)
         if pd.api.types.is_float_dtype(dtype):
-            return (values.to_numpy() % 1 == 0)
+            return np.asarray(values.to_numpy() % 1 == 0, dtype=bool)
     if ftype == "bool" and pd.api.types.is_bool_dtype(dtype):
         return np.ones(len(values), dtype=bool)
     if pd.api.types.is_object_dtype(dtype) and ftype != "datetime":
@@ -53,7 +53,7 @@ def _type_ok(values: pd.Series, ftype: str) -> np.ndarray:
             if ftype == "float":
                 return every
             if ftype == "int":
-                return values.to_numpy(dtype=float) % 1 == 0
+                return np.asarray(values.to_numpy(dtype=float) % 1 == 0, dtype=bool)
             if kind == "floating" or ftype != "category":
                 return ~every
             # A category column with ints and floats: the ints fit; judged by type below.
@@ -70,7 +70,7 @@ def _type_ok_mixed(values: pd.Series, ftype: str) -> np.ndarray:
     is_str, is_int, is_float, is_bool = (types == str, types == int,  # noqa: E721
                                          types == float, types == bool)  # noqa: E721
     if ftype == "float":
-        ok = is_int | is_float
+        ok: np.ndarray = is_int | is_float
     elif ftype == "int":
         ok = is_int.copy()
         floats = raw[is_float].astype(float)

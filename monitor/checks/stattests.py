@@ -288,7 +288,7 @@ def _first_seen(codes: np.ndarray, distinct: int) -> list[int]:
     while True:  # the labels nearly always all show up early: look at a growing prefix
         seen, first = np.unique(codes[:size], return_index=True)
         if len(seen) >= distinct or size >= len(codes):
-            return seen[np.argsort(first)].tolist()
+            return [int(v) for v in seen[np.argsort(first)]]
         size *= 8
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -95,7 +96,7 @@ def write_report(engine: Engine, config: Config, run_id: int, output: Path, *,
     return len(cur)
 
 
-def _render(ref: pd.DataFrame, cur: pd.DataFrame, schema: Any, feature_kinds: dict[str, str],
+def _render(ref: pd.DataFrame, cur: pd.DataFrame, schema: Any, feature_kinds: Mapping[str, str],
             with_quality: bool, output: Path) -> None:
     with warnings.catch_warnings():
         # Evidently's import and its stat tests warn about their own internals.

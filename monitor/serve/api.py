@@ -420,7 +420,7 @@ def create_app(
             # GET, PUT and DELETE are three routes.
             allowed = {m for route in app.router.routes if isinstance(route, APIRoute)
                        and route.matches(request.scope)[0] is not Match.NONE
-                       for m in route.methods}
+                       for m in route.methods or ()}
             exc = StarletteHTTPException(405, exc.detail, headers={
                 **(exc.headers or {}), "Allow": ", ".join(sorted(allowed))})
         return await http_exception_handler(request, exc)

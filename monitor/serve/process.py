@@ -25,7 +25,7 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -56,7 +56,7 @@ def _configure_logging() -> None:
             logger.propagate = False
 
 
-def _server_class() -> type[uvicorn.Server]:
+def _server_class() -> Callable[[uvicorn.Config, MonitorScheduler | None], uvicorn.Server]:
     import uvicorn
 
     class Server(uvicorn.Server):

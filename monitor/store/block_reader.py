@@ -14,7 +14,7 @@ blocks that disagree are deleted so that the compactor builds them again.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +35,7 @@ from monitor.store.blocks import (
     frames_of,
     part_of,
 )
+from monitor.store.db import driver_connection
 from monitor.store.frames import WindowBuilder, WindowFrames, gc_paused
 from monitor.store.reading import (
     _bound,
@@ -108,7 +109,7 @@ def read_window(engine: Engine, model: str, start: datetime, end: datetime
     stale: list[int] = []
     late: list[tuple[int, Any, Any]] = []
     with engine.connect() as conn, driver_errors(engine, "reading log blocks"):
-        raw = conn.connection.driver_connection
+        raw = driver_connection(conn)
         _snapshot(raw, sqlite)
         blocks = _blocks(raw, mark, model)
         if not blocks:
@@ -149,7 +150,7 @@ def read_window(engine: Engine, model: str, start: datetime, end: datetime
 
 
 def window_chunks(engine: Engine, model: str, start: datetime, end: datetime,
-                  chunk_rows: int) -> Iterator[WindowFrames] | None:
+                  chunk_rows: int) -> Generator[WindowFrames, None, None] | None:
     """The window in chunks of at most ``chunk_rows`` rows, from blocks and the rows
     they do not cover, with bounded memory (one block at a time); None as for
     ``read_window``, checked before the first chunk.
@@ -166,7 +167,7 @@ def window_chunks(engine: Engine, model: str, start: datetime, end: datetime,
     conn = engine.connect()
     try:
         with driver_errors(engine, "reading log blocks"):
-            raw = conn.connection.driver_connection
+            raw = driver_connection(conn)
             _snapshot(raw, sqlite)
             blocks = _blocks(raw, mark, model)
             found = _meeting(raw, mark, model, low, high, "id, ts_min, ts_max")
@@ -216,7 +217,8 @@ def _fetch(raw: Any, mark: str, block_id: int) -> Part:
 
 def _chunks(engine: Engine, conn: Any, raw: Any, model: str, block_ids: list[int],
             late: list[tuple[int, Any, Any]], gaps: list[tuple[int, int]],
-            bounds: tuple[Any, Any, int, int], chunk_rows: int) -> Iterator[WindowFrames]:
+            bounds: tuple[Any, Any, int, int], chunk_rows: int
+            ) -> Generator[WindowFrames, None, None]:
     dialect = engine.dialect.name
     sqlite = dialect == "sqlite"
     mark, _ = sql_marks(dialect)

@@ -112,7 +112,7 @@ class Part:
 
 def _micros(values: Sequence[Any]) -> np.ndarray:
     times = _times(list(values))
-    out = times.asi8 // 1000
+    out: np.ndarray = times.asi8 // 1000
     out[times.isna()] = NAT
     return out
 
@@ -161,7 +161,7 @@ def _ipc(names: list[str], arrays: list[Any], metadata: dict[str, str]) -> bytes
     options = pa.ipc.IpcWriteOptions(compression="lz4")
     with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
         writer.write_table(table)
-    return sink.getvalue().to_pybytes()
+    return bytes(sink.getvalue().to_pybytes())
 
 
 def _columns(data: bytes) -> tuple[dict[str, Any], dict[bytes, bytes]]:
@@ -203,7 +203,7 @@ def decode_ids(data: bytes) -> np.ndarray:
     import pyarrow as pa
 
     reader = pa.ipc.open_stream(pa.py_buffer(data))
-    return pa.concat_arrays([batch.column("id") for batch in reader]).to_numpy()
+    return np.asarray(pa.concat_arrays([batch.column("id") for batch in reader]).to_numpy())
 
 
 def encode_rows(part: Part) -> bytes:
@@ -329,7 +329,7 @@ def fetch_all(raw: Any, sql: str, params: Sequence[Any]) -> list[Any]:
     cur = raw.cursor()
     try:
         cur.execute(sql, params)
-        return cur.fetchall()
+        return list(cur.fetchall())
     finally:
         cur.close()
 

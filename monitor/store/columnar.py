@@ -162,14 +162,22 @@ def concat(parts: Sequence[Coded]) -> Coded:
         words, at, shift = [], 0, 0
         for p in parts:
             if p.words is not None:
-                here = p.s >= 0
-                s[at:at + len(p)][here] = p.s[here] + shift
+                ps = _need(p.s)
+                here = ps >= 0
+                s[at:at + len(p)][here] = ps[here] + shift
                 words.append(p.words)
                 shift += len(p.words)
             at += len(p)
         out.s = s
         out.words = np.concatenate(words)
     return out
+
+
+def _need(part: np.ndarray | None) -> np.ndarray:
+    """A part the codes say is there."""
+    if part is None:
+        raise ValueError("a coded column lacks a part its codes use")
+    return part
 
 
 def decode_objects(coded: Coded) -> np.ndarray:
@@ -182,16 +190,16 @@ def decode_objects(coded: Coded) -> np.ndarray:
     for code, part in ((FLOAT, coded.f), (INT, coded.i)):
         where = codes == code
         if where.any():
-            out[where] = part[where].astype(object)
+            out[where] = _need(part)[where].astype(object)
     where = codes == BOOL
     if where.any():
-        out[where] = coded.i[where].astype(bool).astype(object)
+        out[where] = _need(coded.i)[where].astype(bool).astype(object)
     where = codes == STR
     if where.any():
-        out[where] = coded.words[coded.s[where]]
+        out[where] = _need(coded.words)[_need(coded.s)[where]]
     where = codes == OTHER
     if where.any():
-        texts = coded.j[where]
+        texts = _need(coded.j)[where]
         # fromiter: lists of equal length would otherwise become a 2-D array.
         out[where] = np.fromiter(map(json.loads, texts), dtype=object, count=len(texts))
     return out
@@ -207,18 +215,20 @@ def decode(coded: Coded) -> Any:
     kinds = {code for code, count in enumerate(counts) if count}
     if kinds <= {MISSING, NONE, FLOAT} and kinds & {MISSING, FLOAT}:
         if kinds == {FLOAT}:  # a fresh array unless it is a block's own buffer
-            return coded.f if coded.f.flags.writeable else coded.f.copy()
+            f = _need(coded.f)
+            return f if f.flags.writeable else f.copy()
         out = coded.f.copy() if coded.f is not None else np.zeros(len(coded))
         out[coded.codes != FLOAT] = np.nan  # {float} or {float, None}: float64, as numpy
         return out
     if kinds == {INT}:
-        return coded.i if coded.i.flags.writeable else coded.i.copy()
+        i = _need(coded.i)
+        return i if i.flags.writeable else i.copy()
     if kinds == {BOOL}:
-        return coded.i.astype(bool)
+        return _need(coded.i).astype(bool)
     if kinds == {NONE}:  # what pandas makes of a list of None
         return np.full(len(coded), None, dtype=object)
     if kinds == {STR} and not pd.get_option("future.infer_string"):
-        return coded.words[coded.s]
+        return _need(coded.words)[_need(coded.s)]
     return typed_column(decode_objects(coded).tolist())
 
 
@@ -239,7 +249,7 @@ def to_arrow(name: str, coded: Coded) -> tuple[list[str], list[pa.Array]]:
     if coded.words is not None:
         names.append(f"{name}\x00s")
         arrays.append(pa.DictionaryArray.from_arrays(
-            pa.array(coded.s, type=pa.int32(), mask=coded.s < 0),
+            pa.array(coded.s, type=pa.int32(), mask=_need(coded.s) < 0),
             pa.array(coded.words, type=pa.string())))
     if coded.j is not None:
         names.append(f"{name}\x00j")

@@ -42,6 +42,7 @@ from monitor.store.blocks import (
     part_of,
 )
 from monitor.store.columnar import decode_objects, encode
+from monitor.store.db import driver_connection
 from monitor.store.frames import WindowBuilder, loads_each
 from monitor.store.reading import _window_sql, driver_errors, fetch_into, sql_marks
 from monitor.store.tables import log_blocks
@@ -80,7 +81,7 @@ def _read_rows(engine: Engine, model: str, lo: int, hi: int, limit: int) -> Wind
     dialect = engine.dialect.name
     builder = WindowBuilder(key_orders=True)
     with engine.connect() as conn, driver_errors(engine, "reading inference logs"):
-        raw = conn.connection.driver_connection
+        raw = driver_connection(conn)
         if dialect != "sqlite":
             raw.execute("SET LOCAL jit = off")
         fetch_into(raw, dialect == "sqlite", _window_sql(dialect, False, False, by_id=True),
@@ -103,7 +104,7 @@ def compact(engine: Engine, model: str, *, block_rows: int = BLOCK_ROWS,
     result = CompactResult(model)
     top, labels_hw = _high_marks(engine)
     with engine.connect() as conn:
-        blocks = _blocks(conn.connection.driver_connection, sql_marks(engine.dialect.name)[0],
+        blocks = _blocks(driver_connection(conn), sql_marks(engine.dialect.name)[0],
                          model)
     for lo, hi in _uncovered(blocks, top):
         last = blocks[-1] if blocks and blocks[-1].hi == lo else None
@@ -168,8 +169,10 @@ def _write(engine: Engine, t: sa.Table, model: str, new: Part, lo: int, hi: int,
                                 .values(**values)).rowcount != 1:
                     raise _Lost
             else:
-                own = conn.execute(sa.insert(t).values(
-                    model=model, lo_id=lo, created_at=stamp, **values)).inserted_primary_key[0]
+                key = conn.execute(sa.insert(t).values(
+                    model=model, lo_id=lo, created_at=stamp, **values)).inserted_primary_key
+                assert key is not None
+                own = key[0]
             # Checked after the write, which holds SQLite's write lock: no compactor can
             # slip a block in between.
             if conn.execute(sa.select(sa.func.count()).select_from(t).where(
@@ -201,7 +204,7 @@ def _refresh_batch(engine: Engine, model: str, labels_hw: int, now: datetime | N
     t = log_blocks
     mark, text = sql_marks(engine.dialect.name)
     with engine.begin() as conn:
-        raw = conn.connection.driver_connection
+        raw = driver_connection(conn)
         blocks = _blocks(raw, mark, model)
         after = min((b.labels_hw for b in blocks), default=labels_hw)
         if after >= labels_hw:

@@ -16,6 +16,7 @@ __all__ = [
     "Engine",
     "create_engine",
     "current_revision",
+    "driver_connection",
     "ensure_schema",
     "head_revision",
     "ping",
@@ -161,3 +162,12 @@ def ping(engine: Engine) -> None:
     """One round trip to the database; raises the driver's error when it does not answer."""
     with engine.connect() as conn:
         conn.execute(sa.text("SELECT 1"))
+
+
+def driver_connection(conn: Connection) -> Any:
+    """The DBAPI connection under ``conn`` (sqlite3's or psycopg's), for the fast paths that
+    talk to the driver directly."""
+    raw = conn.connection.driver_connection
+    if raw is None:
+        raise DatabaseError("the database connection is closed")
+    return raw

@@ -132,7 +132,8 @@ def insert_event(conn: Connection, model: str, *, at: datetime, old: bool, new: 
     event_id = conn.execute(
         sa.insert(fallback_events).returning(fallback_events.c.id), values
     ).scalar_one()
-    return FallbackEvent(id=int(event_id), **values)
+    return FallbackEvent(id=int(event_id), model=model, at=at, old_active=old, new_active=new,
+                         kind=kind, actor=actor, reason=reason, details=details)
 
 
 def list_events(engine: Engine, model: str, *, limit: int = 20) -> list[FallbackEvent]:

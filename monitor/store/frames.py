@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import compress, repeat
 from operator import is_, itemgetter
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import orjson
 
@@ -77,7 +77,7 @@ _STORED = frozenset({str, int, float, type(None)})  # what a JSON column gives b
 def _huge(value: Any) -> bool:
     kind = type(value)
     if kind is float:
-        return abs(value) >= _HUGE
+        return bool(abs(value) >= _HUGE)
     if kind is list:
         return any(map(_huge, value))
     if kind is dict:
@@ -90,7 +90,7 @@ def _has_huge(values: Sequence[Any], kinds: frozenset[type], nan_free: bool = Tr
     if not kinds & _SUSPECT:
         return False
     if kinds == _FLOAT and nan_free:  # the usual case; orjson itself never gives NaN
-        return max(values) >= _HUGE or min(values) <= -_HUGE
+        return bool(max(values) >= _HUGE or min(values) <= -_HUGE)
     if kinds <= _SCALARS:  # test the floats in C (NaN tests false)
         floats = compress(values, map(is_, map(type, values), repeat(float)))
         return any(map(_HUGE.__le__, map(abs, floats)))
@@ -125,7 +125,7 @@ def loads_each(texts: Sequence[str | bytes | float | None], *, checked: bool = T
     kinds = frozenset(map(type, texts))
     try:
         if kinds == {str}:
-            values = list(map(orjson.loads, texts))
+            values = list(map(orjson.loads, cast("Sequence[str]", texts)))
         elif kinds <= _NUMBERS:
             return list(texts)
         elif kinds <= _STORED:
@@ -179,9 +179,8 @@ class ColumnBuilder:
             if col is None:
                 col = self.columns[key] = [_NAN] * self.rows
                 self.kinds[key] = {float} if self.rows else set()
-            if kinds <= _TEXTS:
-                values = shared(values, self.seen.setdefault(key, {}), kinds)
-            col.extend(values)
+            col.extend(shared(values, self.seen.setdefault(key, {}), kinds)
+                       if kinds <= _TEXTS else values)
             self.kinds[key].update(kinds)
         self.rows += n
         for key, col in self.columns.items():

@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from monitor.errors import RowProblem
+from monitor.store.db import driver_connection
 from monitor.store.tables import ground_truth, inference_logs
 from monitor.times import parse_time, utc
 
@@ -226,7 +227,7 @@ def _bulk_insert_ignoring_duplicates(
 def _bulk_insert(
     conn: sa.Connection, table: sa.Table, columns: tuple[str, ...], rows: list[tuple[Any, ...]]
 ) -> int:
-    raw = conn.connection.driver_connection
+    raw = driver_connection(conn)
     names = ", ".join(columns)
     dialect = conn.dialect.name
     if dialect == "sqlite":

@@ -9,7 +9,7 @@ all at once. bench/read_window.py measures it against the SQLAlchemy path it rep
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, contextmanager
 from datetime import UTC, datetime
@@ -18,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from monitor.store.db import driver_connection
 from monitor.store.frames import (
     FETCH_ROWS,
     META_COLUMNS,
@@ -128,7 +129,7 @@ def read_builtin(
     sql = _window_sql(dialect, after is not None, limit is not None)
     builder = WindowBuilder()
     with engine.connect() as conn, driver_errors(engine, "reading inference logs"):
-        raw = conn.connection.driver_connection
+        raw = driver_connection(conn)
         if not sqlite:  # JIT-compiling this scan and join costs more than it saves
             raw.execute("SET LOCAL jit = off")
         last = fetch_into(raw, sqlite, sql, params, builder)
@@ -157,7 +158,8 @@ def fetch_into(raw: Any, sqlite: bool, sql: str, params: Sequence[Any],
     return last
 
 
-def _prefetched(fetch: Callable[[], list[Any]], threaded: bool) -> Iterator[list[Any]]:
+def _prefetched(fetch: Callable[[], list[Any]], threaded: bool
+                ) -> Generator[list[Any], None, None]:
     """Batches from ``fetch`` until an empty one; ``threaded``, each next one is fetched
     by a thread while the caller works on the last.
 

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from monitor.errors import ConfigError, DatabaseError
-from monitor.store.db import safe_url
+from monitor.store.db import driver_connection, safe_url
 from monitor.store.frames import WindowBuilder, WindowFrames, gc_paused, loads_each
 from monitor.store.reading import META_COLUMNS, driver_errors, read_builtin
 from monitor.store.tables import inference_logs
@@ -177,7 +177,7 @@ def read_labels(
     found: dict[str, tuple[Any, Any]] = {}
     sqlite = engine.dialect.name == "sqlite"
     with engine.connect() as conn, driver_errors(engine, "reading labels"):
-        cur = conn.connection.driver_connection.cursor()
+        cur = driver_connection(conn).cursor()
         try:
             for i in range(0, len(wanted), _LABEL_BATCH):
                 ids = wanted[i:i + _LABEL_BATCH]
