@@ -95,6 +95,7 @@ def answers(url: str) -> bool:
 class Notification:
     path: str
     at: float  # time.monotonic() when it arrived
+    wall: float  # time.time() when it arrived
     body: dict[str, Any]
 
     def alerts(self, alertname: str, status: str | None = None) -> list[dict[str, Any]]:
@@ -117,7 +118,7 @@ class Webhook:
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length) or b"{}")
                 with lock:
-                    received.append(Notification(self.path, time.monotonic(), body))
+                    received.append(Notification(self.path, time.monotonic(), time.time(), body))
                 self.send_response(200)
                 self.end_headers()
 
@@ -254,13 +255,17 @@ class Alertmanager:
 
 
 class Prometheus:
-    def __init__(self, processes: Processes, config: Path) -> None:
+    """Prometheus re-sending firing alerts every ``resend_delay`` (default 1m): an alert
+    that fired before Alertmanager was discovered is otherwise dropped for a minute."""
+
+    def __init__(self, processes: Processes, config: Path, resend_delay: str = "1s") -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = processes.start("prometheus", [
             require("prometheus"), f"--config.file={config}",
             f"--storage.tsdb.path={processes.tmp_path / 'prom-data'}",
             f"--web.listen-address=127.0.0.1:{self.port}",
+            f"--rules.alert.resend-delay={resend_delay}",
         ])
         wait_for(lambda: self.proc.poll() is not None or answers(f"{self.url}/-/ready"), 30,
                  "Prometheus is ready", processes.logs)
