@@ -5,6 +5,7 @@ inhibition while the fallback flag fires, in a real Alertmanager."""
 from __future__ import annotations
 
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -183,8 +184,9 @@ def test_render_then_runs_the_given_command(tmp_path: Path) -> None:
            "MQM_ALERT_WEBHOOK_URL": "http://127.0.0.1:1/x"}
     from tests.alerts.stack import RENDER
 
-    result = run(["sh", str(RENDER), "sh", "-c", 'grep -c "127.0.0.1:1/x" "$MQM_AM_CONFIG"'],
-                 env=env)
+    count = ("import os; print(open(os.environ['MQM_AM_CONFIG']).read()"
+             ".count('127.0.0.1:1/x'))")
+    result = run(["sh", str(RENDER), sys.executable, "-c", count], env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "5"
 
