@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 import yaml
@@ -272,8 +273,6 @@ class Prometheus:
         assert self.proc.poll() is None, processes.logs()
 
     def query(self, expr: str) -> list[dict[str, Any]]:
-        from urllib.parse import urlencode
-
         data = get_json(f"{self.url}/api/v1/query?{urlencode({'query': expr})}")
         return list(data["data"]["result"])
 

@@ -4,7 +4,9 @@ inhibition while the fallback flag fires, in a real Alertmanager."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -16,6 +18,7 @@ import yaml
 from tests.alerts.stack import (
     ALERT_PLACEHOLDER,
     ALERTMANAGER_YML,
+    RENDER,
     RULES,
     WATCHDOG_PLACEHOLDER,
     Alertmanager,
@@ -177,13 +180,9 @@ def test_render_refuses_a_url_that_would_break_the_yaml(tmp_path: Path, bad: str
 
 
 def test_render_then_runs_the_given_command(tmp_path: Path) -> None:
-    import os
-
     config = tmp_path / "am.yml"
     env = {**os.environ, "MQM_AM_TEMPLATE": str(ALERTMANAGER_YML), "MQM_AM_CONFIG": str(config),
            "MQM_ALERT_WEBHOOK_URL": "http://127.0.0.1:1/x"}
-    from tests.alerts.stack import RENDER
-
     count = ("import os; print(open(os.environ['MQM_AM_CONFIG']).read()"
              ".count('127.0.0.1:1/x'))")
     result = run(["sh", str(RENDER), sys.executable, "-c", count], env=env)
@@ -232,3 +231,24 @@ def test_drift_and_accuracy_alerts_are_held_back_while_the_flag_fires(
     assert state[("MqmSchemaViolations", "tripped")]["state"] == "active"
     [critical] = [n for n in webhook.received if n.alerts("MqmFallbackActive")]
     assert critical.body["receiver"] == "mqm-critical" and critical.path == "/alerts"
+
+
+def test_render_runs_on_busybox_as_in_the_alertmanager_image(tmp_path: Path) -> None:
+    """prom/alertmanager has busybox's sh, awk and mv only; run the script with those."""
+    busybox = shutil.which("busybox")
+    if busybox is None:
+        pytest.skip("busybox is not installed (apt-get install busybox)")
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for applet in ("sh", "awk", "mv"):
+        (tools / applet).symlink_to(busybox)
+    config = tmp_path / "am.yml"
+    url = "https://hooks.example.com/mqm?a=1&b=2"
+    env = {"PATH": str(tools), "MQM_AM_TEMPLATE": str(ALERTMANAGER_YML),
+           "MQM_AM_CONFIG": str(config), "MQM_ALERT_WEBHOOK_URL": url,
+           "HOME": os.environ.get("HOME", "/")}
+    result = run([str(tools / "sh"), str(RENDER)], env=env)
+    assert result.returncode == 0, result.stderr
+    assert {u for urls in _urls(config).values() for u in urls} == {url}
+    env["MQM_ALERT_WEBHOOK_URL"] = "https://hooks.example.com/a b"
+    assert run([str(tools / "sh"), str(RENDER)], env=env).returncode == 2
