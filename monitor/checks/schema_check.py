@@ -217,11 +217,14 @@ class SchemaAccumulator:
 
     def result(self, min_rows: int = 1) -> SchemaResult:
         n = self.rows
-        missing = [name for name, c in self._features.items() if not c.seen]
+        # An empty window shows no column at all: that is no evidence of a missing one.
+        missing = [name for name, c in self._features.items() if not c.seen] if n else []
         count = n if missing else self.violating_rows
         reports: list[ColumnReport] = []
         for spec in self.schema.features:
             c = self._features[spec.name]
+            if not c.seen and not n:
+                continue
             if not c.seen:
                 reports.append(ColumnReport(spec.name, "feature", spec.type, "missing",
                                             null_rate=1.0, nulls_allowed=spec.nullable,

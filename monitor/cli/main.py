@@ -337,6 +337,23 @@ def metrics_reference() -> None:
     click.echo(metric_reference(), nl=False)
 
 
+@main.group("alerts")
+def alerts_group() -> None:
+    """The Prometheus alert rules shipped in alerts/."""
+
+
+@alerts_group.command("reference")
+@click.option("--rules", "rules_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=Path("alerts/rules/mqm.rules.yml"), show_default=True,
+              help="The rules file to describe.")
+@fail_cleanly
+def alerts_reference(rules_path: Path) -> None:
+    """Print the alert table (Markdown) of the README, generated from the rules file."""
+    from monitor.cli.alerts_docs import alert_reference
+
+    click.echo(alert_reference(rules_path), nl=False)
+
+
 @config_group.command("check")
 @pass_ctx
 @fail_cleanly

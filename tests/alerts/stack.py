@@ -12,6 +12,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -290,3 +291,23 @@ def loopback_prometheus_config(dest: Path, rules: Path, target: str, alertmanage
     job["static_configs"] = [{"targets": [target]}]
     dest.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return dest
+
+
+# --- the sample model's days, and the mqm command ---------------------------------
+
+MODEL = "loan_default"
+CRITICAL_DAY = "2026-10-10"   # the sample's new category, wrong types, drift: critical
+CLEAN_DAY = "2026-10-02"      # a clean day of the sample...
+CLEAN_SHIFT_DAYS = 18         # ...replayed on 2026-10-20, after the critical one
+CRITICAL_END = "2026-10-11T00:00:00Z"
+CLEAN_END = "2026-10-21T00:00:00Z"
+BOUND = 30.0  # seconds: the longest any single step may take
+
+
+def mqm(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("MQM_DATABASE_URL", "MQM_CONFIG")}
+    result = subprocess.run([sys.executable, "-m", "monitor", "--config", str(config), *args],
+                            capture_output=True, text=True, timeout=120, env=env,
+                            cwd=config.parent, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result

@@ -9,7 +9,6 @@ The seconds from each stored run to its notification are printed (``pytest -s``)
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 from datetime import datetime
@@ -20,6 +19,10 @@ import pytest
 import yaml
 
 from tests.alerts.stack import (
+    BOUND,
+    CLEAN_END,
+    CRITICAL_END,
+    MODEL,
     RUNBOOK_BASE,
     Alertmanager,
     Processes,
@@ -31,55 +34,12 @@ from tests.alerts.stack import (
     free_port,
     get_json,
     loopback_prometheus_config,
+    mqm,
     render_alertmanager,
     require,
     wait_for,
 )
 from tests.conftest import ROOT
-
-MODEL = "loan_default"
-CRITICAL_DAY = "2026-10-10"   # the sample's new category, wrong types, drift: critical
-CLEAN_DAY = "2026-10-02"      # a clean day of the sample...
-CLEAN_SHIFT_DAYS = 18         # ...replayed on 2026-10-20, after the critical one
-CRITICAL_END = "2026-10-11T00:00:00Z"
-CLEAN_END = "2026-10-21T00:00:00Z"
-BOUND = 30.0  # seconds: the longest any single step may take
-
-
-@pytest.fixture(scope="module")
-def logs_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One log file: the sample's critical day, and a clean day moved after it."""
-    import pandas as pd
-
-    logs = pd.read_parquet(ROOT / "sample_data" / "production_logs.parquet")
-    day = logs["timestamp"].dt.strftime("%Y-%m-%d")
-    critical = logs[day == CRITICAL_DAY]
-    clean = logs[day == CLEAN_DAY].copy()
-    clean["timestamp"] += pd.Timedelta(days=CLEAN_SHIFT_DAYS)
-    clean["request_id"] = "replay-" + clean["request_id"]
-    path = tmp_path_factory.mktemp("logs") / "logs.parquet"
-    pd.concat([critical, clean], ignore_index=True).to_parquet(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def small_reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """2,000 rows of the sample reference: a check of a process takes about a second less."""
-    import pandas as pd
-
-    path = tmp_path_factory.mktemp("reference") / "reference.parquet"
-    reference = pd.read_parquet(ROOT / "sample_data" / "reference.parquet")
-    reference.sample(2000, random_state=0).to_parquet(path)
-    return path
-
-
-def mqm(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("MQM_DATABASE_URL", "MQM_CONFIG")}
-    result = subprocess.run([sys.executable, "-m", "monitor", "--config", str(config), *args],
-                            capture_output=True, text=True, timeout=120, env=env,
-                            cwd=config.parent, check=False)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result
 
 
 def finished_at(port: int, status: str) -> float:

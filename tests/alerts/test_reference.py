@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from monitor.alerts_reference import alert_reference
+from monitor.cli.alerts_docs import alert_reference
 from monitor.errors import MonitorError
 from tests.alerts.stack import RULES, RUNBOOK
 from tests.conftest import ROOT
@@ -34,7 +34,7 @@ def test_readme_alert_table_matches_the_rules() -> None:
     assert readme.count(START) == 1 and readme.count(END) == 1
     section = readme[readme.index(START) + len(START): readme.index(END)]
     assert section == alert_reference(RULES), (
-        "README ## Alerts is stale: paste alert_reference('alerts/rules/mqm.rules.yml') "
+        "README ## Alerts is stale: paste the output of `mqm alerts reference` "
         "between the markers")
 
 
@@ -89,3 +89,13 @@ def test_runbook_uses_the_commands_the_issue_names() -> None:
     # Links inside the runbook point at sections that exist.
     for anchor in re.findall(r"\]\(#([a-z0-9-]+)\)", text):
         assert anchor in {n.lower() for n in _alert_names()}, anchor
+
+
+def test_the_cli_prints_the_table() -> None:
+    from click.testing import CliRunner
+
+    from monitor.cli.main import main
+
+    result = CliRunner().invoke(main, ["alerts", "reference", "--rules", str(RULES)])
+    assert result.exit_code == 0, result.output
+    assert result.output == alert_reference(RULES)

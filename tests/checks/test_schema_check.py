@@ -129,3 +129,16 @@ def test_a_feature_absent_from_every_chunk_is_missing(schema) -> None:
     res = acc.result()
     assert res.missing_columns == ("loan_purpose",) and res.status == "critical"
     assert res.violating_rows == 20
+
+
+def test_an_empty_window_misses_no_column(schema) -> None:
+    """No rows is too few rows, not a schema break: alerts must not page on it."""
+    res = check_schema(pd.DataFrame(), pd.Series([], dtype=object), schema, config=LOOSE,
+                       min_rows=10)
+    assert (res.status, res.rows, res.violation_rate) == ("insufficient_data", 0, 0.0)
+    assert res.missing_columns == ()
+    assert all(col.state != "missing" for col in res.columns)
+    # One row that lacks a column does show it missing.
+    feats, preds = frame(1)
+    res = check_schema(feats.drop(columns=["age"]), preds, schema, config=LOOSE)
+    assert res.missing_columns == ("age",)
