@@ -19,7 +19,7 @@ MQM_TEST_POSTGRES_URL ?= $(shell pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null 
 	echo postgresql+psycopg://postgres@127.0.0.1:5432/postgres)
 export MQM_TEST_POSTGRES_URL
 
-.PHONY: demo test lint typecheck setup lock clean
+.PHONY: demo test lint typecheck setup lock mutants clean
 
 setup: $(STAMP)
 
@@ -56,6 +56,10 @@ typecheck: $(STAMP)
 
 test: lint typecheck
 	$(VENV)/bin/pytest
+
+# Planted bugs against the tests that should catch them; by hand, not in CI (minutes).
+mutants: $(STAMP)
+	$(PY) bench/mutants.py
 
 clean:
 	rm -rf $(VENV) mqm.db mqm.db-wal mqm.db-shm .pytest_cache .ruff_cache .mypy_cache

@@ -41,6 +41,16 @@ def _pg_server_url() -> str:
     return url
 
 
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """One line at the end when the PostgreSQL half did not run, saying how to run it."""
+    skipped = [r for r in terminalreporter.stats.get("skipped", [])
+               if PG_ENV in str(getattr(r, "longrepr", ""))]
+    if skipped:
+        terminalreporter.write_line(
+            f"{len(skipped)} PostgreSQL tests skipped: {PG_ENV} is not set; run them with "
+            f"{PG_ENV}=postgresql+psycopg://USER@HOST:PORT/DB make test", yellow=True)
+
+
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """URL of a new, empty PostgreSQL database, dropped after the test."""
