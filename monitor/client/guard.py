@@ -15,14 +15,14 @@ import contextvars
 import functools
 import inspect  # already loaded by dataclasses
 import itertools
-import queue
-import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol, overload
+from typing import Any, overload
 
 from monitor.client.flag import MISSING as _MISSING
 from monitor.client.flag import FallbackFlag
+from monitor.client.pool import Call, Pool
+from monitor.client.protocols import Guarded, GuardLogger
 
 __all__ = ["PATHS", "SHADOW_IN_FLIGHT", "GuardLogger", "Guarded", "guard"]
 
@@ -39,51 +39,6 @@ class _NoFlag:
 
     def _default_value(self) -> Any:
         return _MISSING
-
-
-class GuardLogger(Protocol):
-    """What ``guard`` calls on its ``logger``: ``InferenceLogger`` is one; a stand-in needs
-    only this ``log`` (its result is ignored). See ``guard`` for what each call carries.
-
-    ``features`` is ``Any``: the call's first argument, whatever the model takes (a dict
-    for ``InferenceLogger``), ``features_of``'s result, or None for a call without one.
-    """
-
-    def log(
-        self,
-        features: Any,
-        prediction: Any,
-        *,
-        latency_ms: float | None,
-        error: bool,
-        error_message: str | None,
-        fallback_reason: str | None,
-    ) -> object: ...
-
-
-if TYPE_CHECKING:  # mypy proves that InferenceLogger is a GuardLogger; nothing here runs
-    from monitor.client.logger import InferenceLogger
-
-    _INFERENCE_LOGGER: type[GuardLogger] = InferenceLogger
-
-
-class Guarded(Protocol):
-    """A guarded predict function: call it like the original."""
-
-    # Copied from the original by functools.update_wrapper, with __doc__ and __qualname__.
-    __name__: str
-    __wrapped__: Callable[..., Any]
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
-
-    def stats(self) -> dict[str, int | None]:
-        """Calls per path (see ``guard``), plus no_default, log_failures, in_flight, and
-        the shadow calls' counts."""
-        ...
-
-    def last_path(self) -> str | None:
-        """The path of this function's last call in the current thread (or asyncio task)."""
-        ...
 
 
 @overload
@@ -246,13 +201,13 @@ def _build(
     clock = time.perf_counter
     # A list of tokens is a lock-free counting semaphore: pop() and append() are atomic.
     tokens: list[None] | None = None if max_in_flight is None else [None] * max_in_flight
-    pool = None if timeout is None else _Pool(
+    pool = None if timeout is None else Pool(
         max_in_flight or _POOL_SIZE, f"mqm-guard-{getattr(fn, '__name__', 'fn')}"
     )
     # Shadow calls (flag on, logged): a pool and tokens of their own, so that they never
     # hold what answering calls need; the tokens bound them, so nothing queues there.
     shadow_tokens: list[None] | None = None if shadows is None else [None] * shadows
-    shadow_pool = None if shadows is None else _Pool(
+    shadow_pool = None if shadows is None else Pool(
         shadows, f"mqm-shadow-{getattr(fn, '__name__', 'fn')}"
     )
 
@@ -313,7 +268,7 @@ def _build(
             finally:
                 if holds_token:
                     tokens.append(None)  # type: ignore[union-attr]
-        call = _Call(fn, args, kwargs, tokens if holds_token else None)
+        call = Call(fn, args, kwargs, tokens if holds_token else None)
         pool.submit(call)
         if not call.done.acquire(True, timeout):  # type: ignore[arg-type]
             result = answer(args, kwargs)
@@ -364,7 +319,7 @@ def _build(
                 copies[id(value)] = value.copy()
             return copies[id(value)]
 
-        shadow_pool.submit(_Call(  # type: ignore[union-attr]
+        shadow_pool.submit(Call(  # type: ignore[union-attr]
             log_shadow, (snapshot(features), tuple(map(snapshot, args)),
                          {k: snapshot(v) for k, v in kwargs.items()}), {}, shadow_tokens))
         n_shadow()
@@ -444,70 +399,3 @@ def _build(
 def _peek(counter: itertools.count[int]) -> int:
     # count's repr is "count(N)": reading it does not advance it.
     return int(repr(counter)[6:-1])
-
-
-class _Call:
-    """One model call handed to a worker; ``done`` is released when it has finished."""
-
-    __slots__ = ("abandoned", "args", "context", "done", "exc", "fn", "kwargs", "result",
-                 "tokens")
-
-    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-                 tokens: list[None] | None) -> None:
-        self.fn = fn
-        self.args = args
-        self.kwargs = kwargs
-        # The caller's context variables (request ids, tracing) follow the call.
-        self.context = contextvars.copy_context()
-        # A bare lock is the cheapest one-shot signal (an Event is a Condition and a lock).
-        self.done = threading.Lock()
-        self.done.acquire()
-        self.result: Any = None
-        self.exc: BaseException | None = None
-        self.abandoned = False
-        self.tokens = tokens
-
-    def run(self) -> None:
-        try:
-            if not self.abandoned:
-                self.result = self.context.run(self.fn, *self.args, **self.kwargs)
-        except BaseException as exc:
-            self.exc = exc
-        finally:
-            if self.tokens is not None:
-                self.tokens.append(None)
-            self.done.release()
-
-
-class _Pool:
-    """Daemon worker threads, started as needed up to ``size``.
-
-    Not ``concurrent.futures``: its threads are joined at interpreter exit, so one hung
-    model call would keep the serving process from exiting.
-    """
-
-    def __init__(self, size: int, name: str) -> None:
-        self._size = size
-        self._name = name
-        self._queue: queue.SimpleQueue[_Call] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._threads = 0
-        self._idle = 0  # idle workers minus queued calls
-
-    def submit(self, call: _Call) -> None:
-        with self._lock:
-            self._idle -= 1
-            if self._idle < 0 and self._threads < self._size:
-                self._threads += 1
-                self._idle += 1  # the new worker takes this call
-                threading.Thread(
-                    target=self._work, name=f"{self._name}-{self._threads}", daemon=True
-                ).start()
-        self._queue.put(call)
-
-    def _work(self) -> None:
-        get = self._queue.get
-        while True:
-            get().run()
-            with self._lock:
-                self._idle += 1
