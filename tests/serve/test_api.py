@@ -3,6 +3,8 @@ fallback flag and its token rules, and a schemathesis run against its OpenAPI de
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import shutil
 import time
@@ -24,6 +26,13 @@ from monitor.fallback.flag import flag_document, list_events, set_override
 from monitor.serve.api import ENV_TOKEN, create_app
 from monitor.store.db import create_engine, ensure_schema
 from monitor.store.runs import Metric, save_run
+from tests.serve.conftest import (
+    check_run,
+    drift_result,
+    save_check_run,
+    save_schema_run,
+    schema_result,
+)
 
 with warnings.catch_warnings():
     # starlette 1.x warns at import that it prefers httpx2 to httpx; the client works.
@@ -66,17 +75,17 @@ def client(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., TestClient
 def add_run(engine: sa.Engine, *, status: str = "ok", kind: str = "check", day: int = 1,
             finished: datetime | None = None, metrics: list[Metric] | None = None,
             reasons: tuple[str, ...] = ()) -> int:
-    start = datetime(2026, 10, day, tzinfo=UTC)
+    """A run of the window of 2026-10-``day``, stored as a complete typed document."""
+    end = datetime(2026, 10, day, tzinfo=UTC) + timedelta(days=1)
     finished = finished or datetime.now(UTC)
-    return save_run(
-        engine, model=M, kind=kind, window_start=start, window_end=start + timedelta(days=1),
-        rows=120, status=status, summary={"model": M, "status": status,
-                                          "reasons": list(reasons), "recomputes": None,
-                                          "checks": {"drift": {"share_drifted": 0.25}}},
-        metrics=metrics or [Metric("run", "rows", 120.0)], config_hash="c" * 64,
-        reference_version="r1", started_at=finished - timedelta(seconds=3),
-        finished_at=finished,
-    )
+    metrics = metrics or [Metric("run", "rows", 120.0)]
+    if kind == "schema":
+        return save_schema_run(engine, M, schema_result(rows=120, status=status,
+                                                        reasons=reasons),
+                               end=end, metrics=metrics, finished=finished)
+    run = check_run(M, end=end, status=status, rows=120, reasons=reasons,
+                    drift=drift_result(share_drifted=0.25))
+    return save_check_run(engine, run, metrics=metrics, finished=finished)
 
 
 # --- health and readiness ------------------------------------------------------------
@@ -295,6 +304,27 @@ def test_models_runs_paging_and_details(engine: sa.Engine, cfg: Config,
         assert api.get(bad).status_code == 422, bad
 
 
+def test_a_run_whose_document_cannot_be_read_is_still_served(
+        engine: sa.Engine, cfg: Config, client,  # type: ignore[no-untyped-def]
+        caplog: pytest.LogCaptureFixture) -> None:
+    end = datetime(2026, 10, 2, tzinfo=UTC)
+    summary = {"model": M, "status": "warn", "reasons": ["drift: age"],
+               "checks": {"drift": {"share_drifted": 0.25}}}  # no window: no check run
+    run_id = save_run(engine, model=M, kind="check", window_start=end - timedelta(days=1),
+                      window_end=end, rows=120, status="warn", summary=summary, metrics=[],
+                      config_hash="c" * 64, reference_version=None, started_at=end,
+                      finished_at=end)
+    api = client(engine, cfg)
+    with caplog.at_level(logging.WARNING, logger="mqm.api"):
+        [run] = api.get(f"/v1/models/{M}/runs").json()["runs"]
+    assert f"run {run_id}: its document cannot be read" in caplog.text
+    assert (run["id"], run["status"], run["rows"], run["reasons"], run["recomputes"]) == (
+        run_id, "warn", 120, [], None)
+    detail = api.get(f"/v1/runs/{run_id}").json()
+    assert detail["summary"] == summary  # as stored
+    assert api.get("/v1/models").json()["models"][0]["latest_run"]["id"] == run_id
+
+
 def test_unknown_model_is_404(engine: sa.Engine, cfg: Config,
                               client) -> None:  # type: ignore[no-untyped-def]
     api = client(engine, cfg)
@@ -411,6 +441,30 @@ def test_bad_override_bodies_that_are_not_json(engine: sa.Engine, cfg: Config,
     huge = api.put(url, headers=AUTH, json={"active": True, "reason": "x" * 70_000})
     assert huge.status_code == 413
     assert list_events(engine, M) == []
+
+
+def test_reading_the_flag_writes_no_file(engine: sa.Engine, cfg: Config, client,  # type: ignore[no-untyped-def]
+                                         tmp_path: Path) -> None:
+    flags = tmp_path / "flags"
+    cfg = cfg.model_copy(update={"fallback_dir": flags})
+    # An override that expired an hour ago: the read clears it in the store, as
+    # flag_document does, but leaves the file to the writes.
+    past = datetime.now(UTC) - timedelta(hours=2)
+    set_override(engine, cfg, M, active=True, by="ops", until=past + timedelta(hours=1),
+                 now=past)
+    (flags / f"{M}.json").unlink()
+    api = client(engine, cfg, flag_ttl=0.0)
+    served = api.get(f"/v1/models/{M}/fallback").json()
+    assert (served["active"], served["source"]) == (False, "auto")
+    assert api.get("/v1/models").json()["models"][0]["fallback_active"] is False
+    assert not (flags / f"{M}.json").exists()
+    assert [e.kind for e in list_events(engine, M)] == ["expiry", "manual"]
+    assert flag_document(engine, cfg, M) == served  # the document flag_document computes
+    # A write through the API writes the file.
+    put = api.put(f"/v1/models/{M}/fallback", json={"active": True}, headers=AUTH)
+    assert put.status_code == 200
+    on_disk = json.loads((flags / f"{M}.json").read_text(encoding="utf-8"))
+    assert on_disk == put.json()
 
 
 def test_a_change_made_elsewhere_is_served_within_the_ttl(

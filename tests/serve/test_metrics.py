@@ -23,6 +23,7 @@ from prometheus_client import REGISTRY, generate_latest
 from monitor.config import Config, load_config
 from monitor.fallback.flag import apply_run, flag_document, set_override
 from monitor.policy import RunOutcome
+from monitor.results import DriftResult, SchemaResult
 from monitor.run.check import run_check
 from monitor.serve.metrics import (
     CHECK_STATUSES,
@@ -36,6 +37,14 @@ from monitor.serve.metrics import (
 from monitor.store.logs import insert_logs, make_record
 from monitor.store.runs import latest_runs, run_metrics_of, save_run
 from tests.conftest import ROOT, good_row
+from tests.serve.conftest import (
+    check_run,
+    drift_result,
+    feature_drift,
+    save_check_run,
+    save_schema_run,
+    schema_result,
+)
 
 M = "loan_default"
 T0 = datetime(2026, 10, 1, tzinfo=UTC)
@@ -92,12 +101,14 @@ def log_day(engine: sa.Engine, model: str, day: int, n: int = 20, **fields: Any)
 
 
 def store_run(engine: sa.Engine, model: str, status: str, *, end: datetime = T0 + DAY,
-              checks: dict[str, Any] | None = None, kind: str = "check") -> int:
-    """A run stored directly, with a hand-made document."""
-    summary = {"model": model, "status": status, "rows": 20, "checks": checks or {}}
-    return save_run(engine, model=model, kind=kind, window_start=end - DAY, window_end=end,
-                    rows=20, status=status, summary=summary, metrics=[], config_hash="x",
-                    reference_version=None, started_at=end, finished_at=end)
+              schema: SchemaResult | None = None, drift: DriftResult | None = None,
+              kind: str = "check") -> int:
+    """A run stored directly, built from typed sections (a complete document)."""
+    if kind == "schema":
+        return save_schema_run(engine, model, schema or schema_result(status=status),
+                               end=end, metrics=[])
+    return save_check_run(engine, check_run(model, end=end, status=status, schema=schema,
+                                            drift=drift), metrics=[])
 
 
 @pytest.fixture
@@ -230,12 +241,10 @@ def test_metrics_of_a_check_that_could_not_run_are_absent(sample, tmp_path: Path
 
 def test_an_untested_drift_column_has_no_score(engine: sa.Engine, tmp_path: Path) -> None:
     cfg = write_config(tmp_path, url_of(engine), {M: {}})
-    store_run(engine, M, "ok", checks={"drift": {"status": "ok", "share_drifted": 0.0,
-                                                 "dataset_drift": False, "features": [
-        {"feature": "age", "score": None, "threshold": None, "drifted": False,
-         "null_rate_change": 1.0, "unseen_share": None, "error": "no values in the window"},
-        {"feature": "credit_score", "score": 0.02, "threshold": 0.1, "drifted": False,
-         "null_rate_change": 0.0, "unseen_share": None, "error": None}]}})
+    store_run(engine, M, "ok", drift=drift_result([
+        feature_drift("age", score=None, threshold=None, null_rate_change=1.0,
+                      error="no values in the window"),
+        feature_drift("credit_score", score=0.02, threshold=0.1)]))
     registry = build_registry(engine, cfg)
     labels = {"model": M, "version": ""}  # no version anywhere
     assert value(registry, "mqm_drift_score", **labels, feature="age") is None
@@ -243,6 +252,37 @@ def test_an_untested_drift_column_has_no_score(engine: sa.Engine, tmp_path: Path
     assert value(registry, "mqm_null_rate_change_ratio", **labels, feature="age") == 1.0
     assert value(registry, "mqm_drift_score", **labels, feature="credit_score") == 0.02
     assert value(registry, "mqm_drift_detected", **labels, feature="credit_score") == 0.0
+
+
+def test_an_unreadable_document_keeps_the_row_series_and_flags_the_scrape(
+        engine: sa.Engine, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cfg = write_config(tmp_path, url_of(engine), {M: {}})
+    end = T0 + DAY
+    # A hand-made document that is no check run (no window, a drift section cut short).
+    run_id = save_run(engine, model=M, kind="check", window_start=end - DAY, window_end=end,
+                      rows=20, status="warn", summary={
+                          "model": M, "status": "warn", "rows": 20, "checks": {
+                              "drift": {"status": "warn", "share_drifted": 0.5}}},
+                      metrics=[], config_hash="x", reference_version=None,
+                      started_at=end, finished_at=end + timedelta(minutes=1))
+    registry = build_registry(engine, cfg)
+    labels = {"model": M, "version": ""}
+    with caplog.at_level(logging.WARNING, logger="mqm.metrics"):
+        assert value(registry, "mqm_scrape_error") == 1.0
+    assert f"run {run_id}: its document cannot be read back" in caplog.text
+    # What the row's columns say is there...
+    for status in RUN_STATUSES:
+        assert value(registry, "mqm_run_status", **labels, status=status) == float(
+            status == "warn")
+    assert value(registry, "mqm_rows_checked", **labels) == 20.0
+    assert value(registry, "mqm_run_window_end_timestamp_seconds", **labels) == end.timestamp()
+    assert value(registry, "mqm_run_timestamp_seconds", **labels) == (
+        end + timedelta(minutes=1)).timestamp()
+    assert value(registry, "mqm_runs_total", model=M, status="warn") == 1.0
+    assert value(registry, "mqm_fallback_active", model=M) == 0.0
+    # ... what only the document says is not.
+    assert value(registry, "mqm_drifted_features_ratio", **labels) is None
+    assert value(registry, "mqm_check_status", **labels, check="drift", status="warn") is None
 
 
 # --- both backends ------------------------------------------------------------------------
@@ -297,15 +337,9 @@ def test_feature_labels_are_bounded_and_the_rest_counted(engine: sa.Engine,
     cfg = write_config(tmp_path, url_of(engine), {"wide": {"schema": str(tmp_path / "wide.yaml")}},
                        serve={"max_feature_labels": 10})
     columns = [*names, "score", "stray"]  # "stray": a name the contract does not know
-    store_run(engine, "wide", "ok", checks={
-        "schema": {"status": "ok", "violation_rate": 0.0, "missing_columns": [],
-                   "unexpected_columns": [], "columns": [
-                       {"column": c, "state": "present", "violation_rate": 0.0}
-                       for c in columns]},
-        "drift": {"status": "ok", "share_drifted": 0.0, "dataset_drift": False,
-                  "features": [{"feature": c, "score": 0.5, "threshold": 0.1,
-                                "drifted": False, "null_rate_change": 0.0, "error": None}
-                               for c in columns]}})
+    store_run(engine, "wide", "ok", schema=schema_result(columns),
+              drift=drift_result([feature_drift(c, score=0.5, threshold=0.1)
+                                  for c in columns]))
     registry = build_registry(engine, cfg)
     kept = {"score", *names[:9]}  # the prediction first, then the contract's order
     for name in ("mqm_drift_score", "mqm_drift_threshold", "mqm_drift_detected",
@@ -318,10 +352,8 @@ def test_feature_labels_are_bounded_and_the_rest_counted(engine: sa.Engine,
 def test_an_unreadable_contract_drops_feature_series_and_flags_the_scrape(
         engine: sa.Engine, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     cfg = write_config(tmp_path, url_of(engine), {M: {"schema": str(tmp_path / "gone.yaml")}})
-    store_run(engine, M, "ok", checks={"drift": {
-        "status": "ok", "share_drifted": 0.0, "dataset_drift": False,
-        "features": [{"feature": "age", "score": 0.5, "threshold": 0.1, "drifted": False,
-                      "null_rate_change": 0.0, "error": None}]}})
+    store_run(engine, M, "ok", drift=drift_result([feature_drift("age", score=0.5,
+                                                                 threshold=0.1)]))
     registry = build_registry(engine, cfg)
     with caplog.at_level(logging.WARNING, logger="mqm.metrics"):
         assert label_values(registry, "mqm_drift_score", "feature") == set()

@@ -1,0 +1,237 @@
+"""The HTTP API's request and response models, and the error responses its routes
+declare: the OpenAPI description is built from these (``monitor.serve.api``)."""
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from monitor.fallback.flag import MAX_ACTOR_LENGTH
+from monitor.times import utc
+
+__all__ = [
+    "AUTH",
+    "BAD_BODY",
+    "DEFAULT_ACTOR",
+    "ENV_TOKEN",
+    "MAX_BODY",
+    "MAX_ID",
+    "STORE_DOWN",
+    "UNKNOWN",
+    "Check",
+    "ClearParams",
+    "ErrorBody",
+    "FlagDocument",
+    "FreshnessCheck",
+    "Health",
+    "LatestRun",
+    "MetricValue",
+    "ModelFreshness",
+    "ModelInfo",
+    "ModelList",
+    "OverrideRequest",
+    "Readiness",
+    "ReadyChecks",
+    "RunDetail",
+    "RunPage",
+    "RunSummary",
+    "RunWindow",
+    "SchedulerCheck",
+]
+
+ENV_TOKEN = "MQM_API_TOKEN"
+DEFAULT_ACTOR = "api"  # "by" of an override set through the API without one
+MAX_REASON_LENGTH = 2000
+MAX_BODY = 64 * 1024  # an override is a few hundred bytes
+MAX_ID = 2**63 - 1  # BIGINT on PostgreSQL, INTEGER on SQLite: larger ids overflow the driver
+_NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL
+
+
+class ErrorBody(BaseModel):
+    detail: str = Field(description="What went wrong, naming the model or run.")
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Check(BaseModel):
+    ok: bool
+    detail: str
+
+
+class SchedulerCheck(Check):
+    running: bool | None = Field(description="Null when this process runs no scheduler.")
+    leader: bool | None
+
+
+class ModelFreshness(Check):
+    last_success_at: datetime | None = Field(
+        description="When the model's last successful check run (ok, warn or critical) "
+        "finished; null: never.")
+    age_seconds: float | None
+    max_age_seconds: float
+
+
+class FreshnessCheck(Check):
+    models: dict[str, ModelFreshness]
+
+
+class ReadyChecks(BaseModel):
+    database: Check
+    scheduler: SchedulerCheck
+    freshness: FreshnessCheck
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not_ready"]
+    checks: ReadyChecks
+
+
+class FlagDocument(BaseModel):
+    """The fallback flag as serving reads it (the same document as ``<model>.json``)."""
+
+    model: str
+    active: bool = Field(description="True: serve the default prediction instead of the model.")
+    source: Literal["auto", "manual"]
+    reason: str | None
+    since: datetime | None = Field(description="When the served value last changed.")
+    expires_at: datetime | None = Field(description="When a manual override ends.")
+    stale: bool = Field(description="No successful check run for longer than stale_after.")
+    last_success_at: datetime | None
+    default_prediction: Any = Field(description="The configured safe answer (any JSON).")
+    updated_at: datetime
+
+
+class OverrideRequest(BaseModel):
+    """Force the flag on (``active: true``) or off until ``until`` or until cleared."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    active: bool
+    until: datetime | None = Field(
+        None, description="When the override ends (ISO 8601; without a zone, UTC); null: "
+        "until cleared. Must be in the future.")
+    reason: str | None = Field(None, max_length=MAX_REASON_LENGTH, pattern=_NO_NUL)
+    by: str | None = Field(
+        None, max_length=MAX_ACTOR_LENGTH, pattern=_NO_NUL,
+        description=f"Who does it, for the audit trail (default: {DEFAULT_ACTOR!r}).")
+
+    @field_validator("until")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        try:
+            return utc(value)
+        except OverflowError:
+            raise ValueError("is out of range once converted to UTC") from None
+
+    @field_validator("reason", "by")
+    @classmethod
+    def _encodable(cls, value: str | None) -> str | None:
+        return _utf8(value)
+
+
+class ClearParams(BaseModel):
+    """Query of ``DELETE .../fallback``. An unknown parameter is refused: a misspelt
+    ``reason`` must not vanish from the audit trail unnoticed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str | None = Field(None, max_length=MAX_REASON_LENGTH, pattern=_NO_NUL,
+                               description="Why, for the audit trail.")
+    by: str | None = Field(None, max_length=MAX_ACTOR_LENGTH, pattern=_NO_NUL,
+                           description=f"Who does it (default: {DEFAULT_ACTOR!r}).")
+
+    @field_validator("reason", "by")
+    @classmethod
+    def _encodable(cls, value: str | None) -> str | None:
+        return _utf8(value)
+
+
+class RunWindow(BaseModel):
+    start: datetime
+    end: datetime
+
+
+class LatestRun(BaseModel):
+    id: int
+    status: str
+    window: RunWindow
+    finished_at: datetime
+
+
+class ModelInfo(BaseModel):
+    name: str
+    window_seconds: float
+    latest_run: LatestRun | None = Field(description="The newest stored check run; null: none.")
+    fallback_active: bool
+    fallback_stale: bool
+
+
+class ModelList(BaseModel):
+    models: list[ModelInfo]
+
+
+class RunSummary(BaseModel):
+    id: int
+    model: str
+    kind: str = Field(description="check (every check) or schema (the schema check alone).")
+    status: str = Field(description="ok, warn, critical, insufficient_data or error.")
+    window: RunWindow
+    rows: int
+    reasons: list[str]
+    recomputes: int | None = Field(description="The run this one re-judged (late labels).")
+    config_hash: str
+    reference_version: str | None
+    started_at: datetime
+    finished_at: datetime
+
+
+class RunPage(BaseModel):
+    model: str
+    runs: list[RunSummary] = Field(description="Newest first.")
+    next: int | None = Field(description="Pass as ?before= for the next page; null: no more.")
+
+
+class MetricValue(BaseModel):
+    check: str
+    metric: str
+    feature: str | None = Field(description="Null for a whole-window figure.")
+    value: float | None
+
+
+class RunDetail(RunSummary):
+    summary: dict[str, Any] = Field(description="The run as stored (`mqm check --json`).")
+    metrics: list[MetricValue]
+
+
+def _utf8(value: str | None) -> str | None:
+    # A lone surrogate ("\ud800" in JSON) parses, but no database driver can encode it.
+    if value is not None:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("must be valid Unicode text") from None
+    return value
+
+# --- error responses, as the routes declare them -------------------------------------
+
+
+def _error(status: int, description: str, **extra: Any) -> dict[int | str, dict[str, Any]]:
+    return {status: {"model": ErrorBody, "description": description, **extra}}
+
+
+UNKNOWN = _error(404, "The config declares no such model.")
+STORE_DOWN = _error(503, "The store cannot be reached.")
+BAD_BODY = {
+    **_error(400, "The body is not JSON (or not UTF-8)."),
+    **_error(413, "The body is larger than 64 KiB."),
+}
+AUTH = {
+    **_error(401, "Missing or wrong bearer token.",
+             headers={"WWW-Authenticate": {"schema": {"type": "string"},
+                                           "description": "Bearer"}}),
+    **_error(403, f"Writes are disabled: {ENV_TOKEN} is not set."),
+}

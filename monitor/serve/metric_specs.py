@@ -1,0 +1,158 @@
+"""Every metric ``mqm serve`` exports, declared once: the collector
+(``monitor.serve.metrics``) builds its families from ``METRICS`` and ``mqm metrics
+reference`` prints the README's table from it.
+
+Names follow Prometheus' rules: the ``mqm_`` prefix, base units (seconds, ratios 0..1,
+Unix times), ``_total`` on the one counter. Labels: ``model``; ``version`` on the
+figures of the latest run; ``feature`` (bounded) on per-feature figures; the others
+take values from the fixed sets below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from monitor.results import RUN_STATUSES, SECTIONS
+
+__all__ = [
+    "CHECKS",
+    "CHECK_STATUSES",
+    "METRICS",
+    "PERCENTILES",
+    "PERFORMANCE_METRICS",
+    "RUN_STATUSES",
+    "MetricSpec",
+    "metric_reference",
+]
+
+# The fixed value sets of the non-free labels (bounded cardinality).
+CHECKS = SECTIONS
+CHECK_STATUSES = ("ok", "warn", "critical", "skipped", "insufficient_data", "error")
+PERCENTILES = ("50", "95", "99")
+# monitor.checks.performance's CLASSIFICATION_METRICS + REGRESSION_METRICS, repeated here
+# so that a scrape does not import pandas; a test keeps them equal.
+PERFORMANCE_METRICS = ("accuracy", "f1", "roc_auc", "mae", "rmse")
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One exported metric: the collector builds it and the README reference lists it."""
+
+    name: str
+    kind: Literal["gauge", "counter"]
+    labels: tuple[str, ...]
+    unit: str
+    help: str
+
+
+_RUN = ("model", "version")
+_FEATURE = ("model", "version", "feature")
+_MODEL = ("model",)
+
+METRICS: tuple[MetricSpec, ...] = (
+    # The latest check run.
+    MetricSpec("mqm_run_status", "gauge", (*_RUN, "status"), "1 or 0",
+               "Status of the latest check run: 1 for its status, 0 for the others "
+               "(ok, warn, critical, insufficient_data, error)."),
+    MetricSpec("mqm_check_status", "gauge", (*_RUN, "check", "status"), "1 or 0",
+               "Status of each section (schema, drift, performance, service) of the latest "
+               "run: 1 for its status, 0 for the others (ok, warn, critical, skipped, "
+               "insufficient_data, error)."),
+    MetricSpec("mqm_run_window_end_timestamp_seconds", "gauge", _RUN, "Unix seconds",
+               "End of the window the latest run checked."),
+    MetricSpec("mqm_run_timestamp_seconds", "gauge", _RUN, "Unix seconds",
+               "When the latest run finished."),
+    MetricSpec("mqm_rows_checked", "gauge", _RUN, "rows",
+               "Log rows in the latest run's window."),
+    # schema
+    MetricSpec("mqm_schema_violation_ratio", "gauge", _RUN, "ratio",
+               "Share of rows with at least one contract violation."),
+    MetricSpec("mqm_schema_feature_violation_ratio", "gauge", _FEATURE, "ratio",
+               "Share of rows violating the contract in this column (null, type, range or "
+               "category)."),
+    MetricSpec("mqm_schema_missing_columns", "gauge", _RUN, "columns",
+               "Contract columns absent from the whole window."),
+    MetricSpec("mqm_schema_unexpected_columns", "gauge", _RUN, "columns",
+               "Columns in the window that the contract does not know."),
+    # drift
+    MetricSpec("mqm_drift_score", "gauge", _FEATURE, "the method's",
+               "Drift test score of the column against the reference (a p-value or a "
+               "distance, by the column's method); absent when the column was not tested."),
+    MetricSpec("mqm_drift_threshold", "gauge", _FEATURE, "the method's",
+               "Threshold the column's score is judged against."),
+    MetricSpec("mqm_drift_detected", "gauge", _FEATURE, "1 or 0",
+               "1 when the column drifted; absent when it was not tested."),
+    MetricSpec("mqm_drifted_features_ratio", "gauge", _RUN, "ratio",
+               "Share of tested columns that drifted."),
+    MetricSpec("mqm_dataset_drift", "gauge", _RUN, "1 or 0",
+               "1 when the share of drifted columns reached drift_share."),
+    MetricSpec("mqm_null_rate_change_ratio", "gauge", _FEATURE, "ratio",
+               "Null rate of the column in the window minus in the reference (-1..1)."),
+    MetricSpec("mqm_unseen_category_ratio", "gauge", _FEATURE, "ratio",
+               "Share of the column's non-null values that are categories the reference "
+               "lacks (categorical columns)."),
+    # performance
+    MetricSpec("mqm_accuracy_ratio", "gauge", _RUN, "ratio",
+               "Accuracy on the window's labelled rows (classifiers)."),
+    MetricSpec("mqm_accuracy_drop_ratio", "gauge", _RUN, "ratio",
+               "Reference accuracy minus the window's (positive: worse)."),
+    MetricSpec("mqm_estimated_accuracy_ratio", "gauge", _RUN, "ratio",
+               "Accuracy estimated from the logged probabilities, without labels."),
+    MetricSpec("mqm_estimated_accuracy_drop_ratio", "gauge", _RUN, "ratio",
+               "Reference accuracy minus the estimated one (positive: worse)."),
+    MetricSpec("mqm_label_coverage_ratio", "gauge", _RUN, "ratio",
+               "Share of the window's predictions that have a label."),
+    MetricSpec("mqm_labels_mature", "gauge", _RUN, "1 or 0",
+               "1 when the window's labels are mature (enough coverage, or old enough), so "
+               "accuracy is judged."),
+    MetricSpec("mqm_performance_metric", "gauge", (*_RUN, "metric"), "the metric's",
+               "Every realized metric (accuracy, f1, roc_auc: ratios; mae, rmse: the "
+               "target's unit)."),
+    MetricSpec("mqm_performance_metric_drop", "gauge", (*_RUN, "metric"), "the metric's",
+               "Worsening against the reference (absolute for accuracy, f1, roc_auc; "
+               "relative for mae, rmse; positive: worse)."),
+    # service
+    MetricSpec("mqm_latency_seconds", "gauge", (*_RUN, "percentile"), "seconds",
+               "Latency percentile (50, 95, 99) of the window's requests."),
+    MetricSpec("mqm_error_ratio", "gauge", _RUN, "ratio",
+               "Share of the window's requests that failed."),
+    MetricSpec("mqm_throughput_requests_per_second", "gauge", _RUN, "requests per second",
+               "Requests in the window divided by its length."),
+    MetricSpec("mqm_fallback_answer_ratio", "gauge", _RUN, "ratio",
+               "Share of the window's requests the serving guard answered with the "
+               "default prediction (mqm's own log table only)."),
+    # Store-level state, per model.
+    MetricSpec("mqm_runs_total", "counter", (*_MODEL, "status"), "runs",
+               "Check runs stored, by status (counted in the store; pruning runs lowers "
+               "it, which Prometheus takes as a counter reset)."),
+    MetricSpec("mqm_fallback_active", "gauge", _MODEL, "1 or 0",
+               "1 when the served fallback flag is on."),
+    MetricSpec("mqm_fallback_manual", "gauge", _MODEL, "1 or 0",
+               "1 when the served flag comes from a manual override."),
+    MetricSpec("mqm_fallback_stale", "gauge", _MODEL, "1 or 0",
+               "1 when no successful run was taken in for longer than stale_after."),
+    MetricSpec("mqm_last_success_timestamp_seconds", "gauge", _MODEL, "Unix seconds",
+               "When the last successful run (ok, warn or critical) was taken in; absent "
+               "before the first."),
+    MetricSpec("mqm_seconds_since_last_success", "gauge", _MODEL, "seconds",
+               "Seconds from the last successful run to the scrape; absent before the first."),
+    MetricSpec("mqm_feature_labels_dropped", "gauge", _MODEL, "features",
+               "Feature names left out of the per-feature series (beyond "
+               "serve.max_feature_labels, or not in the contract)."),
+    # The scrape itself.
+    MetricSpec("mqm_scrape_error", "gauge", (), "1 or 0",
+               "1 when reading the store failed (only this and the duration are exported "
+               "then) or a model's figures could not be built; see the service log."),
+    MetricSpec("mqm_scrape_duration_seconds", "gauge", (), "seconds",
+               "Time this scrape took to read the store and build the metrics."),
+)
+
+
+def metric_reference() -> str:
+    """The README's metric reference: a Markdown table generated from ``METRICS``."""
+    out = ["| metric | type | labels | unit | meaning |", "|---|---|---|---|---|"]
+    for spec in METRICS:
+        labels = ", ".join(f"`{label}`" for label in spec.labels) or "none"
+        out.append(f"| `{spec.name}` | {spec.kind} | {labels} | {spec.unit} | {spec.help} |")
+    return "\n".join(out) + "\n"
