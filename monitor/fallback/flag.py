@@ -58,6 +58,7 @@ __all__ = [
     "flag_document",
     "list_events",
     "observe_run",
+    "read_document",
     "rules_of",
     "served",
     "set_override",
@@ -314,18 +315,18 @@ def _announced(engine: Engine, config: Config, model: str, now: datetime) -> dic
     return doc
 
 
-def flag_document(
+def read_document(
     engine: Engine, config: Config, model: str, now: datetime | None = None
 ) -> dict[str, Any]:
-    """The flag as served at ``GET /v1/models/{model}/fallback`` and written to the file:
-    ``model, active, source (auto|manual), reason, since, expires_at, stale,
-    last_success_at, default_prediction, updated_at`` (times ISO 8601 UTC with Z;
-    ``since`` is when the served value last changed, null if it never did).
+    """The flag as served at ``GET /v1/models/{model}/fallback``: ``model, active, source
+    (auto|manual), reason, since, expires_at, stale, last_success_at, default_prediction,
+    updated_at`` (times ISO 8601 UTC with Z; ``since`` is when the served value last
+    changed, null if it never did). A read: it never writes the flag file.
 
-    Raises ``UnknownModelError`` for a model the config does not declare, and
-    ``MonitorError`` when the flag file cannot be written. Writes only when it must:
-    the first time a model is read, when an override has expired, when the file is
-    missing or differs.
+    It writes the store when it must: the first time a model is read (its
+    ``fallback_state`` row is created, which starts its staleness clock) and when an
+    override has expired (cleared, with its ``expiry`` event). Raises
+    ``UnknownModelError`` for a model the config does not declare.
     """
     model_cfg = config.model(model)
     now = _utc(now)
@@ -336,7 +337,16 @@ def flag_document(
             state, events = _expire(conn, model, lock_flag(conn, model, now), now)
             if events:
                 save_flag(conn, model, state)
-    doc = _document(model, model_cfg, state, now)
+    return _document(model, model_cfg, state, now)
+
+
+def flag_document(
+    engine: Engine, config: Config, model: str, now: datetime | None = None
+) -> dict[str, Any]:
+    """``read_document``, then the flag file brought up to date when ``fallback_dir`` is
+    set (written only when it differs): what a change of the flag calls. Raises
+    ``MonitorError`` when the file cannot be written."""
+    doc = read_document(engine, config, model, now)
     if config.fallback_dir is not None:
         try:
             write_flag_file(config.fallback_dir, doc)
@@ -344,3 +354,5 @@ def flag_document(
             raise MonitorError(f"{config.fallback_dir / (model + '.json')}: cannot write the "
                                f"fallback flag file: {exc.strerror or exc}") from None
     return doc
+
+

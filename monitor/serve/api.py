@@ -207,7 +207,8 @@ def create_app(
         return JSONResponse({"detail": f"the store cannot be reached: {first_line(exc)}"},
                             status_code=503)
 
-    for unreachable in (DatabaseError, *reads.UNREACHABLE):
+    down: tuple[type[Exception], ...] = (DatabaseError, *reads.UNREACHABLE)
+    for unreachable in down:
         app.add_exception_handler(unreachable, _store_down)
 
     @app.exception_handler(MonitorError)

@@ -6,7 +6,7 @@ each request costs about 470 us of CPU (about 2,100 requests/s on one core, p99 
 1): every replica still serves what the store says within a second, and a write through
 the API replaces the cached document at once (``put``).
 
-A refresh reads the document with ``monitor.fallback.read.read_document``: a read
+A refresh reads the document with ``monitor.fallback.flag.read_document``: a read
 writes no flag file.
 """
 
@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from monitor.config import Config
-from monitor.fallback.read import read_document
+from monitor.fallback.flag import read_document
 from monitor.store.db import Engine
 
 __all__ = ["FlagCache"]

@@ -149,7 +149,7 @@ def _write(engine: Engine, t: sa.Table, model: str, new: Part, lo: int, hi: int,
     try:
         with engine.begin() as conn:
             if conn.dialect.name == "postgresql":  # a model's block writes one at a time
-                from monitor.serve.leader import advisory_key
+                from monitor.store.locks import advisory_key
 
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"),
                              {"key": advisory_key(f"mqm-log-blocks:{model}")})

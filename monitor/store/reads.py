@@ -147,7 +147,7 @@ def scrape_snapshot(engine: Engine, models: Sequence[str], *,
             return _read(conn, list(models), versioned)
 
 
-def _one_per_model(parts: list[sa.Select[Any]]) -> sa.CompoundSelect | sa.Select[Any]:
+def _one_per_model(parts: list[sa.Select[Any]]) -> sa.CompoundSelect[Any] | sa.Select[Any]:
     """UNION ALL of per-model ``ORDER BY ... LIMIT 1`` selects, each wrapped as a subquery
     (SQLite allows no ORDER BY/LIMIT inside a compound select)."""
     wrapped = [sa.select(*p.subquery().c) for p in parts]

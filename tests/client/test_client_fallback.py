@@ -380,15 +380,11 @@ def test_is_active_answers_from_cache_while_a_read_hangs(
     wait_until(flag.is_active, "first read")
     server.hold.clear()  # the next read now hangs inside the server
     wait_until(lambda: len(server.requests) >= 2, "a read in progress")
-    n = 100_000
-    started = time.perf_counter()
-    for _ in range(n):
+    # Answered from the cache while the read hangs (what one call costs: bench/client.py).
+    for _ in range(100_000):
         assert flag.is_active()
-    per_call = (time.perf_counter() - started) / n
-    assert per_call < 5e-6, f"is_active took {per_call * 1e6:.1f} us"
-    started = time.perf_counter()
     state = flag.state()  # no lock shared with the hanging read either
-    assert time.perf_counter() - started < 0.01 and state.active
+    assert state.active
     asked = len(server.requests)
     server.go_down()
     for _ in range(1000):

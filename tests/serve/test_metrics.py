@@ -10,7 +10,6 @@ import logging
 import os
 import shutil
 import subprocess
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -452,20 +451,15 @@ def test_a_scrape_is_four_queries_whatever_the_models_and_features(
     assert label_values(registry, "mqm_rows_checked", "model") == {M, "second", "third"}
 
 
-def test_scrape_time_on_the_sample_store(sample) -> None:
+def test_scrapes_of_two_weeks_of_runs_agree(sample) -> None:
+    # How long a scrape takes is measured in bench/scrape.py, not asserted here.
     engine, cfg = sample
     for day in range(3, 16):  # two weeks of daily runs
         run_check(engine, cfg, M, at=datetime(2026, 10, day, tzinfo=UTC), now=LATER)
     registry = build_registry(engine, cfg, clock=lambda: LATER)
-    generate_latest(registry)  # the first scrape parses the contract
-    times = []
-    for _ in range(10):
-        started = time.perf_counter()
-        generate_latest(registry)
-        times.append(time.perf_counter() - started)
-    median = sorted(times)[len(times) // 2]
-    print(f"scrape of the sample store: median {median * 1000:.1f} ms")
-    assert median < 0.25
+    first = generate_latest(registry)  # the first scrape parses the contract
+    assert generate_latest(registry).split(b"mqm_scrape_duration")[0] == first.split(
+        b"mqm_scrape_duration")[0]
     assert value(registry, "mqm_runs_total", model=M, status="critical") >= 1
 
 
