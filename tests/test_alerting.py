@@ -166,3 +166,14 @@ def test_an_unreachable_alertmanager_does_not_stop_a_check(sample_store: Path, t
         assert run is not None and run.run_id is not None and run.status == "critical"
     finally:
         engine.dispose()
+
+
+def test_failed_posts_are_exported(engine, make_config) -> None:  # type: ignore[no-untyped-def]
+    from monitor.serve.metrics import build_registry
+
+    _, cfg = make_config(engine.url.render_as_string(hide_password=False))
+    registry = build_registry(engine, cfg)
+    before = registry.get_sample_value("mqm_alert_post_failures_total")
+    post_alerts(AlertingConfig(alertmanager_url="http://127.0.0.1:9", timeout="1s"),
+                cfg.model(M), alerts_for(M, {"active": True}, None), LATER)
+    assert registry.get_sample_value("mqm_alert_post_failures_total") == before + 1

@@ -71,6 +71,13 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("mqm_schema_feature_violation_ratio", "gauge", _FEATURE, "ratio",
                "Share of rows violating the contract in this column (null, type, range or "
                "category)."),
+    MetricSpec("mqm_schema_type_mismatch_ratio", "gauge", _FEATURE, "ratio",
+               "Share of the column's values whose type the contract does not allow."),
+    MetricSpec("mqm_schema_null_ratio", "gauge", _FEATURE, "ratio",
+               "Share of rows where the column is null (a violation where the contract "
+               "says not nullable)."),
+    MetricSpec("mqm_schema_out_of_range_ratio", "gauge", _FEATURE, "ratio",
+               "Share of the column's values outside the contract's min/max."),
     MetricSpec("mqm_schema_missing_columns", "gauge", _RUN, "columns",
                "Contract columns absent from the whole window."),
     MetricSpec("mqm_schema_unexpected_columns", "gauge", _RUN, "columns",
@@ -130,6 +137,10 @@ METRICS: tuple[MetricSpec, ...] = (
                "1 when the served fallback flag is on."),
     MetricSpec("mqm_fallback_manual", "gauge", _MODEL, "1 or 0",
                "1 when the served flag comes from a manual override."),
+    MetricSpec("mqm_fallback_override_expiry_timestamp_seconds", "gauge", _MODEL,
+               "Unix seconds",
+               "When the manual override now served expires; absent without an override or "
+               "for one that lasts until cleared."),
     MetricSpec("mqm_fallback_stale", "gauge", _MODEL, "1 or 0",
                "1 when no successful run was taken in for longer than stale_after."),
     MetricSpec("mqm_last_success_timestamp_seconds", "gauge", _MODEL, "Unix seconds",
@@ -140,6 +151,10 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("mqm_feature_labels_dropped", "gauge", _MODEL, "features",
                "Feature names left out of the per-feature series (beyond "
                "serve.max_feature_labels, or not in the contract)."),
+    # This process.
+    MetricSpec("mqm_alert_post_failures_total", "counter", (), "posts",
+               "Posts of alerts to Alertmanager (alerting.alertmanager_url) that failed in "
+               "this process since it started."),
     # The scrape itself.
     MetricSpec("mqm_scrape_error", "gauge", (), "1 or 0",
                "1 when reading the store failed (only this and the duration are exported "

@@ -54,6 +54,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from monitor.alerting import post_failures
 from monitor.config import Config, ModelConfig
 from monitor.fallback.flag import served
 from monitor.results import (
@@ -159,6 +160,7 @@ class StoreCollector(Collector):
                     continue
                 samples += part
                 error = error or not ok
+        samples.append(("mqm_alert_post_failures_total", (), float(post_failures())))
         samples.append(("mqm_scrape_error", (), float(error)))
         samples.append(("mqm_scrape_duration_seconds", (), time.perf_counter() - started))
         grouped: dict[str, list[tuple[tuple[str, ...], float]]] = {}
@@ -243,6 +245,11 @@ def _run_samples(out: _ModelSamples, run: CheckRun, base: tuple[str, str],
 
     for check, sec in run.sections.items():
         out.state_set("mqm_check_status", (*base, check), CHECK_STATUSES, sec.status)
+    if run.status == "insufficient_data":
+        # Too few rows to judge: figures of such a window are no evidence, and absent
+        # series cannot page (a null-rate change of an empty window is minus the
+        # reference's, its drift share 0).
+        return seen
 
     schema = run.section("schema")
     if isinstance(schema, SchemaResult):
@@ -252,6 +259,9 @@ def _run_samples(out: _ModelSamples, run: CheckRun, base: tuple[str, str],
         for col in schema.columns:
             if col.state == "present":
                 feature("mqm_schema_feature_violation_ratio", col.column, col.violation_rate)
+                feature("mqm_schema_type_mismatch_ratio", col.column, col.type_mismatch_rate)
+                feature("mqm_schema_null_ratio", col.column, col.null_rate)
+                feature("mqm_schema_out_of_range_ratio", col.column, col.out_of_range_rate)
 
     drift = run.section("drift")
     if isinstance(drift, DriftResult):
@@ -302,6 +312,9 @@ def _flag_samples(out: _ModelSamples, model: str, state: StoredFlag | None,
     out.put("mqm_fallback_active", labels, flag.active)
     out.put("mqm_fallback_manual", labels, flag.source == "manual")
     out.put("mqm_fallback_stale", labels, stale)
+    if flag.source == "manual" and flag.expires_at is not None:
+        out.put("mqm_fallback_override_expiry_timestamp_seconds", labels,
+                flag.expires_at.timestamp())
     last_success = state.auto.last_success_at
     if last_success is not None:
         out.put("mqm_last_success_timestamp_seconds", labels, last_success.timestamp())

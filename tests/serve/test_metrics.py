@@ -386,8 +386,11 @@ def test_fallback_gauges_agree_with_the_flag_document(engine: sa.Engine,
     assert agree(T0 + 2 * DAY)["active"] is True
     set_override(engine, cfg, M, active=False, by="ops", until=T0 + 3 * DAY, now=T0 + 2 * DAY)
     assert agree(T0 + 2 * DAY + timedelta(hours=1))["source"] == "manual"
+    expiry = value(registry, "mqm_fallback_override_expiry_timestamp_seconds", model=M)
+    assert expiry == (T0 + 3 * DAY).timestamp()
     # The override has expired by now; the scrape sees that without writing it.
     assert agree(T0 + 3 * DAY)["active"] is True
+    assert value(registry, "mqm_fallback_override_expiry_timestamp_seconds", model=M) is None
     assert agree(T0 + 6 * DAY)["stale"] is True  # 4 days since the last success > 3 windows
 
 
@@ -528,3 +531,42 @@ def test_declarations_follow_the_naming_rules() -> None:
         assert not spec.name.endswith(("_ms", "_milliseconds")), spec.name
         assert set(spec.labels) <= {"model", "version", "feature", "status", "check",
                                     "percentile", "metric"}
+
+
+def test_a_window_too_small_to_judge_exports_its_status_and_no_figures(
+        engine: sa.Engine, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, url_of(engine), {M: {}})
+    empty = check_run(M, end=T0 + DAY, status="insufficient_data", rows=0,
+                      schema=schema_result(rows=0, status="insufficient_data"),
+                      drift=drift_result([feature_drift("age", score=None, threshold=None,
+                                                        null_rate_change=-0.1,
+                                                        error="no values")]))
+    save_check_run(engine, empty)
+    registry = build_registry(engine, cfg)
+    labels = {"model": M, "version": ""}
+    assert value(registry, "mqm_run_status", **labels, status="insufficient_data") == 1.0
+    assert value(registry, "mqm_rows_checked", **labels) == 0.0
+    assert value(registry, "mqm_check_status", **labels, check="schema",
+                 status="insufficient_data") == 1.0
+    for name in ("mqm_schema_missing_columns", "mqm_schema_violation_ratio",
+                 "mqm_dataset_drift", "mqm_drifted_features_ratio"):
+        assert value(registry, name, **labels) is None, name
+    assert label_values(registry, "mqm_null_rate_change_ratio", "feature") == set()
+
+
+def test_schema_figures_per_kind_equal_the_stored_columns(sample) -> None:
+    engine, cfg = sample
+    run = run_check(engine, cfg, M, at=DRIFTED, now=LATER)
+    assert run is not None and isinstance(run.schema, SchemaResult)
+    registry = build_registry(engine, cfg, clock=lambda: LATER)
+    labels = {"model": M, "version": "1.4.0"}
+    for col in run.schema.columns:
+        if col.state != "present":
+            continue
+        for name, want in (("mqm_schema_type_mismatch_ratio", col.type_mismatch_rate),
+                           ("mqm_schema_null_ratio", col.null_rate),
+                           ("mqm_schema_out_of_range_ratio", col.out_of_range_rate)):
+            assert value(registry, name, **labels, feature=col.column) == want, (name, col)
+    # The drifted sample has wrongly typed values in some column.
+    assert any(value(registry, "mqm_schema_type_mismatch_ratio", **labels,
+                     feature=col.column) for col in run.schema.columns)
