@@ -188,6 +188,32 @@ class DriftConfig(_Section):
     severity: Literal["warn", "critical"] = Field(
         "critical", description="Status of a window whose dataset drifts."
     )
+    prediction_in_share: bool = Field(
+        True, description="Count the prediction column in the drifted share and the dataset "
+        "verdict, as Evidently's DataDriftPreset does. false: the prediction is still tested "
+        "and reported, but the share is the features' alone, so a constant or rarely "
+        "changing prediction cannot dilute it."
+    )
+    warn_chance_rate: float | None = Field(
+        0.05, ge=0, lt=1, description="Share of columns expected to drift by chance in a "
+        "clean window (each column is tested at its own threshold; 0.05 for the p-value "
+        "tests). Short of dataset drift, the window warns only when this many drifted "
+        "columns is less likely than warn_significance under chance alone (binomial); "
+        "the columns' own verdicts are Evidently's either way. null: warn on any drifted "
+        "column."
+    )
+    warn_significance: float = Field(
+        0.01, gt=0, lt=1, description="How unlikely under chance the number of drifted "
+        "columns must be for the window to warn (see warn_chance_rate)."
+    )
+    max_null_rate_change: float | None = Field(
+        0.1, gt=0, le=1, description="A column whose null rate rose by more than this "
+        "(0..1, against the reference) makes the drift section warn, with a reason, "
+        "nullable or not. null: null rates are reported, not judged."
+    )
+    per_column_max_null_rate_change: dict[str, float] = Field(
+        default_factory=dict, description="Column -> max_null_rate_change, beating the above."
+    )
     max_exact_rows: int = Field(
         1_000_000, ge=1000, description="Windows up to this many rows are tested exactly; "
         "larger ones on a uniform sample of this size (the run records it)."

@@ -325,27 +325,64 @@ def _check_column(name: str, kind: ColumnKind, profile: ReferenceProfile,
                         cur.null_rate - null_ref, unseen)
 
 
+def _beyond_chance(drifted: int, tested: int, config: DriftConfig) -> bool:
+    """Whether ``drifted`` of ``tested`` columns is more than chance explains."""
+    if not drifted:
+        return False
+    if config.warn_chance_rate is None:
+        return True
+    from scipy.stats import binom
+
+    return bool(binom.sf(drifted - 1, tested, config.warn_chance_rate)
+                < config.warn_significance)
+
+
+def _null_jumps(features: tuple[FeatureDrift, ...], config: DriftConfig) -> list[str]:
+    out = []
+    for f in features:
+        limit = config.per_column_max_null_rate_change.get(f.feature,
+                                                           config.max_null_rate_change)
+        if limit is not None and f.null_rate_change > limit:
+            out.append(f"{f.feature}: null rate {f.null_rate_current:.1%} vs reference "
+                       f"{f.null_rate_reference:.1%}: up {f.null_rate_change:.1%} > "
+                       f"allowed {limit:.1%}")
+    return out
+
+
 def check_drift(profile: ReferenceProfile, current: pd.DataFrame, *,
-                config: DriftConfig) -> DriftResult:
-    """Test each profiled column of ``current`` against the reference; pure, no I/O."""
+                config: DriftConfig, prediction: str | None = None) -> DriftResult:
+    """Test each profiled column of ``current`` against the reference; pure, no I/O.
+
+    Each column's score and verdict are Evidently's. The section's status: ``severity``
+    when the share of drifted columns reaches ``drift_share`` (the prediction column,
+    named by ``prediction``, counts unless ``prediction_in_share`` is false); ``warn``
+    when more columns drifted than chance explains (``warn_chance_rate``) or a null rate
+    jumped (``max_null_rate_change``); else ``ok``.
+    """
     features = tuple(
         _check_column(name, kind, profile, current, config)
         for name, kind in profile.columns.items()
     )
-    tested = [f for f in features if f.method is not None]
-    share = _rate(sum(f.drifted for f in tested), len(tested))
-    dataset_drift = bool(tested) and share >= config.drift_share
+    counted = [f for f in features if f.method is not None
+               and (config.prediction_in_share or f.feature != prediction)]
+    drifted_counted = sum(f.drifted for f in counted)
+    share = _rate(drifted_counted, len(counted))
+    dataset_drift = bool(counted) and share >= config.drift_share
     drifted = [f for f in features if f.drifted]
     untested = [f for f in features if f.error]
+    jumps = _null_jumps(features, config)
+    beyond = _beyond_chance(drifted_counted, len(counted), config)
     status: DriftStatus = (config.severity if dataset_drift
-                           else "warn" if drifted else "ok")
+                           else "warn" if beyond or jumps else "ok")
     reasons: list[str] = []
     if drifted or untested:
-        reasons.append(f"{len(drifted)} of {len(features) - len(untested)} columns drifted "
-                       f"(share {share:.0%}, limit {config.drift_share:.0%})")
+        chance = "" if dataset_drift or beyond or not drifted_counted else ", within chance"
+        reasons.append(f"{drifted_counted} of {len(counted)} columns drifted "
+                       f"(share {share:.0%}, limit {config.drift_share:.0%}{chance})")
         reasons += [f"{f.feature}: {f.method} {f.score:.4g} vs threshold {f.threshold:.4g}"
                     for f in drifted if f.score is not None and f.threshold is not None]
         reasons += [f"{f.feature}: not tested ({f.error})" for f in untested]
+    reasons += jumps
     return DriftResult(
         features=features,
         share_drifted=share,

@@ -140,7 +140,8 @@ def evaluate_window(
     def drift() -> DriftResult:
         from monitor.checks.drift import check_drift
 
-        return check_drift(need_reference().drift_profile, drift_frame, config=model_cfg.drift)
+        return check_drift(need_reference().drift_profile, drift_frame, config=model_cfg.drift,
+                           prediction=schema.prediction.column)
 
     def performance() -> PerformanceResult:
         from monitor.checks.estimated import check_estimated, with_estimate

@@ -389,3 +389,78 @@ def test_a_score_exactly_at_its_threshold_falls_on_evidentlys_side(method: str) 
     for other in (np.nextafter(score, -np.inf), np.nextafter(score, np.inf)):
         assert st.NATIVE[method].drifted(score, other) == (
             test(ref, cur, column_type, other).drifted), (method, other)
+
+
+# --- the section's verdict: chance, null rates, the prediction -------------------------
+
+
+def _clean_columns(n_cols: int, seed: int, shift: float = 0.0) -> tuple[
+        pd.DataFrame, pd.DataFrame, dict[str, ColumnKind]]:
+    rng = np.random.default_rng(seed)
+    names = [f"c{i:02d}" for i in range(n_cols)]
+    ref = pd.DataFrame({c: rng.normal(0, 1, 500) for c in names})
+    cur = pd.DataFrame({c: rng.normal(shift, 1, 300) for c in names})
+    return ref, cur, dict.fromkeys(names, "num")
+
+
+def test_a_few_columns_drifting_by_chance_do_not_warn() -> None:
+    """31 columns from one distribution: a column or two fail their test at 0.05 by
+    chance. Their verdicts stay Evidently's, but the window does not warn on them."""
+    for seed in range(60):
+        ref, cur, columns = _clean_columns(31, seed)
+        profile = ReferenceProfile.build(ref, columns)
+        result = check_drift(profile, cur, config=DriftConfig())
+        if 1 <= sum(f.drifted for f in result.features) <= 2:
+            break
+    else:
+        pytest.fail("no seed gave one or two chance drifts")
+    assert result.status == "ok" and not result.dataset_drift
+    assert "within chance" in result.reasons[0]
+    # The columns' own verdicts are unchanged: Evidently's, as for the other tests.
+    theirs, _, _ = _evidently(ref, cur, columns)
+    assert {f.feature for f in result.features if f.drifted} == {
+        c for c, row in theirs.items() if row["drifted"]}
+    # Without the chance rule any drifted column warns.
+    every = check_drift(profile, cur, config=DriftConfig(warn_chance_rate=None))
+    assert every.status == "warn"
+
+
+def test_many_drifted_columns_warn_and_a_shift_is_still_critical() -> None:
+    ref, cur, columns = _clean_columns(31, 5)
+    cur.iloc[:, :6] += 0.5  # 6 of 31: far more than chance, short of the share
+    profile = ReferenceProfile.build(ref, columns)
+    some = check_drift(profile, cur, config=DriftConfig())
+    assert sum(f.drifted for f in some.features) >= 6 and some.status == "warn"
+    _, shifted, _ = _clean_columns(31, 5, shift=0.5)
+    assert check_drift(profile, shifted, config=DriftConfig()).status == "critical"
+
+
+def test_a_null_rate_jump_warns_with_a_reason() -> None:
+    rng = np.random.default_rng(2)
+    ref = pd.DataFrame({"x": rng.normal(0, 1, 1000), "y": rng.normal(0, 1, 1000)})
+    cur = pd.DataFrame({"x": rng.normal(0, 1, 500), "y": rng.normal(0, 1, 500)})
+    cur.loc[:149, "x"] = np.nan  # 30% nulls, the distribution of the rest unchanged
+    profile = ReferenceProfile.build(ref, {"x": "num", "y": "num"})
+    result = check_drift(profile, cur, config=DriftConfig())
+    assert result.status == "warn"
+    assert any(r.startswith("x: null rate 30.0%") for r in result.reasons)
+    assert check_drift(profile, cur, config=DriftConfig(max_null_rate_change=None)).status \
+        == "ok"
+    assert check_drift(profile, cur, config=DriftConfig(
+        per_column_max_null_rate_change={"x": 0.5})).status == "ok"
+
+
+def test_the_prediction_can_be_left_out_of_the_share() -> None:
+    rng = np.random.default_rng(4)
+    ref = pd.DataFrame({"a": rng.normal(0, 1, 800), "b": rng.normal(0, 1, 800),
+                        "pred": ["1"] * 800})
+    cur = pd.DataFrame({"a": rng.normal(1, 1, 400), "b": rng.normal(0, 1, 400),
+                        "pred": ["1"] * 400})
+    profile = ReferenceProfile.build(ref, {"a": "num", "b": "num", "pred": "cat"})
+    counted = check_drift(profile, cur, config=DriftConfig(), prediction="pred")
+    assert counted.feature("a").drifted and not counted.feature("pred").drifted
+    assert counted.share_drifted == pytest.approx(1 / 3) and not counted.dataset_drift
+    apart = check_drift(profile, cur, config=DriftConfig(prediction_in_share=False),
+                        prediction="pred")
+    assert apart.share_drifted == 0.5 and apart.dataset_drift
+    assert apart.feature("pred").method is not None  # still tested and reported
