@@ -157,8 +157,9 @@ METRICS: tuple[MetricSpec, ...] = (
                "this process since it started."),
     # The scrape itself.
     MetricSpec("mqm_scrape_error", "gauge", (), "1 or 0",
-               "1 when reading the store failed (only this and the duration are exported "
-               "then) or a model's figures could not be built; see the service log."),
+               "1 when reading the store failed (then only this, the duration and this "
+               "process's counters are exported) or a model's figures could not be built; see "
+               "the service log."),
     MetricSpec("mqm_scrape_duration_seconds", "gauge", (), "seconds",
                "Time this scrape took to read the store and build the metrics."),
 )
