@@ -35,9 +35,9 @@ ratios 0..1 (``_ratio``), Unix times (``_timestamp_seconds``).
 A failing query never raises out of ``collect()``: it is logged and the scrape answers
 ``mqm_scrape_error 1``, its duration and this process's counters alone. A model whose
 figures cannot be built (an unreadable contract, an unexpected document) is logged, left
-out or reduced, and also sets ``mqm_scrape_error 1``; the other models are exported. A latest run whose
-document cannot be read back as a run keeps the series that come from its row (status,
-rows, window end, finish time) and loses the others.
+out or reduced, and also sets ``mqm_scrape_error 1``; the other models are exported. A
+latest run whose document cannot be read back as a run keeps the series that come from
+its row (status, rows, window end, finish time) and loses the others.
 
 ``mqm metrics reference`` prints the metric reference (the README's table).
 """
