@@ -16,6 +16,7 @@ from monitor.errors import MonitorError, RowProblem
 
 __all__ = [
     "AT_OPTION",
+    "CONFIG_HELP",
     "JSON_OPTION",
     "MODEL_OPTION",
     "NO_SAVE",
@@ -65,7 +66,31 @@ class Context:
         return self._engine
 
 
-pass_ctx = click.make_pass_decorator(Context)
+_pass_context = click.make_pass_decorator(Context)
+CONFIG_HELP = "Config file (default: $MQM_CONFIG, else ./monitor.yaml)."
+
+
+def _config_after_command(ctx: click.Context, _param: click.Parameter,
+                          value: str | None) -> None:
+    """``mqm CMD --config FILE``: the same file as ``mqm --config FILE CMD``."""
+    if value is None:
+        return
+    obj = ctx.find_object(Context)
+    if obj is None:  # pragma: no cover - the group always makes one
+        return
+    if obj.config_file is not None and obj.config_file != value:
+        raise click.UsageError(f"--config is given twice, as {obj.config_file} and {value}; "
+                               "give it once", ctx=ctx)
+    obj.config_file = value
+
+
+def pass_ctx(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Pass the ``Context`` to a command that reads the config, and accept ``--config``
+    after the command's name as well as before it."""
+    return click.option(
+        "--config", type=click.Path(dir_okay=False), default=None, expose_value=False,
+        callback=_config_after_command, help=CONFIG_HELP + " Also accepted before the command.",
+    )(_pass_context(func))
 
 
 def parse_at(value: str | None) -> datetime | None:

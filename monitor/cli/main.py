@@ -11,6 +11,7 @@ import click
 from monitor.cli import render
 from monitor.cli.common import (
     AT_OPTION,
+    CONFIG_HELP,
     JSON_OPTION,
     MODEL_OPTION,
     NO_SAVE,
@@ -31,7 +32,7 @@ __all__ = ["main"]
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config", "config_file", type=click.Path(dir_okay=False), default=None,
-    help="Config file (default: $MQM_CONFIG, else ./monitor.yaml).",
+    help=CONFIG_HELP + " Also accepted after the command.",
 )
 @click.version_option(package_name="mqm")
 @click.pass_context
