@@ -12,11 +12,13 @@ from monitor.cli import render
 from monitor.cli.common import (
     AT_OPTION,
     CONFIG_HELP,
+    FAIL_ON,
     JSON_OPTION,
     MODEL_OPTION,
     NO_SAVE,
     ON_ERROR,
     Context,
+    exit_on_status,
     fail_cleanly,
     parse_at,
     pass_ctx,
@@ -181,15 +183,17 @@ def schema_check(ctx: Context, model: str, at: str | None, no_save: bool,
 @AT_OPTION
 @NO_SAVE
 @JSON_OPTION
+@FAIL_ON
 @pass_ctx
 @fail_cleanly
-def check(ctx: Context, model: str, at: str | None, no_save: bool, as_json: bool) -> None:
+def check(ctx: Context, model: str, at: str | None, no_save: bool, as_json: bool,
+          fail_on: str | None) -> None:
     """Run every check on one window of a model's logs and store the run."""
     from monitor.run.check import compact_quietly, run_check
 
     compact_quietly(ctx.engine(), ctx.config, model)
     run = run_check(ctx.engine(), ctx.config, model, at=parse_at(at), persist=not no_save)
-    show(run, model, as_json, render.print_run)
+    exit_on_status([show(run, model, as_json, render.print_run).status], fail_on)
 
 
 @main.command()
@@ -197,9 +201,11 @@ def check(ctx: Context, model: str, at: str | None, no_save: bool, as_json: bool
 @click.option("--since", required=True, help="Start (ISO 8601, UTC).")
 @click.option("--until", required=True, help="End (ISO 8601, UTC).")
 @JSON_OPTION
+@FAIL_ON
 @pass_ctx
 @fail_cleanly
-def backfill(ctx: Context, model: str, since: str, until: str, as_json: bool) -> None:
+def backfill(ctx: Context, model: str, since: str, until: str, as_json: bool,
+             fail_on: str | None) -> None:
     """Run every check on each window between --since and --until."""
     from monitor.run.check import backfill as run_backfill
     from monitor.run.check import windows_between
@@ -215,8 +221,9 @@ def backfill(ctx: Context, model: str, since: str, until: str, as_json: bool) ->
                             progress=lambda _run: bar.update(1))
     if as_json:
         print_json([r.as_dict() for r in runs])
-        return
-    render.print_timeline(runs)
+    else:
+        render.print_timeline(runs)
+    exit_on_status([r.status for r in runs], fail_on)
 
 
 @main.command()

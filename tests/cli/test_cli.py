@@ -151,21 +151,6 @@ def test_demo_finds_the_documented_drift(make_config, tmp_path: Path) -> None:
     assert f"{len(logs)} read, 0 added, {len(logs)} already stored" in rerun.output
 
 
-@pytest.fixture
-def sample_cli(sample_store: Path, tmp_path: Path, make_config):  # type: ignore[no-untyped-def]
-    import shutil
-
-    db = tmp_path / "copy.db"
-    shutil.copyfile(sample_store, db)
-    path, _ = make_config(f"sqlite:///{db}", min_rows=500)
-    runner = CliRunner()
-
-    def invoke(*args: str):  # type: ignore[no-untyped-def]
-        return runner.invoke(main, ["--config", str(path), *args], catch_exceptions=False)
-
-    return invoke
-
-
 def test_check_json_and_table(sample_cli) -> None:
     result = sample_cli("check", "-m", "loan_default", "--at", "2026-10-13T00:00:00Z", "--json")
     assert result.exit_code == 0, result.output

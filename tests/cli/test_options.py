@@ -44,3 +44,54 @@ def test_config_in_both_places(make_config, tmp_path: Path) -> None:
     both = invoke("--config", str(path), "check", "-m", "loan_default", "--config", str(other))
     assert both.exit_code == 2
     assert "--config is given twice" in both.output
+
+
+# --- --fail-on: exit codes for batch jobs (issue 13, item 14) ---------------------------
+
+
+@pytest.mark.parametrize(("at", "fail_on", "code"), [
+    ("2026-10-13", None, 0),  # critical, but no --fail-on: exit 0 as before
+    ("2026-10-13", "critical", 5),
+    ("2026-10-13", "warn", 5),
+    ("2026-10-09", "warn", 3),
+    ("2026-10-09", "error", 0),
+    ("2026-10-09", "critical", 0),
+    ("2026-10-05", "warn", 0),
+])
+def test_check_fail_on(sample_cli, at: str, fail_on: str | None, code: int) -> None:
+    args = ["check", "-m", "loan_default", "--at", f"{at}T00:00:00Z", "--json", "--no-save"]
+    if fail_on:
+        args += ["--fail-on", fail_on]
+    result = sample_cli(*args)
+    assert result.exit_code == code, result.output
+    assert json.loads(result.stdout)["status"] in ("ok", "warn", "critical")  # still printed
+    if code:
+        assert f"at or above --fail-on {fail_on}" in result.stderr
+
+
+def test_fail_on_error_runs(make_config, sample_store: Path, tmp_path: Path) -> None:
+    db = tmp_path / "copy.db"
+    shutil.copyfile(sample_store, db)
+    path, _ = make_config(f"sqlite:///{db}", min_rows=500, reference=str(tmp_path / "gone.csv"))
+    args = ["--config", str(path), "check", "-m", "loan_default", "--at", "2026-10-05",
+            "--no-save"]
+    assert invoke(*args).exit_code == 0
+    errored = invoke(*args, "--fail-on", "error")
+    assert errored.exit_code == 4, errored.output
+    assert "status ERROR" in errored.stdout
+    assert invoke(*args, "--fail-on", "critical").exit_code == 0  # error ranks below critical
+    assert invoke(*args, "--fail-on", "warn").exit_code == 4
+
+
+def test_backfill_fail_on_takes_the_worst_run(sample_cli) -> None:
+    args = ["backfill", "-m", "loan_default", "--since", "2026-10-06", "--until", "2026-10-09"]
+    clean = sample_cli(*args, "--until", "2026-10-08", "--fail-on", "warn")
+    assert clean.exit_code == 0, clean.output  # windows ending 10-07 and 10-08: ok
+    warned = sample_cli(*args, "--fail-on", "warn", "--json")
+    assert warned.exit_code == 3, warned.output  # ok, ok, warn (10-09)
+    assert [r["status"] for r in json.loads(warned.stdout)] == ["ok", "ok", "warn"]
+    assert sample_cli(*args, "--fail-on", "critical").exit_code == 0
+    worst = sample_cli("backfill", "-m", "loan_default", "--since", "2026-10-08",
+                       "--until", "2026-10-10", "--fail-on", "warn")
+    assert worst.exit_code == 5, worst.output  # warn (10-09) and critical (10-10)
+    assert "1 run(s) critical" in worst.stderr
