@@ -282,7 +282,28 @@ def recheck(ctx: Context, model: str, as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--run", "run_id", type=int, required=True, help="Run id (see `mqm check`).")
+@MODEL_OPTION
+@click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True,
+              help="How many runs to list, newest first.")
+@JSON_OPTION
+@pass_ctx
+@fail_cleanly
+def runs(ctx: Context, model: str, limit: int, as_json: bool) -> None:
+    """List a model's stored runs, newest first, with the ids `mqm report` takes."""
+    from monitor.store.runs import latest_runs
+
+    ctx.config.model(model)  # an unknown model fails here, naming the known ones
+    records = latest_runs(ctx.engine(), model, limit=limit)
+    if as_json:
+        print_json([render.run_listing(r) for r in records])
+    elif not records:
+        click.echo(f"{model}: no runs yet; `mqm check --model {model}` makes one")
+    else:
+        render.print_runs(records)
+
+
+@main.command()
+@click.option("--run", "run_id", type=int, required=True, help="Run id (see `mqm runs`).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
               required=True, help="HTML file to write.")
 @click.option("--sample", type=int, default=20_000, show_default=True,

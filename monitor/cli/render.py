@@ -14,8 +14,20 @@ from monitor.results import (
     PerformanceResult,
     SchemaResult,
 )
+from monitor.times import iso_z
 
-__all__ = ["fmt", "print_fallback", "print_run", "print_schema_run", "print_timeline"]
+# Wide enough for the longest status, insufficient_data, and a space.
+_STATUS = 18
+
+__all__ = [
+    "fmt",
+    "print_fallback",
+    "print_run",
+    "print_runs",
+    "print_schema_run",
+    "print_timeline",
+    "run_listing",
+]
 
 
 def print_schema_run(run: Any) -> None:
@@ -130,3 +142,33 @@ def print_fallback(doc: dict[str, Any], events: list[Any]) -> None:
         by = f" by {ev.actor}" if ev.actor else ""
         click.echo(f"    {ev.at:%Y-%m-%d %H:%M:%S}  {ev.kind:<7}{change:<11}{by}  "
                    f"{(ev.reason or '')[:120]}")
+
+
+def run_listing(record: Any) -> dict[str, Any]:
+    """A stored run (``monitor.store.runs.RunRecord``) as ``mqm runs --json`` lists it:
+    the fields of the API's run summaries."""
+    reasons: list[str] = list(record.summary.get("reasons") or ())
+    recomputes = record.summary.get("recomputes")
+    return {
+        "id": record.id, "model": record.model, "kind": record.kind,
+        "status": record.status,
+        "window": {"start": iso_z(record.window_start), "end": iso_z(record.window_end)},
+        "rows": record.rows, "reasons": [str(r) for r in reasons],
+        "recomputes": recomputes if isinstance(recomputes, int) else None,
+        "config_hash": record.config_hash, "reference_version": record.reference_version,
+        "started_at": iso_z(record.started_at), "finished_at": iso_z(record.finished_at),
+    }
+
+
+def print_runs(records: list[Any]) -> None:
+    """``mqm runs``: one line per stored run, newest first."""
+    click.echo(f"  {'run':>6}  {'kind':<7}{'window end (UTC)':<18}{'rows':>8}  "
+               f"{'status':<{_STATUS}}{'finished (UTC)':<18}why")
+    for record in records:
+        row = run_listing(record)
+        why = row["reasons"][0] if row["reasons"] and record.status != "ok" else ""
+        if row["recomputes"] is not None:
+            why = f"(again, after run {row['recomputes']}) {why}"
+        click.echo(f"  {record.id:>6}  {record.kind:<7}{record.window_end:%Y-%m-%d %H:%M}  "
+                   f"{record.rows:>8}  {record.status:<{_STATUS}}"
+                   f"{record.finished_at:%Y-%m-%d %H:%M}  {why[:100]}")

@@ -95,3 +95,42 @@ def test_backfill_fail_on_takes_the_worst_run(sample_cli) -> None:
                        "--until", "2026-10-10", "--fail-on", "warn")
     assert worst.exit_code == 5, worst.output  # warn (10-09) and critical (10-10)
     assert "1 run(s) critical" in worst.stderr
+
+
+# --- mqm runs (issue 13, item 15) ----------------------------------------------------
+
+
+def test_runs_lists_the_ids_that_report_needs(sample_cli, tmp_path: Path) -> None:
+    assert "no runs yet" in sample_cli("runs", "-m", "loan_default").output
+    sample_cli("check", "-m", "loan_default", "--at", "2026-10-13T00:00:00Z")
+    sample_cli("backfill", "-m", "loan_default", "--since", "2026-10-07", "--until", "2026-10-10")
+    sample_cli("schema", "check", "-m", "loan_default", "--at", "2026-10-05T00:00:00Z")
+    listed = sample_cli("runs", "-m", "loan_default", "--json")
+    assert listed.exit_code == 0, listed.output
+    runs = json.loads(listed.output)
+    assert [(r["id"], r["kind"], r["window"]["end"][:10], r["status"]) for r in runs] == [
+        (5, "schema", "2026-10-05", "ok"),
+        (4, "check", "2026-10-10", "critical"),
+        (3, "check", "2026-10-09", "warn"),
+        (2, "check", "2026-10-08", "ok"),
+        (1, "check", "2026-10-13", "critical"),
+    ]  # newest first
+    assert runs[1]["reasons"][0].startswith("schema: violation rate")
+    assert runs[1]["rows"] == 3052 and runs[1]["recomputes"] is None
+    assert [r["id"] for r in json.loads(sample_cli("runs", "-m", "loan_default", "--limit",
+                                                   "2", "--json").output)] == [5, 4]
+    text = sample_cli("runs", "-m", "loan_default", "--limit", "3").output.splitlines()
+    assert text[0].split() == ["run", "kind", "window", "end", "(UTC)", "rows", "status",
+                               "finished", "(UTC)", "why"]
+    assert text[2].split()[:6] == ["4", "check", "2026-10-10", "00:00", "3052", "critical"]
+    assert "schema: violation rate" in text[2]
+    assert len(text) == 4
+    # The id is the one `mqm report` takes.
+    report = sample_cli("report", "--run", "4", "-o", str(tmp_path / "r.html"), "--sample", "500")
+    assert report.exit_code == 0, report.output
+
+
+def test_runs_bad_input(sample_cli) -> None:
+    unknown = sample_cli("runs", "-m", "nope")
+    assert unknown.exit_code == 1 and "unknown model 'nope'" in unknown.output
+    assert sample_cli("runs", "-m", "loan_default", "--limit", "0").exit_code == 2
