@@ -191,6 +191,7 @@ def check(ctx: Context, model: str, at: str | None, no_save: bool, as_json: bool
     """Run every check on one window of a model's logs and store the run."""
     from monitor.run.check import compact_quietly, run_check
 
+    ctx.config.model(model)  # an unknown model fails here, once, naming the known ones
     compact_quietly(ctx.engine(), ctx.config, model)
     run = run_check(ctx.engine(), ctx.config, model, at=parse_at(at), persist=not no_save)
     exit_on_status([show(run, model, as_json, render.print_run).status], fail_on)
@@ -271,6 +272,7 @@ def recheck(ctx: Context, model: str, as_json: bool) -> None:
     """Re-run recent windows whose accuracy was not judged yet for want of labels."""
     from monitor.run.check import compact_quietly, recompute_immature
 
+    ctx.config.model(model)  # an unknown model fails here, once, naming the known ones
     compact_quietly(ctx.engine(), ctx.config, model)
     runs = recompute_immature(ctx.engine(), ctx.config, model)
     if as_json:
