@@ -310,7 +310,10 @@ class ModelConfig(_Section):
     schema_path: Path = Field(
         alias="schema", description="Path of the model's contract (schemas/<model>.yaml)."
     )
-    reference: Path = Field(description="Reference set: a CSV or Parquet file with labels.")
+    reference: Path = Field(
+        description="Reference set: a CSV or Parquet file holding the contract's features, "
+        "the model's prediction column (and probability columns) and the target (labels)."
+    )
     source: SourceConfig = Field(default_factory=SourceConfig)
     version: str | None = Field(
         None, description="Model version to record when the logs carry none."

@@ -130,23 +130,32 @@ def schema() -> None:
 @schema.command("infer")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--model", "-m", required=True, help="Model name to write into the contract.")
-@click.option("--prediction", default="prediction", show_default=True,
-              help="Column holding the prediction.")
+@click.option("--prediction", default=None,
+              help="Column holding the model's prediction (default: the column named "
+              "'prediction', else the only one whose name holds 'pred').")
 @click.option("--target", default=None, help="Column holding the label, if any.")
 @click.option("--proba-prefix", default="proba_", show_default=True,
               help="Prefix of class-probability columns.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write here instead of standard output (refuses to overwrite).")
 @fail_cleanly
-def schema_infer(file: Path, model: str, prediction: str, target: str | None,
+def schema_infer(file: Path, model: str, prediction: str | None, target: str | None,
                  proba_prefix: str, output: Path | None) -> None:
-    """Draft a contract from a reference set (CSV or Parquet)."""
+    """Draft a contract from a reference set (CSV or Parquet).
+
+    The reference set is what the model's logs are compared with: its features, the
+    model's prediction (and, for a classifier, the class probabilities, in columns named
+    PREFIX<class>), and the label (--target) for accuracy.
+    """
     from monitor.run.reference_file import read_reference
     from monitor.schema import infer_schema, schema_to_yaml
 
     frame = read_reference(file)
     draft, ranges = infer_schema(frame, model=model, prediction=prediction, target=target,
                                  probability_prefix=proba_prefix)
+    if prediction is None:
+        click.echo(f"prediction column: {draft.prediction.column!r} (guessed from its name; "
+                   "--prediction COL chooses another)", err=True)
     text = f"# Drafted by `mqm schema infer` from {file.name}; review before use.\n"
     text += schema_to_yaml(draft, ranges)
     if output is None:
