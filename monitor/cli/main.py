@@ -398,14 +398,16 @@ def alerts_reference(rules_path: Path) -> None:
 @pass_ctx
 @fail_cleanly
 def config_check(ctx: Context) -> None:
-    """Validate the config file and every model's contract."""
-    from monitor.schema import load_schema
+    """Validate the config file and, for every model, its contract, its schedule and the
+    columns of its reference set; exit 1 on any error."""
+    from monitor.cli.config_check import check_config
 
     cfg = ctx.config
-    for name, model_cfg in cfg.models.items():
-        load_schema(model_cfg.schema_path)
-        if not model_cfg.reference.exists():
-            raise MonitorError(f"model {name!r}: reference set {model_cfg.reference} not found")
+    findings = check_config(cfg)
+    for finding in findings:
+        click.echo(f"{finding.level}: {finding.message}", err=True)
+    if any(f.level == "error" for f in findings):
+        sys.exit(1)
     click.echo(f"ok: {len(cfg.models)} model(s): {', '.join(cfg.models)}")
 
 
