@@ -317,16 +317,24 @@ def runs(ctx: Context, model: str, limit: int, as_json: bool) -> None:
 @click.option("--run", "run_id", type=int, required=True, help="Run id (see `mqm runs`).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
               required=True, help="HTML file to write.")
-@click.option("--sample", type=int, default=20_000, show_default=True,
-              help="Rows of the window and of the reference the report is computed on.")
+@click.option("--sample", type=click.IntRange(min=1), default=20_000, show_default=True,
+              help="At most this many rows of the window (a uniform sample) and of the "
+              "reference are given to Evidently.")
 @pass_ctx
 @fail_cleanly
 def report(ctx: Context, run_id: int, output: Path, sample: int) -> None:
-    """Write an Evidently HTML report for a stored run's window."""
+    """Write an HTML report of a stored run: its verdict and reasons, its checks, the
+    schema per column, and Evidently's drift and quality views of its window."""
     from monitor.run.report import write_report
 
-    rows = write_report(ctx.engine(), ctx.config, run_id, output, sample=sample)
-    click.echo(f"wrote {output} (computed on {rows} window rows)")
+    done = write_report(ctx.engine(), ctx.config, run_id, output, sample=sample)
+    rows = (f"all {done.rows:,} window rows" if done.rows == done.window_rows
+            else f"{done.rows:,} of {done.window_rows:,} window rows (a uniform sample)")
+    run = f" (the run: {done.run_drifted})" if done.run_drifted is not None else ""
+    quality = (f"quality on {done.labelled_rows:,} labelled rows" if done.labelled_rows
+               else "no quality view (too few labelled rows)")
+    click.echo(f"wrote {output}: run {run_id} ({done.status}); drift on {rows}: "
+               f"{done.drifted} of {done.tested} columns drifted{run}; {quality}")
 
 
 # --- the service ------------------------------------------------------------------
