@@ -141,9 +141,9 @@ NO_SAVE = click.option("--no-save", is_flag=True, help="Do not store the run.")
 FAIL_ON_CODES = {"warn": 3, "error": 4, "critical": 5}
 FAIL_ON = click.option(
     "--fail-on", type=click.Choice(list(FAIL_ON_CODES)), default=None,
-    help="Exit with 3 (warn), 4 (error) or 5 (critical), the worst status of a run at or "
-    "above this one, in the order warn < error < critical (ok and insufficient_data never "
-    "fail); default: exit 0 whatever the status.",
+    help="Exit 3 (warn), 4 (error) or 5 (critical) when a run's status is this or worse "
+    "(warn < error < critical; ok and insufficient_data never fail); default: exit 0 "
+    "whatever the verdict.",
 )
 
 

@@ -437,7 +437,8 @@ def demo(ctx: Context, data: Path | None) -> None:
     click.echo("")
     click.echo(f"{len(runs)} windows checked, {len(bad)} degraded. Details of one: "
                "`mqm check --model loan_default --at 2026-10-12T00:00:00Z`; "
-               "an HTML report: `mqm report --run ID -o report.html`.")
+               "an HTML report: `mqm report --run ID -o report.html`, with an ID from "
+               "`mqm runs --model loan_default`.")
     from monitor.fallback.flag import flag_document
 
     flag = flag_document(ctx.engine(), ctx.config, "loan_default")

@@ -128,6 +128,8 @@ def test_runs_lists_the_ids_that_report_needs(sample_cli, tmp_path: Path) -> Non
     # The id is the one `mqm report` takes.
     report = sample_cli("report", "--run", "4", "-o", str(tmp_path / "r.html"), "--sample", "500")
     assert report.exit_code == 0, report.output
+    assert "run 4 (critical); drift on " in report.output
+    assert " of 3,052 window rows (a uniform sample)" in report.output  # --sample 500
 
 
 def test_runs_bad_input(sample_cli) -> None:
