@@ -53,6 +53,26 @@ ENV_ALERTMANAGER_URL = "MQM_ALERTMANAGER_URL"
 
 
 
+MAX_DURATION = timedelta(days=3650)
+# The store's width for a model name (check_runs.model and every other table's).
+MAX_MODEL_NAME = 200
+
+
+def _duration(value: Any) -> Any:
+    """``parse_duration``, with a number too large for a duration refused, not raised."""
+    try:
+        return parse_duration(value)
+    except OverflowError:
+        raise ValueError(f"is too long a duration (at most {MAX_DURATION.days} days)") from None
+
+
+def _bounded(value: timedelta) -> timedelta:
+    # Windows are aligned to the epoch and added to times: a longer one overflows them.
+    if abs(value) > MAX_DURATION:
+        raise ValueError(f"must be at most {MAX_DURATION.days} days (ten years)")
+    return value
+
+
 def _positive(value: timedelta) -> timedelta:
     if value <= timedelta(0):
         raise ValueError("must be a positive duration")
@@ -66,11 +86,24 @@ def _not_negative(value: timedelta) -> timedelta:
 
 
 # Durations written as '30m', '6h', '1d', '2w' or seconds.
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
-PositiveDuration = Annotated[timedelta, BeforeValidator(parse_duration),
+Duration = Annotated[timedelta, BeforeValidator(_duration), AfterValidator(_bounded)]
+PositiveDuration = Annotated[timedelta, BeforeValidator(_duration), AfterValidator(_bounded),
                              AfterValidator(_positive)]
-NonNegativeDuration = Annotated[timedelta, BeforeValidator(parse_duration),
-                                AfterValidator(_not_negative)]
+NonNegativeDuration = Annotated[timedelta, BeforeValidator(_duration),
+                                AfterValidator(_bounded), AfterValidator(_not_negative)]
+
+
+def _model_name(name: str) -> str:
+    # A name is a key in every table of the store, a metric label, a URL path segment.
+    if not 1 <= len(name) <= MAX_MODEL_NAME:
+        raise ValueError(f"model name {name!r} must be 1 to {MAX_MODEL_NAME} characters, "
+                         f"not {len(name)}")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        raise ValueError(f"model name {name!r} must not hold control characters")
+    return name
+
+
+ModelName = Annotated[str, AfterValidator(_model_name)]
 
 
 class _Section(BaseModel):
@@ -336,7 +369,10 @@ class ModelConfig(_Section):
     schema_path: Path = Field(
         alias="schema", description="Path of the model's contract (schemas/<model>.yaml)."
     )
-    reference: Path = Field(description="Reference set: a CSV or Parquet file with labels.")
+    reference: Path = Field(
+        description="Reference set: a CSV or Parquet file holding the contract's features, "
+        "the model's prediction column (and probability columns) and the target (labels)."
+    )
     source: SourceConfig = Field(default_factory=SourceConfig)
     version: str | None = Field(
         None, description="Model version to record when the logs carry none."
@@ -418,7 +454,7 @@ class Config(_Section):
         description="SQLAlchemy URL of the store; a relative SQLite path is relative to the "
         f"config file. {ENV_DATABASE_URL} overrides it.",
     )
-    models: dict[str, ModelConfig] = Field(description="Monitored models by name.")
+    models: dict[ModelName, ModelConfig] = Field(description="Monitored models by name.")
     serve: ServeConfig = Field(default_factory=ServeConfig)
     alerting: AlertingConfig = Field(default_factory=AlertingConfig)
     fallback_dir: Path | None = Field(

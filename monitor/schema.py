@@ -28,11 +28,14 @@ __all__ = [
     "ModelSchema",
     "PredictionSpec",
     "TargetSpec",
+    "guess_prediction",
+    "infer_schema",
     "is_of_type",
     "label_of",
     "label_text",
     "load_schema",
     "parse_text",
+    "schema_to_yaml",
 ]
 
 FeatureType = Literal["int", "float", "bool", "string", "category", "datetime"]
@@ -260,28 +263,61 @@ def label_text(values: pd.Series) -> pd.Series:
 _CATEGORY_MAX_VALUES = 50
 
 
+_PREDICTION_NAMES = ("prediction", "yhat", "y_hat")
+
+
+def guess_prediction(columns: list[str], *, exclude: set[str]) -> str:
+    """The prediction column of a reference set whose columns are ``columns``: the one
+    named ``prediction``, else the only one whose name says so (holds ``pred``, or is
+    ``yhat``). ``SchemaError`` listing the candidates (or the columns) otherwise."""
+    if "prediction" in columns:
+        return "prediction"
+    candidates = [c for c in columns if c not in exclude and (
+        "pred" in c.lower() or c.lower() in _PREDICTION_NAMES)]
+    if len(candidates) == 1:
+        return candidates[0]
+    if candidates:
+        raise SchemaError(f"which column holds the prediction? candidates: "
+                          f"{', '.join(candidates)}; name one with --prediction")
+    raise SchemaError("no column looks like the prediction (none is named 'prediction' or "
+                      "holds 'pred'); the reference set needs the model's predictions: name "
+                      f"their column with --prediction; columns: {_listed(columns)}")
+
+
+def _listed(columns: list[str], limit: int = 30) -> str:
+    more = f", ... ({len(columns) - limit} more)" if len(columns) > limit else ""
+    return ", ".join(columns[:limit]) + more
+
+
 def infer_schema(
     frame: pd.DataFrame,
     *,
     model: str,
-    prediction: str = "prediction",
+    prediction: str | None = None,
     target: str | None = None,
     probability_prefix: str = "proba_",
     ignore: tuple[str, ...] = ("request_id", "timestamp", "model_version"),
 ) -> tuple[ModelSchema, dict[str, tuple[Any, Any]]]:
     """Draft a contract from a reference frame.
 
-    Returns the schema and, per numeric feature, the observed (min, max), which the
-    caller shows as a hint: the observed range is rarely the valid domain, so it is
-    not written as a limit.
+    ``prediction``: the column holding the model's prediction; None guesses it
+    (``guess_prediction``). Returns the schema and, per numeric feature, the observed
+    (min, max), which the caller shows as a hint: the observed range is rarely the valid
+    domain, so it is not written as a limit.
     """
     import pandas as pd
 
-    if prediction not in frame.columns:
-        raise SchemaError(f"prediction column {prediction!r} is not in the data")
+    columns = [str(c) for c in frame.columns]
     if target is not None and target not in frame.columns:
-        raise SchemaError(f"target column {target!r} is not in the data")
+        raise SchemaError(f"target column {target!r} is not in the data; columns: "
+                          f"{_listed(columns)}")
     proba_cols = [c for c in frame.columns if str(c).startswith(probability_prefix)]
+    if prediction is None:
+        prediction = guess_prediction(columns, exclude={*map(str, proba_cols), *ignore,
+                                                        *([target] if target else [])})
+    elif prediction not in frame.columns:
+        raise SchemaError(f"prediction column {prediction!r} is not in the data; columns: "
+                          f"{_listed(columns)}")
     skip = {prediction, *proba_cols, *ignore}
     if target:
         skip.add(target)

@@ -19,8 +19,11 @@ def validation_message(source: str, exc: ValidationError) -> str:
     """One line per problem: ``file: key.path: what was expected (got value)``."""
     lines = []
     for err in exc.errors():
-        path = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = err["msg"]
+        loc = err["loc"]
+        if loc and loc[-1] == "[key]":  # a mapping's key is wrong: the message names it
+            loc = loc[:-2]
+        path = ".".join(str(p) for p in loc) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")  # our validators' own words
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         elif err["type"] == "missing":
@@ -38,8 +41,13 @@ def read_yaml(path: Path, error: type[MonitorError]) -> Any:
         raise error(f"{path}: file not found") from None
     except OSError as exc:
         raise error(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not UTF-8 text (byte {exc.start}); a YAML file is expected") \
+            from None
     try:
         return yaml.safe_load(text)
+    except RecursionError:
+        raise error(f"{path}: invalid YAML: nested too deeply") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown place"

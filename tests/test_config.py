@@ -153,3 +153,33 @@ def test_fallback_dir_needs_model_names_that_are_file_names(tmp_path: Path) -> N
     text = "fallback_dir: flags\nmodels:\n  ../up:\n    schema: s.yaml\n    reference: r.csv\n"
     with pytest.raises(ConfigError, match=r"fallback_dir: .*'\.\./up' cannot name a file"):
         load_config(write(tmp_path, text))
+
+
+# --- settings that used to pass and fail later (issue 13, item 7) ------------------------
+
+
+@pytest.mark.parametrize(("name", "message"), [
+    ("''", r"models: model name '' must be 1 to 200 characters"),
+    ("a" * 201, r"models: model name 'a{201}' must be 1 to 200 characters"),
+    ('"a\\tb"', r"models: model name 'a\\tb' must not hold control characters"),
+])
+def test_model_names_fit_the_store(tmp_path: Path, name: str, message: str) -> None:
+    text = f"models:\n  {name}:\n    schema: s.yaml\n    reference: r.csv\n"
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, text))
+    assert load_config(write(tmp_path, MINIMAL.replace("m1", "m" * 200))).models
+
+
+@pytest.mark.parametrize("window", ["100000000000d", "1e20", "3651d", "99999999999999999999"])
+def test_durations_too_long_are_refused_not_overflowing(tmp_path: Path, window: str) -> None:
+    with pytest.raises(ConfigError, match=r"models\.m1\.window: "):
+        load_config(write(tmp_path, MINIMAL + f"    window: {window}\n"))
+    assert load_config(write(tmp_path, MINIMAL + "    window: 3650d\n")).model("m1").window \
+        == timedelta(days=3650)
+
+
+def test_a_binary_file_is_no_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "monitor.yaml"
+    path.write_bytes(b"models:\n  m1: \xc2\x00\xff\xfe\n")
+    with pytest.raises(ConfigError, match=r"monitor\.yaml: not UTF-8 text \(byte 14\)"):
+        load_config(path)

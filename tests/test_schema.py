@@ -81,3 +81,36 @@ def test_infer_drafts_a_loadable_contract(tmp_path: Path) -> None:
     assert load_schema(path) == draft
     assert "# observed in the reference:" in path.read_text()
     assert yaml.safe_load(path.read_text())["model"] == "loan_default"
+
+
+def _regressor_reference(prediction: str = "y_pred") -> pd.DataFrame:
+    """A scikit-learn regressor's reference set: features, target and its prediction."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"MedInc": rng.normal(3, 1, 300), "HouseAge": rng.integers(1, 50, 300),
+                          "MedHouseVal": rng.normal(2, 0.5, 300)})
+    frame[prediction] = frame["MedHouseVal"] + rng.normal(0, 0.1, 300)
+    return frame
+
+
+def test_infer_guesses_an_obvious_prediction_column() -> None:
+    draft, _ = infer_schema(_regressor_reference(), model="houses", target="MedHouseVal")
+    assert draft.prediction.column == "y_pred" and draft.task == "regression"
+    assert draft.feature_names == ["MedInc", "HouseAge"]
+    named, _ = infer_schema(_regressor_reference("prediction"), model="houses")
+    assert named.prediction.column == "prediction"
+
+
+def test_infer_lists_the_candidates_when_it_cannot_guess() -> None:
+    two = _regressor_reference().assign(predicted_old=1.0)
+    with pytest.raises(SchemaError, match=r"which column holds the prediction\? candidates: "
+                       r"y_pred, predicted_old; name one"):
+        infer_schema(two, model="houses", target="MedHouseVal")
+    none = _regressor_reference("estimate")
+    with pytest.raises(SchemaError, match=r"no column looks like the prediction.*columns: "
+                       r"MedInc, HouseAge, MedHouseVal, estimate"):
+        infer_schema(none, model="houses", target="MedHouseVal")
+    with pytest.raises(SchemaError, match=r"prediction column 'yhat' is not in the data; "
+                       r"columns: MedInc"):
+        infer_schema(none, model="houses", prediction="yhat")

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from datetime import datetime
 from functools import wraps
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -16,11 +16,14 @@ from monitor.errors import MonitorError, RowProblem
 
 __all__ = [
     "AT_OPTION",
+    "CONFIG_HELP",
+    "FAIL_ON",
     "JSON_OPTION",
     "MODEL_OPTION",
     "NO_SAVE",
     "ON_ERROR",
     "Context",
+    "exit_on_status",
     "fail_cleanly",
     "parse_at",
     "pass_ctx",
@@ -65,7 +68,31 @@ class Context:
         return self._engine
 
 
-pass_ctx = click.make_pass_decorator(Context)
+_pass_context = click.make_pass_decorator(Context)
+CONFIG_HELP = "Config file (default: $MQM_CONFIG, else ./monitor.yaml)."
+
+
+def _config_after_command(ctx: click.Context, _param: click.Parameter,
+                          value: str | None) -> None:
+    """``mqm CMD --config FILE``: the same file as ``mqm --config FILE CMD``."""
+    if value is None:
+        return
+    obj = ctx.find_object(Context)
+    if obj is None:  # pragma: no cover - the group always makes one
+        return
+    if obj.config_file is not None and obj.config_file != value:
+        raise click.UsageError(f"--config is given twice, as {obj.config_file} and {value}; "
+                               "give it once", ctx=ctx)
+    obj.config_file = value
+
+
+def pass_ctx(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Pass the ``Context`` to a command that reads the config, and accept ``--config``
+    after the command's name as well as before it."""
+    return click.option(
+        "--config", type=click.Path(dir_okay=False), default=None, expose_value=False,
+        callback=_config_after_command, help=CONFIG_HELP + " Also accepted before the command.",
+    )(_pass_context(func))
 
 
 def parse_at(value: str | None) -> datetime | None:
@@ -83,14 +110,19 @@ def print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
-def show(run: Any, model: str, as_json: bool, printer: Callable[[Any], None]) -> None:
-    """A run as JSON or as text; no run at all means the model has no logs."""
+R = TypeVar("R")
+
+
+def show(run: R | None, model: str, as_json: bool, printer: Callable[[R], None]) -> R:
+    """Print a run as JSON or as text, and return it; no run at all means the model has
+    no logs."""
     if run is None:
         raise MonitorError(f"model {model!r} has no logs yet; load some with `mqm ingest`")
     if as_json:
-        print_json(run.as_dict())
+        print_json(run.as_dict())  # type: ignore[attr-defined]
     else:
         printer(run)
+    return run
 
 
 ON_ERROR = click.option(
@@ -102,5 +134,32 @@ MODEL_OPTION = click.option("--model", "-m", required=True, help="Model name fro
 AT_OPTION = click.option("--at", default=None, help="End of the window (ISO 8601, UTC); default: "
                    "the window holding the newest log.")
 NO_SAVE = click.option("--no-save", is_flag=True, help="Do not store the run.")
+
+# --fail-on: a run at or above the level makes the command exit with its status's code.
+# The order is the one a run's status is made by (monitor.results): a section that could
+# not run (error) outranks a warning, a critical section outranks an error.
+FAIL_ON_CODES = {"warn": 3, "error": 4, "critical": 5}
+FAIL_ON = click.option(
+    "--fail-on", type=click.Choice(list(FAIL_ON_CODES)), default=None,
+    help="Exit 3 (warn), 4 (error) or 5 (critical) when a run's status is this or worse "
+    "(warn < error < critical; ok and insufficient_data never fail); default: exit 0 "
+    "whatever the verdict.",
+)
+
+
+def exit_on_status(statuses: list[str], fail_on: str | None) -> None:
+    """Exit with the code of the worst status at or above ``fail_on`` (after the output
+    was printed); return when there is none."""
+    if fail_on is None:
+        return
+    order = list(FAIL_ON_CODES)
+    hits = [s for s in statuses if s in FAIL_ON_CODES
+            and order.index(s) >= order.index(fail_on)]
+    if not hits:
+        return
+    worst = max(hits, key=order.index)
+    click.echo(f"exit {FAIL_ON_CODES[worst]}: {hits.count(worst)} run(s) {worst}, at or above "
+               f"--fail-on {fail_on}", err=True)
+    sys.exit(FAIL_ON_CODES[worst])
 
 

@@ -11,11 +11,14 @@ import click
 from monitor.cli import render
 from monitor.cli.common import (
     AT_OPTION,
+    CONFIG_HELP,
+    FAIL_ON,
     JSON_OPTION,
     MODEL_OPTION,
     NO_SAVE,
     ON_ERROR,
     Context,
+    exit_on_status,
     fail_cleanly,
     parse_at,
     pass_ctx,
@@ -31,7 +34,7 @@ __all__ = ["main"]
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config", "config_file", type=click.Path(dir_okay=False), default=None,
-    help="Config file (default: $MQM_CONFIG, else ./monitor.yaml).",
+    help=CONFIG_HELP + " Also accepted after the command.",
 )
 @click.version_option(package_name="mqm")
 @click.pass_context
@@ -127,23 +130,32 @@ def schema() -> None:
 @schema.command("infer")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--model", "-m", required=True, help="Model name to write into the contract.")
-@click.option("--prediction", default="prediction", show_default=True,
-              help="Column holding the prediction.")
+@click.option("--prediction", default=None,
+              help="Column holding the model's prediction (default: the column named "
+              "'prediction', else the only one whose name holds 'pred').")
 @click.option("--target", default=None, help="Column holding the label, if any.")
 @click.option("--proba-prefix", default="proba_", show_default=True,
               help="Prefix of class-probability columns.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write here instead of standard output (refuses to overwrite).")
 @fail_cleanly
-def schema_infer(file: Path, model: str, prediction: str, target: str | None,
+def schema_infer(file: Path, model: str, prediction: str | None, target: str | None,
                  proba_prefix: str, output: Path | None) -> None:
-    """Draft a contract from a reference set (CSV or Parquet)."""
+    """Draft a contract from a reference set (CSV or Parquet).
+
+    The reference set is what the model's logs are compared with: its features, the
+    model's prediction (and, for a classifier, the class probabilities, in columns named
+    PREFIX<class>), and the label (--target) for accuracy.
+    """
     from monitor.run.reference_file import read_reference
     from monitor.schema import infer_schema, schema_to_yaml
 
     frame = read_reference(file)
     draft, ranges = infer_schema(frame, model=model, prediction=prediction, target=target,
                                  probability_prefix=proba_prefix)
+    if prediction is None:
+        click.echo(f"prediction column: {draft.prediction.column!r} (guessed from its name; "
+                   "--prediction COL chooses another)", err=True)
     text = f"# Drafted by `mqm schema infer` from {file.name}; review before use.\n"
     text += schema_to_yaml(draft, ranges)
     if output is None:
@@ -180,15 +192,18 @@ def schema_check(ctx: Context, model: str, at: str | None, no_save: bool,
 @AT_OPTION
 @NO_SAVE
 @JSON_OPTION
+@FAIL_ON
 @pass_ctx
 @fail_cleanly
-def check(ctx: Context, model: str, at: str | None, no_save: bool, as_json: bool) -> None:
+def check(ctx: Context, model: str, at: str | None, no_save: bool, as_json: bool,
+          fail_on: str | None) -> None:
     """Run every check on one window of a model's logs and store the run."""
     from monitor.run.check import compact_quietly, run_check
 
+    ctx.config.model(model)  # an unknown model fails here, once, naming the known ones
     compact_quietly(ctx.engine(), ctx.config, model)
     run = run_check(ctx.engine(), ctx.config, model, at=parse_at(at), persist=not no_save)
-    show(run, model, as_json, render.print_run)
+    exit_on_status([show(run, model, as_json, render.print_run).status], fail_on)
 
 
 @main.command()
@@ -196,9 +211,11 @@ def check(ctx: Context, model: str, at: str | None, no_save: bool, as_json: bool
 @click.option("--since", required=True, help="Start (ISO 8601, UTC).")
 @click.option("--until", required=True, help="End (ISO 8601, UTC).")
 @JSON_OPTION
+@FAIL_ON
 @pass_ctx
 @fail_cleanly
-def backfill(ctx: Context, model: str, since: str, until: str, as_json: bool) -> None:
+def backfill(ctx: Context, model: str, since: str, until: str, as_json: bool,
+             fail_on: str | None) -> None:
     """Run every check on each window between --since and --until."""
     from monitor.run.check import backfill as run_backfill
     from monitor.run.check import windows_between
@@ -214,8 +231,9 @@ def backfill(ctx: Context, model: str, since: str, until: str, as_json: bool) ->
                             progress=lambda _run: bar.update(1))
     if as_json:
         print_json([r.as_dict() for r in runs])
-        return
-    render.print_timeline(runs)
+    else:
+        render.print_timeline(runs)
+    exit_on_status([r.status for r in runs], fail_on)
 
 
 @main.command()
@@ -263,6 +281,7 @@ def recheck(ctx: Context, model: str, as_json: bool) -> None:
     """Re-run recent windows whose accuracy was not judged yet for want of labels."""
     from monitor.run.check import compact_quietly, recompute_immature
 
+    ctx.config.model(model)  # an unknown model fails here, once, naming the known ones
     compact_quietly(ctx.engine(), ctx.config, model)
     runs = recompute_immature(ctx.engine(), ctx.config, model)
     if as_json:
@@ -274,19 +293,48 @@ def recheck(ctx: Context, model: str, as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--run", "run_id", type=int, required=True, help="Run id (see `mqm check`).")
+@MODEL_OPTION
+@click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True,
+              help="How many runs to list, newest first.")
+@JSON_OPTION
+@pass_ctx
+@fail_cleanly
+def runs(ctx: Context, model: str, limit: int, as_json: bool) -> None:
+    """List a model's stored runs, newest first, with the ids `mqm report` takes."""
+    from monitor.store.runs import latest_runs
+
+    ctx.config.model(model)  # an unknown model fails here, naming the known ones
+    records = latest_runs(ctx.engine(), model, limit=limit)
+    if as_json:
+        print_json([render.run_listing(r) for r in records])
+    elif not records:
+        click.echo(f"{model}: no runs yet; `mqm check --model {model}` makes one")
+    else:
+        render.print_runs(records)
+
+
+@main.command()
+@click.option("--run", "run_id", type=int, required=True, help="Run id (see `mqm runs`).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
               required=True, help="HTML file to write.")
-@click.option("--sample", type=int, default=20_000, show_default=True,
-              help="Rows of the window and of the reference the report is computed on.")
+@click.option("--sample", type=click.IntRange(min=1), default=20_000, show_default=True,
+              help="At most this many rows of the window (a uniform sample) and of the "
+              "reference are given to Evidently.")
 @pass_ctx
 @fail_cleanly
 def report(ctx: Context, run_id: int, output: Path, sample: int) -> None:
-    """Write an Evidently HTML report for a stored run's window."""
+    """Write an HTML report of a stored run: its verdict and reasons, its checks, the
+    schema per column, and Evidently's drift and quality views of its window."""
     from monitor.run.report import write_report
 
-    rows = write_report(ctx.engine(), ctx.config, run_id, output, sample=sample)
-    click.echo(f"wrote {output} (computed on {rows} window rows)")
+    done = write_report(ctx.engine(), ctx.config, run_id, output, sample=sample)
+    rows = (f"all {done.rows:,} window rows" if done.rows == done.window_rows
+            else f"{done.rows:,} of {done.window_rows:,} window rows (a uniform sample)")
+    run = f" (the run: {done.run_drifted})" if done.run_drifted is not None else ""
+    quality = (f"quality on {done.labelled_rows:,} labelled rows" if done.labelled_rows
+               else "no quality view (too few labelled rows)")
+    click.echo(f"wrote {output}: run {run_id} ({done.status}); drift on {rows}: "
+               f"{done.drifted} of {done.tested} columns drifted{run}; {quality}")
 
 
 # --- the service ------------------------------------------------------------------
@@ -358,14 +406,16 @@ def alerts_reference(rules_path: Path) -> None:
 @pass_ctx
 @fail_cleanly
 def config_check(ctx: Context) -> None:
-    """Validate the config file and every model's contract."""
-    from monitor.schema import load_schema
+    """Validate the config file and, for every model, its contract, its schedule and the
+    columns of its reference set; exit 1 on any error."""
+    from monitor.cli.config_check import check_config
 
     cfg = ctx.config
-    for name, model_cfg in cfg.models.items():
-        load_schema(model_cfg.schema_path)
-        if not model_cfg.reference.exists():
-            raise MonitorError(f"model {name!r}: reference set {model_cfg.reference} not found")
+    findings = check_config(cfg)
+    for finding in findings:
+        click.echo(f"{finding.level}: {finding.message}", err=True)
+    if any(f.level == "error" for f in findings):
+        sys.exit(1)
     click.echo(f"ok: {len(cfg.models)} model(s): {', '.join(cfg.models)}")
 
 
@@ -387,7 +437,8 @@ def demo(ctx: Context, data: Path | None) -> None:
     click.echo("")
     click.echo(f"{len(runs)} windows checked, {len(bad)} degraded. Details of one: "
                "`mqm check --model loan_default --at 2026-10-12T00:00:00Z`; "
-               "an HTML report: `mqm report --run ID -o report.html`.")
+               "an HTML report: `mqm report --run ID -o report.html`, with an ID from "
+               "`mqm runs --model loan_default`.")
     from monitor.fallback.flag import flag_document
 
     flag = flag_document(ctx.engine(), ctx.config, "loan_default")

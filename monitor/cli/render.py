@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import click
@@ -13,9 +14,22 @@ from monitor.results import (
     ErrorSection,
     PerformanceResult,
     SchemaResult,
+    ServiceResult,
 )
+from monitor.times import iso_z
 
-__all__ = ["fmt", "print_fallback", "print_run", "print_schema_run", "print_timeline"]
+# Wide enough for the longest status, insufficient_data, and a space.
+_STATUS = 18
+
+__all__ = [
+    "fmt",
+    "print_fallback",
+    "print_run",
+    "print_runs",
+    "print_schema_run",
+    "print_timeline",
+    "run_listing",
+]
 
 
 def print_schema_run(run: Any) -> None:
@@ -47,6 +61,36 @@ def fmt(value: Any, kind: str = "rate") -> str:
     return f"{value:.2%}" if kind == "rate" else f"{value:.3f}"
 
 
+def _ratio(value: float | None) -> str:
+    """A classifier's metric (accuracy, f1, roc_auc): three decimals."""
+    return fmt(value, "num")
+
+
+def _num(value: float | None) -> str:
+    """A metric of the target's unit (mae, rmse): four significant digits."""
+    return "-" if value is None else f"{value:.4g}"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+# A section that could not run records ``<exception type>: <message>``. For mqm's own
+# errors (a reference set that lacks a column, a contract that cannot be read) the
+# message is written for the user and the type says nothing; for any other failure the
+# type is the clue, and stays.
+_OWN_ERRORS = re.compile(
+    r"\b(?:RuntimeError|MonitorError|ConfigError|SchemaError|IngestError|DatabaseError): ")
+
+
+def _readable(text: str) -> str:
+    return _OWN_ERRORS.sub("", text, count=1)
+
+
+def _section_line(name: str, status: str, text: str) -> None:
+    click.echo(f"  {name:<13}{status:<{_STATUS}}" + text)
+
+
 def print_run(run: CheckRun) -> None:
     """A terminal summary of one run: status, why, and a line per check."""
     sampled = f"  (sampled {run.sample_rows} rows)" if run.sampled else ""
@@ -55,60 +99,75 @@ def print_run(run: CheckRun) -> None:
         f"rows {run.rows}  status {run.status.upper()}{sampled}"
         + (f"  run {run.run_id}" if run.run_id else "")
     )
-    sch = run.schema
-    if isinstance(sch, SchemaResult):
-        click.echo(f"  schema       {sch.status:<9} violation rate {fmt(sch.violation_rate)}")
-    dr = run.drift
-    if isinstance(dr, ErrorSection):
-        click.echo(f"  drift        error     {dr.error}")
-    elif dr is not None:
-        click.echo(f"  drift        {dr.status:<9} drifted share "
-                   f"{fmt(dr.share_drifted)} (limit {fmt(dr.drift_share)})")
-        for feat in dr.features:
-            if feat.drifted and feat.score is not None and feat.threshold is not None:
-                click.echo(f"    {feat.feature:<22} {feat.method:<14} score "
-                           f"{feat.score:.4g} >= threshold {feat.threshold:.4g}"
-                           if feat.method not in ("ks", "chisquare", "z") else
-                           f"    {feat.feature:<22} {feat.method:<14} p-value "
-                           f"{feat.score:.3g} < threshold {feat.threshold:.3g}")
-    pf = run.performance
-    if isinstance(pf, ErrorSection):
-        click.echo(f"  performance  error     {pf.error}")
-    elif pf is not None:
-        shown = ", ".join(f"{k} {fmt(v, 'num')} (ref {fmt(pf.reference_metrics.get(k), 'num')})"
-                          for k, v in pf.metrics.items() if v is not None)
-        estimated = pf.estimated.estimated_accuracy if pf.estimated else None
-        click.echo(f"  performance  {pf.status:<9} labels "
-                   f"{fmt(pf.label_coverage)}  {shown or 'no labels yet'}"
-                   + (f"  estimated accuracy {fmt(estimated, 'num')}" if estimated else ""))
-    sv = run.service
-    if isinstance(sv, ErrorSection):
-        click.echo(f"  service      error     {sv.error}")
-    elif sv is not None:
-        click.echo(f"  service      {sv.status:<9} errors {fmt(sv.error_rate)}"
-                   f"  latency p50/p95/p99 {sv.latency_p50_ms or 0:.1f}/"
-                   f"{sv.latency_p95_ms or 0:.1f}/{sv.latency_p99_ms or 0:.1f} ms")
+    for name, sec in run.sections.items():
+        if isinstance(sec, ErrorSection):
+            _section_line(name, "error", f"could not run: {_readable(sec.error)}")
+            continue
+        if isinstance(sec, SchemaResult):
+            _section_line(name, sec.status, f"violation rate {fmt(sec.violation_rate)}")
+        elif isinstance(sec, DriftResult):
+            _section_line(name, sec.status, f"drifted share {fmt(sec.share_drifted)} "
+                          f"(limit {fmt(sec.drift_share)})")
+            for feat in sec.features:
+                if feat.drifted and feat.score is not None and feat.threshold is not None:
+                    click.echo(f"    {feat.feature:<22} {feat.method:<14} score "
+                               f"{feat.score:.4g} >= threshold {feat.threshold:.4g}"
+                               if feat.method not in ("ks", "chisquare", "z") else
+                               f"    {feat.feature:<22} {feat.method:<14} p-value "
+                               f"{feat.score:.3g} < threshold {feat.threshold:.3g}")
+        elif isinstance(sec, PerformanceResult):
+            number = _ratio if sec.task == "classification" else _num
+            shown = ", ".join(
+                f"{k} {number(v)} (ref {number(sec.reference_metrics.get(k))})"
+                for k, v in sec.metrics.items() if v is not None)
+            estimated = sec.estimated.estimated_accuracy if sec.estimated else None
+            _section_line(name, sec.status, f"labels {fmt(sec.label_coverage)}  "
+                          f"{shown or 'no labels yet'}"
+                          + (f"  estimated accuracy {fmt(estimated, 'num')}"
+                             if estimated is not None else ""))
+        elif isinstance(sec, ServiceResult):
+            _section_line(name, sec.status, f"errors {fmt(sec.error_rate)}  latency "
+                          f"p50/p95/p99 {_ms(sec.latency_p50_ms)}/{_ms(sec.latency_p95_ms)}/"
+                          f"{_ms(sec.latency_p99_ms)} ms")
     for reason in run.reasons[:8]:
-        click.echo(f"  why: {reason}")
+        click.echo(f"  why: {_readable(reason)}")
+
+
+def _task(runs: list[CheckRun]) -> str:
+    for run in runs:
+        perf = run.section("performance")
+        if isinstance(perf, PerformanceResult):
+            return perf.task
+    return "classification"
 
 
 def print_timeline(runs: list[CheckRun]) -> None:
+    """One line per run. A classifier's lines show accuracy and its estimate, a
+    regressor's its MAE and RMSE."""
+    regression = _task(runs) == "regression"
+    first, second = ("mae", "rmse") if regression else ("accuracy", "estimated")
     click.echo(f"  {'window end (UTC)':<18}{'rows':>7}{'schema':>9}{'drifted':>9}"
-               f"{'accuracy':>10}{'estimated':>10}{'labels':>8}  {'status':<10}why")
+               f"{first:>10}{second:>10}{'labels':>8}  {'status':<{_STATUS}}why")
     for run in runs:
         schema, drift, perf = run.section("schema"), run.section("drift"), run.section(
             "performance")
-        acc = est = coverage = None
+        one = two = coverage = None
         if isinstance(perf, PerformanceResult):
-            acc, coverage = perf.metrics.get("accuracy"), perf.label_coverage
-            est = perf.estimated.estimated_accuracy if perf.estimated else None
-        why = run.reasons[0] if run.reasons and run.status != "ok" else ""
+            coverage = perf.label_coverage
+            if regression:
+                one, two = perf.metrics.get("mae"), perf.metrics.get("rmse")
+            else:
+                one = perf.metrics.get("accuracy")
+                two = perf.estimated.estimated_accuracy if perf.estimated else None
+        number = _num if regression else _ratio
+        shown = number(one), number(two)
+        why = _readable(run.reasons[0]) if run.reasons and run.status != "ok" else ""
         click.echo(
             f"  {run.end:%Y-%m-%d %H:%M}  {run.rows:>7}"
             f"{fmt(schema.violation_rate if isinstance(schema, SchemaResult) else None):>9}"
             f"{fmt(drift.share_drifted if isinstance(drift, DriftResult) else None):>9}"
-            f"{fmt(acc, 'num'):>10}{fmt(est, 'num'):>10}"
-            f"{fmt(coverage):>8}  {run.status:<10}{why[:90]}"
+            f"{shown[0]:>10}{shown[1]:>10}"
+            f"{fmt(coverage):>8}  {run.status:<{_STATUS}}{why[:90]}"
         )
 
 
@@ -130,3 +189,33 @@ def print_fallback(doc: dict[str, Any], events: list[Any]) -> None:
         by = f" by {ev.actor}" if ev.actor else ""
         click.echo(f"    {ev.at:%Y-%m-%d %H:%M:%S}  {ev.kind:<7}{change:<11}{by}  "
                    f"{(ev.reason or '')[:120]}")
+
+
+def run_listing(record: Any) -> dict[str, Any]:
+    """A stored run (``monitor.store.runs.RunRecord``) as ``mqm runs --json`` lists it:
+    the fields of the API's run summaries."""
+    reasons: list[str] = list(record.summary.get("reasons") or ())
+    recomputes = record.summary.get("recomputes")
+    return {
+        "id": record.id, "model": record.model, "kind": record.kind,
+        "status": record.status,
+        "window": {"start": iso_z(record.window_start), "end": iso_z(record.window_end)},
+        "rows": record.rows, "reasons": [str(r) for r in reasons],
+        "recomputes": recomputes if isinstance(recomputes, int) else None,
+        "config_hash": record.config_hash, "reference_version": record.reference_version,
+        "started_at": iso_z(record.started_at), "finished_at": iso_z(record.finished_at),
+    }
+
+
+def print_runs(records: list[Any]) -> None:
+    """``mqm runs``: one line per stored run, newest first."""
+    click.echo(f"  {'run':>6}  {'kind':<7}{'window end (UTC)':<18}{'rows':>8}  "
+               f"{'status':<{_STATUS}}{'finished (UTC)':<18}why")
+    for record in records:
+        row = run_listing(record)
+        why = row["reasons"][0] if row["reasons"] and record.status != "ok" else ""
+        if row["recomputes"] is not None:
+            why = f"(again, after run {row['recomputes']}) {why}"
+        click.echo(f"  {record.id:>6}  {record.kind:<7}{record.window_end:%Y-%m-%d %H:%M}  "
+                   f"{record.rows:>8}  {record.status:<{_STATUS}}"
+                   f"{record.finished_at:%Y-%m-%d %H:%M}  {why[:100]}")

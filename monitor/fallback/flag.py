@@ -17,7 +17,7 @@ whenever the document differs from it, so it also exists after the first read. I
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from monitor.alerting import alerts_for, post_alerts
@@ -48,7 +48,7 @@ from monitor.store.flags import (
     save_flag,
     state_of,
 )
-from monitor.store.runs import latest_verdicts
+from monitor.store.runs import latest_verdicts, previous_verdict
 from monitor.times import iso_utc, utc
 
 __all__ = [
@@ -134,9 +134,13 @@ def observe_run(
     last_end = state.auto.last_window_end
     if (last_end is not None and run.window_end <= _utc(last_end)
             and classify(run.status, rules) != "ignored"):
-        auto, transition = _rejudged(conn, model, state.auto, run, rules, now)
+        auto, transition = _rejudged(conn, model, state.auto, run, rules, now,
+                                     window=model_cfg.window)
     else:
         auto, transition = advance(state.auto, run, rules, at=now)
+        if transition is not None:  # the same evidence, in words naming the windows
+            why = _streak(transition, rules, model_cfg.window)
+            auto, transition = replace(auto, reason=why), replace(transition, reason=why)
     if auto is state.auto:
         if events:
             save_flag(conn, model, state)
@@ -164,9 +168,11 @@ _REPLAY_REASONS = 10  # windows back whose reasons are loaded: enough for any st
 
 def _rejudged(
     conn: Connection, model: str, auto: AutoState, run: RunOutcome, rules: Rules,
-    now: datetime,
+    now: datetime, *, window: timedelta,
 ) -> tuple[AutoState, Transition | None]:
-    """A recheck of an older window: replay the latest verdict of every window.
+    """A run for a window no newer than the last one taken in (a recheck once labels
+    arrived, a backfill, a check ``--at`` an earlier time): replay the latest verdict of
+    every window.
 
     The verdict of a window can change when its labels mature, days after the window
     was first judged (accuracy is judged only then). Replaying keeps the flag what
@@ -182,13 +188,55 @@ def _rejudged(
                        reason=auto.reason)
     if replayed.active == auto.active:
         return replayed, None
-    why = (f"recheck of the window ending {iso_utc(run.window_end)} (run {run.run_id}, "
-           f"{run.status}) changes the verdicts: "
-           + (last.reason if last is not None else "no streak left"))
-    runs = last.runs if last is not None else (run,)
+    what = _what_happened(conn, model, auto, run)
+    if last is not None and last.new_active == replayed.active:
+        why = f"{what}; taking every window's latest verdict in window order: " + _streak(
+            last, rules, window)
+        runs = last.runs
+    else:
+        why = (f"{what}; taking every window's latest verdict in window order: no "
+               f"{rules.trip_after} consecutive bad runs (trip_after {rules.trip_after}) "
+               "are left")
+        runs = (run,)
     return (replace(replayed, since=now, reason=why),
             Transition(at=now, old_active=auto.active, new_active=replayed.active, reason=why,
                        runs=runs))
+
+
+def _what_happened(conn: Connection, model: str, auto: AutoState, run: RunOutcome) -> str:
+    """What the run that made the flag be worked out again was, in the user's terms: a
+    window checked again, or an earlier window checked for the first time."""
+    ended = iso_utc(run.window_end)
+    before = previous_verdict(conn, model, run.window_end, before=run.run_id)
+    if before is not None:
+        return (f"run {run.run_id} checked the window ending {ended} again ({run.status}; "
+                f"run {before[0]} had found it {before[1]})")
+    newest = f" (ending {iso_utc(auto.last_window_end)})" if auto.last_window_end else ""
+    return (f"run {run.run_id} is the first check of the window ending {ended} "
+            f"({run.status}), earlier than the newest window taken in{newest}, as `mqm "
+            "backfill` and `mqm check --at` do")
+
+
+def _streak(transition: Transition, rules: Rules, window: timedelta) -> str:
+    """Why the automatic state changed: the streak of runs, each with its window, and the
+    windows between them that gave no verdict (a streak counts runs, not windows)."""
+    runs = transition.runs
+    what, name, limit = (("bad", "trip_after", rules.trip_after) if transition.new_active
+                         else ("ok", "recover_after", rules.recover_after))
+    statuses = "/".join(sorted({r.status for r in runs}))
+    cited = []
+    for previous, current in zip((None, *runs[:-1]), runs, strict=True):
+        text = f"run {current.run_id} (window ending {iso_utc(current.window_end)}"
+        gap = 0 if previous is None else (current.window_end - previous.window_end) // window - 1
+        if gap > 0:
+            text += (f"; the {gap} window{'s' if gap > 1 else ''} between "
+                     f"{'have' if gap > 1 else 'has'} no verdict: not checked, too few rows "
+                     "or an error")
+        cited.append(text + ")")
+    why = (f"{len(runs)} consecutive {what} runs ({statuses}; {name} {limit}): "
+           + ", ".join(cited))
+    latest = runs[-1].reasons[:1] if runs else ()
+    return f"{why}; latest: {latest[0]}" if latest else why
 
 
 def apply_run(

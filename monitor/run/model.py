@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
+from stat import S_ISREG
 from typing import TYPE_CHECKING
 
 from monitor.config import Config, ModelConfig
@@ -50,12 +51,24 @@ def _file_digest(path: str, size: int, mtime_ns: int) -> str:
 
 
 def reference_version(path: Path) -> str | None:
-    """Content hash of the reference file (cached per size and mtime), or None if absent."""
+    """Content hash of the reference file (cached per size and mtime), or None if it is
+    absent, not a file, or unreadable (``reference_problem`` says which)."""
     try:
         stat = path.stat()
+        if not S_ISREG(stat.st_mode):
+            return None
+        return _file_digest(str(path), stat.st_size, stat.st_mtime_ns)
     except OSError:
         return None
-    return _file_digest(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+def reference_problem(path: Path) -> str:
+    """Why ``reference_version`` found no file to hash, naming the file."""
+    if path.is_dir():
+        return f"{path}: is a directory; the reference set is one CSV or Parquet file"
+    if not path.exists():
+        return f"{path}: reference set not found"
+    return f"{path}: the reference set cannot be read"
 
 
 @dataclass(frozen=True)
@@ -82,7 +95,7 @@ class ResolvedModel:
 
         version = self.reference_version
         if version is None:
-            return None, f"{self.config.reference}: reference set not found"
+            return None, reference_problem(self.config.reference)
         try:
             return load_reference_data(self.config, self.schema, version), None
         except MonitorError as exc:

@@ -63,6 +63,7 @@ from monitor.serve.api_models import (
     MAX_ID,
     STORE_DOWN,
     UNKNOWN,
+    UNKNOWN_QUERY,
     ClearParams,
     ErrorBody,
     FlagDocument,
@@ -132,6 +133,27 @@ def _validation_error(field: str, message: str, value: Any) -> RequestValidation
     """A 422 shaped as FastAPI's own, so that clients parse one error format."""
     return RequestValidationError([{"type": "value_error", "loc": ("body", field),
                                     "msg": message, "input": value}])
+
+
+def only_query(*names: str) -> Any:
+    """A dependency refusing (422, as FastAPI words an unknown field) any query parameter
+    but ``names``: a misspelt ``?limt=5`` must not answer as if it were not there, on a
+    read as on a write. The probes and /metrics are left alone (load balancers and
+    Prometheus may add parameters of their own)."""
+    allowed = frozenset(names)
+
+    async def refuse_unknown(request: Request) -> None:
+        if not request.scope.get("query_string"):  # the flag's hot path: nothing to parse
+            return
+        unknown = [(key, value) for key, value in request.query_params.multi_items()
+                   if key not in allowed]
+        if unknown:
+            raise RequestValidationError([
+                {"type": "extra_forbidden", "loc": ("query", key),
+                 "msg": "Extra inputs are not permitted", "input": value}
+                for key, value in unknown])
+
+    return Depends(refuse_unknown)
 
 
 # --- the app ---------------------------------------------------------------------------
@@ -265,7 +287,7 @@ def create_app(
 
     @app.get("/v1/models", response_model=ModelList, tags=["models"],
              summary="Every configured model with its latest check run and flag",
-             responses=STORE_DOWN)
+             dependencies=[only_query()], responses={**STORE_DOWN, **UNKNOWN_QUERY})
     def list_models() -> dict[str, Any]:
         newest = reads.newest_runs(engine, model_names)
         out = []
@@ -283,6 +305,7 @@ def create_app(
 
     @app.get("/v1/models/{model}/runs", response_model=RunPage, tags=["models"],
              summary="A model's check runs, newest first, a page at a time",
+             dependencies=[only_query("limit", "before", "kind")],
              responses={**UNKNOWN, **STORE_DOWN})
     def list_runs(
         model: ModelName,
@@ -299,6 +322,7 @@ def create_app(
 
     @app.get("/v1/runs/{run_id}", response_model=RunDetail, tags=["runs"],
              summary="One check run: its summary as stored and its metrics",
+             dependencies=[only_query()],
              responses={404: {"model": ErrorBody, "description": "No such run."},
                         **STORE_DOWN})
     def get_run(run_id: Annotated[int, Path(ge=1, le=MAX_ID)]) -> dict[str, Any]:
@@ -320,7 +344,7 @@ def create_app(
 
     @app.get("/v1/models/{model}/fallback", response_model=FlagDocument, tags=["fallback"],
              summary="The model's fallback flag, as serving reads it",
-             responses={**UNKNOWN, **STORE_DOWN})
+             dependencies=[only_query()], responses={**UNKNOWN, **STORE_DOWN})
     async def get_fallback(model: ModelName) -> Response:
         body = cache.fresh(model)
         if body is None:
@@ -331,7 +355,7 @@ def create_app(
 
     @app.put("/v1/models/{model}/fallback", response_model=FlagDocument, tags=["fallback"],
              summary="Force the flag on or off (a manual override)",
-             dependencies=[Depends(require_token)], max_body_size=MAX_BODY,
+             dependencies=[Depends(require_token), only_query()], max_body_size=MAX_BODY,
              responses={**AUTH, **UNKNOWN, **STORE_DOWN, **BAD_BODY})
     def put_fallback(model: ModelName, override: OverrideRequest) -> Response:
         config.model(model)

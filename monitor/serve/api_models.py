@@ -4,7 +4,7 @@ declare: the OpenAPI description is built from these (``monitor.serve.api``)."""
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from monitor.fallback.flag import MAX_ACTOR_LENGTH
 from monitor.times import utc
@@ -18,12 +18,14 @@ __all__ = [
     "MAX_ID",
     "STORE_DOWN",
     "UNKNOWN",
+    "UNKNOWN_QUERY",
     "Check",
     "ClearParams",
     "ErrorBody",
     "FlagDocument",
     "FreshnessCheck",
     "Health",
+    "InvalidRequest",
     "LatestRun",
     "MetricValue",
     "ModelFreshness",
@@ -49,6 +51,18 @@ _NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL
 
 class ErrorBody(BaseModel):
     detail: str = Field(description="What went wrong, naming the model or run.")
+
+
+class InvalidInput(BaseModel):
+    loc: list[str | int] = Field(description="Where: e.g. [\"query\", \"limt\"].")
+    msg: str
+    type: str
+
+
+class InvalidRequest(BaseModel):
+    """A 422, as FastAPI words it."""
+
+    detail: list[InvalidInput]
 
 
 class Health(BaseModel):
@@ -108,7 +122,8 @@ class OverrideRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    active: bool
+    # JSON true or false only: lax parsing would take "yes", "0" or 1 for a boolean.
+    active: StrictBool
     until: datetime | None = Field(
         None, description="When the override ends (ISO 8601; without a zone, UTC); null: "
         "until cleared. Must be in the future.")
@@ -116,6 +131,14 @@ class OverrideRequest(BaseModel):
     by: str | None = Field(
         None, max_length=MAX_ACTOR_LENGTH, pattern=_NO_NUL,
         description=f"Who does it, for the audit trail (default: {DEFAULT_ACTOR!r}).")
+
+    @field_validator("until", mode="before")
+    @classmethod
+    def _text(cls, value: Any) -> Any:
+        # Lax parsing would read a number as Unix seconds; the API speaks ISO 8601.
+        if value is not None and not isinstance(value, str | datetime):
+            raise ValueError("must be an ISO 8601 time (text) or null")
+        return value
 
     @field_validator("until")
     @classmethod
@@ -224,6 +247,9 @@ def _error(status: int, description: str, **extra: Any) -> dict[int | str, dict[
 
 
 UNKNOWN = _error(404, "The config declares no such model.")
+# Routes with parameters have FastAPI's own 422; this is for those without.
+UNKNOWN_QUERY: dict[int | str, dict[str, Any]] = {422: {
+    "model": InvalidRequest, "description": "An unknown query parameter."}}
 STORE_DOWN = _error(503, "The store cannot be reached.")
 BAD_BODY = {
     **_error(400, "The body is not JSON (or not UTF-8)."),

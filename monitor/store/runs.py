@@ -27,6 +27,7 @@ __all__ = [
     "insert_run",
     "latest_runs",
     "latest_verdicts",
+    "previous_verdict",
     "run_metrics_of",
     "save_run",
 ]
@@ -171,3 +172,17 @@ def latest_verdicts(conn: Connection, model: str, *, reasons_of_last: int
         sa.select(check_runs.c.id, check_runs.c.summary).where(check_runs.c.id.in_(recent)))}
     return [(int(r.id), aware(r.window_end) or r.window_end, r.status, reasons.get(r.id, ()))
             for r in rows]
+
+
+def previous_verdict(conn: Connection, model: str, window_end: datetime, *, before: int
+                     ) -> tuple[int, str] | None:
+    """(run id, status) of the newest check run of the model's window ending at
+    ``window_end`` stored before run ``before``, in the caller's transaction; None when
+    that run is the window's first."""
+    row = conn.execute(
+        sa.select(check_runs.c.id, check_runs.c.status)
+        .where(check_runs.c.model == model, check_runs.c.kind == "check",
+               check_runs.c.window_end == window_end, check_runs.c.id < before)
+        .order_by(check_runs.c.id.desc()).limit(1)
+    ).first()
+    return None if row is None else (int(row.id), str(row.status))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from monitor.cli.main import main
@@ -151,21 +152,6 @@ def test_demo_finds_the_documented_drift(make_config, tmp_path: Path) -> None:
     assert f"{len(logs)} read, 0 added, {len(logs)} already stored" in rerun.output
 
 
-@pytest.fixture
-def sample_cli(sample_store: Path, tmp_path: Path, make_config):  # type: ignore[no-untyped-def]
-    import shutil
-
-    db = tmp_path / "copy.db"
-    shutil.copyfile(sample_store, db)
-    path, _ = make_config(f"sqlite:///{db}", min_rows=500)
-    runner = CliRunner()
-
-    def invoke(*args: str):  # type: ignore[no-untyped-def]
-        return runner.invoke(main, ["--config", str(path), *args], catch_exceptions=False)
-
-    return invoke
-
-
 def test_check_json_and_table(sample_cli) -> None:
     result = sample_cli("check", "-m", "loan_default", "--at", "2026-10-13T00:00:00Z", "--json")
     assert result.exit_code == 0, result.output
@@ -277,3 +263,24 @@ def test_readme_lists_every_command_and_no_other() -> None:
     listed = {re.match(r"\| `mqm ((?:[a-z]+ ?)+)", line).group(1).strip()  # type: ignore[union-attr]
               for line in table.splitlines() if line.startswith("| `mqm")}
     assert listed == walk(main, "")
+
+
+def test_schema_infer_on_a_regressor_without_prediction_option(tmp_path: Path) -> None:
+    """Issue 13, item 10: the prediction column is guessed when its name says so, and the
+    user is told which one was taken."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    ref = tmp_path / "houses.csv"
+    pd.DataFrame({"MedInc": rng.normal(3, 1, 200), "MedHouseVal": rng.normal(2, 1, 200),
+                  "predicted": rng.normal(2, 1, 200)}).to_csv(ref, index=False)
+    result = CliRunner().invoke(main, ["schema", "infer", str(ref), "-m", "houses",
+                                       "--target", "MedHouseVal"])
+    assert result.exit_code == 0, result.output
+    assert "prediction column: 'predicted' (guessed from its name" in result.stderr
+    draft = yaml.safe_load(result.stdout)
+    assert draft["prediction"]["column"] == "predicted" and draft["task"] == "regression"
+    chosen = CliRunner().invoke(main, ["schema", "infer", str(ref), "-m", "houses",
+                                       "--prediction", "MedInc"])
+    assert yaml.safe_load(chosen.stdout)["prediction"]["column"] == "MedInc"
+    assert "guessed" not in chosen.output

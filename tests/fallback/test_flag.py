@@ -333,7 +333,12 @@ def test_rechecks_of_older_windows_replay_the_latest_verdicts(engine: sa.Engine,
     [trip] = apply_run(engine, cfg, M, _stored(engine, 4, "critical", "performance: "
                                                "accuracy 0.69 vs reference 0.84"), now=late)
     assert (trip.old_active, trip.new_active) == (False, True)
-    assert "recheck of the window ending 2026-10-05" in (trip.reason or "")
+    assert (trip.reason or "").startswith(
+        "run 8 checked the window ending 2026-10-05T00:00:00Z again (critical; run 4 had "
+        "found it ok); taking every window's latest verdict in window order: 2 consecutive "
+        "bad runs (critical; trip_after 2): run 6 (window ending 2026-10-04T00:00:00Z), "
+        "run 8 (window ending 2026-10-05T00:00:00Z); latest: performance: accuracy 0.69 vs "
+        "reference 0.84")
     assert [r["window_end"][:10] for r in trip.details["runs"]] == ["2026-10-04", "2026-10-05"]
     assert trip.details["runs"][0]["reasons"] == ["performance: accuracy 0.70 vs reference 0.84"]
     assert flag_document(engine, cfg, M, late)["active"] is True
@@ -345,3 +350,56 @@ def test_rechecks_of_older_windows_replay_the_latest_verdicts(engine: sa.Engine,
     # A recheck that only repeats a verdict changes nothing.
     assert apply_run(engine, cfg, M, _stored(engine, 7, "ok"), now=at(12)) == []
     assert flag_document(engine, cfg, M, at(12))["active"] is False
+
+
+# --- reasons a user recognises (issue 13, item 17) ---------------------------------------
+
+
+def test_check_then_backfill_says_what_happened(engine: sa.Engine, cfg) -> None:
+    """The README's order: `mqm check` (the newest window), then `mqm backfill` of the
+    ones before it. The trip is no "recheck", and its runs are five windows apart."""
+    newest = _stored(engine, 15, "critical", "schema: violation rate 8.06% >= critical 5.00%")
+    assert apply_run(engine, cfg, M, newest, now=at(15)) == []
+    for i in range(1, 10):
+        assert apply_run(engine, cfg, M, _stored(engine, i, "ok"), now=at(15, 1 + i)) == []
+    [trip] = apply_run(engine, cfg, M, _stored(engine, 10, "critical", "schema: violation rate "
+                                               "6.91% >= critical 5.00%"), now=at(15, 20))
+    assert trip.reason == (
+        "run 11 is the first check of the window ending 2026-10-11T00:00:00Z (critical), "
+        "earlier than the newest window taken in (ending 2026-10-16T00:00:00Z), as `mqm "
+        "backfill` and `mqm check --at` do; taking every window's latest verdict in window "
+        "order: 2 consecutive bad runs (critical; trip_after 2): run 11 (window ending "
+        "2026-10-11T00:00:00Z), run 1 (window ending 2026-10-16T00:00:00Z; the 4 windows "
+        "between have no verdict: not checked, too few rows or an error); latest: schema: "
+        "violation rate 8.06% >= critical 5.00%")
+    assert "recheck" not in trip.reason
+    assert flag_document(engine, cfg, M, at(15, 20))["reason"] == trip.reason
+
+
+def test_forward_runs_name_their_windows_and_the_gaps(engine: sa.Engine, cfg) -> None:
+    assert apply_run(engine, cfg, M, outcome(1, "critical", "drift: age"), now=at(1)) == []
+    [trip] = apply_run(engine, cfg, M, outcome(5, "critical", "drift: income"), now=at(5))
+    assert trip.reason == (
+        "2 consecutive bad runs (critical; trip_after 2): run 1 (window ending "
+        "2026-10-02T00:00:00Z), run 5 (window ending 2026-10-06T00:00:00Z; the 3 windows "
+        "between have no verdict: not checked, too few rows or an error); latest: drift: "
+        "income")
+    for i in (6, 7):
+        assert apply_run(engine, cfg, M, outcome(i, "ok"), now=at(i)) == []
+    [back] = apply_run(engine, cfg, M, outcome(8, "ok"), now=at(8))
+    assert back.reason == (
+        "3 consecutive ok runs (ok; recover_after 3): run 6 (window ending "
+        "2026-10-07T00:00:00Z), run 7 (window ending 2026-10-08T00:00:00Z), run 8 (window "
+        "ending 2026-10-09T00:00:00Z)")
+
+
+def test_a_window_judged_again_that_ends_the_streak_says_so(engine: sa.Engine, cfg) -> None:
+    for i in (1, 2):
+        apply_run(engine, cfg, M, _stored(engine, i, "critical"), now=at(i))
+    assert flag_document(engine, cfg, M, at(2))["active"] is True
+    [back] = apply_run(engine, cfg, M, _stored(engine, 2, "ok"), now=at(3))
+    assert (back.old_active, back.new_active) == (True, False)
+    assert back.reason == (
+        "run 3 checked the window ending 2026-10-03T00:00:00Z again (ok; run 2 had found it "
+        "critical); taking every window's latest verdict in window order: no 2 consecutive "
+        "bad runs (trip_after 2) are left")

@@ -414,6 +414,13 @@ def test_override_set_and_cleared_through_the_api(engine: sa.Engine, cfg: Config
 @pytest.mark.parametrize(("body", "field"), [
     ({}, "active"),
     ({"active": "maybe"}, "active"),
+    # Issue 13, item 8: JSON true and false only, not what pydantic's lax mode reads as one.
+    ({"active": "yes"}, "active"),
+    ({"active": "true"}, "active"),
+    ({"active": 1}, "active"),
+    ({"active": 0}, "active"),
+    ({"active": None}, "active"),
+    ({"active": True, "until": 4102444800}, "until"),
     ({"active": True, "until": "2001-01-01T00:00:00Z"}, "until"),
     ({"active": True, "until": "next tuesday"}, "until"),
     ({"active": True, "until": "9999-12-31T23:00:00-05:00"}, "until"),
@@ -427,6 +434,40 @@ def test_bad_override_is_422(engine: sa.Engine, cfg: Config, client, body: dict[
     assert answer.status_code == 422, answer.text
     assert answer.json()["detail"][0]["loc"][-1] == field
     assert list_events(engine, M) == []
+
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("GET", f"/v1/models/{M}/runs?foo=1"),
+    ("GET", f"/v1/models/{M}/runs?limit=5&Limit=1"),
+    ("GET", "/v1/models?verbose=1"),
+    ("GET", "/v1/runs/1?full=yes"),
+    ("GET", f"/v1/models/{M}/fallback?model=other"),
+    ("PUT", f"/v1/models/{M}/fallback?active=false"),
+])
+def test_unknown_query_parameters_are_refused_on_reads_too(
+        engine: sa.Engine, cfg: Config, client, method: str,  # type: ignore[no-untyped-def]
+        path: str) -> None:
+    """Issue 13, item 8: a misspelt parameter must not be ignored silently, on a read
+    either (it would answer something else than asked)."""
+    add_run(engine)
+    answer = client(engine, cfg).request(method, path, headers=AUTH, json={"active": True})
+    assert answer.status_code == 422, answer.text
+    name = path.rsplit("?", 1)[1].split("=")[0] if "&" not in path else "Limit"
+    assert answer.json()["detail"][0]["loc"] == ["query", name]
+    assert list_events(engine, M) == []
+
+
+def test_known_query_parameters_still_work(engine: sa.Engine, cfg: Config,
+                                           client) -> None:  # type: ignore[no-untyped-def]
+    add_run(engine)
+    api = client(engine, cfg)
+    assert api.get(f"/v1/models/{M}/runs?limit=5&kind=check&before=100").status_code == 200
+    assert api.get("/healthz?probe=lb").status_code == 200  # probes are left alone
+    spec = api.get("/openapi.json").json()
+    for path, ops in spec["paths"].items():
+        if path.startswith("/v1/"):
+            for method, op in ops.items():
+                assert "422" in op["responses"], (method, path)
 
 
 def test_bad_override_bodies_that_are_not_json(engine: sa.Engine, cfg: Config,
