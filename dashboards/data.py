@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,7 +23,7 @@ from dashboards import frames
 from monitor.config import Config, ModelConfig, config_path, load_config
 from monitor.errors import MonitorError
 from monitor.fallback.flag import clear_override, flag_document, set_override
-from monitor.results import CheckRun
+from monitor.results import CheckRun, PerformanceResult
 from monitor.run.model import resolve
 from monitor.run.reference_file import read_reference
 from monitor.store import history
@@ -50,6 +51,7 @@ __all__ = [
 
 TTL = 15  # seconds a read is reused: a check run shows within that long
 RECENT = 14  # windows in the overview's strip
+HEATMAP_COLUMNS = 120  # more windows than this are grouped into buckets in the heat-map
 SAMPLE_ROWS = 5_000  # rows of a window (and of the reference) a distribution plot reads
 
 
@@ -208,8 +210,9 @@ def _overview(_s: Store, key: str) -> Overview:
 @dataclass(frozen=True)
 class ModelHistory:
     """A model over (since, until]: ``windows`` one row per window (``frames.window_table``),
-    ``features`` (window x feature, ``frames.feature_matrix``), ``violators`` (the columns
-    violating the contract most), ``flags`` (flag changes on the time axis)."""
+    ``features`` the drift heat-map's cells (feature x bucket of at most
+    ``HEATMAP_COLUMNS`` consecutive windows, ``frames.feature_cells``), ``violators`` (the
+    columns violating the contract most), ``flags`` (flag changes on the time axis)."""
 
     model: str
     since: datetime | None
@@ -231,40 +234,61 @@ def model_history(model: str, days: int | None) -> ModelHistory:
 
 @st.cache_data(ttl=TTL, show_spinner=False)
 def _model_history(_s: Store, key: str, model: str, days: int | None) -> ModelHistory:
-    s = _s
-    engine = s.engine
+    engine = _s.engine
     with history.reading(engine):
         newest = history.recent_windows(engine, [model], per_model=1).get(model, [])
-        until = newest[0].window_end if newest else None
-        since = until - timedelta(days=days) if (until is not None and days) else None
-        runs = history.window_runs(engine, model, since=since, until=until) if newest else []
-        settings = history.run_settings(engine, runs)
-        whole = history.window_figures(engine, model, since=since, until=until,
-                                       per_feature=False) if runs else []
-        per_feature = history.window_figures(
-            engine, model, since=since, until=until, checks=["drift"],
-            metrics=frames.FEATURE_METRICS, per_feature=True) if runs else []
-        totals = history.feature_totals(engine, model, "schema", "violation_rate",
-                                        since=since, until=until, limit=5) if runs else []
-        events = history.recent_events(engine, model, limit=500)
+    if not newest:
+        return ModelHistory(model=model, since=None, until=None,
+                            windows=frames.window_table([], [], {}),
+                            features=frames.feature_cells([], [], [], {}),
+                            violators=_violators([]), flags=frames.flag_marks([], None, None))
+    until = newest[0].window_end
+    since = until - timedelta(days=days) if days else None
+    # Independent reads run side by side, each on a connection of its own: the database
+    # does the work (SQLite and the driver release the GIL), so a page waits for the
+    # longest read, not for their sum.
+    with history.reading(engine), ThreadPoolExecutor(max_workers=4) as pool:
+        runs_f = pool.submit(history.window_runs, engine, model, since=since, until=until)
+        whole_f = pool.submit(history.window_table, engine, model, frames.WINDOW_FIGURES,
+                              since=since, until=until)
+        totals_f = pool.submit(history.feature_totals, engine, model, "schema",
+                               "violation_rate", since=since, until=until, limit=5)
+        events_f = pool.submit(history.recent_events, engine, model, limit=500)
+        runs = runs_f.result()
+        # The heat-map: scores summed up in SQL per bucket of consecutive windows; the
+        # null-rate change and unseen share of each bucket's newest window.
+        bounds = frames.bucket_bounds(runs, HEATMAP_COLUMNS)
+        run_ending = {r.window_end: r.id for r in runs}
+        settings_f = pool.submit(history.run_settings, engine, runs)
+        scores_f = pool.submit(history.feature_buckets, engine, model, bounds, since=since,
+                               metrics=["score"])
+        newest_f = pool.submit(history.figures_of, engine, [run_ending[b] for b in bounds],
+                               checks=["drift"], metrics=["null_rate_change", "unseen_share"],
+                               per_feature=True)
+        settings = settings_f.result()
+        whole, scores, newest_figures = whole_f.result(), scores_f.result(), newest_f.result()
+        totals, events = totals_f.result(), events_f.result()
     first = runs[0].window_start if runs else None
-    violators = pd.DataFrame(
-        [(t.feature, t.max, t.mean, t.nonzero_windows, t.windows) for t in totals
-         if t.max and t.max > 0],
-        columns=["column", "max_rate", "mean_rate", "windows_violating", "windows"])
     task = "classification"
     for typed in settings.values():
         perf = typed.section("performance")
-        if perf is not None and hasattr(perf, "task"):
+        if isinstance(perf, PerformanceResult):
             task = perf.task
     return ModelHistory(
         model=model, since=since if since is not None else first, until=until,
         windows=frames.window_table(runs, whole, settings),
-        features=frames.feature_matrix(runs, per_feature, settings),
-        violators=violators,
+        features=frames.feature_cells(runs, scores, bounds, settings, newest_figures),
+        violators=_violators(totals),
         flags=frames.flag_marks(events, first, until),
         task=task, newest_end=until,
     )
+
+
+def _violators(totals: list[history.FeatureTotal]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [(t.feature, t.max, t.mean, t.nonzero_windows, t.windows) for t in totals
+         if t.max and t.max > 0],
+        columns=["column", "max_rate", "mean_rate", "windows_violating", "windows"])
 
 
 # --- one run ------------------------------------------------------------------------------

@@ -84,9 +84,15 @@ def serve(config: Path, *, port: int | None = None, env: dict[str, str] | None =
             out.close()  # type: ignore[union-attr]
 
 
+# Charts drawn: chart elements holding Vega's canvas or SVG.
+_DRAWN = ("sel => [...document.querySelectorAll(sel)]"
+          ".filter(c => c.querySelector('canvas, svg.marks')).length")
+
+
 @dataclass(frozen=True)
 class Capture:
-    """What a page showed: its chart elements and the exception boxes (should be none)."""
+    """What a page showed: how many charts were drawn, and its exception boxes (should
+    be none)."""
 
     charts: int
     exceptions: list[str]
@@ -114,11 +120,8 @@ def capture(url: str, path: Path, *, min_charts: int = 1, timeout: float = 90.0,
             page.goto(url, timeout=left(), wait_until="domcontentloaded")
             page.wait_for_selector('[data-testid="stApp"]', timeout=left())
             if min_charts:
-                # A chart is drawn when its Vega canvas or SVG is in the page.
-                page.wait_for_function(
-                    "n => [...document.querySelectorAll('" + CHART + "')].filter("
-                    "c => c.querySelector('canvas, svg.marks')).length >= n",
-                    arg=min_charts, timeout=left())
+                page.wait_for_function(f"n => ({_DRAWN})('{CHART}') >= n", arg=min_charts,
+                                       timeout=left())
             page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached",
                                    timeout=left())
             page.wait_for_timeout(1500)  # the last charts' transitions
@@ -132,7 +135,7 @@ def capture(url: str, path: Path, *, min_charts: int = 1, timeout: float = 90.0,
                     page.set_viewport_size({"width": width, "height": int(tall) + 40})
                     page.wait_for_timeout(1500)
             exceptions = [e.inner_text() for e in page.query_selector_all(EXCEPTION)]
-            charts = len(page.query_selector_all(CHART))
+            charts = int(page.evaluate(_DRAWN, CHART))
             path.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(path), full_page=full_page, timeout=left())
         finally:

@@ -7,8 +7,6 @@ import streamlit as st
 
 from dashboards import charts, data, frames, nav
 
-HEATMAP_COLUMNS = 120  # more windows than this are grouped in the heat-map
-
 s = data.store()
 models = list(s.config.models)
 if not models:
@@ -73,11 +71,12 @@ st.altair_chart(charts.drift_share_chart(w, domain, marks), width="stretch")
 if view.features.empty:
     st.info("No per-feature drift figures in this range.")
 else:
-    cells = frames.bucket_features(view.features, HEATMAP_COLUMNS)
+    cells = view.features
     st.altair_chart(charts.drift_heatmap(cells, domain, marks), width="stretch")
     if cells["windows"].max() > 1:
         st.caption(f"{len(w)} windows grouped into columns of up to {cells['windows'].max()}: "
-                   "each cell shows its most drifted window.")
+                   "a cell's colour is its most drifted window's; its null-rate change and "
+                   "unseen share are its newest window's.")
 
 st.subheader("Accuracy")
 available = [m for m in frames.PERFORMANCE_METRICS if w[m].notna().any()]

@@ -36,10 +36,13 @@ if TYPE_CHECKING:
     from monitor.store.sources import LogSource
 
 __all__ = [
+    "BucketFigure",
     "FeatureTotal",
     "Figure",
+    "WindowFigures",
     "WindowRun",
     "WindowSample",
+    "feature_buckets",
     "feature_totals",
     "figures_of",
     "last_successes",
@@ -50,6 +53,7 @@ __all__ = [
     "window_figures",
     "window_runs",
     "window_sample",
+    "window_table",
 ]
 
 
@@ -77,6 +81,28 @@ class Figure:
     metric: str
     feature: str
     value: float | None
+
+
+@dataclass(frozen=True)
+class WindowFigures:
+    """Whole-window figures of one run, by (check, metric); None where absent or null."""
+
+    run_id: int
+    values: dict[tuple[str, str], float | None]
+
+
+@dataclass(frozen=True)
+class BucketFigure:
+    """One per-feature figure summed up over the windows of one bucket: a run of
+    consecutive windows (see ``feature_buckets``)."""
+
+    bucket: int
+    feature: str
+    metric: str
+    max: float | None
+    min: float | None
+    count: int
+    sum: float | None
 
 
 @dataclass(frozen=True)
@@ -155,9 +181,11 @@ def recent_windows(engine: Engine, models: Sequence[str], *, per_model: int
     if not models or per_model < 1:
         return {}
     c = check_runs.c
+    # Rank ids only: the columns stored after the run's document (config hash, times)
+    # would drag its overflow pages in for every run of every model on SQLite.
     ranked = (
         sa.select(
-            *(c[name] for name in _WINDOW_COLUMNS),
+            c.id,
             sa.func.row_number().over(partition_by=(c.model, c.window_end),
                                       order_by=c.id.desc()).label("nth_run"),
             sa.func.dense_rank().over(partition_by=c.model,
@@ -166,9 +194,10 @@ def recent_windows(engine: Engine, models: Sequence[str], *, per_model: int
         .where(c.kind == "check", c.model.in_(list(models)))
         .subquery()
     )
-    query = (sa.select(*(ranked.c[name] for name in _WINDOW_COLUMNS))
-             .where(ranked.c.nth_run == 1, ranked.c.nth_window <= per_model)
-             .order_by(ranked.c.model, ranked.c.window_end.desc()))
+    chosen = sa.select(ranked.c.id).where(ranked.c.nth_run == 1,
+                                          ranked.c.nth_window <= per_model)
+    query = (sa.select(*(c[name] for name in _WINDOW_COLUMNS)).where(c.id.in_(chosen))
+             .order_by(c.model, c.window_end.desc()))
     out: dict[str, list[WindowRun]] = {}
     with reading(engine), engine.connect() as conn:
         for row in conn.execute(query):
@@ -225,6 +254,29 @@ def window_figures(engine: Engine, model: str, *, since: datetime | None = None,
                                            metrics=metrics, per_feature=per_feature))
 
 
+def window_table(engine: Engine, model: str, figures: Sequence[tuple[str, str]], *,
+                 since: datetime | None = None, until: datetime | None = None
+                 ) -> list[WindowFigures]:
+    """The whole-window ``figures`` ((check, metric) pairs) of each window of
+    ``window_runs(model, since, until)``, one row per run: pivoted in SQL (one
+    conditional aggregate per figure), so a page drawing thousands of windows reads one
+    row per window, not one per figure. Unordered."""
+    m = run_metrics.c
+    pairs = list(dict.fromkeys(figures))
+    if not pairs:
+        return []
+    columns = [sa.func.max(sa.case((sa.and_(m.check_name == check, m.metric == metric),
+                                    m.value))) for check, metric in pairs]
+    query = (sa.select(m.run_id, *columns)
+             .where(m.run_id.in_(_latest_ids(model, since, until)),
+                    m.check_name.in_(sorted({c for c, _ in pairs})),
+                    m.metric.in_(sorted({n for _, n in pairs})), m.feature == "")
+             .group_by(m.run_id))
+    with reading(engine), engine.connect() as conn:
+        return [WindowFigures(int(row[0]), dict(zip(pairs, row[1:], strict=True)))
+                for row in conn.execute(query)]
+
+
 _IDS_PER_QUERY = 500  # under SQLite's oldest limit of 999 parameters
 
 
@@ -241,6 +293,43 @@ def figures_of(engine: Engine, run_ids: Iterable[int], *, checks: Iterable[str] 
         out += _figures(engine, _figures_query(ids[i:i + _IDS_PER_QUERY], checks=checks,
                                                metrics=metrics, per_feature=per_feature))
     return out
+
+
+def feature_buckets(engine: Engine, model: str, bounds: Sequence[datetime], *,
+                    since: datetime | None = None, check: str = "drift",
+                    metrics: Iterable[str] | None = None) -> list[BucketFigure]:
+    """Per-feature figures of the windows of ``window_runs(model, since, bounds[-1])``
+    summed up in SQL per bucket of consecutive windows: bucket ``i`` holds the windows
+    ending in (bounds[i-1], bounds[i]] (bucket 0: up to bounds[0]). Per (bucket, feature,
+    metric): largest, smallest, count and sum of the values. A heat-map of thousands of
+    windows reads a few thousand rows this way instead of every figure."""
+    if not bounds:
+        return []
+    c, m = check_runs.c, run_metrics.c
+    ordered = sorted(bounds)
+    # The bucket of each window: a CASE over the bounds, evaluated once per run in a
+    # MATERIALIZED CTE (SQLite >= 3.35, PostgreSQL >= 12): flattened into the join, it
+    # would be evaluated once per figure, 4x slower.
+    bucket = sa.case(*[(c.window_end <= b, i) for i, b in enumerate(ordered)],
+                     else_=len(ordered))
+    buckets = (sa.select(c.id.label("run_id"), bucket.label("bucket"))
+               .where(c.id.in_(_latest_ids(model, since, ordered[-1])))
+               .cte("buckets").prefix_with("MATERIALIZED"))
+    query = (
+        sa.select(buckets.c.bucket, m.feature, m.metric, sa.func.max(m.value),
+                  sa.func.min(m.value), sa.func.count(m.value), sa.func.sum(m.value))
+        .select_from(buckets.join(run_metrics, run_metrics.c.run_id == buckets.c.run_id))
+        .where(m.check_name == check, m.feature != "")
+        .group_by(buckets.c.bucket, m.feature, m.metric)
+    )
+    if metrics is not None:
+        query = query.where(m.metric.in_(list(metrics)))
+    with reading(engine), engine.connect() as conn:
+        return [BucketFigure(int(b), feature, metric,
+                             None if high is None else float(high),
+                             None if low is None else float(low), int(count),
+                             None if total is None else float(total))
+                for b, feature, metric, high, low, count, total in conn.execute(query)]
 
 
 def feature_totals(engine: Engine, model: str, check: str, metric: str, *,
@@ -295,22 +384,30 @@ def recent_events(engine: Engine, model: str, *, limit: int = 50) -> list[Fallba
 def window_sample(source: LogSource, start: datetime, end: datetime, *,
                   columns: Sequence[str], prediction: str | None = None, rows: int = 5_000,
                   seed: int = 0, chunk_rows: int = 50_000) -> WindowSample:
-    """At most ``rows`` rows of the window [start, end) drawn uniformly (seeded), read a
-    chunk at a time so memory stays bounded by the chunk: the ``columns`` among the
-    features (a column absent from the window is all null), and the prediction as
-    ``prediction`` when named."""
+    """``rows`` rows of the window [start, end) drawn uniformly without replacement
+    (seeded: the same rows again for the same seed), read a chunk at a time so memory
+    stays bounded by the chunk; all of them when the window has no more. The ``columns``
+    among the features (a column absent from the window is all null), and the
+    prediction as ``prediction`` when named."""
     import numpy as np
     import pandas as pd
 
     total = source.count(start, end)
-    rng = np.random.default_rng(seed)
-    share = 1.0 if total <= rows else rows / total
+    # Positions drawn up front; each chunk keeps those that fall in it.
+    chosen = (None if total <= rows else
+              np.sort(np.random.default_rng(seed).choice(total, size=rows, replace=False)))
     names = [c for c in columns if c != prediction]
     if prediction is not None:
         names.append(prediction)
     pieces: dict[str, list[Any]] = {c: [] for c in names}
+    offset = 0
     for window in source.iter_chunks(start, end, chunk_rows):
-        keep = np.ones(window.rows, dtype=bool) if share >= 1 else rng.random(window.rows) < share
+        if chosen is None:
+            keep = np.arange(window.rows)
+        else:
+            lo, hi = np.searchsorted(chosen, [offset, offset + window.rows])
+            keep = chosen[lo:hi] - offset
+        offset += window.rows
         for c in names:
             if c == prediction:
                 values = window.meta["prediction"].to_numpy(dtype=object)
@@ -323,6 +420,4 @@ def window_sample(source: LogSource, start: datetime, end: datetime, *,
     # all-null chunk to warn about.
     frame = pd.DataFrame({c: np.concatenate(p) if p else np.empty(0, dtype=object)
                           for c, p in pieces.items()})
-    if len(frame) > rows:
-        frame = frame.sample(n=rows, random_state=seed).reset_index(drop=True)
     return WindowSample(frame=frame, window_rows=total)
