@@ -10,6 +10,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # README.md is the package's long description (pyproject's `readme`).
 COPY pyproject.toml README.md /tmp/build/
 COPY monitor/ /tmp/build/monitor/
+COPY dashboards/ /tmp/build/dashboards/
 RUN pip install --no-cache-dir /tmp/build && rm -rf /tmp/build
 
 # Files are root-owned so the app user cannot change its own config; only /data is

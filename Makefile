@@ -9,7 +9,7 @@ MQM_TEST_POSTGRES_URL ?= $(shell pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null 
 	echo postgresql+psycopg://postgres@127.0.0.1:5432/postgres)
 export MQM_TEST_POSTGRES_URL
 
-.PHONY: demo test lint setup clean
+.PHONY: demo test lint setup clean dashboard screenshots
 
 setup: $(STAMP)
 
@@ -23,6 +23,14 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(VENV)/bin/mqm demo
+
+dashboard: $(STAMP)
+	$(VENV)/bin/mqm dashboard
+
+# The README's dashboard screenshots (docs/dashboard-*.png) of a fresh demo store; needs
+# /usr/bin/chromium (apt-get install chromium).
+screenshots: $(STAMP)
+	$(PY) -m dashboards.screenshots
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

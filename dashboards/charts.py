@@ -44,6 +44,7 @@ STATUS_COLORS = {
 }
 _STATUS_SCALE = alt.Scale(domain=list(STATUS_COLORS), range=list(STATUS_COLORS.values()))
 _WIDTH = "container"
+_Y_AXIS = 130  # pixels for every time chart's y axis (its labels and title)
 Domain = tuple[str, str]  # ISO 8601 UTC ("...Z"); Vega-Lite misreads epoch numbers here
 
 
@@ -101,7 +102,9 @@ def _finish(layers: Sequence[alt.Chart | alt.LayerChart], marks: pd.DataFrame | 
     """The layers, then the fallback-flag changes (``flag_layers``), sized and titled at
     the top: Vega-Lite sizes a layer as a whole, never its children."""
     extra = flag_layers(marks, labels=labels) if marks is not None else []
-    return alt.layer(*layers, *extra).properties(width=_WIDTH, height=height, title=title)
+    # One width for every y axis, so that the plots of a page line up window for window.
+    return (alt.layer(*layers, *extra).properties(width=_WIDTH, height=height, title=title)
+            .configure_axisY(minExtent=_Y_AXIS, maxExtent=_Y_AXIS))
 
 
 def status_strip(windows: pd.DataFrame, domain: Domain | None = None,
@@ -111,12 +114,13 @@ def status_strip(windows: pd.DataFrame, domain: Domain | None = None,
     ``selectable``: a click selects the window's ``run_id`` (selection parameter
     ``window``)."""
     data = windows[["run_id", "window_start", "window_end", "status", "rows"]].assign(
-        window=_window_text(windows))
+        window=_window_text(windows), lane="windows")
     cells = alt.Chart(data).mark_rect(stroke="white", strokeWidth=0.5).encode(
         x=_x(domain),
         x2=alt.X2("window_end"),
+        y=alt.Y("lane:N", title=None, axis=alt.Axis(ticks=False, domain=False)),
         color=alt.Color("status:N", scale=_STATUS_SCALE, title=None,
-                        legend=alt.Legend(orient="top")),
+                        legend=alt.Legend(orient="bottom")),
         tooltip=_tips("window:N", "status:N", alt.Tooltip("rows:Q", format=","),
                  alt.Tooltip("run_id:Q", title="run")),
     )
@@ -140,7 +144,8 @@ def flag_layers(marks: pd.DataFrame | None, *, labels: bool = False) -> list[alt
         color=colour,
         tooltip=_tips("label:N", "reason:N", alt.Tooltip("when:N", title="recorded")))]
     if labels:
-        out.append(base.mark_text(align="left", baseline="top", dx=4, dy=2, y=2, fontSize=12,
+        # Above the plot, where no cell's colour hides it.
+        out.append(base.mark_text(align="left", baseline="bottom", dx=4, y=-3, fontSize=12,
                                   fontWeight="bold")
                    .encode(text=alt.Text("label:N"), color=colour))
     return out
@@ -158,7 +163,7 @@ def drift_share_chart(windows: pd.DataFrame, domain: Domain | None = None,
     base = alt.Chart(data)
     bars = base.mark_rect(stroke="white", strokeWidth=0.5).encode(
         x=_x(domain), x2=alt.X2("window_end"),
-        y=alt.Y("share_drifted:Q", title="drifted share", scale=alt.Scale(domain=[0, 1]),
+        y=alt.Y("share_drifted:Q", title=None, scale=alt.Scale(domain=[0, 1]),
                 axis=alt.Axis(format="%", tickCount=4)),
         y2=alt.Y2Datum(0),
         color=alt.Color("dataset:N", title=None,
@@ -169,8 +174,8 @@ def drift_share_chart(windows: pd.DataFrame, domain: Domain | None = None,
         tooltip=_tips("window:N", alt.Tooltip("share_drifted:Q", format=".0%", title="drifted"),
                  alt.Tooltip("drift_share_limit:Q", format=".0%", title="limit")),
     )
-    limit = base.mark_line(interpolate="step-after", strokeDash=[5, 4], color="#333333").encode(
-        x=_x(domain), y=alt.Y("drift_share_limit:Q"))
+    limit = base.mark_rule(strokeDash=[5, 4], color="#333333", strokeWidth=1.5).encode(
+        x=_x(domain), x2=alt.X2("window_end"), y=alt.Y("drift_share_limit:Q"))
     return _finish([bars, limit], marks, height=270,
                    title="Dataset drift: share of drifted columns (dashed: the limit)")
 
@@ -194,7 +199,7 @@ def drift_heatmap(cells: pd.DataFrame, domain: Domain | None = None,
         x=_x(domain),
         x2=alt.X2("window_end"),
         y=alt.Y("feature:N", sort=order, title=None,
-                axis=alt.Axis(labelOverlap=False, labelLimit=180)),
+                axis=alt.Axis(labelOverlap=False, labelLimit=_Y_AXIS - 10)),
         color=alt.Color(
             "relative_shown:Q", title="score / threshold",
             scale=alt.Scale(domain=[0, 1, 3], range=["#f1f8e9", "#ffb74d", "#b71c1c"],
@@ -244,7 +249,7 @@ def performance_chart(windows: pd.DataFrame, metric: str, domain: Domain | None 
                             long["series"].map(colours))
     colour = alt.Color("series:N", scale=_SERIES_COLORS, title=None,
                        legend=alt.Legend(orient="top"))
-    x, y = _x_mid(domain), alt.Y("value:Q", title=metric, scale=alt.Scale(zero=False))
+    x, y = _x_mid(domain), alt.Y("value:Q", title=None, scale=alt.Scale(zero=False))
     measured = alt.Chart(long[long["series"] != "reference"])
     reference = alt.Chart(long[long["series"] == "reference"])
     lines = measured.mark_line(interpolate="monotone", strokeWidth=2.5).encode(
@@ -272,7 +277,7 @@ def label_coverage_chart(windows: pd.DataFrame, min_coverage: float,
         maturity=windows["mature"].map({1.0: "mature", 0.0: "immature"}).fillna("unknown"))
     bars = alt.Chart(data).mark_rect(stroke="white", strokeWidth=0.5).encode(
         x=_x(domain), x2=alt.X2("window_end"),
-        y=alt.Y("label_coverage:Q", title="labelled", axis=alt.Axis(format="%", tickCount=3),
+        y=alt.Y("label_coverage:Q", title=None, axis=alt.Axis(format="%", tickCount=3),
                 scale=alt.Scale(domain=[0, 1])),
         y2=alt.Y2Datum(0),
         color=alt.Color("maturity:N", title=None, legend=alt.Legend(orient="top"),
@@ -295,7 +300,7 @@ def violation_chart(windows: pd.DataFrame, warn: float, critical: float,
         window=_window_text(windows))
     bars = alt.Chart(data).mark_rect(color="#5c6bc0", stroke="white", strokeWidth=0.5).encode(
         x=_x(domain), x2=alt.X2("window_end"),
-        y=alt.Y("violation_rate:Q", title="rows violating", axis=alt.Axis(format="%")),
+        y=alt.Y("violation_rate:Q", title=None, axis=alt.Axis(format="%")),
         y2=alt.Y2Datum(0),
         tooltip=_tips("window:N", alt.Tooltip("violation_rate:Q", format=".2%")),
     )
@@ -311,7 +316,7 @@ def violation_chart(windows: pd.DataFrame, warn: float, critical: float,
 
 
 def _lines(windows: pd.DataFrame, columns: Sequence[str], names: Sequence[str],
-           y_title: str, y_format: str, domain: Domain | None) -> alt.Chart:
+           y_format: str, domain: Domain | None) -> alt.Chart:
     data = windows[["window_start", "window_end", *columns]].assign(
         window=_window_text(windows), window_mid=_mid(windows)).rename(
         columns=dict(zip(columns, names, strict=True)))
@@ -320,7 +325,7 @@ def _lines(windows: pd.DataFrame, columns: Sequence[str], names: Sequence[str],
                      value_name="value").dropna(subset=["value"])
     return alt.Chart(long).mark_line(point=True, interpolate="monotone").encode(
         x=_x_mid(domain),
-        y=alt.Y("value:Q", title=y_title, axis=alt.Axis(format=y_format)),
+        y=alt.Y("value:Q", title=None, axis=alt.Axis(format=y_format)),
         color=alt.Color("series:N", title=None, sort=list(names),
                         legend=alt.Legend(orient="top")),
         tooltip=_tips("window:N", "series:N", alt.Tooltip("value:Q", format=y_format)),
@@ -333,11 +338,11 @@ def latency_chart(windows: pd.DataFrame, domain: Domain | None = None,
     """Latency p50, p95 and p99 per window (milliseconds), with the p99 limit if set."""
     layers: list[alt.Chart] = [_lines(
         windows, ["latency_p50_ms", "latency_p95_ms", "latency_p99_ms"], ["p50", "p95", "p99"],
-        "latency (ms)", ",.0f", domain)]
+        ",.0f", domain)]
     if max_p99_ms is not None:
         layers.append(alt.Chart(pd.DataFrame({"y": [max_p99_ms]})).mark_rule(
             strokeDash=[5, 4], color="#f9a825").encode(y=alt.Y("y:Q")))
-    return _finish(layers, marks, height=290, title="Latency")
+    return _finish(layers, marks, height=290, title="Latency (ms)")
 
 
 def rates_chart(windows: pd.DataFrame, max_error_rate: float,
@@ -346,11 +351,12 @@ def rates_chart(windows: pd.DataFrame, max_error_rate: float,
     """Error rate and fallback rate (requests answered with the default) per window,
     with the error-rate limit (dashed red)."""
     lines = _lines(windows, ["error_rate", "fallback_rate"], ["error rate", "fallback rate"],
-                   "share of requests", ".1%", domain)
+                   ".1%", domain)
     rule = alt.Chart(pd.DataFrame({"y": [max_error_rate]})).mark_rule(
         strokeDash=[5, 4], color="#c62828").encode(y=alt.Y("y:Q"))
     return _finish([lines, rule], marks, height=290,
-                   title="Errors and fallback answers (dashed: the error-rate limit)")
+                   title="Share of requests failed or answered with the default (dashed: the "
+                   "error-rate limit)")
 
 
 def overview_strip(strip: pd.DataFrame, models: Sequence[str], *,

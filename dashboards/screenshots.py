@@ -100,10 +100,11 @@ class Capture:
 
 
 def capture(url: str, path: Path, *, min_charts: int = 1, timeout: float = 90.0,
-            width: int = 1440, height: int = 1000, full_page: bool = True) -> Capture:
+            width: int = 1440, height: int = 1000, full_page: bool = True,
+            until_heading: str | None = None) -> Capture:
     """Open ``url`` in headless chromium, wait (at most ``timeout`` seconds in all) for
     the app, ``min_charts`` drawn charts and the end of the script run, then save a
-    screenshot to ``path``."""
+    screenshot to ``path``: the whole page, or down to the heading ``until_heading``."""
     from playwright.sync_api import sync_playwright
 
     budget_ms = timeout * 1000.0
@@ -137,7 +138,14 @@ def capture(url: str, path: Path, *, min_charts: int = 1, timeout: float = 90.0,
             exceptions = [e.inner_text() for e in page.query_selector_all(EXCEPTION)]
             charts = int(page.evaluate(_DRAWN, CHART))
             path.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(path), full_page=full_page, timeout=left())
+            clip = None
+            if until_heading is not None:
+                box = page.locator("h1, h2, h3", has_text=until_heading).first.bounding_box(
+                    timeout=left())
+                if box is not None:
+                    clip = {"x": 0, "y": 0, "width": width, "height": max(box["y"] - 8, 100)}
+            page.screenshot(path=str(path), clip=clip, full_page=full_page and clip is None,
+                            timeout=left())
         finally:
             browser.close()
     return Capture(charts=charts, exceptions=exceptions, path=path)
@@ -172,14 +180,14 @@ def main(out: Path = ROOT / "docs") -> None:
         config = _demo_store(Path(tmp))
         with serve(config, log=Path(tmp) / "streamlit.log") as url:
             shots = [
-                (f"{url}/", out / "dashboard-overview.png", 1, 1000),
+                (f"{url}/", out / "dashboard-overview.png", 1, None),
                 (f"{url}/model?model=loan_default&days=30", out / "dashboard-model.png", 8,
-                 1000),
+                 "Schema"),
                 (f"{url}/run?model=loan_default&run=10",
-                 out / "dashboard-run.png", 1, 1000),
+                 out / "dashboard-run.png", 1, None),
             ]
-            for page_url, path, charts, height in shots:
-                shot = capture(page_url, path, min_charts=charts, height=height)
+            for page_url, path, charts, until in shots:
+                shot = capture(page_url, path, min_charts=charts, until_heading=until)
                 if shot.exceptions:
                     raise SystemExit(f"{page_url}: the page shows an exception: "
                                      f"{shot.exceptions[0]}")

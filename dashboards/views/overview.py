@@ -22,6 +22,13 @@ cols[1].metric("Critical", int((table["status"] == "critical").sum()))
 cols[2].metric("Fallback on", int((table["fallback"] == "ON").sum()))
 cols[3].metric("Without runs", int((table["status"] == "no runs").sum()))
 
+for row in table[table["fallback"] == "ON"].itertuples(index=False):
+    since = f" since {nav.utc_text(row.since)}" if row.since else ""
+    until = f", until {nav.utc_text(row.expires_at)}" if row.expires_at else ""
+    st.warning(f"**[{row.model}]({nav.link('model', model=row.model)})** is served its "
+               f"fallback: the flag is ON{since} ({row.source}{until}). {row.reason or ''}",
+               icon=":material/emergency:")
+
 if view.strip.empty:
     st.info("No check runs yet. `mqm serve` checks every model on its schedule; "
             "`mqm backfill --model M --since T1 --until T2` checks past windows now.")
@@ -60,9 +67,9 @@ st.dataframe(
         "since": st.column_config.TextColumn("flag since"),
         "window_end": st.column_config.TextColumn("latest window end"),
         "drifted_latest": st.column_config.NumberColumn("drifted", format="percent"),
-        "drifted_trend": trend("drifted, recent", y_min=0.0, y_max=1.0, width="small"),
+        "drifted_trend": trend("drift trend", y_min=0.0, y_max=1.0, width="small"),
         "accuracy_latest": st.column_config.NumberColumn("accuracy", format="%.3f"),
-        "accuracy_trend": trend("accuracy, recent", width="small"),
+        "accuracy_trend": trend("accuracy trend", width="small"),
         "estimated_latest": st.column_config.NumberColumn("estimated", format="%.3f"),
         "violations_latest": st.column_config.NumberColumn("violations", format="percent"),
         "last_success": st.column_config.TextColumn("last successful check"),

@@ -94,6 +94,8 @@ def test_overview_shows_each_model_as_stored(demo_config: Path) -> None:
     assert row["run_id"] == latest.id
     assert metric(at, "Critical") == "1" and metric(at, "Fallback on") == "1"
     assert len(charts(at)) == 1  # the strip of recent windows
+    [warning] = [w.value for w in at.warning]
+    assert "the flag is ON since" in warning and flag["reason"] in warning
 
 
 def test_model_page_shows_each_window_as_stored(demo_config: Path) -> None:
