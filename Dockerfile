@@ -17,6 +17,7 @@ RUN pip install --no-cache-dir --require-hashes --no-deps -r /tmp/build/requirem
 # but the locked set gets in; `pip check` fails the build if the lock misses a dependency.
 COPY pyproject.toml README.md /tmp/build/
 COPY monitor/ /tmp/build/monitor/
+COPY dashboards/ /tmp/build/dashboards/
 RUN pip install --no-cache-dir --no-deps /tmp/build && pip check && rm -rf /tmp/build
 
 # Files are root-owned so the app user cannot change its own config; only /data is

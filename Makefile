@@ -19,7 +19,7 @@ MQM_TEST_POSTGRES_URL ?= $(shell pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null 
 	echo postgresql+psycopg://postgres@127.0.0.1:5432/postgres)
 export MQM_TEST_POSTGRES_URL
 
-.PHONY: demo test lint typecheck setup lock mutants clean
+.PHONY: demo test lint typecheck setup lock mutants clean dashboard screenshots
 
 setup: $(STAMP)
 
@@ -47,6 +47,14 @@ lock:
 
 demo: $(STAMP)
 	$(VENV)/bin/mqm demo
+
+dashboard: $(STAMP)
+	$(VENV)/bin/mqm dashboard
+
+# The README's dashboard screenshots (docs/dashboard-*.png) of a fresh demo store; needs
+# /usr/bin/chromium (apt-get install chromium).
+screenshots: $(STAMP)
+	$(PY) -m dashboards.screenshots
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -449,6 +449,38 @@ def demo(ctx: Context, data: Path | None) -> None:
                "monitor.client.FallbackFlag.")
 
 
+# --- dashboard --------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address the dashboard listens on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8501, show_default=True,
+              help="Port of the dashboard.")
+@pass_ctx
+@_fail_cleanly
+def dashboard(ctx: _Context, host: str, port: int) -> None:
+    """Run the Streamlit quality dashboard on the store (see README, Dashboard)."""
+    import importlib.util
+    import os
+
+    from monitor.config import ENV_CONFIG, config_path
+
+    ctx.config  # noqa: B018 -- a bad config fails here, in one line, not in the browser
+    spec = importlib.util.find_spec("dashboards")
+    if spec is None or spec.origin is None:
+        raise MonitorError("the dashboards package is not installed with mqm")
+    app = Path(spec.origin).parent / "app.py"
+    env = {**os.environ, ENV_CONFIG: str(config_path(ctx.config_file).resolve())}
+    command = [sys.executable, "-m", "streamlit", "run", str(app),
+               "--server.headless", "true", "--browser.gatherUsageStats", "false",
+               "--server.port", str(port), "--server.address", host,
+               "--client.toolbarMode", "viewer"]
+    click.echo(f"mqm dashboard on http://{host}:{port}", err=True)
+    # Streamlit takes over the process: signals (docker stop, Ctrl-C) reach it directly.
+    os.execve(sys.executable, command, env)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
 

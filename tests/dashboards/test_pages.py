@@ -1,0 +1,337 @@
+"""Every page through Streamlit's AppTest: no exception, and the figures shown are the
+store's; an empty store and an unreachable one; the override form and its token."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from monitor.config import load_config
+from monitor.fallback.flag import flag_document
+from monitor.store.db import create_engine
+from monitor.store.flags import list_events
+from monitor.store.history import window_runs
+from monitor.store.runs import get_run
+from tests.dashboards.conftest import APP, MODEL
+
+TIMEOUT = 120  # seconds per script run: two cores shared with other test runs
+
+
+def open_page(page: str | None = None, **params: object) -> AppTest:
+    """Run the app on ``page`` (None: the default one) with URL ``params``."""
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    if page is not None:
+        # A first run registers the pages (st.navigation); before it, AppTest would run
+        # the page's file alone, without app.py around it.
+        at.run()
+        at.switch_page(f"views/{page}.py")
+    at.query_params.clear()
+    at.query_params.update({k: str(v) for k, v in params.items()})
+    return at.run()
+
+
+def no_exception(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def charts(at: AppTest) -> list[Any]:
+    return list(at.get("vega_lite_chart"))
+
+
+def metric(at: AppTest, label: str) -> str:
+    found = [m.value for m in at.metric if m.label == label]
+    assert found, (label, [m.label for m in at.metric])
+    return found[0]
+
+
+_COLUMNS = {  # a table by the columns it has (a read-only dataframe keeps no key)
+    "models": {"model", "note"},
+    "windows": {"window_end", "status", "share_drifted"},
+    "features": {"feature", "method", "score"},
+    "schema_columns": {"column", "examples"},
+    "metrics": {"metric", "reference"},
+    "events": {"event", "kind"},
+}
+
+
+def frame(at: AppTest, name: str):  # type: ignore[no-untyped-def]
+    for df in at.dataframe:
+        if _COLUMNS[name] <= set(df.value.columns):
+            return df.value
+    raise AssertionError(f"no {name} table")
+
+
+def store(config: Path) -> tuple[Any, Any]:
+    cfg = load_config(config)
+    return cfg, create_engine(cfg.database_url)
+
+
+def window(engine: Any, end: datetime) -> Any:
+    return next(r for r in window_runs(engine, MODEL) if r.window_end == end)
+
+
+# --- the demo store ------------------------------------------------------------------------
+
+
+def test_overview_shows_each_model_as_stored(demo_config: Path) -> None:
+    cfg, engine = store(demo_config)
+    at = open_page()
+    no_exception(at)
+    assert [t.value for t in at.title] == ["Model quality"]
+    latest = window_runs(engine, MODEL)[-1]
+    flag = flag_document(engine, cfg, MODEL)
+    table = frame(at, "models")
+    row = table.set_index("model").loc[MODEL]
+    assert row["status"] == latest.status == "critical"
+    # Checked as of 2026-11-27: by now no run was taken in for longer than 3 windows.
+    assert flag["active"] and flag["stale"]
+    assert row["fallback"] == "ON (stale)"
+    assert row["source"] == flag["source"] == "auto"
+    assert row["run_id"] == latest.id
+    assert metric(at, "Critical") == "1" and metric(at, "Fallback on") == "1"
+    assert len(charts(at)) == 1  # the strip of recent windows
+    [warning] = [w.value for w in at.warning]
+    assert "the flag is ON since" in warning and flag["reason"] in warning
+
+
+def test_model_page_shows_each_window_as_stored(demo_config: Path) -> None:
+    _, engine = store(demo_config)
+    at = open_page("model", model=MODEL, days="all")
+    no_exception(at)
+    runs = window_runs(engine, MODEL)
+    table = frame(at, "windows")
+    shown = dict(zip(table["window_end"], table["status"], strict=True))
+    for run in runs:
+        assert shown[f"{run.window_end:%Y-%m-%d %H:%M} UTC"] == run.status
+    assert shown["2026-10-05 00:00 UTC"] == "ok"
+    assert shown["2026-10-12 00:00 UTC"] == "critical"
+    assert metric(at, "Critical windows") == str(sum(r.status == "critical" for r in runs))
+    assert metric(at, "Fallback flag") == "ON"
+    # status, drift share, heat-map, accuracy, coverage, schema, latency, errors
+    assert len(charts(at)) == 8
+    assert at.query_params["model"] == MODEL and at.query_params["days"] == "all"
+
+
+def test_model_page_range_and_window_picker_open_the_run(demo_config: Path) -> None:
+    _, engine = store(demo_config)
+    at = open_page("model", model=MODEL, days=7)
+    no_exception(at)
+    assert metric(at, "Windows shown") == "7"
+    target = window(engine, datetime(2026, 10, 12, tzinfo=UTC))
+    label = next(o for o in at.selectbox(key="window_pick").options
+                 if o.endswith(f"run {target.id}"))
+    at.selectbox(key="window_pick").select(label).run()
+    at.button(key="open_run").click().run()
+    no_exception(at)
+    assert [t.value for t in at.title] == [f"{MODEL}: run {target.id}"]
+    assert at.query_params["run"] == str(target.id)
+
+
+def test_run_page_shows_the_run_as_stored(demo_config: Path) -> None:
+    _, engine = store(demo_config)
+    target = window(engine, datetime(2026, 10, 12, tzinfo=UTC))
+    run = get_run(engine, target.id).run
+    at = open_page("run", run=target.id)
+    no_exception(at)
+    assert metric(at, "Status") == run.status == "critical"
+    features = frame(at, "features").set_index("feature")
+    for name in ("credit_score", "home_ownership", "age"):
+        assert features.loc[name, "score"] == pytest.approx(run.drift.feature(name).score)
+        assert features.loc[name, "drifted"] == run.drift.feature(name).drifted
+    assert features.loc["home_ownership", "unseen share"] == pytest.approx(
+        run.drift.feature("home_ownership").unseen_share)
+    # The distribution of the most drifted column, read from the window's logs.
+    assert at.selectbox(key="feature").value == features.index[0]
+    assert len(charts(at)) == 1
+    schema = frame(at, "schema_columns").set_index("column")
+    assert schema.loc["home_ownership", "violations"] == pytest.approx(
+        run.schema.column("home_ownership").violation_rate)
+    metrics = frame(at, "metrics").set_index("metric")
+    assert metrics.loc["accuracy", "window"] == pytest.approx(run.performance.metrics["accuracy"])
+    assert metrics.loc["accuracy", "reference"] == pytest.approx(0.84)
+
+
+def test_deep_link_at_the_root_opens_the_run(demo_config: Path) -> None:
+    _, engine = store(demo_config)
+    target = window(engine, datetime(2026, 10, 5, tzinfo=UTC))
+    at = open_page(model=MODEL, run=target.id)
+    no_exception(at)
+    assert [t.value for t in at.title] == [f"{MODEL}: run {target.id}"]
+    assert metric(at, "Status") == "ok"
+
+
+def test_deep_link_with_a_model_opens_the_model_page(demo_config: Path) -> None:
+    at = open_page(model=MODEL)
+    no_exception(at)
+    assert [t.value for t in at.title] == [MODEL]
+
+
+def test_a_run_that_does_not_exist_says_so(demo_config: Path) -> None:
+    at = open_page("run", run=99999)
+    no_exception(at)
+    assert [e.value for e in at.error] == [
+        "No run with id 99999 in the store (pruned, or another store?)."]
+
+
+def test_an_unknown_model_says_so(demo_config: Path) -> None:
+    at = open_page("model", model="nope")
+    no_exception(at)
+    assert len(at.error) == 1 and "Unknown model 'nope'" in at.error[0].value
+
+
+def test_fallback_page_shows_the_flag_and_its_trail(demo_config: Path) -> None:
+    cfg, engine = store(demo_config)
+    at = open_page("fallback", model=MODEL)
+    no_exception(at)
+    flag = flag_document(engine, cfg, MODEL)
+    assert metric(at, "Flag") == "ON" and flag["active"]
+    assert metric(at, "Source") == flag["source"] == "auto"
+    trail = frame(at, "events")
+    assert list(trail["event"]) == [e.id for e in list_events(engine, MODEL)]
+    assert "read-only" in " ".join(i.value for i in at.info).lower()
+    assert not at.button  # no override form without a token
+
+
+# --- overrides ----------------------------------------------------------------------------
+
+
+def fill_override(at: AppTest, *, action: str, token: str, until: str = "") -> AppTest:
+    at.radio(key="action").set_value(action)
+    at.text_input(key="until").input(until)
+    at.text_input(key="reason").input("bad release 1.4")
+    at.text_input(key="by").input("alice")
+    at.text_input(key="token").input(token)
+    return at.button[0].click().run()  # the form's "Review"
+
+
+def test_override_is_refused_without_the_token(demo_config: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg, engine = store(demo_config)
+    monkeypatch.setenv("MQM_API_TOKEN", "s3cret")
+    before = list_events(engine, MODEL)
+    at = open_page("fallback", model=MODEL)
+    fill_override(at, action="Force off", token="wrong")
+    no_exception(at)
+    assert [e.value for e in at.error] == [
+        "Refused: the API token is wrong. Nothing was changed."]
+    assert not [b for b in at.button if b.key == "confirm"]
+    assert list_events(engine, MODEL) == before
+    assert flag_document(engine, cfg, MODEL)["source"] == "auto"
+
+
+def test_override_is_applied_with_the_token_after_confirmation(
+        demo_config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg, engine = store(demo_config)
+    monkeypatch.setenv("MQM_API_TOKEN", "s3cret")
+    at = open_page("fallback", model=MODEL)
+    fill_override(at, action="Force off", token="s3cret", until="2h")
+    no_exception(at)
+    assert not at.error
+    assert "force the flag of **loan_default** OFF until" in at.warning[0].value
+    assert list_events(engine, MODEL)[0].kind == "auto"  # nothing yet: confirm first
+    at.button(key="confirm").click().run()
+    no_exception(at)
+    assert at.success[0].value == "Done: the flag of loan_default is now off (manual)."
+    event = list_events(engine, MODEL)[0]
+    assert (event.kind, event.actor, event.reason, event.new_active) == (
+        "manual", "alice", "bad release 1.4", False)
+    doc = flag_document(engine, cfg, MODEL)
+    assert (doc["active"], doc["source"]) == (False, "manual")
+    assert doc["expires_at"] is not None
+    assert metric(at, "Flag") == "off"
+    assert frame(at, "events")["event"].iloc[0] == event.id  # the trail shows it at once
+
+    fill_override(at, action="Clear the override", token="s3cret")
+    at.button(key="confirm").click().run()
+    no_exception(at)
+    assert list_events(engine, MODEL)[0].details["action"] == "clear"
+    assert flag_document(engine, cfg, MODEL)["source"] == "auto"
+
+
+def test_override_can_be_cancelled(demo_config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, engine = store(demo_config)
+    monkeypatch.setenv("MQM_API_TOKEN", "s3cret")
+    before = list_events(engine, MODEL)
+    at = open_page("fallback", model=MODEL)
+    fill_override(at, action="Force on", token="s3cret")
+    at.button(key="cancel").click().run()
+    no_exception(at)
+    assert not at.warning and list_events(engine, MODEL) == before
+
+
+def test_override_needs_who_and_why_and_a_future_expiry(
+        demo_config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MQM_API_TOKEN", "s3cret")
+    at = open_page("fallback", model=MODEL)
+    fill_override(at, action="Force on", token="s3cret", until="2020-01-01T00:00:00Z")
+    assert "is not in the future" in at.error[0].value
+    fill_override(at, action="Force on", token="s3cret", until="soon")
+    assert at.error[0].value.startswith("Until: ")
+    at.text_input(key="by").input("")
+    at.text_input(key="until").input("")
+    at.button[0].click().run()
+    assert at.error[0].value == "Say who you are and why: both go into the audit trail."
+    no_exception(at)
+
+
+# --- an empty store, one without runs, one that cannot be reached --------------------------
+
+
+def test_an_empty_store_explains_instead_of_failing(empty_config: Path) -> None:
+    at = open_page()
+    no_exception(at)
+    assert not at.error
+    text = " ".join(i.value for i in at.info)
+    assert "No check runs yet" in text and "no logs and no check runs yet" in text
+    for page in ("model", "run"):
+        at = open_page(page, model=MODEL)
+        no_exception(at)
+        assert not at.error
+        assert f"No check runs for {MODEL} yet" in at.info[0].value
+    at = open_page("fallback", model=MODEL)
+    no_exception(at)
+    assert metric(at, "Flag") == "off"
+
+
+def test_logs_without_runs_are_told_apart(logs_only_config: Path) -> None:
+    at = open_page()
+    no_exception(at)
+    notes = frame(at, "models")["note"].tolist()
+    assert notes == ["no check runs yet; logs from 2026-10-01 00:01 to 2026-10-14 23:59 UTC: "
+                     "`mqm serve` checks them, or `mqm backfill`"]
+
+
+@pytest.mark.parametrize("page", [None, "model", "run", "fallback"])
+def test_an_unreachable_store_is_one_clear_error(unreachable_config: Path,
+                                                 page: str | None) -> None:
+    at = open_page(page, model=MODEL)
+    no_exception(at)
+    assert len(at.error) == 1, [e.value for e in at.error]
+    message = at.error[0].value
+    assert message.startswith("cannot reach the database at postgresql+psycopg://mqm@127.0.0.1:")
+    assert "Traceback" not in message
+
+
+def test_a_missing_config_is_one_clear_error(tmp_path: Path, use_config) -> None:  # type: ignore[no-untyped-def]
+    use_config(tmp_path / "nowhere.yaml")
+    at = open_page()
+    no_exception(at)
+    assert len(at.error) == 1 and "nowhere.yaml" in at.error[0].value
+
+
+# --- the report -------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_report_button_offers_the_evidently_report(demo_config: Path) -> None:
+    _, engine = store(demo_config)
+    target = window(engine, datetime(2026, 10, 12, tzinfo=UTC))
+    at = open_page("run", run=target.id)
+    at.button(key="build_report").click().run(timeout=300)
+    no_exception(at)
+    assert not at.error
+    assert at.get("download_button"), "no download button after building the report"
