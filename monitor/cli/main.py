@@ -458,8 +458,8 @@ def demo(ctx: Context, data: Path | None) -> None:
 @click.option("--port", type=click.IntRange(1, 65535), default=8501, show_default=True,
               help="Port of the dashboard.")
 @pass_ctx
-@_fail_cleanly
-def dashboard(ctx: _Context, host: str, port: int) -> None:
+@fail_cleanly
+def dashboard(ctx: Context, host: str, port: int) -> None:
     """Run the Streamlit quality dashboard on the store (see README, Dashboard)."""
     import importlib.util
     import os
@@ -481,8 +481,7 @@ def dashboard(ctx: _Context, host: str, port: int) -> None:
     os.execve(sys.executable, command, env)
 
 
+main.add_command(fallback)
+
 if __name__ == "__main__":  # pragma: no cover
     main()
-
-
-main.add_command(fallback)

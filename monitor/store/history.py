@@ -144,11 +144,19 @@ _WINDOW_COLUMNS = ("id", "model", "window_start", "window_end", "rows", "status"
                    "finished_at", "config_hash", "reference_version")
 
 
+def _at(value: Any) -> datetime:
+    """A time from a NOT NULL column, as aware UTC."""
+    out = aware(value)
+    if out is None:
+        raise ValueError("a NOT NULL time column held null")
+    return out
+
+
 def _window_run(row: Any) -> WindowRun:
     m = row._mapping
-    return WindowRun(id=int(m["id"]), model=m["model"], window_start=aware(m["window_start"]),
-                     window_end=aware(m["window_end"]), rows=int(m["rows"]),
-                     status=m["status"], finished_at=aware(m["finished_at"]),
+    return WindowRun(id=int(m["id"]), model=m["model"], window_start=_at(m["window_start"]),
+                     window_end=_at(m["window_end"]), rows=int(m["rows"]),
+                     status=m["status"], finished_at=_at(m["finished_at"]),
                      config_hash=m["config_hash"], reference_version=m["reference_version"])
 
 
