@@ -214,7 +214,14 @@ class PerformanceConfig(_Section):
     )
     allowed_estimated_drop: float = Field(
         0.05, ge=0, le=1, description="Largest tolerated drop of the estimated accuracy "
-        "(no labels needed) against the reference; a larger one is a warning."
+        "(no labels needed) against the reference; a larger one is a warning (see "
+        "estimated_band)."
+    )
+    estimated_band: bool = Field(
+        True, description="A drop past allowed_estimated_drop warns only when the reference "
+        "accuracy also lies above the estimate's confidence band (3 sampling errors, as "
+        "NannyML's CBPE), so that a small window does not warn on noise; false: the drop "
+        "alone decides."
     )
 
 

@@ -1,7 +1,8 @@
 """What the checks need from a model's reference set, computed once per reference version.
 
 Loading the file, profiling it for drift, its realized metrics and the calibration
-of the accuracy estimator cost seconds; windows come every few minutes. So the
+of the accuracy estimator (whether to calibrate each class, decided as NannyML's CBPE,
+then the fit) cost seconds; windows come every few minutes. So the
 result is cached by the file's content hash and the contract, and rebuilt only
 when either changes.
 """
@@ -91,7 +92,12 @@ def load_reference_data(
         labels = frame[target]
         metrics = performance_metrics(preds, labels, probs, schema)
         if schema.task == "classification" and probs is not None:
-            estimator = AccuracyEstimator.fit(probs, labels, preds, schema)
+            # Calibration is decided here, once per reference version (ten isotonic fits
+            # per class), and kept in the estimator with why (``calibration_notes``).
+            try:
+                estimator = AccuracyEstimator.fit(probs, labels, preds, schema)
+            except MonitorError as exc:  # the other checks still have their reference
+                estimator_error = f"{path}: {exc}"
         else:
             estimator_error = "the model logs no class probabilities"
     data = ReferenceData(
