@@ -223,6 +223,14 @@ class PerformanceConfig(_Section):
         "NannyML's CBPE), so that a small window does not warn on noise; false: the drop "
         "alone decides."
     )
+    estimated_calibration: Literal["nannyml", "always"] = Field(
+        "nannyml", description="Which classes' scores the reference calibrates (isotonic) "
+        "before they are read as probabilities. nannyml: only those whose expected "
+        "calibration error it lowers on held-out splits, as NannyML's CBPE, so the estimate "
+        "equals NannyML's; always: every class. On bench/estimate_vs_nannyml.py's 200 "
+        "held-out windows always landed nearer the realized accuracy (mean error 0.017 "
+        "against 0.026; multiclass 0.022 against 0.043)."
+    )
 
 
 class ServiceConfig(_Section):

@@ -18,7 +18,7 @@ does not warn on noise.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
@@ -101,11 +101,14 @@ class AccuracyEstimator:
 
     @classmethod
     def fit(cls, probabilities: pd.DataFrame, labels: pd.Series, predictions: pd.Series,
-            schema: ModelSchema) -> AccuracyEstimator:
+            schema: ModelSchema, *, calibration: Literal["nannyml", "always"] = "nannyml"
+            ) -> AccuracyEstimator:
         """Fit on the reference rows that have a label, a prediction and probabilities.
 
-        Raises ``MonitorError`` when the schema names fewer than two classes or no
-        reference row can be used.
+        ``calibration``: ``nannyml`` calibrates the classes NannyML's rule picks;
+        ``always`` every class (the rule's figures are still recorded). Raises
+        ``MonitorError`` when the schema names fewer than two classes or no reference row
+        can be used.
         """
         from sklearn.isotonic import IsotonicRegression
 
@@ -129,6 +132,9 @@ class AccuracyEstimator:
         for i in range(scores.shape[1]):
             outcome = (label == first_scored + i).astype(int)
             decision = decide_calibration(outcome, scores[:, i])
+            if calibration == "always" and not decision.calibrated:
+                decision = replace(decision, calibrated=True, reason="calibrated "
+                                   f"(estimated_calibration: always); {decision.reason}")
             decisions.append(decision)
             calibrators.append(
                 IsotonicRegression(out_of_bounds="clip", increasing=True).fit(

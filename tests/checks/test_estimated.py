@@ -230,6 +230,9 @@ def test_reference_profile_records_the_calibration_and_survives_a_failed_fit(
     # The sample model's scores are calibrated already: isotonic would not help.
     assert data.estimator.calibrated_classes == ()
     assert data.estimator.calibration_notes["1"].startswith("not calibrated: ")
+    _, cfg = make_config(performance={"estimated_calibration": "always"})
+    data = load_reference_data(cfg.models["loan_default"], schema, "v-sample")
+    assert data.estimator is not None and data.estimator.calibrated_classes == ("1",)
     # No labels at all: no estimator, and why; the drift profile is still there.
     ref = pd.read_parquet(ROOT / "sample_data" / "reference.parquet")
     ref["defaulted"] = None

@@ -247,3 +247,23 @@ def test_the_section_round_trips_and_old_documents_read_back() -> None:
     back = from_json(EstimatedResult, old)
     assert (back.sampling_error, back.lower_bound, back.metrics, back.calibrated) == (
         None, None, {}, ())
+
+
+def test_always_calibrate_is_an_option_not_the_default() -> None:
+    from sklearn.isotonic import IsotonicRegression
+
+    reference, window, classes = reference_and_window("breast_cancer", "forest", True)
+    proba = {str(c): reference[f"p_{c}"] for c in classes}
+    nannyml_rule, _ = mqm_estimate(reference, window, classes)
+    always = AccuracyEstimator.fit(pd.DataFrame(proba), reference["y"], reference["pred"],
+                                   make_schema(classes), calibration="always")
+    assert nannyml_rule.calibrated_classes == () and always.calibrated_classes == ("1",)
+    assert always.calibration_notes["1"].startswith(
+        "calibrated (estimated_calibration: always); not calibrated: expected calibration")
+    # Independently: isotonic regression of the positive class, the predicted class's share.
+    iso = IsotonicRegression(out_of_bounds="clip").fit(reference["p_1"], reference["y"])
+    q = iso.predict(window["p_1"])
+    want = float(np.mean(np.where(window["pred"] == 1, q, 1 - q)))
+    window_proba = pd.DataFrame({str(c): window[f"p_{c}"] for c in classes})
+    assert always.estimate(window_proba, window["pred"]) == pytest.approx(want, abs=TOLERANCE)
+    assert abs(want - nannyml_rule.estimate(window_proba, window["pred"])) > 0.01
