@@ -40,20 +40,25 @@ __all__ = ["AccuracyEstimator", "EstimatedResult", "check_estimated", "with_esti
 
 def _scores(probabilities: pd.DataFrame, classes: tuple[str, ...]) -> np.ndarray:
     """Rows x scored classes (binary: the positive class only); NaN where missing."""
-    proba = probabilities.rename(columns=str)
-    n = len(proba)
+    named = {str(c): c for c in probabilities.columns}  # no renamed copy of the frame
+    n = len(probabilities)
+
+    def column(cls: str) -> np.ndarray:
+        values: np.ndarray = probabilities[named[cls]].to_numpy(dtype=float, na_value=np.nan)
+        return values
+
     if len(classes) == 2:
         positive, negative = classes[1], classes[0]
-        if positive in proba.columns:
-            col = np.asarray(proba[positive].to_numpy(dtype=float, na_value=np.nan))
-            return col.reshape(n, 1)
-        if negative in proba.columns:  # a model may log only one column of the pair
-            col = np.asarray(proba[negative].to_numpy(dtype=float, na_value=np.nan))
-            return 1.0 - col.reshape(n, 1)
+        if positive in named:
+            return column(positive).reshape(n, 1)
+        if negative in named:  # a model may log only one column of the pair
+            return 1.0 - column(negative).reshape(n, 1)
         return np.full((n, 1), np.nan)
-    cols = [proba[c].to_numpy(dtype=float, na_value=np.nan) if c in proba.columns
-            else np.full(n, np.nan) for c in classes]
-    return np.column_stack(cols) if cols else np.empty((n, 0))
+    # Column-major: every step below works a class at a time.
+    out = np.empty((n, len(classes)), order="F")
+    for i, c in enumerate(classes):
+        out[:, i] = column(c) if c in named else np.nan
+    return out
 
 
 def _codes(values: pd.Series, classes: tuple[str, ...]) -> np.ndarray:
@@ -66,7 +71,9 @@ def _codes(values: pd.Series, classes: tuple[str, ...]) -> np.ndarray:
 def _full(scores: np.ndarray) -> np.ndarray:
     """Rows x classes from the scored columns: binary gets its negative column back."""
     if scores.shape[1] == 1:
-        return np.column_stack([1.0 - scores[:, 0], scores[:, 0]])
+        full = np.empty((len(scores), 2), order="F")
+        full[:, 0], full[:, 1] = 1.0 - scores[:, 0], scores[:, 0]
+        return full
     return scores
 
 
@@ -148,16 +155,16 @@ class AccuracyEstimator:
 
     def _calibrated(self, scores: np.ndarray) -> np.ndarray:
         """Rows x classes: the calibrated probabilities of fully scored rows."""
-        columns = [scores[:, i] if iso is None else iso.predict(scores[:, i])
-                   for i, iso in enumerate(self.calibrators)]
-        calibrated = np.column_stack(columns)
+        calibrated = np.empty(scores.shape, order="F")
+        for i, iso in enumerate(self.calibrators):
+            calibrated[:, i] = scores[:, i] if iso is None else iso.predict(scores[:, i])
         if len(self.classes) == 2:
             return _full(calibrated)
         total = calibrated.sum(axis=1, keepdims=True)
+        np.divide(calibrated, total, out=calibrated, where=total != 0)
         # Every class calibrated to 0 (scores below all fitted ones): no information left.
-        uniform = np.full_like(calibrated, 1.0 / len(self.classes))
-        normalised: np.ndarray = np.divide(calibrated, total, out=uniform, where=total != 0)
-        return normalised
+        calibrated[total[:, 0] == 0] = 1.0 / len(self.classes)
+        return calibrated
 
     @staticmethod
     def _correct(calibrated: np.ndarray, pred: np.ndarray) -> np.ndarray:
@@ -172,8 +179,10 @@ class AccuracyEstimator:
             raise ValueError("probabilities and predictions must have the same length")
         scores = _scores(probabilities, self.classes)
         usable = np.isfinite(scores).all(axis=1) & predictions.notna().to_numpy()
-        scores = scores[usable]
-        pred = _codes(predictions.iloc[usable], self.classes)
+        if not usable.all():
+            scores = np.asfortranarray(scores[usable])
+            predictions = predictions.iloc[usable]
+        pred = _codes(predictions, self.classes)
         calibrated = (self._calibrated(scores) if len(scores)
                       else np.empty((0, len(self.classes))))
         return usable, calibrated, _full(scores), pred
