@@ -141,7 +141,8 @@ class AccuracyEstimator:
             decision = decide_calibration(outcome, scores[:, i])
             if calibration == "always" and not decision.calibrated:
                 decision = replace(decision, calibrated=True, reason="calibrated "
-                                   f"(estimated_calibration: always); {decision.reason}")
+                                   "(estimated_calibration: always) where NannyML's rule "
+                                   f"would not: {decision.reason}")
             decisions.append(decision)
             calibrators.append(
                 IsotonicRegression(out_of_bounds="clip", increasing=True).fit(

@@ -259,7 +259,8 @@ def test_always_calibrate_is_an_option_not_the_default() -> None:
                                    make_schema(classes), calibration="always")
     assert nannyml_rule.calibrated_classes == () and always.calibrated_classes == ("1",)
     assert always.calibration_notes["1"].startswith(
-        "calibrated (estimated_calibration: always); not calibrated: expected calibration")
+        "calibrated (estimated_calibration: always) where NannyML's rule would not: not "
+        "calibrated: expected calibration error")
     # Independently: isotonic regression of the positive class, the predicted class's share.
     iso = IsotonicRegression(out_of_bounds="clip").fit(reference["p_1"], reference["y"])
     q = iso.predict(window["p_1"])
