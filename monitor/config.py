@@ -273,7 +273,22 @@ class PerformanceConfig(_Section):
     )
     allowed_estimated_drop: float = Field(
         0.05, ge=0, le=1, description="Largest tolerated drop of the estimated accuracy "
-        "(no labels needed) against the reference; a larger one is a warning."
+        "(no labels needed) against the reference; a larger one is a warning (see "
+        "estimated_band)."
+    )
+    estimated_band: bool = Field(
+        True, description="A drop past allowed_estimated_drop warns only when the reference "
+        "accuracy also lies above the estimate's confidence band (3 sampling errors, as "
+        "NannyML's CBPE), so that a small window does not warn on noise; false: the drop "
+        "alone decides."
+    )
+    estimated_calibration: Literal["nannyml", "always"] = Field(
+        "nannyml", description="Which classes' scores the reference calibrates (isotonic) "
+        "before they are read as probabilities. nannyml: only those whose expected "
+        "calibration error it lowers on held-out splits, as NannyML's CBPE, so the estimate "
+        "equals NannyML's; always: every class. On bench/estimate_vs_nannyml.py's 200 "
+        "held-out windows always landed nearer the realized accuracy (mean error 0.017 "
+        "against 0.026; multiclass 0.022 against 0.043)."
     )
 
 

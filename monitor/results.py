@@ -163,6 +163,17 @@ class DriftResult:
 
 @dataclass(frozen=True)
 class EstimatedResult:
+    """Performance estimated without labels (CBPE), and its judgement.
+
+    ``sampling_error``: of the estimated accuracy in a window of ``rows_used`` rows;
+    ``lower_bound``..``upper_bound``: its 3-sigma confidence band, within [0, 1].
+    ``metrics``: expected accuracy, f1, precision, recall and roc_auc (binary: of the
+    positive class; multiclass: macro), with their ``sampling_errors``. ``calibrated``:
+    the classes whose scores the reference calibrates; ``calibration``: per scored class,
+    why or why not. Fields after ``reasons`` came later: older documents read back with
+    their defaults.
+    """
+
     estimated_accuracy: float | None
     reference_accuracy: float | None  # None only when there is no estimator
     drop: float | None
@@ -170,6 +181,13 @@ class EstimatedResult:
     rows_used: int
     status: Literal["ok", "warn", "skipped"]
     reasons: tuple[str, ...]
+    sampling_error: float | None = None
+    lower_bound: float | None = None
+    upper_bound: float | None = None
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    sampling_errors: dict[str, float | None] = field(default_factory=dict)
+    calibrated: tuple[str, ...] = ()
+    calibration: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

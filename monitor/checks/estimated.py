@@ -1,21 +1,32 @@
-"""Estimated accuracy without labels: confidence-based performance estimation (CBPE).
+"""Estimated performance without labels: confidence-based performance estimation (CBPE).
 
-As NannyML's CBPE: calibrate the model's probabilities on the reference set,
-where labels are known (isotonic regression, one-vs-rest per class), then the
-expected accuracy of a window is the mean calibrated probability of the
-predicted class. It holds under covariate shift (P(y|x) unchanged), which is
-the drift labels arrive too late to show; it cannot see concept drift.
+As NannyML's CBPE (0.13.1): on the reference set, where labels are known, decide per
+class whether the model's scores need calibrating (``monitor.checks.calibration``: only
+when isotonic regression lowers the calibration error on held-out splits) and fit it where
+they do; a window's expected accuracy is then the mean calibrated probability of the
+predicted class, and its expected F1, precision, recall and ROC AUC follow from the same
+probabilities (``monitor.checks.estimated_metrics``). Each estimate comes with its sampling
+error and a 3-sigma confidence band (``monitor.checks.sampling_error``). It holds under
+covariate shift (P(y|x) unchanged), which is the drift labels arrive too late to show; it
+cannot see concept drift.
+
+A drop of the estimated accuracy past ``allowed_estimated_drop`` warns only when the
+reference accuracy also lies outside the band (``estimated_band``), so that a small window
+does not warn on noise.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
 
+from monitor.checks.calibration import CalibrationDecision, decide_calibration
+from monitor.checks.estimated_metrics import estimated_metrics
 from monitor.checks.performance import class_names
+from monitor.checks.sampling_error import BAND_SIGMAS, SamplingErrors, band
 from monitor.config import PerformanceConfig
 from monitor.errors import MonitorError
 from monitor.results import EstimatedResult, PerformanceResult
@@ -29,56 +40,82 @@ __all__ = ["AccuracyEstimator", "EstimatedResult", "check_estimated", "with_esti
 
 def _scores(probabilities: pd.DataFrame, classes: tuple[str, ...]) -> np.ndarray:
     """Rows x scored classes (binary: the positive class only); NaN where missing."""
-    proba = probabilities.rename(columns=str)
-    n = len(proba)
+    named = {str(c): c for c in probabilities.columns}  # no renamed copy of the frame
+    n = len(probabilities)
+
+    def column(cls: str) -> np.ndarray:
+        values: np.ndarray = probabilities[named[cls]].to_numpy(dtype=float, na_value=np.nan)
+        return values
+
     if len(classes) == 2:
         positive, negative = classes[1], classes[0]
-        if positive in proba.columns:
-            col = np.asarray(proba[positive].to_numpy(dtype=float, na_value=np.nan))
-            return col.reshape(n, 1)
-        if negative in proba.columns:  # a model may log only one column of the pair
-            col = np.asarray(proba[negative].to_numpy(dtype=float, na_value=np.nan))
-            return 1.0 - col.reshape(n, 1)
+        if positive in named:
+            return column(positive).reshape(n, 1)
+        if negative in named:  # a model may log only one column of the pair
+            return 1.0 - column(negative).reshape(n, 1)
         return np.full((n, 1), np.nan)
-    cols = [proba[c].to_numpy(dtype=float, na_value=np.nan) if c in proba.columns
-            else np.full(n, np.nan) for c in classes]
-    return np.column_stack(cols) if cols else np.empty((n, 0))
+    # Column-major: every step below works a class at a time.
+    out = np.empty((n, len(classes)), order="F")
+    for i, c in enumerate(classes):
+        out[:, i] = column(c) if c in named else np.nan
+    return out
 
 
-def _correct(classes: tuple[str, ...], calibrators: tuple[IsotonicRegression, ...],
-             scores: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    """Calibrated probability that each (fully scored) row's prediction is right."""
-    calibrated = np.column_stack([iso.predict(scores[:, i]) for i, iso in enumerate(calibrators)])
-    if len(classes) == 2:
-        calibrated = np.column_stack([1.0 - calibrated[:, 0], calibrated[:, 0]])
-    else:
-        total = calibrated.sum(axis=1, keepdims=True)
-        # Every class calibrated to 0 (scores below all fitted ones): no information left.
-        calibrated = np.where(total > 0, calibrated / np.where(total > 0, total, 1.0),
-                              1.0 / len(classes))
-    column = pd.Categorical(pred, categories=list(classes)).codes.astype(int)  # -1: unknown
-    known = column >= 0
-    # A prediction outside the classes is never right.
-    return np.where(known, calibrated[np.arange(len(pred)), np.where(known, column, 0)], 0.0)
+def _codes(values: pd.Series, classes: tuple[str, ...]) -> np.ndarray:
+    """Per row the column of its class; -1 outside the classes."""
+    codes: np.ndarray = pd.Categorical(label_text(values).to_numpy(),
+                                       categories=list(classes)).codes.astype(int)
+    return codes
+
+
+def _full(scores: np.ndarray) -> np.ndarray:
+    """Rows x classes from the scored columns: binary gets its negative column back."""
+    if scores.shape[1] == 1:
+        full = np.empty((len(scores), 2), order="F")
+        full[:, 0], full[:, 1] = 1.0 - scores[:, 0], scores[:, 0]
+        return full
+    return scores
 
 
 @dataclass(frozen=True)
 class AccuracyEstimator:
-    """Calibration fitted on the reference set; estimates a window's accuracy."""
+    """Calibration fitted on the reference set; estimates a window's performance."""
 
     classes: tuple[str, ...]
-    calibrators: tuple[IsotonicRegression, ...]  # binary: one, of the positive class
+    # Per scored class (binary: the positive one only): its isotonic regression, or None
+    # where the decision kept the raw scores.
+    calibrators: tuple[IsotonicRegression | None, ...]
+    calibration: tuple[CalibrationDecision, ...]
     reference_accuracy: float  # realized on the reference rows used to fit
     reference_estimated: float  # the estimate on those same rows
     reference_rows: int
+    sampling: SamplingErrors
+
+    @property
+    def scored_classes(self) -> tuple[str, ...]:
+        return self.classes[1:] if len(self.classes) == 2 else self.classes
+
+    @property
+    def calibrated_classes(self) -> tuple[str, ...]:
+        """The classes whose scores are calibrated (binary: the positive class or none)."""
+        return tuple(c for c, d in zip(self.scored_classes, self.calibration, strict=True)
+                     if d.calibrated)
+
+    @property
+    def calibration_notes(self) -> dict[str, str]:
+        """Per scored class why its scores are (not) calibrated."""
+        return {c: d.reason for c, d in zip(self.scored_classes, self.calibration, strict=True)}
 
     @classmethod
     def fit(cls, probabilities: pd.DataFrame, labels: pd.Series, predictions: pd.Series,
-            schema: ModelSchema) -> AccuracyEstimator:
+            schema: ModelSchema, *, calibration: Literal["nannyml", "always"] = "nannyml"
+            ) -> AccuracyEstimator:
         """Fit on the reference rows that have a label, a prediction and probabilities.
 
-        Raises ``MonitorError`` when the schema names fewer than two classes or no
-        reference row can be used.
+        ``calibration``: ``nannyml`` calibrates the classes NannyML's rule picks;
+        ``always`` every class (the rule's figures are still recorded). Raises
+        ``MonitorError`` when the schema names fewer than two classes or no reference row
+        can be used.
         """
         from sklearn.isotonic import IsotonicRegression
 
@@ -89,40 +126,89 @@ class AccuracyEstimator:
         if not len(labels) == len(predictions) == len(probabilities):
             raise ValueError("probabilities, labels and predictions must have the same length")
         scores = _scores(probabilities, classes)
-        label = label_text(labels).to_numpy()
         usable = (np.isfinite(scores).all(axis=1) & predictions.notna().to_numpy()
                   & labels.notna().to_numpy())
         if not usable.any():
             raise MonitorError(f"model {schema.model!r}: no reference row has a label, a "
                                "prediction and probabilities to fit the accuracy estimate on")
-        scored = classes[1:] if len(classes) == 2 else classes
-        calibrators = tuple(
-            IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(
-                scores[usable, i], (label[usable] == c).astype(float))
-            for i, c in enumerate(scored))
-        pred = label_text(predictions.iloc[usable]).to_numpy()
-        estimated = _correct(classes, calibrators, scores[usable], pred)
-        return cls(classes, calibrators, float(np.mean(pred == label[usable])),
-                   float(np.mean(estimated)), int(usable.sum()))
+        scores = scores[usable]
+        label = _codes(labels.iloc[usable], classes)
+        pred = _codes(predictions.iloc[usable], classes)
+        first_scored = 1 if len(classes) == 2 else 0
+        decisions, calibrators = [], []
+        for i in range(scores.shape[1]):
+            outcome = (label == first_scored + i).astype(int)
+            decision = decide_calibration(outcome, scores[:, i])
+            if calibration == "always" and not decision.calibrated:
+                decision = replace(decision, calibrated=True, reason="calibrated "
+                                   "(estimated_calibration: always) where NannyML's rule "
+                                   f"would not: {decision.reason}")
+            decisions.append(decision)
+            calibrators.append(
+                IsotonicRegression(out_of_bounds="clip", increasing=True).fit(
+                    scores[:, i], outcome) if decision.calibrated else None)
+        sampling = SamplingErrors.fit(label, pred, _full(scores))
+        fitted = cls(classes, tuple(calibrators), tuple(decisions),
+                     float(np.mean((label == pred) & (label >= 0))), 0.0, int(usable.sum()),
+                     sampling)
+        correct = fitted._correct(fitted._calibrated(scores), pred)
+        return replace(fitted, reference_estimated=float(np.mean(correct)))
+
+    def _calibrated(self, scores: np.ndarray) -> np.ndarray:
+        """Rows x classes: the calibrated probabilities of fully scored rows."""
+        calibrated = np.empty(scores.shape, order="F")
+        for i, iso in enumerate(self.calibrators):
+            calibrated[:, i] = scores[:, i] if iso is None else iso.predict(scores[:, i])
+        if len(self.classes) == 2:
+            return _full(calibrated)
+        total = calibrated.sum(axis=1, keepdims=True)
+        np.divide(calibrated, total, out=calibrated, where=total != 0)
+        # Every class calibrated to 0 (scores below all fitted ones): no information left.
+        calibrated[total[:, 0] == 0] = 1.0 / len(self.classes)
+        return calibrated
+
+    @staticmethod
+    def _correct(calibrated: np.ndarray, pred: np.ndarray) -> np.ndarray:
+        known = pred >= 0  # a prediction outside the classes is never right
+        return np.where(known, calibrated[np.arange(len(pred)), np.where(known, pred, 0)], 0.0)
+
+    def _window(self, probabilities: pd.DataFrame, predictions: pd.Series
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The usable rows (a prediction and every probability), and for them the calibrated
+        and raw probabilities (rows x classes) and the predicted class's column."""
+        if len(probabilities) != len(predictions):
+            raise ValueError("probabilities and predictions must have the same length")
+        scores = _scores(probabilities, self.classes)
+        usable = np.isfinite(scores).all(axis=1) & predictions.notna().to_numpy()
+        if not usable.all():
+            scores = np.asfortranarray(scores[usable])
+            predictions = predictions.iloc[usable]
+        pred = _codes(predictions, self.classes)
+        calibrated = (self._calibrated(scores) if len(scores)
+                      else np.empty((0, len(self.classes))))
+        return usable, calibrated, _full(scores), pred
 
     def correct_probability(self, probabilities: pd.DataFrame,
                             predictions: pd.Series) -> np.ndarray:
         """Per row, the calibrated probability that the prediction is right; NaN where the
         row lacks a prediction or a probability."""
-        if len(probabilities) != len(predictions):
-            raise ValueError("probabilities and predictions must have the same length")
-        scores = _scores(probabilities, self.classes)
-        usable = np.isfinite(scores).all(axis=1) & predictions.notna().to_numpy()
+        usable, calibrated, _, pred = self._window(probabilities, predictions)
         out = np.full(len(predictions), np.nan)
-        if usable.any():
-            pred = label_text(predictions.iloc[usable]).to_numpy()
-            out[usable] = _correct(self.classes, self.calibrators, scores[usable], pred)
+        out[usable] = self._correct(calibrated, pred)
         return out
 
     def estimate(self, probabilities: pd.DataFrame, predictions: pd.Series) -> float | None:
         """Expected accuracy of a window; None when no row has probabilities."""
         correct = self.correct_probability(probabilities, predictions)
         return float(np.nanmean(correct)) if np.isfinite(correct).any() else None
+
+    def estimate_metrics(self, probabilities: pd.DataFrame, predictions: pd.Series
+                         ) -> tuple[int, dict[str, float | None], dict[str, float | None]]:
+        """Rows used, the expected accuracy, F1, precision, recall and ROC AUC of a window,
+        and the sampling error of each."""
+        usable, calibrated, raw, pred = self._window(probabilities, predictions)
+        rows = int(usable.sum())
+        return rows, estimated_metrics(calibrated, raw, pred), self.sampling.at(rows)
 
 
 def check_estimated(
@@ -132,34 +218,53 @@ def check_estimated(
     *,
     realized_accuracy: float | None,
     config: PerformanceConfig,
+    unavailable: str | None = None,
 ) -> EstimatedResult:
-    """Estimate a window's accuracy without labels and judge its drop; pure, no I/O.
+    """Estimate a window's performance without labels and judge its accuracy drop; pure.
 
-    ``realized_accuracy`` is only carried along, to be shown next to the estimate.
+    ``realized_accuracy`` is only carried along, to be shown next to the estimate;
+    ``unavailable`` says why there is no estimator, when there is none.
     """
     reference = estimator.reference_accuracy if estimator is not None else None
+    calibrated = estimator.calibrated_classes if estimator is not None else ()
+    notes = estimator.calibration_notes if estimator is not None else {}
 
-    def skipped(reason: str, rows: int = 0) -> EstimatedResult:
-        return EstimatedResult(None, reference, None, realized_accuracy, rows, "skipped",
-                               (reason,))
+    def skipped(reason: str) -> EstimatedResult:
+        return EstimatedResult(None, reference, None, realized_accuracy, 0, "skipped",
+                               (reason,), calibrated=calibrated, calibration=notes)
 
     if estimator is None:
-        return skipped("no accuracy estimator (the reference has no probabilities or labels)")
+        return skipped(unavailable or "no accuracy estimator (the reference has no "
+                       "probabilities or labels)")
     if probabilities is None:
         return skipped("the model logs no probabilities")
-    correct = estimator.correct_probability(probabilities, predictions)
-    rows = int(np.isfinite(correct).sum())
+    rows, metrics, errors = estimator.estimate_metrics(probabilities, predictions)
     if not rows:
         return skipped("no row of the window has a prediction and probabilities")
-    estimated = float(np.nanmean(correct))
+    estimated = metrics["accuracy"]
+    assert estimated is not None  # defined whenever a row is
+    error = errors["accuracy"]
+    lower, upper = band(estimated, error)
     drop = estimator.reference_accuracy - estimated
+    warn = False
     reasons: tuple[str, ...] = ()
     if drop > config.allowed_estimated_drop:
-        reasons = (f"estimated accuracy {estimated:.3f} vs reference "
-                   f"{estimator.reference_accuracy:.3f}: drop {drop:.3f} > allowed "
-                   f"{config.allowed_estimated_drop:.3f}",)
-    return EstimatedResult(estimated, reference, drop, realized_accuracy, rows,
-                           "warn" if reasons else "ok", reasons)
+        said = (f"estimated accuracy {estimated:.3f} vs reference "
+                f"{estimator.reference_accuracy:.3f}: drop {drop:.3f} > allowed "
+                f"{config.allowed_estimated_drop:.3f}")
+        where = f"the {BAND_SIGMAS:g}-sigma band {lower:.3f}..{upper:.3f} of {rows} rows"
+        if not config.estimated_band:
+            warn, reasons = True, (said,)
+        elif upper is not None and estimator.reference_accuracy > upper:
+            warn, reasons = True, (f"{said}; the reference lies above {where}",)
+        else:  # kept in the document: the drop is within what chance gives this many rows
+            reasons = (f"{said}, within sampling error: the reference lies in {where}",)
+    return EstimatedResult(
+        estimated, reference, drop, realized_accuracy, rows,
+        "warn" if warn else "ok", reasons,
+        sampling_error=error, lower_bound=lower, upper_bound=upper, metrics=metrics,
+        sampling_errors=errors, calibrated=calibrated, calibration=notes,
+    )
 
 
 def with_estimate(performance: PerformanceResult, estimate: EstimatedResult

@@ -159,7 +159,7 @@ def evaluate_window(
             return result
         realized = result.metrics.get("accuracy") if result.labelled_rows else None
         est = check_estimated(ref.estimator, probs, preds, realized_accuracy=realized,
-                              config=model_cfg.performance)
+                              config=model_cfg.performance, unavailable=ref.estimator_error)
         return with_estimate(result, est)
 
     def service() -> ServiceResult:

@@ -1,9 +1,10 @@
 """What the checks need from a model's reference set, computed once per reference version.
 
 Loading the file, profiling it for drift, its realized metrics and the calibration
-of the accuracy estimator cost seconds; windows come every few minutes. So the
-result is cached by the file's content hash and the contract, and rebuilt only
-when either changes.
+of the accuracy estimator (whether to calibrate each class, decided as NannyML's CBPE,
+then the fit) cost seconds; windows come every few minutes. So the
+result is cached by the file's content hash, the contract and the calibration rule
+(``performance.estimated_calibration``), and rebuilt only when one changes.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ReferenceData", "drift_columns", "load_reference_data"]
 
-_CACHE: dict[tuple[str, str, str], ReferenceData] = {}
+_CACHE: dict[tuple[str, str, str, str], ReferenceData] = {}
 _CACHE_SIZE = 16
 
 
@@ -63,8 +64,9 @@ def reference_probabilities(frame: pd.DataFrame, schema: ModelSchema) -> pd.Data
 def load_reference_data(
     model_cfg: ModelConfig, schema: ModelSchema, version: str
 ) -> ReferenceData:
-    """Reference figures for the checks, cached by file hash and contract."""
-    key = (str(model_cfg.reference), version, schema.model_dump_json())
+    """Reference figures for the checks, cached by file hash, contract and calibration rule."""
+    calibration = model_cfg.performance.estimated_calibration
+    key = (str(model_cfg.reference), version, schema.model_dump_json(), calibration)
     cached = _CACHE.get(key)
     if cached is not None:
         return cached
@@ -91,7 +93,13 @@ def load_reference_data(
         labels = frame[target]
         metrics = performance_metrics(preds, labels, probs, schema)
         if schema.task == "classification" and probs is not None:
-            estimator = AccuracyEstimator.fit(probs, labels, preds, schema)
+            # Calibration is decided here, once per reference version (ten isotonic fits
+            # per class), and kept in the estimator with why (``calibration_notes``).
+            try:
+                estimator = AccuracyEstimator.fit(probs, labels, preds, schema,
+                                                  calibration=calibration)
+            except MonitorError as exc:  # the other checks still have their reference
+                estimator_error = f"{path}: {exc}"
         else:
             estimator_error = "the model logs no class probabilities"
     data = ReferenceData(

@@ -217,3 +217,31 @@ def test_sample_production_logs_before_and_after_the_drift() -> None:
             assert res.estimated_accuracy == pytest.approx(truth, abs=0.01)
         else:  # covariate and concept drift: the estimate sees only the covariate part
             assert truth < res.estimated_accuracy < est.reference_accuracy - 0.05
+
+
+def test_reference_profile_records_the_calibration_and_survives_a_failed_fit(
+        make_config, tmp_path: Path) -> None:
+    from monitor.run.reference import load_reference_data
+
+    schema = load_schema(ROOT / "schemas" / "loan_default.yaml")
+    _, cfg = make_config()
+    data = load_reference_data(cfg.models["loan_default"], schema, "v-sample")
+    assert data.estimator is not None and data.estimator_error is None
+    # The sample model's scores are calibrated already: isotonic would not help.
+    assert data.estimator.calibrated_classes == ()
+    assert data.estimator.calibration_notes["1"].startswith("not calibrated: ")
+    _, cfg = make_config(performance={"estimated_calibration": "always"})
+    data = load_reference_data(cfg.models["loan_default"], schema, "v-sample")
+    assert data.estimator is not None and data.estimator.calibrated_classes == ("1",)
+    # No labels at all: no estimator, and why; the drift profile is still there.
+    ref = pd.read_parquet(ROOT / "sample_data" / "reference.parquet")
+    ref["defaulted"] = None
+    ref.to_parquet(tmp_path / "unlabelled.parquet")
+    _, cfg = make_config(reference=str(tmp_path / "unlabelled.parquet"))
+    data = load_reference_data(cfg.models["loan_default"], schema, "v-unlabelled")
+    assert data.estimator is None and data.drift_profile is not None
+    assert data.estimator_error is not None and "no reference row" in data.estimator_error
+    res = check_estimated(None, _sample_probabilities(ref), ref["prediction"],
+                          realized_accuracy=None, config=CONFIG,
+                          unavailable=data.estimator_error)
+    assert res.status == "skipped" and res.reasons == (data.estimator_error,)

@@ -1,0 +1,97 @@
+"""Classifier metrics expected from calibrated probabilities, without labels (CBPE).
+
+Given, per row, the calibrated probability of each class and the predicted class, the
+expected confusion counts are sums of probabilities: a row predicted positive adds its
+probability of being positive to TP and the rest to FP; a row predicted otherwise adds its
+probability of being positive to FN. Accuracy, precision, recall and F1 follow from the
+expected counts; ROC AUC from the curve they trace when rows are ranked by the model's raw
+score. As NannyML's CBPE 0.13.1 (``confidence_based/metrics.py``): binary metrics are of
+the positive class, multiclass ones the unweighted mean over the classes (one vs rest);
+an empty denominator gives 0, as there. Pure numpy.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = ["ESTIMATED_METRICS", "estimated_metrics"]
+
+ESTIMATED_METRICS = ("accuracy", "f1", "precision", "recall", "roc_auc")
+
+
+def _counts(proba: np.ndarray, predicted: np.ndarray) -> tuple[float, float, float]:
+    """Expected TP, FP, FN of one class: its probability per row, and whether predicted."""
+    chosen = proba[predicted]
+    tp = float(np.sum(chosen))
+    fp = float(np.sum(1.0 - chosen))
+    fn = float(np.sum(proba[~predicted]))
+    return tp, fp, fn
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    return numerator / denominator if denominator != 0 else 0.0
+
+
+def _trapezoid(y: np.ndarray, x: np.ndarray) -> float:
+    """numpy's ``trapezoid`` (2.0+), whose halving is exact, so the same number."""
+    heights = y[1:] + y[:-1]
+    heights *= np.diff(x)
+    return float(np.sum(heights) / 2.0)
+
+
+def _estimated_auc(proba: np.ndarray, raw: np.ndarray) -> float:
+    """Expected ROC AUC of one class: rows ranked by the raw score (highest first), the
+    calibrated probability counted as the expected positive. Cumulative counts are rounded
+    to 5 decimals, as NannyML; NaN when one outcome is expected nowhere."""
+    order = np.argsort(raw)[::-1]  # numpy's default sort, as NannyML: the same tie order
+    rows = len(order)
+    tps = np.zeros(rows + 1)  # expected true positives among the first k rows, k = 0..n
+    np.cumsum(proba[order], out=tps[1:])
+    fps = np.arange(rows + 1, dtype=float)
+    fps -= tps
+    np.round(tps, 5, out=tps)
+    np.round(fps, 5, out=fps)
+    if tps[-1] == 0 or fps[-1] == 0:
+        return math.nan
+    tps /= tps[-1]
+    fps /= fps[-1]
+    return _trapezoid(tps, fps)
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def estimated_metrics(calibrated: np.ndarray, raw: np.ndarray,
+                      predicted: np.ndarray) -> dict[str, float | None]:
+    """Expected accuracy, F1, precision, recall and ROC AUC of a window.
+
+    ``calibrated``: rows x classes, the calibrated probabilities (each row sums to 1);
+    ``raw``: rows x classes, the model's own scores (they rank rows for ROC AUC);
+    ``predicted``: per row the column of the predicted class, -1 for a prediction outside
+    the classes (never right, and predicted as no class). Two columns: binary, the second
+    the positive class. None where a metric is undefined (no rows; ROC AUC with one
+    outcome expected nowhere).
+    """
+    rows, n_classes = calibrated.shape
+    if not rows:
+        return dict.fromkeys(ESTIMATED_METRICS)
+    known = predicted >= 0
+    correct = np.where(known, calibrated[np.arange(rows), np.where(known, predicted, 0)], 0.0)
+    scored = [1] if n_classes == 2 else list(range(n_classes))
+    f1s, precisions, recalls, aucs = [], [], [], []
+    for c in scored:
+        tp, fp, fn = _counts(calibrated[:, c], predicted == c)
+        f1s.append(_ratio(tp, tp + 0.5 * (fp + fn)))
+        precisions.append(_ratio(tp, tp + fp))
+        recalls.append(_ratio(tp, tp + fn))
+        aucs.append(_estimated_auc(calibrated[:, c], raw[:, c]))
+    return {
+        "accuracy": float(np.mean(correct)),
+        "f1": float(np.mean(f1s)),
+        "precision": float(np.mean(precisions)),
+        "recall": float(np.mean(recalls)),
+        "roc_auc": _finite(float(np.mean(aucs))),
+    }
