@@ -33,6 +33,8 @@ PERCENTILES = ("50", "95", "99")
 # monitor.checks.performance's CLASSIFICATION_METRICS + REGRESSION_METRICS, repeated here
 # so that a scrape does not import pandas; a test keeps them equal.
 PERFORMANCE_METRICS = ("accuracy", "f1", "roc_auc", "mae", "rmse")
+# monitor.checks.estimated_metrics.ESTIMATED_METRICS, likewise.
+ESTIMATED_METRICS = ("accuracy", "f1", "precision", "recall", "roc_auc")
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,24 @@ METRICS: tuple[MetricSpec, ...] = (
                "Accuracy estimated from the logged probabilities, without labels."),
     MetricSpec("mqm_estimated_accuracy_drop_ratio", "gauge", _RUN, "ratio",
                "Reference accuracy minus the estimated one (positive: worse)."),
+    MetricSpec("mqm_estimated_accuracy_sampling_error_ratio", "gauge", _RUN, "ratio",
+               "Sampling error of the estimated accuracy in the window: the spread of per-row "
+               "correctness on the reference over the square root of the window's rows "
+               "(NannyML's)."),
+    MetricSpec("mqm_estimated_accuracy_lower_ratio", "gauge", _RUN, "ratio",
+               "Lower bound of the estimated accuracy's band (estimate - 3 sampling errors, "
+               "at least 0)."),
+    MetricSpec("mqm_estimated_accuracy_upper_ratio", "gauge", _RUN, "ratio",
+               "Upper bound of the band (estimate + 3 sampling errors, at most 1); an "
+               "estimated drop warns only when the reference accuracy lies above it "
+               "(performance.estimated_band)."),
+    MetricSpec("mqm_estimated_performance_metric", "gauge", (*_RUN, "metric"), "ratio",
+               "Every metric estimated without labels (accuracy, f1, precision, recall, "
+               "roc_auc; binary: of the positive class, multiclass: macro)."),
+    MetricSpec("mqm_estimated_performance_metric_sampling_error", "gauge", (*_RUN, "metric"),
+               "ratio", "Sampling error of each estimated metric in the window."),
+    MetricSpec("mqm_estimated_calibrated_classes", "gauge", _RUN, "classes",
+               "Classes whose scores the reference calibrates (binary: 0 or 1)."),
     MetricSpec("mqm_label_coverage_ratio", "gauge", _RUN, "ratio",
                "Share of the window's predictions that have a label."),
     MetricSpec("mqm_labels_mature", "gauge", _RUN, "1 or 0",

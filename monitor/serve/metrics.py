@@ -66,6 +66,7 @@ from monitor.results import (
 )
 from monitor.serve.metric_specs import (
     CHECK_STATUSES,
+    ESTIMATED_METRICS,
     METRICS,
     PERCENTILES,
     PERFORMANCE_METRICS,
@@ -286,7 +287,18 @@ def _run_samples(out: _ModelSamples, run: CheckRun, base: tuple[str, str],
             out.put("mqm_performance_metric_drop", (*base, name), perf.drops.get(name))
         if perf.estimated is not None:
             out.put("mqm_estimated_accuracy_ratio", base, perf.estimated.estimated_accuracy)
-            out.put("mqm_estimated_accuracy_drop_ratio", base, perf.estimated.drop)
+            est = perf.estimated
+            out.put("mqm_estimated_accuracy_drop_ratio", base, est.drop)
+            out.put("mqm_estimated_accuracy_sampling_error_ratio", base, est.sampling_error)
+            out.put("mqm_estimated_accuracy_lower_ratio", base, est.lower_bound)
+            out.put("mqm_estimated_accuracy_upper_ratio", base, est.upper_bound)
+            for name in ESTIMATED_METRICS:
+                out.put("mqm_estimated_performance_metric", (*base, name),
+                        est.metrics.get(name))
+                out.put("mqm_estimated_performance_metric_sampling_error", (*base, name),
+                        est.sampling_errors.get(name))
+            if est.status != "skipped":
+                out.put("mqm_estimated_calibrated_classes", base, len(est.calibrated))
 
     service = run.section("service")
     if isinstance(service, ServiceResult):

@@ -172,6 +172,13 @@ def test_values_equal_the_stored_run(sample) -> None:
         ("performance", "estimated_accuracy", "")]
     assert get("mqm_estimated_accuracy_drop_ratio") == perf["estimated"]["drop"]
     assert get("mqm_label_coverage_ratio") == stored[("performance", "label_coverage", "")]
+    est = perf["estimated"]
+    assert get("mqm_estimated_accuracy_lower_ratio") == est["lower_bound"] is not None
+    assert get("mqm_estimated_accuracy_upper_ratio") == est["upper_bound"]
+    assert get("mqm_estimated_accuracy_sampling_error_ratio") == est["sampling_error"] > 0
+    for name, estimate in est["metrics"].items():
+        assert get("mqm_estimated_performance_metric", metric=name) == estimate, name
+    assert get("mqm_estimated_calibrated_classes") == len(est["calibrated"])
     assert get("mqm_labels_mature") == 1.0
     for name in ("accuracy", "f1", "roc_auc"):
         assert get("mqm_performance_metric", metric=name) == perf["metrics"][name]
@@ -521,9 +528,12 @@ def test_readme_metric_reference_matches_the_declarations() -> None:
 
 
 def test_declarations_follow_the_naming_rules() -> None:
+    from monitor.checks import estimated_metrics
     from monitor.checks.performance import CLASSIFICATION_METRICS, REGRESSION_METRICS
+    from monitor.serve.metric_specs import ESTIMATED_METRICS
 
     assert PERFORMANCE_METRICS == CLASSIFICATION_METRICS + REGRESSION_METRICS
+    assert ESTIMATED_METRICS == estimated_metrics.ESTIMATED_METRICS
     names = [s.name for s in METRICS]
     assert len(names) == len(set(names))
     for spec in METRICS:
