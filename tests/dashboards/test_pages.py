@@ -244,6 +244,7 @@ def test_override_is_applied_with_the_token_after_confirmation(
     assert doc["expires_at"] is not None
     assert metric(at, "Flag") == "off"
     assert frame(at, "events")["event"].iloc[0] == event.id  # the trail shows it at once
+    assert at.text_input(key="token").value == ""  # the token is not left in the form
 
     fill_override(at, action="Clear the override", token="s3cret")
     at.button(key="confirm").click().run()
