@@ -12,7 +12,7 @@ import os
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -127,81 +127,21 @@ def _no_runs_note(s: Store, model: str) -> str:
             "UTC: `mqm serve` checks them, or `mqm backfill`")
 
 
-# Whole-window figures the overview shows per model, latest and as a trend.
-_OVERVIEW_FIGURES = (("drift", "share_drifted"), ("performance", "accuracy"),
-                     ("performance", "estimated_accuracy"), ("schema", "violation_rate"))
-_TREND_NAMES = ("drifted", "accuracy", "estimated", "violations")
-
-
-def _finite(value: float | None) -> float | None:
-    return value if value is not None and value == value else None
-
-
 @st.cache_data(ttl=TTL, show_spinner=False)
 def _overview(_s: Store, key: str) -> Overview:
-    s = _s
-    names = list(s.config.models)
-    with history.reading(s.engine):
-        recent = history.recent_windows(s.engine, names, per_model=RECENT)
-        successes = history.last_successes(s.engine, names)
-        docs = {m: flag_document(s.engine, s.reader, m) for m in names}
+    names = list(_s.config.models)
+    engine = _s.engine
+    with history.reading(engine):
+        recent = history.recent_windows(engine, names, per_model=RECENT)
+        successes = history.last_successes(engine, names)
+        flags = {m: flag_document(engine, _s.reader, m) for m in names}
         figures = history.figures_of(
-            s.engine, [r.id for runs in recent.values() for r in runs],
-            metrics=[metric for _, metric in _OVERVIEW_FIGURES], per_feature=False)
-    values = {(f.run_id, f.check, f.metric): f.value for f in figures}
-    rows, strip = [], []
-    for model in names:
-        runs = recent.get(model, [])
-        latest = runs[0] if runs else None
-        doc = docs[model]
-        success = successes.get(model)
-        if latest is None:
-            note = _no_runs_note(s, model)
-        elif latest.rows == 0:
-            note = "no logs in the latest window"
-        else:
-            note = ""
-        status = latest.status if latest else "no runs"
-        oldest_first = list(reversed(runs))
-        trends = {name: [_finite(values.get((r.id, check, metric))) for r in oldest_first]
-                  for name, (check, metric) in zip(_TREND_NAMES, _OVERVIEW_FIGURES,
-                                                   strict=True)}
-        rows.append({
-            "model": model,
-            "status": status,
-            "window_end": latest.window_end if latest else None,
-            "rows": latest.rows if latest else None,
-            "run_id": latest.id if latest else None,
-            "fallback": "ON" if doc["active"] else "off",
-            "source": doc["source"],
-            "since": doc["since"],
-            "reason": doc["reason"],
-            "expires_at": doc["expires_at"],
-            "stale": bool(doc["stale"]),
-            "last_success": success.finished_at if success else None,
-            "note": note,
-            **{f"{name}_latest": (trend[-1] if trend else None)
-               for name, trend in trends.items()},
-            **{f"{name}_trend": trend for name, trend in trends.items()},
-            # Worst first: the flag on, then the status, then a stale flag.
-            "_rank": (100 * int(doc["active"]) + 10 * frames.status_rank(status)
-                      + int(bool(doc["stale"]))),
-        })
-        for slot, run in enumerate(reversed(runs), start=RECENT - len(runs) + 1):
-            strip.append({"model": model, "slot": slot, "run_id": run.id,
-                          "window_start": run.window_start, "window_end": run.window_end,
-                          "status": run.status, "rows": run.rows})
-    table = pd.DataFrame(rows)
-    if len(table):
-        table = (table.sort_values(["_rank", "model"], ascending=[False, True])
-                 .drop(columns=["_rank"]).reset_index(drop=True))
-        for col in ("window_end", "last_success"):
-            table[col] = pd.to_datetime(table[col], utc=True)
-    strip_frame = pd.DataFrame(strip, columns=["model", "slot", "run_id", "window_start",
-                                               "window_end", "status", "rows"])
-    for col in ("window_start", "window_end"):
-        strip_frame[col] = pd.to_datetime(strip_frame[col], utc=True)
-    return Overview(models=table, strip=strip_frame)
+            engine, [r.id for runs in recent.values() for r in runs],
+            metrics=[metric for _, metric in frames.OVERVIEW_FIGURES], per_feature=False)
+    notes = {m: _no_runs_note(_s, m) for m in names if m not in recent}
+    table, strip = frames.overview_frames(names, recent, successes, flags, figures, notes,
+                                          slots=RECENT)
+    return Overview(models=table, strip=strip)
 
 
 # --- one model over a time range ------------------------------------------------------------
@@ -374,10 +314,6 @@ def _reference(path: str, mtime_ns: int) -> pd.DataFrame:
     if len(frame) > SAMPLE_ROWS:
         frame = frame.sample(n=SAMPLE_ROWS, random_state=0).reset_index(drop=True)
     return frame
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 # --- the flag -------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ __all__ = [
     "bucket_bounds",
     "feature_cells",
     "flag_marks",
+    "overview_frames",
     "relative_score",
     "status_rank",
     "window_table",
@@ -42,21 +43,17 @@ P_VALUE_METHODS = frozenset({
     "fisher_exact", "g_test", "empirical_mmd",
 })
 
-# Whole-window figures a model page draws, by (check, metric); each metric name is a
-# column of ``window_table``.
+# Whole-window figures a model page draws (and only those: each costs a read per
+# window), by (check, metric); each metric name is a column of ``window_table``.
 WINDOW_FIGURES = (
-    ("schema", "violation_rate"), ("schema", "missing_columns"),
-    ("schema", "unexpected_columns"),
+    ("schema", "violation_rate"),
     ("drift", "share_drifted"), ("drift", "dataset_drift"),
     ("performance", "accuracy"), ("performance", "f1"), ("performance", "roc_auc"),
     ("performance", "mae"), ("performance", "rmse"),
-    ("performance", "accuracy_drop"), ("performance", "f1_drop"),
-    ("performance", "roc_auc_drop"), ("performance", "mae_drop"), ("performance", "rmse_drop"),
     ("performance", "label_coverage"), ("performance", "mature"),
     ("performance", "estimated_accuracy"),
     ("service", "error_rate"), ("service", "latency_p50_ms"), ("service", "latency_p95_ms"),
-    ("service", "latency_p99_ms"), ("service", "throughput_per_s"),
-    ("service", "fallback_rate"),
+    ("service", "latency_p99_ms"), ("service", "fallback_rate"),
 )
 PERFORMANCE_METRICS = ("accuracy", "f1", "roc_auc", "mae", "rmse")
 
@@ -204,6 +201,77 @@ def feature_cells(runs: Sequence[WindowRun], scores: Iterable[BucketFigure],
     frame = frame.sort_values(["window_end", "feature"], ignore_index=True)
     frame.insert(2, "window", _window_text(frame))
     return frame
+
+
+# Whole-window figures the overview shows per model: (check, metric) -> its name there.
+OVERVIEW_FIGURES = (("drift", "share_drifted"), ("performance", "accuracy"),
+                    ("performance", "estimated_accuracy"), ("schema", "violation_rate"))
+_OVERVIEW_NAMES = ("drifted", "accuracy", "estimated", "violations")
+
+
+def overview_frames(models: Sequence[str], recent: Mapping[str, Sequence[WindowRun]],
+                    successes: Mapping[str, WindowRun], flags: Mapping[str, Mapping[str, Any]],
+                    figures: Iterable[Figure], notes: Mapping[str, str], *, slots: int
+                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The overview: one row per model, worst first (the flag on, then the status, then a
+    stale flag; then by name), and the strip of their recent windows.
+
+    ``recent``: each model's newest windows, newest first (``history.recent_windows``);
+    ``flags``: flag documents; ``figures``: those windows' ``OVERVIEW_FIGURES``, shown as
+    ``<name>_latest`` and ``<name>_trend`` (oldest first); ``notes``: what to say about a
+    model without runs. The strip's ``slot`` runs to ``slots`` (the newest window)."""
+    values = {(f.run_id, f.check, f.metric): f.value for f in figures}
+    rows, strip = [], []
+    for model in models:
+        runs = list(recent.get(model, ()))
+        latest = runs[0] if runs else None
+        flag = flags[model]
+        success = successes.get(model)
+        if latest is None:
+            note = notes.get(model, "no check runs yet")
+        elif latest.rows == 0:
+            note = "no logs in the latest window"
+        else:
+            note = ""
+        status = latest.status if latest else "no runs"
+        oldest_first = runs[::-1]
+        trends = {name: [_finite(values.get((r.id, check, metric))) for r in oldest_first]
+                  for name, (check, metric) in zip(_OVERVIEW_NAMES, OVERVIEW_FIGURES,
+                                                   strict=True)}
+        rows.append({
+            "model": model, "status": status,
+            "window_end": latest.window_end if latest else None,
+            "rows": latest.rows if latest else None,
+            "run_id": latest.id if latest else None,
+            "fallback": "ON" if flag["active"] else "off", "source": flag["source"],
+            "since": flag["since"], "reason": flag["reason"],
+            "expires_at": flag["expires_at"], "stale": bool(flag["stale"]),
+            "last_success": success.finished_at if success else None,
+            "note": note,
+            **{f"{name}_latest": trend[-1] if trend else None
+               for name, trend in trends.items()},
+            **{f"{name}_trend": trend for name, trend in trends.items()},
+            "_rank": (100 * int(bool(flag["active"])) + 10 * status_rank(status)
+                      + int(bool(flag["stale"]))),
+        })
+        for slot, run in enumerate(oldest_first, start=slots - len(runs) + 1):
+            strip.append((model, slot, run.id, run.window_start, run.window_end, run.status,
+                          run.rows))
+    table = pd.DataFrame(rows)
+    if len(table):
+        table = (table.sort_values(["_rank", "model"], ascending=[False, True])
+                 .drop(columns=["_rank"]).reset_index(drop=True))
+        for col in ("window_end", "last_success"):
+            table[col] = pd.to_datetime(table[col], utc=True)
+    strip_frame = pd.DataFrame(strip, columns=["model", "slot", "run_id", "window_start",
+                                               "window_end", "status", "rows"])
+    for col in ("window_start", "window_end"):
+        strip_frame[col] = pd.to_datetime(strip_frame[col], utc=True)
+    return table, strip_frame
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
 
 
 def flag_marks(events: Iterable[FallbackEvent], since: datetime | None, until: datetime | None

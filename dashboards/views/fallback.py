@@ -38,6 +38,7 @@ st.query_params["model"] = model
 
 if DONE in st.session_state:
     st.success(st.session_state.pop(DONE))
+    st.session_state["token"] = ""  # a token typed once is not left in the form
 
 view = data.flag_view(model)
 doc = view.document

@@ -167,3 +167,28 @@ def test_status_rank_worst_first() -> None:
     ranked = sorted(["ok", "warn", "critical", None, "error", "insufficient_data"],
                     key=frames.status_rank, reverse=True)
     assert ranked == ["critical", "error", "warn", None, "insufficient_data", "ok"]
+
+
+def test_overview_frames_worst_first_with_trends_and_notes() -> None:
+    def flag(active: bool, stale: bool = False) -> dict[str, object]:
+        return {"active": active, "source": "auto", "since": None, "reason": None,
+                "expires_at": None, "stale": stale}
+
+    ok = [window(i, "ok") for i in (2, 1, 0)]  # newest first
+    bad = [WindowRun(**{**window(5, "critical").__dict__, "id": 9, "model": "b"})]
+    figures = [Figure(1, "performance", "accuracy", "", 0.84),
+               Figure(3, "performance", "accuracy", "", 0.70),
+               Figure(3, "drift", "share_drifted", "", float("nan"))]
+    table, strip = frames.overview_frames(
+        ["a", "b", "c", "d"], {"a": ok, "b": bad}, {"a": ok[0]},
+        {"a": flag(False), "b": flag(False), "c": flag(True), "d": flag(False, stale=True)},
+        figures, {"c": "no logs"}, slots=14)
+    assert list(table["model"]) == ["c", "b", "d", "a"]  # flag on, critical, no runs, ok
+    row = table.set_index("model").loc["a"]
+    assert row["status"] == "ok" and row["run_id"] == 3 and row["fallback"] == "off"
+    assert row["accuracy_trend"] == [0.84, None, 0.70] and row["accuracy_latest"] == 0.70
+    assert row["drifted_latest"] is None  # NaN is no figure
+    assert table.set_index("model").loc["c", "note"] == "no logs"
+    assert table.set_index("model").loc["d", "status"] == "no runs"
+    assert list(strip.loc[strip["model"] == "a", "slot"]) == [12, 13, 14]
+    assert list(strip.loc[strip["model"] == "a", "run_id"]) == [1, 2, 3]

@@ -3,7 +3,7 @@ store's; an empty store and an unreachable one; the override form and its token.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -244,6 +244,7 @@ def test_override_is_applied_with_the_token_after_confirmation(
     assert doc["expires_at"] is not None
     assert metric(at, "Flag") == "off"
     assert frame(at, "events")["event"].iloc[0] == event.id  # the trail shows it at once
+    assert at.text_input(key="token").value == ""  # the token is not left in the form
 
     fill_override(at, action="Clear the override", token="s3cret")
     at.button(key="confirm").click().run()
@@ -335,3 +336,43 @@ def test_report_button_offers_the_evidently_report(demo_config: Path) -> None:
     no_exception(at)
     assert not at.error
     assert at.get("download_button"), "no download button after building the report"
+
+
+# --- PostgreSQL ----------------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_pages_on_postgresql(pg_url: str, tmp_path: Path, use_config) -> None:  # type: ignore[no-untyped-def]
+    from monitor.fallback.flag import set_override
+    from monitor.store.db import ensure_schema
+    from tests.dashboards.conftest import write_config
+    from tests.dashboards.test_history import T0, check_run
+    from tests.dashboards.test_history import store as save
+
+    config = use_config(write_config(tmp_path, pg_url))
+    cfg, engine = store(config)
+    ensure_schema(engine)
+    ids = [save(engine, check_run(MODEL, T0 + timedelta(days=d + 1),
+                                  "critical" if d >= 3 else "ok",
+                                  scores={"age": 0.02 * d, "credit_score": 0.05 * d}))
+           for d in range(5)]
+    set_override(engine, cfg, MODEL, active=True, by="alice", reason="drill")
+
+    at = open_page()
+    no_exception(at)
+    row = frame(at, "models").set_index("model").loc[MODEL]
+    assert (row["status"], row["fallback"], row["run_id"]) == ("critical", "ON", ids[-1])
+    at = open_page("model", model=MODEL, days="all")
+    no_exception(at)
+    table = frame(at, "windows")
+    assert list(table["status"]) == ["critical", "critical", "ok", "ok", "ok"]
+    assert len(charts(at)) == 8
+    at = open_page("run", run=ids[3])
+    no_exception(at)
+    features = frame(at, "features").set_index("feature")
+    assert features.loc["credit_score", "score"] == pytest.approx(0.15)
+    at = open_page("fallback", model=MODEL)
+    no_exception(at)
+    assert metric(at, "Source") == "manual"
+    assert frame(at, "events")["who"].iloc[0] == "alice"
+    engine.dispose()
