@@ -262,9 +262,21 @@ def performance_chart(windows: pd.DataFrame, metric: str, domain: Domain | None 
                  alt.Tooltip("label_coverage:Q", format=".1%", title="label coverage"),
                  "maturity:N"),
     )
-    title = (f"{metric}: realized vs reference (dashed), estimated without labels"
-             if metric == "accuracy" else f"{metric}: realized vs reference (dashed)")
-    return _finish([lines, dashed, points], marks, height=340, title=title)
+    layers: list[alt.Chart] = [lines, dashed, points]
+    bounds = ["estimated_accuracy_lower", "estimated_accuracy_upper"]
+    if metric == "accuracy" and set(bounds) <= set(windows.columns):
+        band = windows[bounds].assign(window_mid=_mid(windows)).dropna()
+        if len(band):
+            # The estimate's band (3 sampling errors): its drop warns only outside it.
+            layers.insert(0, alt.Chart(band).mark_area(
+                interpolate="monotone", opacity=0.15, color=colours["estimated"]).encode(
+                x=x, y=alt.Y("estimated_accuracy_lower:Q", title=None,
+                             scale=alt.Scale(zero=False)),
+                y2="estimated_accuracy_upper:Q"))
+    title = (f"{metric}: realized vs reference (dashed), estimated without labels (band: "
+             "3 sampling errors)" if metric == "accuracy"
+             else f"{metric}: realized vs reference (dashed)")
+    return _finish(layers, marks, height=340, title=title)
 
 
 def label_coverage_chart(windows: pd.DataFrame, min_coverage: float,

@@ -52,6 +52,7 @@ WINDOW_FIGURES = (
     ("performance", "mae"), ("performance", "rmse"),
     ("performance", "label_coverage"), ("performance", "mature"),
     ("performance", "estimated_accuracy"),
+    ("performance", "estimated_accuracy_lower"), ("performance", "estimated_accuracy_upper"),
     ("service", "error_rate"), ("service", "latency_p50_ms"), ("service", "latency_p95_ms"),
     ("service", "latency_p99_ms"), ("service", "fallback_rate"),
 )

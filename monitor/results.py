@@ -393,6 +393,9 @@ class CheckRun:
             if est is not None and est.estimated_accuracy is not None:
                 out.append(Metric("performance", "estimated_accuracy",
                                   est.estimated_accuracy))
+                # The band (3 sampling errors), so that charts over windows can draw it.
+                out.append(Metric("performance", "estimated_accuracy_lower", est.lower_bound))
+                out.append(Metric("performance", "estimated_accuracy_upper", est.upper_bound))
         if isinstance(service, ServiceResult):
             for name in ("error_rate", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms",
                          "throughput_per_s", "fallback_rate"):

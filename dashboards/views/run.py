@@ -176,7 +176,12 @@ with tabs[2]:
         cols[3].metric("Estimated accuracy",
                        f"{est.estimated_accuracy:.3f}" if est and est.estimated_accuracy
                        is not None else "n/a",
-                       help="confidence-based, without labels")
+                       help="confidence-based, without labels" + (
+                           f"; band {est.lower_bound:.3f} .. {est.upper_bound:.3f} "
+                           f"(3 sampling errors of {est.sampling_error:.3f})"
+                           if est and est.lower_bound is not None
+                           and est.upper_bound is not None and est.sampling_error is not None
+                           else ""))
         metrics = pd.DataFrame([{
             "metric": name, "window": value, "reference": perf.reference_metrics.get(name),
             "drop": perf.drops.get(name),

@@ -154,3 +154,17 @@ def test_distribution_chart_numbers_overlaid_categories_side_by_side() -> None:
         frames.binned_distribution(pd.Series(["a", "b"]), pd.Series(["b", "c"]), "cat"), "x",
         "cat"))
     assert cat["encoding"]["xOffset"]["field"] == "sample"
+
+
+def test_the_estimate_has_its_band_under_the_lines(windows: pd.DataFrame) -> None:
+    banded = windows.assign(
+        estimated_accuracy_lower=windows["estimated_accuracy"] - 0.03,
+        estimated_accuracy_upper=windows["estimated_accuracy"] + 0.03)
+    chart = charts.performance_chart(banded, "accuracy")
+    layers = spec(chart)["layer"]
+    assert layers[0]["mark"]["type"] == "area"  # drawn first: under the lines
+    band = data_of(chart, 0)
+    assert list(band["estimated_accuracy_upper"] - band["estimated_accuracy_lower"]) == \
+        pytest.approx([0.06] * len(windows))
+    # Without the bounds (runs stored before the band existed) the chart has no band.
+    assert spec(charts.performance_chart(windows, "accuracy"))["layer"][0]["mark"] != "area"
