@@ -376,13 +376,14 @@ class MonitorScheduler:
         """
         if not self.leads(model):
             return []
+        fence = self._fence(model)
         try:
             return self.catch_up(model)
         except LeaseLost as exc:
             _log.warning("mqm: %s", exc)
             return []
         except Exception as exc:
-            self._record_error(model, exc)
+            self._record_error(model, exc, fence)
             self._soon(model, self._error_retry)
             return []
 
@@ -514,12 +515,13 @@ class MonitorScheduler:
         oldest, _ = resolve(self._engine, self._config, model).source.time_range()
         return None if oldest is None else floor_window(oldest, model_cfg.window)
 
-    def _record_error(self, model: str, exc: BaseException) -> None:
+    def _record_error(self, model: str, exc: BaseException, fence: Fence | None) -> None:
         text, now = _describe(exc), self._clock()
         _log.warning("mqm: check of %s stopped: %s (retrying in %g s)", model, text,
                      self._error_retry, exc_info=not isinstance(exc, MonitorError))
-        with contextlib.suppress(Exception):  # the store may be what failed; the log has it
-            record_error(self._engine, model, text, now)
+        # The store may be what failed (the log has it), or the lease may be gone.
+        with contextlib.suppress(Exception):
+            record_error(self._engine, model, text, now, fence=fence)
         # After the store: a status() in between must not show the error from memory and
         # then lose it to a store row written a moment later.
         self._seen[model].update(last_error=text, last_error_at=now)

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from monitor.errors import MonitorError, WatermarkMoved
+from monitor.store.locks import Fence, check_fence
 from monitor.store.runs import LabelMark
 from monitor.store.tables import check_runs, run_rechecks, scheduler_state
 from monitor.store.upsert import insert_if_absent
@@ -99,10 +100,14 @@ def mark_run(conn: Connection, *, model: str, run_id: int, window_end: datetime,
                             "this recheck is dropped")
 
 
-def record_error(engine: Engine, model: str, text: str, now: datetime) -> None:
-    """Keep the last error of the model's checks, for every replica's status."""
+def record_error(engine: Engine, model: str, text: str, now: datetime, *,
+                 fence: Fence | None = None) -> None:
+    """Keep the last error of the model's checks, for every replica's status; with
+    ``fence``, only while that lease holds (``LeaseLost`` otherwise)."""
     t = scheduler_state
     with engine.begin() as conn:
+        if fence is not None:
+            check_fence(conn, fence)
         insert_if_absent(conn, t, {"model": model, "updated_at": now}, "model")
         conn.execute(sa.update(t).where(t.c.model == model)
                      .values(last_error=text, last_error_at=now, updated_at=now))
