@@ -184,8 +184,9 @@ def run_check(
     if not persist:
         return run
     with engine.begin() as conn:
-        if fence is not None:
+        if fence is not None:  # a stale holder is refused before it touches a row
             bound_transaction(conn, fence)
+            check_fence(conn, fence)
         run_id = insert_run(
             conn, model=model, kind="check", window_start=start, window_end=end,
             rows=run.rows, status=run.status, summary=run.as_dict(), metrics=run.metrics(),
@@ -199,7 +200,7 @@ def run_check(
                               now=now)
         observe_run(conn, config, model, RunOutcome(run_id, end, run.status, run.reasons),
                     now=now)
-        if fence is not None:  # last: the shortest time between the check and the commit
+        if fence is not None:  # again last: the shortest time between check and commit
             check_fence(conn, fence)
     if config.fallback_dir is not None or config.alerting.alertmanager_url:
         try:

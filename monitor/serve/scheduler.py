@@ -383,6 +383,12 @@ class MonitorScheduler:
             _log.warning("mqm: %s", exc)
             return []
         except Exception as exc:
+            if fence is not None and not self.leads(model):
+                # E.g. the server ended the transaction of a run that stalled past the
+                # lease: the model is another replica's now, and so is any retry.
+                _log.warning("mqm: %s: the run in flight failed after this replica's lease "
+                             "lapsed: %s", model, _describe(exc))
+                return []
             self._record_error(model, exc, fence)
             self._soon(model, self._error_retry)
             return []
