@@ -430,6 +430,25 @@ class ServeConfig(_Section):
         200, ge=1, description="Per model, at most this many features get their own "
         "per-feature metric series; the rest are left out, and counted."
     )
+    lease: PositiveDuration = Field(
+        timedelta(seconds=15), description="PostgreSQL: a replica runs a model's checks "
+        "under a lease that lapses this long after it was last renewed; then another "
+        "replica takes the model over (a stalled replica's writes are refused). Longer: "
+        "fewer needless takeovers on a slow database; shorter: a faster takeover."
+    )
+    lease_renew: PositiveDuration = Field(
+        timedelta(seconds=5), description="PostgreSQL: how often each replica renews its "
+        "leases, takes over lapsed ones and rebalances the models among the live "
+        "replicas. At most a third of 'lease', so that a renewal can fail twice in a row "
+        "without losing the lease."
+    )
+
+    @model_validator(mode="after")
+    def _renew_within_lease(self) -> ServeConfig:
+        if self.lease_renew * 3 > self.lease:
+            raise ValueError(f"lease_renew ({self.lease_renew.total_seconds():g} s) must be "
+                             f"at most a third of lease ({self.lease.total_seconds():g} s)")
+        return self
 
 
 

@@ -16,17 +16,18 @@ from typing import TYPE_CHECKING
 
 from monitor.alerting import alerts_for, post_alerts
 from monitor.checks.schema_check import SchemaResult, check_schema
-from monitor.config import Config
+from monitor.config import Config, ModelConfig
 from monitor.errors import MonitorError
 from monitor.results import CheckRun, schema_metrics
 from monitor.run.model import ResolvedModel, config_hash, reference_version, resolve
 from monitor.store.db import Engine
-from monitor.store.runs import immature_windows, insert_run, save_run
+from monitor.store.runs import LabelMark, insert_run, label_mark, recheck_candidates, save_run
 from monitor.store.sources import LogSource
 from monitor.times import window_ending, window_holding, windows_between
 
 if TYPE_CHECKING:
     from monitor.store.compaction import CompactResult
+    from monitor.store.locks import Fence
 
 __all__ = [
     "SchemaRun",
@@ -138,6 +139,8 @@ def run_check(
     persist: bool = True,
     recomputes: int | None = None,
     expect_watermark: datetime | None = None,
+    fence: Fence | None = None,
+    labels: LabelMark | None = None,
 ) -> CheckRun | None:
     """Every check on the window ending at ``at`` (default: the window of the newest log).
 
@@ -145,14 +148,25 @@ def run_check(
     fallback flag, in one transaction; then brings the flag file up to date. Returns
     None when the model has no logs at all and no ``at`` was given.
 
-    ``expect_watermark``: the scheduler's watermark this run moves on to the window's
-    end, compare-and-set in the same transaction; ``WatermarkMoved`` (and nothing
-    stored) when another writer moved it first.
+    Guards, each checked in that transaction (a refused run stores nothing):
+
+    * ``expect_watermark``: the scheduler's watermark this run moves on to the window's
+      end, compare-and-set; ``WatermarkMoved`` when another writer moved it first.
+    * ``recomputes``: the run this one recomputes (a recheck); it must still be the
+      window's latest check run, and recomputed by no one else
+      (``monitor.store.watermarks.mark_run``); ``RunSuperseded`` otherwise.
+    * ``fence``: the lease the scheduler works under; ``LeaseLost`` when another replica
+      took the model over meanwhile (``monitor.store.locks.check_fence``).
+
+    While the window is young enough to wait for labels, the run records how many of its
+    labels the store held before it read them (``labels``, counted here unless given),
+    so that a recheck runs again only once new ones arrived.
     """
     from monitor.fallback.flag import flag_document, observe_run
     from monitor.policy import RunOutcome
     from monitor.run.evaluate import evaluate_window
-    from monitor.store.watermarks import advance_watermark
+    from monitor.store.locks import bound_transaction, check_fence
+    from monitor.store.watermarks import advance_watermark, mark_run
 
     resolved = resolve(engine, config, model)
     bounds = _window(resolved, at)
@@ -161,22 +175,33 @@ def run_check(
     start, end = bounds
     started = datetime.now(UTC)
     now = now or started
+    if persist and labels is None and \
+            now - end < resolved.config.performance.max_label_delay:
+        # Before the read: a label that lands in between is read, and counted next time.
+        labels = label_mark(engine, model, start, end, scope=_label_scope(resolved.config))
     run = evaluate_window(resolved, start=start, end=end, now=now)
     run = replace(run, recomputes=recomputes)
     if not persist:
         return run
     with engine.begin() as conn:
+        if fence is not None:  # a stale holder is refused before it touches a row
+            bound_transaction(conn, fence)
+            check_fence(conn, fence)
         run_id = insert_run(
             conn, model=model, kind="check", window_start=start, window_end=end,
             rows=run.rows, status=run.status, summary=run.as_dict(), metrics=run.metrics(),
             config_hash=run.config_hash, reference_version=run.reference_version,
             started_at=started, finished_at=datetime.now(UTC),
         )
+        mark_run(conn, model=model, run_id=run_id, window_end=end, recomputes=recomputes,
+                 labels=labels)
         if expect_watermark is not None:
             advance_watermark(conn, model, expected=expect_watermark, end=end, run_id=run_id,
                               now=now)
         observe_run(conn, config, model, RunOutcome(run_id, end, run.status, run.reasons),
                     now=now)
+        if fence is not None:  # again last: the shortest time between check and commit
+            check_fence(conn, fence)
     if config.fallback_dir is not None or config.alerting.alertmanager_url:
         try:
             doc = flag_document(engine, config, model, now)
@@ -238,18 +263,61 @@ def backfill(
     return runs
 
 
-def recompute_immature(
-    engine: Engine, config: Config, model: str, *, now: datetime | None = None
-) -> list[CheckRun]:
-    """Re-run windows whose latest run judged accuracy on immature labels.
+def _label_scope(model_cfg: ModelConfig) -> str:
+    """How a window's labels are counted: by its own logs in mqm's log table; by the
+    model's labels for a user's table, whose rows the store cannot join."""
+    return "window" if model_cfg.source.kind == "builtin" else "model"
 
-    Labels arrive days late; a window checked before they did is checked again, so
-    its accuracy is judged once enough labels are in (or it is old enough). Only
-    windows younger than the maximum label delay can still be immature, which bounds
-    the work.
+
+def recompute_immature(
+    engine: Engine,
+    config: Config,
+    model: str,
+    *,
+    now: datetime | None = None,
+    fence: Fence | None = None,
+    keep_going: Callable[[], bool] | None = None,
+) -> list[CheckRun]:
+    """Re-run windows whose latest run judged accuracy on immature labels, once that can
+    change the verdict: when labels of the window arrived since that run, or the window
+    has since become old enough to be mature whatever its labels.
+
+    Labels arrive days late; a window checked before they did is checked again, so its
+    accuracy is judged once enough labels are in (or it is old enough). Only windows
+    younger than the maximum label delay (plus one window) can still be immature, which
+    bounds the work. Each rerun is guarded like a check (``run_check``'s ``recomputes``
+    and ``fence``): a run that another writer recomputed first is skipped
+    (``RunSuperseded``, logged); ``LeaseLost`` stops the recheck. ``keep_going`` is asked
+    before each window; False stops.
     """
+    from monitor.store.watermarks import RunSuperseded
+
     model_cfg = config.model(model)
     now = now or datetime.now(UTC)
-    horizon = now - model_cfg.performance.max_label_delay - model_cfg.window
-    return [run for run_id, end in immature_windows(engine, model, horizon)
-            if (run := run_check(engine, config, model, at=end, now=now, recomputes=run_id))]
+    delay = model_cfg.performance.max_label_delay
+    horizon = now - delay - model_cfg.window
+    scope = _label_scope(model_cfg)
+    model_mark: LabelMark | None = None
+    runs = []
+    for window in recheck_candidates(engine, model, horizon):
+        if keep_going is not None and not keep_going():
+            break
+        current = None
+        if now - window.end < delay:  # not yet mature by age: only new labels matter
+            start, end = window_ending(window.end, model_cfg.window)
+            if scope == "model":
+                model_mark = model_mark or label_mark(engine, model, start, end, scope=scope)
+                current = model_mark
+            else:
+                current = label_mark(engine, model, start, end, scope=scope)
+            if current == window.labels:
+                continue
+        try:
+            run = run_check(engine, config, model, at=window.end, now=now,
+                            recomputes=window.run_id, fence=fence, labels=current)
+        except RunSuperseded as exc:
+            _log.info("mqm: %s", exc)
+            continue
+        if run is not None:
+            runs.append(run)
+    return runs

@@ -30,6 +30,7 @@ __all__ = [
     "MetricValue",
     "ModelFreshness",
     "ModelInfo",
+    "ModelLease",
     "ModelList",
     "OverrideRequest",
     "Readiness",
@@ -79,12 +80,29 @@ class SchedulerCheck(Check):
     leader: bool | None
 
 
+class ModelLease(BaseModel):
+    holder: str | None = Field(description="The replica holding the model's lease (host, "
+                               "process id and a random part); null: released.")
+    expires_at: datetime = Field(description="When the lease lapses unless renewed.")
+    lapsed: bool = Field(description="No replica holds the lease now: its holder stopped "
+                         "renewing it (stalled or gone); a live replica takes it over "
+                         "within one renewal round.")
+    here: bool = Field(description="This replica holds it.")
+
+
 class ModelFreshness(Check):
     last_success_at: datetime | None = Field(
         description="When the model's last successful check run (ok, warn or critical) "
         "finished; null: never.")
     age_seconds: float | None
     max_age_seconds: float
+    counted: bool = Field(
+        True, description="Whether the model's freshness counts towards this replica's "
+        "readiness: false while another replica holds a live lease of the model (its "
+        "checks are that replica's health, not this one's).")
+    lease: ModelLease | None = Field(
+        None, description="The model's lease (several replicas on PostgreSQL); null where "
+        "the store keeps none.")
 
 
 class FreshnessCheck(Check):

@@ -1,5 +1,5 @@
 """The scheduler of ``mqm serve``: one check job per model, catch-up from a watermark,
-rechecks of windows waiting for labels, and one active replica per database.
+rechecks of windows waiting for labels, and the models shared by the replicas.
 
 How it behaves (the README's "Running the service" says the same for users):
 
@@ -25,24 +25,33 @@ How it behaves (the README's "Running the service" says the same for users):
   run of the model (so ``mqm check --at T`` or ``mqm backfill`` before the first start
   sets the starting point), else at the window holding the oldest log; a model with
   no logs yet waits for its first log.
+* **Rechecks.** A window whose latest run judged accuracy on immature labels is run
+  again only when labels of it arrived since (or it has since become mature by age),
+  under the same guards as a check: the run it recomputes must still be the latest of
+  the window and be recomputed by no one else, and the lease must still be held.
 * **No overlap.** Check, catch-up and recheck jobs of one model share one lock, and
   each job has ``max_instances=1``; a run that is late is coalesced into one
   (``coalesce=True``) and never dropped (no misfire grace limit): the catch-up covers
   whatever it missed.
-* **One active replica.** On PostgreSQL the replica holding the session-level
-  advisory lock ``pg_try_advisory_lock(advisory_key())`` (``monitor.serve.leader``) on a
-  dedicated connection
-  runs the jobs; the others keep their jobs paused, serve the API, and retry every
-  ``retry_interval`` seconds. When the leader's session ends (process killed, host or
-  network gone: the lock session asks the server for TCP keepalives so that a dead
-  peer is noticed within about half a minute) PostgreSQL releases the lock and a
-  follower takes over, first catching up. A leader whose lock connection fails
-  steps down and waits two retry intervals before competing again. The lock needs a
-  real session: not through a transaction-pooling PgBouncer. On SQLite (a single
-  file, one process) the scheduler is always the leader.
+* **Replicas share the models (PostgreSQL).** Each model's work (checks, rechecks,
+  compaction) runs on the replica holding the model's lease (``monitor.serve.leader``):
+  a row per model with a holder, an expiry and a fencing token, renewed every
+  ``serve.lease_renew`` seconds and lapsing ``serve.lease`` seconds after its last
+  renewal. At each round a replica renews its leases, takes over lapsed ones up to its
+  fair share (the models divided by the live replicas, rounded up) and gives up the
+  models beyond it (after the run in flight), so N replicas share the models. A stalled
+  replica (SIGSTOP, a GC pause, a hung driver call) keeps its database session but not
+  its leases: after ``serve.lease`` another replica takes its models over and catches
+  up. A killed replica's session ends and frees its advisory lock, so the others free
+  its leases at their next round. Every write under a lease (a check's watermark move,
+  a recheck) checks the lease's token in its own transaction, so a replica that
+  resumes after losing a model writes nothing for it, and steps down at its next
+  round. A replica whose lease session fails gives its models up and waits two rounds
+  before competing again. On SQLite (a single file, one process) the scheduler runs
+  every model.
 * **Stopping.** ``shutdown()`` stops taking new work: a catch-up stops after the
   window being checked, whose run is one transaction (finished, or abandoned with
-  nothing written); then the lock is released.
+  nothing written); then the leases are released, for the other replicas to take.
 """
 
 from __future__ import annotations
@@ -57,9 +66,10 @@ from typing import TYPE_CHECKING, Any
 from monitor.config import Config, ModelConfig
 from monitor.errors import MonitorError, WatermarkMoved, first_line
 from monitor.run.check import compact_logs, recompute_immature, run_check
-from monitor.serve.leader import AdvisoryLock, AlwaysLeader, Leadership
+from monitor.serve.leader import AlwaysLeader, Leadership, Lease, ModelLeases
 from monitor.serve.triggers import cron_trigger, trigger_for
 from monitor.store.db import Engine
+from monitor.store.locks import Fence, LeaseLost, lease_rows
 from monitor.store.watermarks import (
     last_checked_window_end,
     read_watermark,
@@ -85,20 +95,22 @@ __all__ = [
 
 Clock = Callable[[], datetime]
 _log = logging.getLogger("mqm.scheduler")
+_JOBS = ("check", "recheck", "catchup", "compact")
 
 
 # --- the scheduler -----------------------------------------------------------------
 
 
 class MonitorScheduler:
-    """APScheduler 3.x wiring of the check and recheck jobs, with leader election.
+    """APScheduler 3.x wiring of the check and recheck jobs, with per-model leases.
 
     ``clock`` (default: UTC wall time) decides which windows are due and is the
-    ``now`` of each run; tests inject one. ``retry_interval``: seconds between a
-    follower's attempts to take the lead and between the leader's lock checks.
-    ``error_retry``: seconds after which a tick that failed is tried again (besides
-    its next scheduled time). ``leadership`` replaces the election (default: an
-    advisory lock on PostgreSQL, always leader elsewhere).
+    ``now`` of each run; tests inject one. ``retry_interval``: seconds between two
+    rounds of the election (renewing this replica's leases, taking lapsed ones over);
+    default ``serve.lease_renew``. ``lease``: seconds a lease lasts unless renewed;
+    default ``serve.lease``. ``error_retry``: seconds after which a tick that failed is
+    tried again (besides its next scheduled time). ``leadership`` replaces the election
+    (default: model leases on PostgreSQL, every model elsewhere).
     """
 
     def __init__(
@@ -107,7 +119,8 @@ class MonitorScheduler:
         config: Config,
         *,
         clock: Clock | None = None,
-        retry_interval: float = 5.0,
+        retry_interval: float | None = None,
+        lease: float | None = None,
         error_retry: float = 300.0,
         leadership: Leadership | None = None,
         max_workers: int | None = None,
@@ -115,11 +128,13 @@ class MonitorScheduler:
         self._engine = engine
         self._config = config
         self._clock = clock or (lambda: datetime.now(UTC))
-        self._retry_interval = retry_interval
+        self._retry_interval = (config.serve.lease_renew.total_seconds()
+                                if retry_interval is None else retry_interval)
+        self._lease_seconds = config.serve.lease.total_seconds() if lease is None else lease
         self._error_retry = error_retry
         if leadership is None:
-            leadership = (AdvisoryLock(engine.url) if engine.dialect.name == "postgresql"
-                          else AlwaysLeader())
+            leadership = (ModelLeases(engine.url, ttl=self._lease_seconds)
+                          if engine.dialect.name == "postgresql" else AlwaysLeader())
         self._leadership = leadership
         self._max_workers = max_workers or min(32, max(4, 2 * len(config.models)))
         # Resolved now so that a bad cron line fails at start-up, naming its model.
@@ -130,8 +145,11 @@ class MonitorScheduler:
         self._stop = threading.Event()
         self._lifecycle = threading.Lock()  # start() and shutdown() one at a time
         self._stopped = False
-        self._state_lock = threading.Lock()  # guards _leader and job pausing/resuming
-        self._leader = False
+        self._state_lock = threading.Lock()  # guards _leases, _yielding and job pausing
+        self._leases: dict[str, Lease] = {}  # the models this replica runs
+        self._yielding: set[str] = set()  # leases given up once their job ends
+        self._share = 0
+        self._replicas = 0
         self._started = False
         self._aps: BackgroundScheduler | None = None
         self._elector: threading.Thread | None = None
@@ -142,7 +160,7 @@ class MonitorScheduler:
     # -- lifecycle ------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the jobs (paused until this replica leads) and the election thread.
+        """Start the jobs (paused until this replica holds their model) and the election.
 
         Does nothing once ``shutdown()`` was called (a SIGTERM during start-up).
         """
@@ -177,13 +195,13 @@ class MonitorScheduler:
         aps.start()
         self._aps = aps
         self._started = True
-        self._elect_once()  # so that start() returns knowing whether it leads
+        self._elect_once()  # so that start() returns knowing which models it runs
         self._elector = threading.Thread(target=self._elect_loop, name="mqm-leader",
                                          daemon=True)
         self._elector.start()
 
     def shutdown(self, wait: bool = True) -> None:
-        """Stop taking new work; with ``wait``, let running checks finish; give the lead up.
+        """Stop taking new work; with ``wait``, let running checks finish; give the leases up.
 
         A catch-up stops after the window it is checking. Without ``wait`` running
         checks go on in their threads; each is one transaction, so a process that
@@ -202,10 +220,11 @@ class MonitorScheduler:
         if self._aps is not None and self._aps.running:
             self._aps.shutdown(wait=wait)
         with self._state_lock:
-            self._leader = False
+            self._leases = {}
+            self._yielding.clear()
             # Released after the jobs ended, so that no other replica takes over while
-            # this one still writes (the watermark's compare-and-set guards it anyway).
-            self._leadership.release()
+            # this one still writes (the fencing token guards it anyway).
+            self._leadership.release_all()
         _log.info("mqm: scheduler stopped")
 
     @property
@@ -214,21 +233,79 @@ class MonitorScheduler:
 
     @property
     def leader(self) -> bool:
-        return self.running and self._leader
+        """Whether this replica runs the checks of at least one model."""
+        return self.running and any(self._lease(m) is not None for m in self._config.models)
 
-    # -- leader election ------------------------------------------------------------
+    def leads(self, model: str) -> bool:
+        """Whether this replica runs ``model``'s checks now."""
+        return self.running and self._lease(model) is not None
 
-    def _elect_once(self) -> None:
+    @property
+    def replica(self) -> str:
+        """This replica's name in the store's leases."""
+        return self._leadership.replica
+
+    def _lease(self, model: str) -> Lease | None:
+        """The lease ``model``'s work may start under now (None: not this replica's)."""
+        lease = self._leases.get(model)
+        if lease is None or model in self._yielding or not lease.valid():
+            return None
+        return lease
+
+    def _fence(self, model: str) -> Fence | None:
+        lease = self._lease(model)
+        return None if lease is None else lease.fence(self.replica, self._lease_seconds)
+
+    # -- leases -----------------------------------------------------------------------
+
+    def _elect_once(self) -> bool:
+        """One round of the election; False when the store could not be asked."""
         with self._state_lock:
             if self._stop.is_set():
-                return
-            if self._leader:
-                if self._leadership.alive():
-                    return
-                self._step_down()
-                return
-            if self._leadership.try_acquire():
-                self._become_leader()
+                return True
+            election = self._leadership.elect(list(self._config.models))
+            if self._stop.is_set():
+                return True  # shutdown() releases what this round took
+            held, before = election.leases, self._leases
+            for model in before.keys() - held.keys():
+                self._pause(model)
+                self._yielding.discard(model)
+                _log.warning("mqm: %s: lost its lease; another replica runs its checks",
+                             model)
+            self._leases = dict(held)
+            for model in held.keys() - before.keys():
+                _log.info("mqm: %s: this replica now runs its checks (lease token %s)",
+                          model, held[model].token)
+                self._resume(model)
+            self._share, self._replicas = election.share, election.replicas
+            self._rebalance()
+            return not election.failed
+
+    def _rebalance(self) -> None:
+        """Give up the models beyond this replica's share: their jobs stop taking new
+        windows at once, and each lease is released once its model's job has ended."""
+        self._release_yielded()
+        surplus = len(self._leases) - len(self._yielding) - self._share
+        if surplus <= 0:
+            return
+        # Idle models first; among those the last in name order, for a stable choice.
+        keep = sorted((m for m in self._leases if m not in self._yielding),
+                      key=lambda m: (m not in self._busy, m))
+        for model in keep[len(keep) - surplus:]:
+            self._yielding.add(model)
+            self._pause(model)
+        self._release_yielded()
+
+    def _release_yielded(self) -> None:
+        for model in sorted(self._yielding):
+            if model in self._busy:
+                continue  # its run in flight finishes first
+            self._yielding.discard(model)
+            lease = self._leases.pop(model, None)
+            if lease is not None:
+                self._leadership.release(lease)
+                _log.info("mqm: %s: given up for another replica (%d replicas share the "
+                          "models)", model, self._replicas)
 
     def _elect_loop(self) -> None:
         backoff = 0
@@ -236,40 +313,34 @@ class MonitorScheduler:
             if backoff > 0:
                 backoff -= 1
                 continue
-            was_leader = self._leader
+            had = bool(self._leases)
             try:
-                self._elect_once()
+                ok = self._elect_once()
             except Exception:  # the election must go on whatever happens
                 _log.exception("mqm: leader election failed")
-            if was_leader and not self._leader:
-                # Give a healthy follower two intervals to take over first.
+                ok = False
+            if not ok and had:
+                # Give a healthy replica two rounds to take the models over first.
                 backoff = 2
 
-    def _become_leader(self) -> None:
-        self._leader = True
-        _log.info("mqm: this replica now runs the scheduled checks")
+    def _resume(self, model: str) -> None:
         assert self._aps is not None
         from apscheduler.jobstores.base import JobLookupError
 
-        for name in self._config.models:
-            self._aps.resume_job(f"check:{name}")
-            self._aps.resume_job(f"recheck:{name}")
-            with contextlib.suppress(JobLookupError):  # only models with log blocks
-                self._aps.resume_job(f"compact:{name}")
-            # Catch up at once: the previous leader may have stopped long ago.
-            self._soon(name, 0.0)
+        self._aps.resume_job(f"check:{model}")
+        self._aps.resume_job(f"recheck:{model}")
+        with contextlib.suppress(JobLookupError):  # only models with log blocks
+            self._aps.resume_job(f"compact:{model}")
+        # Catch up at once: the previous holder may have stopped long ago.
+        self._soon(model, 0.0)
 
-    def _step_down(self) -> None:
-        self._leader = False
-        _log.warning("mqm: lost the scheduler lock; this replica serves the API only")
+    def _pause(self, model: str) -> None:
+        assert self._aps is not None
         from apscheduler.jobstores.base import JobLookupError
 
-        assert self._aps is not None
-        for name in self._config.models:
-            for job in (f"check:{name}", f"recheck:{name}", f"catchup:{name}",
-                        f"compact:{name}"):
-                with contextlib.suppress(JobLookupError):  # a one-off catch-up that ran
-                    self._aps.pause_job(job)
+        for kind in _JOBS:
+            with contextlib.suppress(JobLookupError):  # a one-off catch-up that ran
+                self._aps.pause_job(f"{kind}:{model}")
 
     def _soon(self, model: str, seconds: float) -> None:
         """A one-off catch-up of ``model`` in ``seconds`` (it queues behind the model lock)."""
@@ -281,10 +352,12 @@ class MonitorScheduler:
 
     # -- jobs -----------------------------------------------------------------------
 
-    def _may_continue(self) -> bool:
+    def _may_continue(self, model: str) -> bool:
         # Called directly (tests, tools) on a scheduler that was never started, the
         # work runs whoever leads: the watermark's compare-and-set keeps it exactly once.
-        return not self._stop.is_set() and (self._leader or not self._started)
+        if self._stop.is_set():
+            return False
+        return not self._started or self._lease(model) is not None
 
     def _acquire(self, model: str) -> threading.Lock | None:
         """The model's lock, waiting for a running job of the model; None when stopping."""
@@ -297,15 +370,26 @@ class MonitorScheduler:
     def tick(self, model: str) -> list[CheckRun]:
         """The check job: catch the model up, recording (not raising) a failure.
 
-        Does nothing on a replica that does not lead or is stopping. A failure is
-        logged, kept as ``last_error`` and retried after ``error_retry`` seconds.
+        Does nothing on a replica that does not hold the model or is stopping. A failure
+        is logged, kept as ``last_error`` and retried after ``error_retry`` seconds; a
+        lease lost meanwhile is only logged (the election hands the model over).
         """
-        if not self.leader:
+        if not self.leads(model):
             return []
+        fence = self._fence(model)
         try:
             return self.catch_up(model)
+        except LeaseLost as exc:
+            _log.warning("mqm: %s", exc)
+            return []
         except Exception as exc:
-            self._record_error(model, exc)
+            if fence is not None and not self.leads(model):
+                # E.g. the server ended the transaction of a run that stalled past the
+                # lease: the model is another replica's now, and so is any retry.
+                _log.warning("mqm: %s: the run in flight failed after this replica's lease "
+                             "lapsed: %s", model, _describe(exc))
+                return []
+            self._record_error(model, exc, fence)
             self._soon(model, self._error_retry)
             return []
 
@@ -317,8 +401,9 @@ class MonitorScheduler:
         A window is due when its end + ``schedule.delay`` is not after ``now``
         (default: the clock, read again before each window, so a long catch-up also
         takes the windows that fall due meanwhile). Stops after ``limit`` runs, when
-        the scheduler stops, or when this replica loses the lead; raises what a run
-        raises (the run and the watermark move are then both rolled back).
+        the scheduler stops, or when this replica no longer holds the model; raises what
+        a run raises (the run and the watermark move are then both rolled back):
+        ``LeaseLost`` when the model was taken over while the run was in flight.
         """
         model_cfg = self._config.model(model)
         lock = self._acquire(model)
@@ -327,7 +412,8 @@ class MonitorScheduler:
         runs: list[CheckRun] = []
         self._busy.add(model)
         try:
-            while (limit is None or len(runs) < limit) and self._may_continue():
+            while (limit is None or len(runs) < limit) and self._may_continue(model):
+                fence = self._fence(model)  # before reading the watermark it moves
                 current = now or self._clock()
                 watermark = self._watermark(model, model_cfg)
                 if watermark is None:
@@ -339,7 +425,7 @@ class MonitorScheduler:
                     self.compact(model, wait=True)
                 try:
                     run = run_check(self._engine, self._config, model, at=end, now=current,
-                                    expect_watermark=watermark)
+                                    expect_watermark=watermark, fence=fence)
                 except WatermarkMoved as exc:
                     _log.info("mqm: %s", exc)
                     continue  # someone else checked it: read the watermark again
@@ -358,10 +444,10 @@ class MonitorScheduler:
         """The compaction job: copy new logs and labels into log blocks, so that checks
         read them fast. Logs (does not raise) a failure: reads then use the rows.
 
-        Does nothing on a replica that does not lead, or (unless ``wait``) while the
-        model is being compacted already.
+        Does nothing on a replica that does not hold the model, or (unless ``wait``)
+        while the model is being compacted already.
         """
-        if not self._may_continue():
+        if not self._may_continue(model):
             return None
         lock = self._compacting[model]
         if not lock.acquire(blocking=wait):
@@ -382,19 +468,25 @@ class MonitorScheduler:
             lock.release()
 
     def recheck(self, model: str) -> list[CheckRun]:
-        """The recheck job: re-judge windows whose accuracy waited for labels.
+        """The recheck job: re-judge windows whose accuracy waited for labels, once new
+        labels arrived (or they became mature by age).
 
-        Runs under the model's lock (never beside a check of the model); does nothing
-        on a replica that does not lead. A failure is logged and retried next time.
+        Runs under the model's lock (never beside a check of the model) and under the
+        model's lease, like a check; does nothing on a replica that does not hold the
+        model. A failure is logged and retried next time.
         """
-        if not self.leader:
+        if not self.leads(model):
             return []
         lock = self._acquire(model)
         if lock is None:
             return []
         self._busy.add(model)
         try:
-            runs = recompute_immature(self._engine, self._config, model, now=self._clock())
+            if not self._may_continue(model):
+                return []
+            runs = recompute_immature(self._engine, self._config, model, now=self._clock(),
+                                      fence=self._fence(model),
+                                      keep_going=lambda: self._may_continue(model))
             self._seen[model].update(last_recheck_at=self._clock(), last_recheck_error=None)
             return runs
         except Exception as exc:
@@ -429,12 +521,13 @@ class MonitorScheduler:
         oldest, _ = resolve(self._engine, self._config, model).source.time_range()
         return None if oldest is None else floor_window(oldest, model_cfg.window)
 
-    def _record_error(self, model: str, exc: BaseException) -> None:
+    def _record_error(self, model: str, exc: BaseException, fence: Fence | None) -> None:
         text, now = _describe(exc), self._clock()
         _log.warning("mqm: check of %s stopped: %s (retrying in %g s)", model, text,
                      self._error_retry, exc_info=not isinstance(exc, MonitorError))
-        with contextlib.suppress(Exception):  # the store may be what failed; the log has it
-            record_error(self._engine, model, text, now)
+        # The store may be what failed (the log has it), or the lease may be gone.
+        with contextlib.suppress(Exception):
+            record_error(self._engine, model, text, now, fence=fence)
         # After the store: a status() in between must not show the error from memory and
         # then lose it to a store row written a moment later.
         self._seen[model].update(last_error=text, last_error_at=now)
@@ -445,17 +538,23 @@ class MonitorScheduler:
         """What /readyz and operators need; never raises.
 
         ``running``: the jobs are started and not stopping; ``leader``: this replica
-        runs the checks. Per model: ``watermark`` (end of the last window checked),
-        ``last_run_at``, ``last_error`` and ``last_error_at`` (from the store, shared
-        by all replicas; this replica's last view when the store does not answer),
-        ``next_run_at`` (this replica's next check; null on a follower),
-        ``last_recheck_at``, ``last_recheck_error``, ``last_compact_at``,
-        ``last_compact_error`` and ``busy`` (this replica).
+        runs the checks of at least one model; ``replica``: its name in the leases;
+        ``replicas`` and ``share``: the live replicas it counted at its last round, and
+        how many models it should run. Per model: ``leads`` (this replica runs it now),
+        ``lease`` (the stored lease: ``holder``, ``token``, ``expires_at``, ``lapsed``;
+        null where the store keeps none), ``watermark`` (end of the last window
+        checked), ``last_run_at``, ``last_error`` and ``last_error_at`` (from the store,
+        shared by all replicas; this replica's last view when the store does not
+        answer), ``next_run_at`` (this replica's next check; null on a replica that
+        does not run the model), ``last_recheck_at``, ``last_recheck_error``,
+        ``last_compact_at``, ``last_compact_error`` and ``busy`` (this replica).
         """
         stored: dict[str, dict[str, Any]] = {}
+        leases: dict[str, Any] = {}
         store_error = None
         try:
             stored = scheduler_rows(self._engine)
+            leases = lease_rows(self._engine)
         except Exception as exc:
             store_error = first_line(exc)
         models = {}
@@ -465,7 +564,13 @@ class MonitorScheduler:
                 row = stored.get(name, {})
                 seen.update({k: row.get(k) for k in ("watermark", "last_run_at",
                                                      "last_error", "last_error_at")})
+                lease = leases.get(name)
+                seen["lease"] = None if lease is None else {
+                    "holder": lease.holder, "token": lease.token,
+                    "expires_at": iso_z(lease.expires_at), "lapsed": lease.lapsed}
             models[name] = {
+                "leads": self.leads(name),
+                "lease": seen.get("lease"),
                 "watermark": iso_z(seen.get("watermark")),
                 "last_run_at": iso_z(seen.get("last_run_at")),
                 "next_run_at": iso_z(self._next_run(name)),
@@ -477,11 +582,12 @@ class MonitorScheduler:
                 "last_compact_error": seen.get("last_compact_error"),
                 "busy": name in self._busy,
             }
-        return {"running": self.running, "leader": self.leader, "store_error": store_error,
-                "models": models}
+        return {"running": self.running, "leader": self.leader, "replica": self.replica,
+                "replicas": self._replicas, "share": self._share,
+                "store_error": store_error, "models": models}
 
     def _next_run(self, model: str) -> datetime | None:
-        if self._aps is None or not self.leader:
+        if self._aps is None or not self.leads(model):
             return None
         times = [job.next_run_time for job_id in (f"check:{model}", f"catchup:{model}")
                  if (job := self._aps.get_job(job_id)) is not None and job.next_run_time]
@@ -492,4 +598,3 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, MonitorError):
         return str(exc)
     return f"{type(exc).__name__}: {first_line(exc)}"
-

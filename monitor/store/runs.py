@@ -16,18 +16,28 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from monitor.results import CheckRun, Metric
-from monitor.store.tables import check_runs, run_metrics
+from monitor.store.tables import (
+    check_runs,
+    ground_truth,
+    inference_logs,
+    run_metrics,
+    run_rechecks,
+)
 from monitor.times import aware
 
 __all__ = [
+    "LabelMark",
     "Metric",
+    "RecheckCandidate",
     "RunRecord",
     "get_run",
     "immature_windows",
     "insert_run",
+    "label_mark",
     "latest_runs",
     "latest_verdicts",
     "previous_verdict",
+    "recheck_candidates",
     "run_metrics_of",
     "save_run",
 ]
@@ -153,6 +163,77 @@ def immature_windows(engine: Engine, model: str, since: datetime) -> list[tuple[
     )
     with engine.connect() as conn:
         return [(int(run_id), end) for run_id, end in conn.execute(query)]
+
+
+@dataclass(frozen=True)
+class LabelMark:
+    """The labels a window had in the store: how many, and the largest id. ``scope``
+    ``window``: the labels of the window's own logs (mqm's log table); ``model``: every
+    label of the model (a user's log table, whose rows the store cannot join). Labels
+    are only ever added (a request id's label is never replaced), so an equal mark means
+    no label arrived."""
+
+    scope: str
+    count: int
+    max_id: int | None
+
+
+def label_mark(engine: Engine, model: str, start: datetime, end: datetime, *,
+               scope: str) -> LabelMark:
+    """The window's ``LabelMark`` now (``scope``: ``window`` or ``model``)."""
+    g, lg = ground_truth, inference_logs
+    if scope == "window":
+        query = (sa.select(sa.func.count(g.c.id), sa.func.max(g.c.id))
+                 .select_from(lg.join(g, sa.and_(g.c.model == lg.c.model,
+                                                 g.c.request_id == lg.c.request_id)))
+                 .where(lg.c.model == model, lg.c.ts >= start, lg.c.ts < end))
+    elif scope == "model":
+        query = sa.select(sa.func.count(g.c.id), sa.func.max(g.c.id)).where(g.c.model == model)
+    else:
+        raise ValueError(f"unknown label scope {scope!r}")
+    with engine.connect() as conn:
+        count, max_id = conn.execute(query).one()
+    return LabelMark(scope, int(count or 0), None if max_id is None else int(max_id))
+
+
+@dataclass(frozen=True)
+class RecheckCandidate:
+    """The latest check run of a window that judged accuracy on immature labels, and the
+    ``LabelMark`` it recorded (None: none recorded)."""
+
+    run_id: int
+    start: datetime
+    end: datetime
+    labels: LabelMark | None
+
+
+def recheck_candidates(engine: Engine, model: str, since: datetime) -> list[RecheckCandidate]:
+    """The windows ending at or after ``since`` whose latest check run judged accuracy on
+    immature labels, oldest window first, with the labels that run saw."""
+    c, r = check_runs.c, run_rechecks.c
+    latest = (
+        sa.select(sa.func.max(c.id).label("id"))
+        .where(c.model == model, c.kind == "check", c.window_end >= since)
+        .group_by(c.window_end)
+        .subquery()
+    )
+    query = (
+        sa.select(c.id, c.window_start, c.window_end, r.label_scope, r.labels, r.label_max_id)
+        .join(latest, latest.c.id == c.id)
+        .join(run_metrics, run_metrics.c.run_id == c.id)
+        .outerjoin(run_rechecks, r.run_id == c.id)
+        .where(run_metrics.c.check_name == "performance", run_metrics.c.metric == "mature",
+               run_metrics.c.value == 0.0)
+        .order_by(c.window_end)
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    return [RecheckCandidate(
+        run_id=int(row.id), start=row.window_start, end=row.window_end,
+        labels=None if row.label_scope is None or row.labels is None else LabelMark(
+            row.label_scope, int(row.labels),
+            None if row.label_max_id is None else int(row.label_max_id)))
+        for row in rows]
 
 
 def latest_verdicts(conn: Connection, model: str, *, reasons_of_last: int

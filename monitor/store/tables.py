@@ -17,7 +17,10 @@ __all__ = [
     "inference_logs",
     "log_blocks",
     "metadata",
+    "model_leases",
     "run_metrics",
+    "run_rechecks",
+    "scheduler_replicas",
     "scheduler_state",
 ]
 
@@ -217,4 +220,57 @@ log_blocks = sa.Table(
     # One block per start: two compactors racing for the same rows cannot both commit.
     sa.UniqueConstraint("model", "lo_id", name="uq_log_blocks_model_lo"),
     sa.Index("ix_log_blocks_model_ts_min", "model", "ts_min"),
+)
+
+# One row per model: which replica of ``mqm serve`` runs the model's scheduled work, under
+# which fencing token, until when. A replica renews its leases every few seconds; a lease
+# not renewed by ``expires_at`` (its holder stalled, or gone) is taken over by another
+# replica, which raises ``token``. Every write a replica makes for a model (a check's
+# watermark move, a recheck) checks in its own transaction that the token is still the
+# one it started under, so a holder that resumes after a takeover writes nothing.
+model_leases = sa.Table(
+    "model_leases",
+    metadata,
+    sa.Column("model", sa.String(200), primary_key=True),
+    # The holding replica (``scheduler_replicas.replica``); NULL: released, free to take.
+    sa.Column("holder", sa.String(200), nullable=True),
+    sa.Column("token", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
+    sa.Column("acquired_at", UTCDateTime(), nullable=True),
+    sa.Column("renewed_at", UTCDateTime(), nullable=True),
+)
+
+# One row per running scheduler replica (PostgreSQL): its presence, renewed with its
+# leases. The live ones (not expired) share the models; ``lock_key`` is a session-level
+# advisory lock the replica holds while its session lives, so that the others notice a
+# killed replica at once (its session ends, the lock is free) and hand its models over
+# without waiting for its leases to expire.
+scheduler_replicas = sa.Table(
+    "scheduler_replicas",
+    metadata,
+    sa.Column("replica", sa.String(200), primary_key=True),
+    sa.Column("lock_key", sa.BigInteger(), nullable=False),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer(), nullable=False),
+    sa.Column("started_at", UTCDateTime(), nullable=False),
+    sa.Column("seen_at", UTCDateTime(), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
+)
+
+# One row per check run stored by ``run_check``: the run it recomputes (unique, so that no
+# run is recomputed twice and the recheck chain cannot fork) and the labels of its window
+# the store held when the run read it (a count and the largest label id, over the window's
+# logs, or over the model's labels for a user's log table: ``label_scope`` window or
+# model), so that a recheck runs again only when they changed.
+run_rechecks = sa.Table(
+    "run_rechecks",
+    metadata,
+    sa.Column("run_id", BigId, sa.ForeignKey("check_runs.id", ondelete="CASCADE"),
+              primary_key=True, autoincrement=False),
+    # No foreign key: pruning old runs must not touch the ones that recomputed them.
+    sa.Column("recomputes", sa.BigInteger(), nullable=True),
+    sa.Column("labels", sa.BigInteger(), nullable=True),
+    sa.Column("label_max_id", sa.BigInteger(), nullable=True),
+    sa.Column("label_scope", sa.String(10), nullable=True),
+    sa.UniqueConstraint("recomputes", name="uq_run_rechecks_recomputes"),
 )

@@ -1,4 +1,4 @@
-"""Shared by the serve tests: the scheduler's model, days of logs, waits, lock holders, and
+"""Shared by the serve tests: the scheduler's model, days of logs, waits, lease holders, and
 factories of typed check runs (complete documents, as a real run stores them)."""
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from monitor.results import (
     ServiceResult,
     schema_metrics,
 )
-from monitor.serve.leader import advisory_key
 from monitor.store.logs import insert_logs
 from monitor.store.runs import save_run
 from tests.conftest import log
@@ -50,17 +49,21 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> float:
     return time.monotonic() - started
 
 
-def lock_holders(url: str) -> list[int]:
-    """Backends holding the scheduler's advisory lock in this database."""
-    key = advisory_key()
+def lock_holders(url: str, model: str = MODEL) -> list[int]:
+    """Server processes of the replicas holding a live lease of ``model``: the session of
+    each one's advisory lock (killing it ends that replica's presence)."""
     eng = sa.create_engine(url)
     try:
         with eng.connect() as conn:
-            return list(conn.execute(sa.text(
+            keys = conn.execute(sa.text(
+                "SELECT r.lock_key FROM model_leases AS m JOIN scheduler_replicas AS r "
+                "ON r.replica = m.holder WHERE m.model = :model "
+                "AND m.expires_at > timezone('UTC', now())"), {"model": model}).scalars().all()
+            return [pid for key in keys for pid in conn.execute(sa.text(
                 "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
                 "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-                "AND classid = :hi AND objid = :lo"),
-                {"hi": (key >> 32) & 0xFFFFFFFF, "lo": key & 0xFFFFFFFF}).scalars())
+                "AND classid = :hi AND objid = :lo AND objsubid = 1"),
+                {"hi": (key >> 32) & 0xFFFFFFFF, "lo": key & 0xFFFFFFFF}).scalars()]
     finally:
         eng.dispose()
 

@@ -1,5 +1,7 @@
 """``mqm serve`` as a real process: SIGTERM drains, a second one abandons without a partial
-write, API-only replicas, and a SIGKILLed leader replaced by a follower (PostgreSQL)."""
+write, API-only replicas, a SIGKILLed leader replaced by a follower, and a SIGSTOPped one
+replaced once its lease lapses, whose checks and rechecks are refused when it resumes
+(PostgreSQL). Each fault test ends with an audit of the stored history."""
 
 from __future__ import annotations
 
@@ -24,7 +26,9 @@ import yaml
 
 from monitor.serve.scheduler import MonitorScheduler, next_window_end, read_watermark
 from monitor.store.db import create_engine, ensure_schema
-from monitor.store.tables import check_runs, run_metrics
+from monitor.store.locks import LeaseRow, lease_rows
+from monitor.store.logs import insert_labels
+from monitor.store.tables import check_runs, fallback_state, run_metrics, scheduler_state
 from tests.conftest import ROOT
 from tests.serve.conftest import DAY, DELAY, MODEL, load_days, lock_holders, wait_for
 
@@ -35,22 +39,39 @@ WRAPPER = '''
 import os, sys, time
 from pathlib import Path
 
-import monitor.run.evaluate, monitor.fallback.flag
+import threading
+
+import monitor.run.check, monitor.run.evaluate, monitor.fallback.flag
 
 marker = Path(os.environ["MQM_TEST_MARKER"])
 slow_evaluate = float(os.environ.get("MQM_TEST_SLOW_EVALUATE", "0"))
 slow_observe = float(os.environ.get("MQM_TEST_SLOW_OBSERVE", "0"))
+slow_recheck = float(os.environ.get("MQM_TEST_SLOW_RECHECK", "0"))
 real_evaluate = monitor.run.evaluate.evaluate_window
 real_observe = monitor.fallback.flag.observe_run
+real_recompute = monitor.run.check.recompute_immature
+rechecking = threading.local()
 
 def note(line):
     with marker.open("a") as f:
         f.write(line + "\\n")
 
 def evaluate_window(*args, **kwargs):
+    if getattr(rechecking, "on", False):
+        note("recheck-evaluate " + kwargs["end"].isoformat())
+        time.sleep(slow_recheck)
+        return real_evaluate(*args, **kwargs)
     note("evaluate " + kwargs["end"].isoformat())
     time.sleep(slow_evaluate)
     return real_evaluate(*args, **kwargs)
+
+def recompute_immature(*args, **kwargs):  # the scheduler imports it once serve starts
+    rechecking.on = True
+    try:
+        return real_recompute(*args, **kwargs)
+    finally:
+        rechecking.on = False
+        note("recheck-done")
 
 def observe_run(*args, **kwargs):  # inside the run's transaction, after the watermark moved
     note("observe")
@@ -59,6 +80,7 @@ def observe_run(*args, **kwargs):  # inside the run's transaction, after the wat
 
 monitor.run.evaluate.evaluate_window = evaluate_window
 monitor.fallback.flag.observe_run = observe_run
+monitor.run.check.recompute_immature = recompute_immature
 from monitor.cli.main import main
 main()
 '''
@@ -146,13 +168,15 @@ def small_reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def write_config(small_reference: Path):  # type: ignore[no-untyped-def]
-    def write(tmp_path: Path, url: str) -> Path:
+    def write(tmp_path: Path, url: str, *, serve: dict[str, Any] | None = None,
+              **model: Any) -> Path:
         path = tmp_path / "monitor.yaml"
         path.write_text(yaml.safe_dump({
             "database_url": url,
             "models": {MODEL: {"schema": str(ROOT / "schemas" / "loan_default.yaml"),
                                "reference": str(small_reference),
-                               "window": "1d", "min_rows": 10}},
+                               "window": "1d", "min_rows": 10, **model}},
+            "serve": serve or {},
         }), encoding="utf-8")
         return path
 
@@ -221,6 +245,37 @@ def assert_each_window_once(engine: sa.Engine, start: datetime, days: int) -> No
     assert sorted(stored_runs(engine)) == expected
 
 
+def audit(engine: sa.Engine) -> None:
+    """The history a fault must not damage: every window has exactly one check run that
+    recomputes nothing (its scheduled run), and no run is recomputed more than once (the
+    recheck chain never forks)."""
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(check_runs.c.id, check_runs.c.window_end,
+                                      check_runs.c.summary)
+                            .where(check_runs.c.model == MODEL, check_runs.c.kind == "check")
+                            ).all()
+    scheduled = Counter(end for _, end, doc in rows if doc.get("recomputes") is None)
+    assert all(n == 1 for n in scheduled.values()), f"a window checked twice: {scheduled}"
+    recomputes = Counter(doc["recomputes"] for _, _, doc in rows
+                         if doc.get("recomputes") is not None)
+    assert all(n == 1 for n in recomputes.values()), f"a run recomputed twice: {recomputes}"
+    ids = {run_id for run_id, _, _ in rows}
+    assert set(recomputes) <= ids, "a recheck of a run that does not exist"
+
+
+def lease_of(engine: sa.Engine) -> LeaseRow:
+    return lease_rows(engine)[MODEL]
+
+
+def history(engine: sa.Engine) -> tuple[Any, ...]:
+    """Everything a replica writes for the model: runs, the watermark's row, the flag."""
+    with engine.connect() as conn:
+        runs = conn.execute(sa.select(sa.func.count(), sa.func.max(check_runs.c.id))).one()
+        state = conn.execute(sa.select(scheduler_state)).all()
+        flag = conn.execute(sa.select(fallback_state.c.updated_at)).all()
+    return tuple(runs), state, flag
+
+
 def test_sigterm_lets_the_running_check_finish_and_exits_0(
     tmp_path: Path, services: list[Service], write_config, prepared_store
 ) -> None:
@@ -241,6 +296,7 @@ def test_sigterm_lets_the_running_check_finish_and_exits_0(
     assert sorted(runs) == [start + DAY, start + 2 * DAY] and service.started("evaluate") == 2
     assert all(figures > 10 for figures in runs.values())
     assert read_watermark(engine, MODEL) == start + 2 * DAY
+    audit(engine)
 
 
 def test_a_second_sigterm_abandons_the_run_in_flight_without_a_partial_write(
@@ -266,6 +322,7 @@ def test_a_second_sigterm_abandons_the_run_in_flight_without_a_partial_write(
     wait_for(lambda: caught_up(engine, start, 3), 30, "catch-up")
     assert again.stop() == 0, again.log()
     assert_each_window_once(engine, start, 3)
+    audit(engine)
 
 
 def test_no_scheduler_serves_the_api_only(
@@ -328,6 +385,7 @@ def test_a_killed_leader_is_replaced_and_no_window_is_lost_or_doubled(
     wait_for(lambda: caught_up(engine, start, 6), 30, "catch-up")
     follower.shutdown()
     assert_each_window_once(engine, start, 6)
+    audit(engine)
 
 
 def test_compose_runs_the_service_against_its_postgres() -> None:
@@ -344,3 +402,129 @@ def test_compose_runs_the_service_against_its_postgres() -> None:
     assert serve.get("stop_signal", "SIGTERM") == "SIGTERM"
     assert serve["stop_grace_period"] == "2m"
     assert any(str(p).startswith("127.0.0.1:") for p in serve["ports"])
+
+
+LEASE, RENEW = 4.0, 1.0  # serve.lease and serve.lease_renew of the stall tests
+# What a loaded 2-core machine may add to the bound (a round that runs late, a slow
+# statement); the bound itself is the lease plus one round.
+SLACK = 3.0
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("where", ["evaluate", "transaction"])
+def test_a_stalled_leader_is_replaced_within_its_lease_and_writes_nothing_after(
+    pg_url: str, tmp_path: Path, services: list[Service], write_config, prepared_store,
+    where: str,
+) -> None:
+    """SIGSTOP the leader in the middle of a backlog, while it reads a window
+    (``evaluate``) or inside a run's transaction, after the watermark moved, holding its
+    row lock (``transaction``). Its session stays alive. The follower takes the model over
+    once the lease lapses and catches up, ready all along; the resumed leader writes
+    nothing more and steps down."""
+    engine, start = prepared_store(pg_url, 8)
+    config = write_config(tmp_path, pg_url, serve={"lease": f"{LEASE:g}s",
+                                                   "lease_renew": f"{RENEW:g}s"})
+    step, slow = (("evaluate", {"MQM_TEST_SLOW_EVALUATE": "0.5"}) if where == "evaluate"
+                  else ("observe", {"MQM_TEST_SLOW_OBSERVE": "0.5"}))
+    leader = Service(tmp_path, config, **slow)
+    services.append(leader)
+    leader.wait_healthy()
+    wait_for(lambda: leader.get("/readyz")[1]["checks"]["scheduler"]["leader"] is True, 20,
+             "the first service leads")
+    follower = Service(tmp_path, config)
+    services.append(follower)
+    follower.wait_healthy()
+    wait_for(lambda: follower.get("/readyz")[1]["checks"]["scheduler"]["running"] is True,
+             20, "the follower's scheduler runs")
+    held = lease_of(engine)
+    assert not held.lapsed
+
+    # Stop it right after the step began (the marker is written first, then it sleeps).
+    wait_for(lambda: leader.started(step) >= 2, 60, f"the leader's second {step}")
+    count = leader.started(step)
+    wait_for(lambda: leader.started(step) > count, 30, f"another {step} starts")
+    leader.proc.send_signal(signal.SIGSTOP)
+    try:
+        took = wait_for(lambda: (row := lease_of(engine)).holder not in (None, held.holder)
+                        and not row.lapsed, LEASE + RENEW + 30, "the follower takes over")
+        assert took <= LEASE + RENEW + SLACK, f"takeover after {took:.1f} s"
+        assert lease_of(engine).token > held.token
+        wait_for(lambda: caught_up(engine, start, 8), 90, "the follower catches up")
+        code, ready = follower.get("/readyz")  # the stalled leader is not its problem
+        assert code == 200, ready
+        assert ready["checks"]["freshness"]["models"][MODEL]["lease"]["here"] is True
+        before = history(engine)
+    finally:
+        leader.proc.send_signal(signal.SIGCONT)
+    print(f"takeover after SIGSTOP ({where}): {took:.2f} s (lease {LEASE:g} s, "
+          f"renewed every {RENEW:g} s)")
+    # Resumed, the old leader finds its lease gone: its run in flight is refused (by the
+    # token, the watermark's compare-and-set, or the server ending its idle transaction)
+    # and it writes nothing at all, not even an error.
+    wait_for(lambda: "lost its lease" in leader.log(), 30, "the old leader steps down")
+    time.sleep(3 * RENEW)
+    assert history(engine) == before
+    code, ready = leader.get("/readyz")
+    assert ready["checks"]["scheduler"]["leader"] is False, ready
+    assert follower.stop() == 0, follower.log()
+    assert leader.stop() == 0, leader.log()
+    assert_each_window_once(engine, start, 8)
+    audit(engine)
+
+
+@pytest.mark.postgres
+def test_a_stalled_leaders_recheck_is_refused_after_a_takeover(
+    pg_url: str, tmp_path: Path, services: list[Service], write_config, prepared_store,
+) -> None:
+    """The race of issue 19: the leader stalls during a recheck, the follower takes over
+    and rechecks the same window, the leader resumes. Its run recomputes a run that was
+    recomputed already: refused, so no run is recomputed twice."""
+    engine, start = prepared_store(pg_url, 3)
+    config = write_config(tmp_path, pg_url, serve={"lease": f"{LEASE:g}s",
+                                                   "lease_renew": f"{RENEW:g}s"},
+                          schedule={"recheck_every": "1s"})
+    leader = Service(tmp_path, config, MQM_TEST_SLOW_RECHECK="8")
+    services.append(leader)
+    leader.wait_healthy()
+    wait_for(lambda: caught_up(engine, start, 3), 60, "the leader catches up")
+    follower = Service(tmp_path, config)
+    services.append(follower)
+    follower.wait_healthy()
+    time.sleep(3)  # rechecks come every second: none runs, no label arrived
+    assert leader.started("recheck-evaluate") == 0
+    with engine.connect() as conn:
+        [first] = conn.execute(sa.select(check_runs.c.id)
+                               .where(check_runs.c.window_end == start + DAY)).scalars()
+
+    # A few labels of the first window: still immature, but worth a recheck.
+    with engine.begin() as conn:
+        insert_labels(conn, MODEL, [(f"r-{i}", 0, datetime.now(UTC)) for i in range(3)])
+    wait_for(lambda: leader.started("recheck-evaluate") == 1, 30, "the leader rechecks")
+    leader.proc.send_signal(signal.SIGSTOP)
+    try:
+        wait_for(lambda: first in recomputed(engine), LEASE + RENEW + 60,
+                 "the follower rechecks the window")
+        done = leader.started("recheck-done")
+    finally:
+        leader.proc.send_signal(signal.SIGCONT)
+    wait_for(lambda: leader.started("recheck-done") > done, 30, "the leader's recheck ends")
+    assert recomputed(engine)[first] == 1
+    assert leader.started("recheck-evaluate") == 1  # it did not try again
+    log = leader.log()
+    assert "recomputed by another writer" in log or "lease" in log, log
+    assert follower.stop() == 0, follower.log()
+    assert leader.stop() == 0, leader.log()
+    assert_each_window_once_or_rechecked(engine, start, 3)
+    audit(engine)
+
+
+def recomputed(engine: sa.Engine) -> Counter[int]:
+    with engine.connect() as conn:
+        docs = conn.execute(sa.select(check_runs.c.summary)).scalars()
+        return Counter(d["recomputes"] for d in docs if d.get("recomputes") is not None)
+
+
+def assert_each_window_once_or_rechecked(engine: sa.Engine, start: datetime, days: int) -> None:
+    with engine.connect() as conn:
+        ends = Counter(conn.execute(sa.select(check_runs.c.window_end)).scalars())
+    assert sorted(ends) == [start + (d + 1) * DAY for d in range(days)]
