@@ -135,25 +135,22 @@ def _validation_error(field: str, message: str, value: Any) -> RequestValidation
                                     "msg": message, "input": value}])
 
 
-def only_query(*names: str) -> Any:
-    """A dependency refusing (422, as FastAPI words an unknown field) any query parameter
-    but ``names``: a misspelt ``?limt=5`` must not answer as if it were not there, on a
-    read as on a write. The probes and /metrics are left alone (load balancers and
-    Prometheus may add parameters of their own)."""
-    allowed = frozenset(names)
-
-    async def refuse_unknown(request: Request) -> None:
-        if not request.scope.get("query_string"):  # the flag's hot path: nothing to parse
-            return
-        unknown = [(key, value) for key, value in request.query_params.multi_items()
-                   if key not in allowed]
-        if unknown:
-            raise RequestValidationError([
-                {"type": "extra_forbidden", "loc": ("query", key),
-                 "msg": "Extra inputs are not permitted", "input": value}
-                for key, value in unknown])
-
-    return Depends(refuse_unknown)
+def _refuse_unknown_query(request: Request, *allowed: str) -> None:
+    """422 (as FastAPI words an unknown field) for any query parameter but ``allowed``:
+    a misspelt ``?limt=5`` must not answer as if it were not there, on a read as on a
+    write. Called first thing by every ``/v1`` route; the probes and /metrics are left
+    alone (load balancers and Prometheus may add parameters of their own). A call rather
+    than a dependency: FastAPI solves a dependency on every request, which the flag's hot
+    path (no query string) should not pay for."""
+    if not request.scope.get("query_string"):
+        return
+    unknown = [(key, value) for key, value in request.query_params.multi_items()
+               if key not in allowed]
+    if unknown:
+        raise RequestValidationError([
+            {"type": "extra_forbidden", "loc": ("query", key),
+             "msg": "Extra inputs are not permitted", "input": value}
+            for key, value in unknown])
 
 
 # --- the app ---------------------------------------------------------------------------
@@ -287,8 +284,9 @@ def create_app(
 
     @app.get("/v1/models", response_model=ModelList, tags=["models"],
              summary="Every configured model with its latest check run and flag",
-             dependencies=[only_query()], responses={**STORE_DOWN, **UNKNOWN_QUERY})
-    def list_models() -> dict[str, Any]:
+             responses={**STORE_DOWN, **UNKNOWN_QUERY})
+    def list_models(request: Request) -> dict[str, Any]:
+        _refuse_unknown_query(request)
         newest = reads.newest_runs(engine, model_names)
         out = []
         for name, model_cfg in config.models.items():
@@ -305,9 +303,9 @@ def create_app(
 
     @app.get("/v1/models/{model}/runs", response_model=RunPage, tags=["models"],
              summary="A model's check runs, newest first, a page at a time",
-             dependencies=[only_query("limit", "before", "kind")],
              responses={**UNKNOWN, **STORE_DOWN})
     def list_runs(
+        request: Request,
         model: ModelName,
         limit: Annotated[int, Query(ge=1, le=500, description="Runs per page.")] = 50,
         before: Annotated[int | None, Query(ge=1, le=MAX_ID, description=(
@@ -315,6 +313,7 @@ def create_app(
         kind: Annotated[Literal["check", "schema"] | None, Query(
             description="Only runs of this kind.")] = None,
     ) -> dict[str, Any]:
+        _refuse_unknown_query(request, "limit", "before", "kind")
         config.model(model)
         page = reads.run_page(engine, model, limit=limit, before=before, kind=kind)
         return {"model": model, "runs": [_summary_of(r) for r in page.runs],
@@ -322,10 +321,11 @@ def create_app(
 
     @app.get("/v1/runs/{run_id}", response_model=RunDetail, tags=["runs"],
              summary="One check run: its summary as stored and its metrics",
-             dependencies=[only_query()],
              responses={404: {"model": ErrorBody, "description": "No such run."},
                         **STORE_DOWN})
-    def get_run(run_id: Annotated[int, Path(ge=1, le=MAX_ID)]) -> dict[str, Any]:
+    def get_run(request: Request,
+                run_id: Annotated[int, Path(ge=1, le=MAX_ID)]) -> dict[str, Any]:
+        _refuse_unknown_query(request)
         found = reads.run_with_metrics(engine, run_id)
         if found is None:
             raise HTTPException(404, f"no check run with id {run_id}")
@@ -344,8 +344,10 @@ def create_app(
 
     @app.get("/v1/models/{model}/fallback", response_model=FlagDocument, tags=["fallback"],
              summary="The model's fallback flag, as serving reads it",
-             dependencies=[only_query()], responses={**UNKNOWN, **STORE_DOWN})
-    async def get_fallback(model: ModelName) -> Response:
+             responses={**UNKNOWN, **STORE_DOWN})
+    async def get_fallback(request: Request, model: ModelName) -> Response:
+        if request.scope["query_string"]:
+            _refuse_unknown_query(request)
         body = cache.fresh(model)
         if body is None:
             if model not in config.models:
@@ -355,9 +357,11 @@ def create_app(
 
     @app.put("/v1/models/{model}/fallback", response_model=FlagDocument, tags=["fallback"],
              summary="Force the flag on or off (a manual override)",
-             dependencies=[Depends(require_token), only_query()], max_body_size=MAX_BODY,
+             dependencies=[Depends(require_token)], max_body_size=MAX_BODY,
              responses={**AUTH, **UNKNOWN, **STORE_DOWN, **BAD_BODY})
-    def put_fallback(model: ModelName, override: OverrideRequest) -> Response:
+    def put_fallback(request: Request, model: ModelName, override: OverrideRequest
+                     ) -> Response:
+        _refuse_unknown_query(request)
         config.model(model)
         now = datetime.now(UTC)
         # The store keeps whole seconds; an expiry that rounds down to now is in the past.
