@@ -16,12 +16,18 @@ from typing import TYPE_CHECKING
 
 from monitor.alerting import alerts_for, post_alerts
 from monitor.checks.schema_check import SchemaResult, check_schema
-from monitor.config import Config, ModelConfig
+from monitor.config import Config
 from monitor.errors import MonitorError
 from monitor.results import CheckRun, schema_metrics
 from monitor.run.model import ResolvedModel, config_hash, reference_version, resolve
 from monitor.store.db import Engine
-from monitor.store.runs import LabelMark, insert_run, label_mark, recheck_candidates, save_run
+from monitor.store.runs import (
+    insert_run,
+    label_mark,
+    labels_arrived,
+    recheck_candidates,
+    save_run,
+)
 from monitor.store.sources import LogSource
 from monitor.times import window_ending, window_holding, windows_between
 
@@ -140,7 +146,6 @@ def run_check(
     recomputes: int | None = None,
     expect_watermark: datetime | None = None,
     fence: Fence | None = None,
-    labels: LabelMark | None = None,
 ) -> CheckRun | None:
     """Every check on the window ending at ``at`` (default: the window of the newest log).
 
@@ -158,9 +163,9 @@ def run_check(
     * ``fence``: the lease the scheduler works under; ``LeaseLost`` when another replica
       took the model over meanwhile (``monitor.store.locks.check_fence``).
 
-    While the window is young enough to wait for labels, the run records how many of its
-    labels the store held before it read them (``labels``, counted here unless given),
-    so that a recheck runs again only once new ones arrived.
+    While the window is young enough to wait for labels, the run records what it knew of
+    them before it read them (``monitor.store.runs.LabelMark``), so that a recheck runs
+    again only once new ones arrived.
     """
     from monitor.fallback.flag import flag_document, observe_run
     from monitor.policy import RunOutcome
@@ -175,10 +180,11 @@ def run_check(
     start, end = bounds
     started = datetime.now(UTC)
     now = now or started
-    if persist and labels is None and \
-            now - end < resolved.config.performance.max_label_delay:
-        # Before the read: a label that lands in between is read, and counted next time.
-        labels = label_mark(engine, model, start, end, scope=_label_scope(resolved.config))
+    labels = None
+    if persist and now - end < resolved.config.performance.max_label_delay:
+        # Before the read: a label that lands in between is read, and seen as new later.
+        labels = label_mark(engine, model, start, end,
+                            own_table=resolved.config.source.kind == "builtin")
     run = evaluate_window(resolved, start=start, end=end, now=now)
     run = replace(run, recomputes=recomputes)
     if not persist:
@@ -263,12 +269,6 @@ def backfill(
     return runs
 
 
-def _label_scope(model_cfg: ModelConfig) -> str:
-    """How a window's labels are counted: by its own logs in mqm's log table; by the
-    model's labels for a user's table, whose rows the store cannot join."""
-    return "window" if model_cfg.source.kind == "builtin" else "model"
-
-
 def recompute_immature(
     engine: Engine,
     config: Config,
@@ -285,7 +285,8 @@ def recompute_immature(
     Labels arrive days late; a window checked before they did is checked again, so its
     accuracy is judged once enough labels are in (or it is old enough). Only windows
     younger than the maximum label delay (plus one window) can still be immature, which
-    bounds the work. Each rerun is guarded like a check (``run_check``'s ``recomputes``
+    bounds the work. New logs and labels go into log blocks first. Each rerun is guarded
+    like a check (``run_check``'s ``recomputes``
     and ``fence``): a run that another writer recomputed first is skipped
     (``RunSuperseded``, logged); ``LeaseLost`` stops the recheck. ``keep_going`` is asked
     before each window; False stops.
@@ -296,25 +297,21 @@ def recompute_immature(
     now = now or datetime.now(UTC)
     delay = model_cfg.performance.max_label_delay
     horizon = now - delay - model_cfg.window
-    scope = _label_scope(model_cfg)
-    model_mark: LabelMark | None = None
+    # New labels into the log blocks first: each rerun then records their high-water, so
+    # that the labels it read do not count as new at the next recheck.
+    compact_quietly(engine, config, model)
     runs = []
     for window in recheck_candidates(engine, model, horizon):
         if keep_going is not None and not keep_going():
             break
-        current = None
-        if now - window.end < delay:  # not yet mature by age: only new labels matter
+        if now - window.end < delay and window.labels is not None:
+            # Not yet mature by age: only new labels can change the verdict.
             start, end = window_ending(window.end, model_cfg.window)
-            if scope == "model":
-                model_mark = model_mark or label_mark(engine, model, start, end, scope=scope)
-                current = model_mark
-            else:
-                current = label_mark(engine, model, start, end, scope=scope)
-            if current == window.labels:
+            if not labels_arrived(engine, model, start, end, window.labels):
                 continue
         try:
             run = run_check(engine, config, model, at=window.end, now=now,
-                            recomputes=window.run_id, fence=fence, labels=current)
+                            recomputes=window.run_id, fence=fence)
         except RunSuperseded as exc:
             _log.info("mqm: %s", exc)
             continue

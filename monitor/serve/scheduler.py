@@ -277,6 +277,11 @@ class MonitorScheduler:
                 _log.info("mqm: %s: this replica now runs its checks (lease token %s)",
                           model, held[model].token)
                 self._resume(model)
+            for model in held.keys() & before.keys():
+                if not before[model].valid():
+                    # Renewed after it lapsed here (this process stalled, and nobody took
+                    # the model meanwhile): a catch-up it cut short goes on now.
+                    self._soon(model, 0.0)
             self._share, self._replicas = election.share, election.replicas
             self._rebalance()
             return not election.failed

@@ -20,6 +20,7 @@ from monitor.store.tables import (
     check_runs,
     ground_truth,
     inference_logs,
+    log_blocks,
     run_metrics,
     run_rechecks,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "immature_windows",
     "insert_run",
     "label_mark",
+    "labels_arrived",
     "latest_runs",
     "latest_verdicts",
     "previous_verdict",
@@ -167,33 +169,69 @@ def immature_windows(engine: Engine, model: str, since: datetime) -> list[tuple[
 
 @dataclass(frozen=True)
 class LabelMark:
-    """The labels a window had in the store: how many, and the largest id. ``scope``
-    ``window``: the labels of the window's own logs (mqm's log table); ``model``: every
-    label of the model (a user's log table, whose rows the store cannot join). Labels
-    are only ever added (a request id's label is never replaced), so an equal mark means
-    no label arrived."""
+    """What a run knew of its window's labels when it read them, so that a recheck can
+    tell whether any arrived since. Labels are only ever added (a request id's label is
+    never replaced). ``scope``:
+
+    * ``blocks`` (mqm's log table, compacted): ``max_id`` is the model's log blocks'
+      label high-water (``log_blocks.labels_hw``): the compactor takes it when every
+      smaller label id is committed, so the run read every label up to it. New labels:
+      the window's labels above it. Reading it costs one index lookup.
+    * ``window`` (mqm's log table, no blocks yet): ``count`` and ``max_id`` of the
+      window's labels, counted through its logs (a join over the window).
+    * ``model`` (a user's log table, whose rows the store cannot join): ``count`` and
+      ``max_id`` of the model's labels.
+    """
 
     scope: str
-    count: int
+    count: int | None
     max_id: int | None
 
 
-def label_mark(engine: Engine, model: str, start: datetime, end: datetime, *,
-               scope: str) -> LabelMark:
-    """The window's ``LabelMark`` now (``scope``: ``window`` or ``model``)."""
+def _label_counts(engine: Engine, model: str, start: datetime, end: datetime,
+                  scope: str) -> LabelMark:
     g, lg = ground_truth, inference_logs
     if scope == "window":
         query = (sa.select(sa.func.count(g.c.id), sa.func.max(g.c.id))
                  .select_from(lg.join(g, sa.and_(g.c.model == lg.c.model,
                                                  g.c.request_id == lg.c.request_id)))
                  .where(lg.c.model == model, lg.c.ts >= start, lg.c.ts < end))
-    elif scope == "model":
-        query = sa.select(sa.func.count(g.c.id), sa.func.max(g.c.id)).where(g.c.model == model)
     else:
-        raise ValueError(f"unknown label scope {scope!r}")
+        query = sa.select(sa.func.count(g.c.id), sa.func.max(g.c.id)).where(g.c.model == model)
     with engine.connect() as conn:
         count, max_id = conn.execute(query).one()
     return LabelMark(scope, int(count or 0), None if max_id is None else int(max_id))
+
+
+def label_mark(engine: Engine, model: str, start: datetime, end: datetime, *,
+               own_table: bool) -> LabelMark:
+    """The ``LabelMark`` of the window from ``start`` to ``end`` now, to be taken before
+    the window is read (a label stored in between is then read, and counted again next
+    time, never missed). ``own_table``: the model's logs are in mqm's own table."""
+    if not own_table:
+        return _label_counts(engine, model, start, end, "model")
+    with engine.connect() as conn:
+        hw = conn.execute(sa.select(sa.func.max(log_blocks.c.labels_hw))
+                          .where(log_blocks.c.model == model)).scalar()
+    if hw is None:
+        return _label_counts(engine, model, start, end, "window")
+    return LabelMark("blocks", None, int(hw))
+
+
+def labels_arrived(engine: Engine, model: str, start: datetime, end: datetime,
+                   mark: LabelMark) -> bool:
+    """Whether labels of the window from ``start`` to ``end`` arrived since ``mark``."""
+    if mark.scope != "blocks":
+        return _label_counts(engine, model, start, end, mark.scope) != mark
+    g, lg = ground_truth, inference_logs
+    query = (sa.select(g.c.id)
+             .select_from(g.join(lg, sa.and_(lg.c.model == g.c.model,
+                                             lg.c.request_id == g.c.request_id)))
+             .where(g.c.model == model, g.c.id > (mark.max_id or 0),
+                    lg.c.ts >= start, lg.c.ts < end)
+             .limit(1))
+    with engine.connect() as conn:
+        return conn.execute(query).first() is not None
 
 
 @dataclass(frozen=True)
@@ -230,8 +268,8 @@ def recheck_candidates(engine: Engine, model: str, since: datetime) -> list[Rech
         rows = conn.execute(query).all()
     return [RecheckCandidate(
         run_id=int(row.id), start=row.window_start, end=row.window_end,
-        labels=None if row.label_scope is None or row.labels is None else LabelMark(
-            row.label_scope, int(row.labels),
+        labels=None if row.label_scope is None else LabelMark(
+            row.label_scope, None if row.labels is None else int(row.labels),
             None if row.label_max_id is None else int(row.label_max_id)))
         for row in rows]
 

@@ -14,9 +14,10 @@ import pytest
 import sqlalchemy as sa
 
 from monitor.run.check import recompute_immature, run_check
+from monitor.store.compaction import compact
 from monitor.store.locks import Fence, LeaseLost
 from monitor.store.logs import insert_labels
-from monitor.store.tables import check_runs, model_leases
+from monitor.store.tables import check_runs, model_leases, run_rechecks
 from monitor.store.watermarks import RunSuperseded, read_watermark, start_watermark
 from tests.serve.conftest import DAY, MODEL, T0, load_days
 
@@ -47,11 +48,17 @@ def run_count(engine: sa.Engine) -> int:
         return int(conn.execute(sa.select(sa.func.count()).select_from(check_runs)).scalar_one())
 
 
+@pytest.mark.parametrize("blocks", [True, False], ids=["blocks", "rows"])
 def test_a_window_is_rechecked_only_when_its_labels_changed_or_it_became_mature(
-    engine: sa.Engine, make_config
+    engine: sa.Engine, make_config, blocks: bool
 ) -> None:
-    _, cfg = make_config(url_of(engine))
+    """With log blocks a run records their label high-water (every label up to it was
+    read); without, the count of its window's labels. Either way, a recheck reruns a
+    window only for new labels of it, or once it is old enough to be mature."""
+    _, cfg = make_config(url_of(engine), schedule={"compact_every": "1m" if blocks else None})
     load_days(engine, 2)  # 12 logs a day, request ids r-0.. and r-1000..
+    if blocks:
+        compact(engine, MODEL)
     first = run_check(engine, cfg, MODEL, at=END1, now=NOW)
     second = run_check(engine, cfg, MODEL, at=END2, now=NOW)
     assert first is not None and second is not None
@@ -83,6 +90,9 @@ def test_a_window_is_rechecked_only_when_its_labels_changed_or_it_became_mature(
     assert recompute_immature(engine, cfg, MODEL, now=aged + HOUR) == []
     assert recomputed(engine) == Counter({first.run_id: 1, second.run_id: 1,
                                           redo.run_id: 1})
+    with engine.connect() as conn:
+        scopes = set(conn.execute(sa.select(run_rechecks.c.label_scope)).scalars())
+    assert scopes == ({"blocks", None} if blocks else {"window", None})  # None: mature by age
 
 
 def test_a_run_is_recomputed_at_most_once_and_only_while_it_is_the_latest(

@@ -207,3 +207,18 @@ def test_readiness_counts_only_the_models_this_replica_answers_for(
     assert lapsed.checks.freshness.models["m1"].counted is True
     assert "lease lapsed" in lapsed.checks.freshness.models["m1"].detail
     engine.dispose()
+
+
+def test_a_lease_renewed_less_than_three_times_per_lifetime_is_refused(tmp_path: Path) -> None:
+    from monitor.errors import ConfigError
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    config = write_config(tmp_path, url, ["m0"], lease="6s", lease_renew="2s")
+    assert (config.serve.lease, config.serve.lease_renew) == (timedelta(seconds=6),
+                                                              timedelta(seconds=2))
+    with pytest.raises(ConfigError, match=r"lease_renew \(3 s\) must be at most a third of "
+                                          r"lease \(6 s\)"):
+        write_config(tmp_path, url, ["m0"], lease="6s", lease_renew="3s")
+    # The scheduler takes both from the config unless told otherwise.
+    sched = MonitorScheduler(create_engine(url), config)
+    assert (sched._lease_seconds, sched._retry_interval) == (6.0, 2.0)
