@@ -171,6 +171,7 @@ def _clean_mapping(
         raise _too_many_values(where)
     out: dict[str, Any] = {}
     chars = 0
+    room = budget.chars
     name = where
     try:
         for key, value in mapping.items():
@@ -179,6 +180,8 @@ def _clean_mapping(
             kind = type(value)
             if kind is str:
                 chars += len(value)
+                if chars > room:
+                    raise _too_much_text(name)
                 if not value.isascii():
                     _unicode(name, value)
             elif kind is float:
