@@ -6,7 +6,16 @@ Run by hand, not by pytest::
 
 It writes N synthetic wide log rows of the sample model (one column per feature of
 ``schemas/loan_default.yaml``) to a Parquet and a CSV file, then loads each file into
-fresh databases and reloads it into the now-full one (which must add nothing).
+fresh databases and reloads it into the now-full one (which must add nothing). Besides
+the wall time it reports the load's CPU time (user + system of the whole child), which
+other jobs on a busy machine disturb far less.
+
+``--probe`` also measures what a load does to other writers (issue 13, item 5: the
+operator's ``mqm fallback set`` during a long SQLite load): a thread of the child
+writes one row to a table of its own every 20 ms, on its own connection, while the
+first load runs, and the longest of those writes is reported. A load that holds the
+write lock for its whole length shows here as a wait as long as the load (or the
+30 s busy timeout, then a failed write).
 Every measurement runs in a fresh child process so that its peak RSS (``ru_maxrss``)
 is its own: the mark never goes down within a process, and Linux carries it over
 fork and exec, so this parent stays small (no pandas, no data) and the data is
@@ -16,12 +25,14 @@ generated in a child as well.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import resource
 import secrets
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -122,13 +133,52 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def measure(url: str, schema_path: str, path: str, rows: int) -> dict[str, float]:
+class WriteProbe:
+    """A thread writing one row every 20 ms on a connection of its own; records the
+    longest write, and how many failed (a lock held past the busy timeout)."""
+
+    def __init__(self, url: str) -> None:
+        from monitor.store.db import create_engine
+
+        self.engine = create_engine(url)
+        with self.engine.begin() as conn:
+            conn.execute(sa.text("CREATE TABLE bench_probe (at FLOAT)"))
+        self.longest = 0.0
+        self.failed = 0
+        self.writes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            t0 = time.perf_counter()
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(sa.text("INSERT INTO bench_probe VALUES (:at)"), {"at": t0})
+            except sa.exc.OperationalError:
+                self.failed += 1
+            self.writes += 1
+            self.longest = max(self.longest, time.perf_counter() - t0)
+
+    def __enter__(self) -> WriteProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.engine.dispose()
+
+
+def measure(url: str, schema_path: str, path: str, rows: int,
+            probe: bool = False) -> dict[str, float]:
     """Load ``path`` into the empty database at ``url``, then load it again."""
     from monitor.ingest import ingest_logs, read_rows
     from monitor.store.db import create_engine, ensure_schema
 
     schema = load_schema(schema_path)
     engine = create_engine(url)
+    figures: dict[str, float] = {}
     try:
         ensure_schema(engine)
         # Read one row untimed: the first Parquet read imports pyarrow and pandas (~1 s),
@@ -137,11 +187,18 @@ def measure(url: str, schema_path: str, path: str, rows: int) -> dict[str, float
         next(read_rows(Path(path))[1], None)
         warm = time.perf_counter() - w0
         before = _peak_rss_mb()
-        t0 = time.perf_counter()
-        first = ingest_logs(engine, MODEL, schema, path)
-        t1 = time.perf_counter()
+        prober = WriteProbe(url) if probe else None
+        c0, t0 = _cpu(), time.perf_counter()
+        if prober is None:
+            first = ingest_logs(engine, MODEL, schema, path)
+        else:
+            with prober:
+                first = ingest_logs(engine, MODEL, schema, path)
+            figures.update(probe_longest_ms=prober.longest * 1000, probe_failed=prober.failed,
+                           probe_writes=prober.writes)
+        c1, t1 = _cpu(), time.perf_counter()
         again = ingest_logs(engine, MODEL, schema, path)
-        t2 = time.perf_counter()
+        c2, t2 = _cpu(), time.perf_counter()
     finally:
         engine.dispose()
     # A fast wrong answer is no result: the load must be complete and the reload a no-op.
@@ -149,8 +206,14 @@ def measure(url: str, schema_path: str, path: str, rows: int) -> dict[str, float
         raise RuntimeError(f"first load: {first.as_dict()}")
     if (again.added, again.already_stored, again.bad) != (0, rows, 0):
         raise RuntimeError(f"reload added rows: {again.as_dict()}")
-    return {"seconds": t1 - t0, "reload_seconds": t2 - t1, "warmup_seconds": warm,
-            "rss_before_mb": before, "peak_rss_mb": _peak_rss_mb()}
+    return {"seconds": t1 - t0, "reload_seconds": t2 - t1, "cpu_seconds": c1 - c0,
+            "reload_cpu_seconds": c2 - c1, "warmup_seconds": warm,
+            "rss_before_mb": before, "peak_rss_mb": _peak_rss_mb(), **figures}
+
+
+def _cpu() -> float:
+    times = os.times()
+    return times.user + times.system
 
 
 def in_child(func: Any, *args: Any) -> Any:
@@ -224,18 +287,28 @@ def print_cell(cell: Cell) -> None:
           " (median [all]):")
     print(f"  load s        {_fmt(cell.values('seconds'), '.2f')}")
     print(f"  load rows/s   {_fmt(cell.rates(), ',.0f')}")
+    print(f"  load CPU s    {_fmt(cell.values('cpu_seconds'), '.2f')}")
     print(f"  reload s      {_fmt(cell.values('reload_seconds'), '.2f')}  (0 rows added)")
+    print(f"  reload CPU s  {_fmt(cell.values('reload_cpu_seconds'), '.2f')}")
+    if "probe_longest_ms" in cell.runs[0]:
+        print(f"  probe: longest write during the load ms "
+              f"{_fmt(cell.values('probe_longest_ms'), ',.0f')}, failed writes "
+              f"{_fmt(cell.values('probe_failed'), '.0f')} of "
+              f"{_fmt(cell.values('probe_writes'), '.0f')}")
     print(f"  warm-up s     {_fmt(cell.values('warmup_seconds'), '.2f')}  (first row, untimed)")
     print(f"  peak RSS MB   {_fmt(cell.values('peak_rss_mb'), '.0f')}"
           f"  (before load {_fmt(cell.values('rss_before_mb'), '.0f')})", flush=True)
 
 
 def print_table(cells: list[Cell]) -> None:
-    head = ("backend", "file", "rows", "load s", "rows/s", "reload s", "peak RSS MB")
+    head = ("backend", "file", "rows", "load s", "rows/s", "load CPU s", "reload s",
+            "reload CPU s", "peak RSS MB")
     body = [
         (c.backend, c.file, f"{c.rows:,}", f"{statistics.median(c.values('seconds')):.2f}",
          f"{statistics.median(c.rates()):,.0f}",
+         f"{statistics.median(c.values('cpu_seconds')):.2f}",
          f"{statistics.median(c.values('reload_seconds')):.2f}",
+         f"{statistics.median(c.values('reload_cpu_seconds')):.2f}",
          f"{max(c.values('peak_rss_mb')):.0f}")
         for c in cells
     ]
@@ -270,6 +343,10 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"PostgreSQL server to create bench databases on "
                         f"(default {DEFAULT_PG_URL})")
     parser.add_argument("--seed", type=int, default=7, help="random seed of the data")
+    parser.add_argument("--probe", action="store_true",
+                        help="time another writer's writes during each first load")
+    parser.add_argument("--only", choices=["sqlite", "postgresql"], default=None,
+                        help="measure one backend only")
     args = parser.parse_args(argv)
     if args.rows < 1 or args.repeats < 1:
         parser.error("--rows and --repeats must be at least 1")
@@ -288,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"generated {args.rows:,} rows in {time.perf_counter() - t0:.1f} s ({sizes})\n")
 
         backends = ["sqlite", *(["postgresql"] if server else [])]
+        if args.only:
+            backends = [b for b in backends if b == args.only]
         for backend in backends:
             for kind, path in files.items():
                 cell = Cell(backend, kind, args.rows)
@@ -295,8 +374,8 @@ def main(argv: list[str] | None = None) -> int:
                     fresh = server.fresh() if backend == "postgresql" and server else (
                         fresh_sqlite(folder, kind))
                     with fresh as url:
-                        cell.runs.append(
-                            in_child(measure, url, str(SCHEMA_PATH), str(path), args.rows))
+                        cell.runs.append(in_child(measure, url, str(SCHEMA_PATH), str(path),
+                                                  args.rows, args.probe))
                 print_cell(cell)
                 cells.append(cell)
     if server:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "ConfigError",
     "DatabaseError",
@@ -12,6 +14,7 @@ __all__ = [
     "UnknownModelError",
     "WatermarkMoved",
     "first_line",
+    "shown",
 ]
 
 
@@ -59,6 +62,7 @@ class RowProblem(ValueError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"field {field!r}: {message}")
         self.field = field
+        self.detail = message
 
 
 def first_line(exc: BaseException) -> str:
@@ -68,3 +72,13 @@ def first_line(exc: BaseException) -> str:
     if orig is None:
         orig = exc
     return (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+
+
+def shown(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to about ``limit`` characters, for messages: a bad value may be
+    a megabyte of text, or an integer too long to print."""
+    try:
+        text = repr(value)
+    except Exception:  # e.g. an int of more digits than str() allows
+        return f"<{type(value).__name__}>"
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"

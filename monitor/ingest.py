@@ -1,37 +1,47 @@
 """Loading inference-log and label files (CSV, Parquet, JSON lines) into the store.
 
-A file is checked row by row; every bad row is reported with its line or row
-number and field. With ``on_error="fail"`` (the default) one bad row means nothing
-is written; with ``"skip"`` the good rows are written and the bad ones reported.
-Either way the write is one transaction, and request ids already stored are
-skipped, so loading the same file twice adds nothing.
+A file is checked row by row; every bad row is reported with its line or row number
+and field: a value that cannot be stored, bytes that are not UTF-8, a CSV row with
+an extra cell, a JSON line that is not an object. With ``on_error="fail"`` (the
+default) one bad row, or a file without rows, means nothing is written; with
+``"skip"`` the good rows are written and the bad ones reported. A file that cannot be
+read to its end (a truncated ``.gz``) writes nothing either way.
+
+Rows are staged apart and published at the end in one short transaction
+(``monitor.store.staging``): a load is all or nothing, and the store stays writable
+while a long file is read. Request ids already stored are skipped, so loading the
+same file twice adds nothing.
 """
 
 from __future__ import annotations
 
+import csv
 import gzip
 import json
-from collections.abc import Callable, Iterator
+import re
+import zlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import IO, Any, Literal, TypeVar
 
-from monitor.errors import IngestError
+from monitor.errors import DatabaseError, IngestError, shown
 from monitor.schema import ModelSchema, parse_text
 from monitor.store.db import Engine
 from monitor.store.logs import (
+    MAX_DEPTH,
     LogRecord,
     RowProblem,
     clean_value,
-    insert_labels,
-    insert_logs,
+    label_load,
+    log_load,
     make_record,
-    parse_time,
+    record_time,
     request_id_of,
 )
 
-__all__ = ["IngestReport", "ingest_labels", "ingest_logs", "read_rows"]
+__all__ = ["BadRow", "IngestReport", "ingest_labels", "ingest_logs", "read_rows"]
 
 OnError = Literal["skip", "fail"]
 RESERVED = ("request_id", "timestamp", "model_version", "latency_ms", "error", "error_message",
@@ -42,33 +52,57 @@ _MAX_LISTED = 20
 
 @dataclass
 class IngestReport:
-    """What a load did: rows read, added, already stored, and the bad rows."""
+    """What a load did: rows read, added, already stored, the bad rows, and warnings
+    (an empty file under ``skip``, labels whose request id matches no log)."""
 
     file: str
     rows: int = 0
     added: int = 0
     already_stored: int = 0
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    # Labels only: how many of the file's labels name a request id no stored log has.
+    unmatched: int | None = None
 
     @property
     def bad(self) -> int:
         return len(self.problems)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "file": self.file,
             "rows": self.rows,
             "added": self.added,
             "already_stored": self.already_stored,
             "bad_rows": self.bad,
             "problems": self.problems[:_MAX_LISTED],
+            "warnings": self.warnings,
         }
+        if self.unmatched is not None:
+            data["unmatched"] = self.unmatched
+        return data
 
 
-def _open_text(path: Path) -> Any:
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8", newline="")
-    return path.open("r", encoding="utf-8", newline="")
+@dataclass(frozen=True, slots=True)
+class BadRow:
+    """A row that could not be read at all (its problem, without the line): the reader
+    reports it and goes on with the next one."""
+
+    message: str
+
+
+Row = dict[str, Any] | BadRow
+
+
+def _open_text(path: Path) -> IO[str]:
+    """The file as text: UTF-8 with or without a byte-order mark, ``.gz`` or not.
+
+    Bytes that are not UTF-8 do not stop the read: they come through as lone surrogates
+    (``surrogateescape``), which ``clean_value`` refuses naming the field of their row.
+    """
+    if path.suffix.lower() == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8-sig", errors="surrogateescape", newline="")
+    return path.open("r", encoding="utf-8-sig", errors="surrogateescape", newline="")
 
 
 def _kind(path: Path) -> str:
@@ -83,86 +117,292 @@ def _kind(path: Path) -> str:
     raise IngestError(f"{path}: unknown file type; use .csv, .parquet or .jsonl (optionally .gz)")
 
 
-def read_rows(path: Path) -> tuple[list[str], Iterator[tuple[str, dict[str, Any]]], bool]:
+_READ_ERRORS = (OSError, EOFError, zlib.error)
+
+
+def _unreadable(path: Path, where: str, exc: BaseException) -> IngestError:
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, EOFError):
+        reason += " (the file is truncated)"
+    return IngestError(f"{path}: cannot read {where}: {reason}; nothing was written")
+
+
+def read_rows(path: Path) -> tuple[list[str], Iterator[tuple[str, Row]], bool]:
     """Columns, an iterator of (where, row) pairs, and whether values arrived as text (CSV).
 
-    ``where`` is "line N" for text files and "row N" for Parquet, for messages.
+    ``where`` is "line N" for text files and "row N" for Parquet, for messages. A row
+    that cannot be read comes as a ``BadRow``; a file that cannot be read on raises
+    ``IngestError``, also while iterating.
     """
     if not path.exists():
         raise IngestError(f"{path}: file not found")
     kind = _kind(path)
     try:
         if kind == "csv":
-            import csv
-
-            with _open_text(path) as head:
-                columns = next(csv.reader(head), [])
-
-            def csv_rows() -> Iterator[tuple[str, dict[str, Any]]]:
-                # Opened here, not above, so that a file rejected before its rows are
-                # read is never left open.
-                with _open_text(path) as handle:
-                    reader = csv.DictReader(handle)
-                    for i, row in enumerate(reader):
-                        if None in row:  # more cells than header columns
-                            raise IngestError(
-                                f"{path}: line {i + 2}: {len(row) - 1 + len(row[None])} cells, "
-                                f"the header has {len(columns)}"
-                            )
-                        yield f"line {i + 2}", {
-                            k: (None if v is None or v in _CSV_NULLS else v)
-                            for k, v in row.items()
-                        }
-
-            return columns, csv_rows(), True
+            return _csv_header(path), _csv_rows(path), True
         if kind == "parquet":
             import pyarrow.parquet as pq
 
             pfile = pq.ParquetFile(path)
-            columns = pfile.schema_arrow.names
-
-            def parquet_rows() -> Iterator[tuple[str, dict[str, Any]]]:
-                import pyarrow as pa
-
-                n = 0
-                for batch in pfile.iter_batches(batch_size=20_000):
-                    # Zoned times become naive UTC: Arrow stores them as UTC already, and
-                    # a pytz zone object per row cost more than the database insert.
-                    for i, fld in enumerate(batch.schema):
-                        if pa.types.is_timestamp(fld.type) and fld.type.tz is not None:
-                            batch = batch.set_column(
-                                i, fld.name, batch.column(i).cast(pa.timestamp(fld.type.unit)))
-                    for row in batch.to_pylist():
-                        n += 1
-                        yield f"row {n}", row
-
-            return columns, parquet_rows(), False
+            return pfile.schema_arrow.names, _parquet_rows(path, pfile), False
         # Lines may differ in their keys: missing fields are reported per line.
-        columns = []
-
-        def json_rows() -> Iterator[tuple[str, dict[str, Any]]]:
-            with _open_text(path) as handle:
-                for number, text in enumerate(handle, start=1):
-                    if text.strip():
-                        yield f"line {number}", _json_line(path, number, text)
-
-        return columns, json_rows(), False
-    except (OSError, UnicodeDecodeError) as exc:
-        raise IngestError(f"{path}: cannot read: {exc}") from None
+        return [], _json_rows(path), False
+    except _READ_ERRORS as exc:
+        raise _unreadable(path, "it", exc) from None
     except Exception as exc:  # pyarrow raises its own types for corrupt files
         if isinstance(exc, IngestError):
             raise
         raise IngestError(f"{path}: cannot read as {kind}: {exc}") from None
 
 
-def _json_line(path: Path, number: int, text: str) -> dict[str, Any]:
+# --- CSV --------------------------------------------------------------------------------
+
+
+class _Lines:
+    """The lines of a text file, remembering the last one (to say which field of it was
+    too long for the CSV reader)."""
+
+    __slots__ = ("handle", "last")
+
+    def __init__(self, handle: IO[str]) -> None:
+        self.handle = handle
+        self.last = ""
+
+    def __iter__(self) -> Iterator[str]:
+        for line in self.handle:
+            self.last = line
+            yield line
+
+
+def _csv_header(path: Path) -> list[str]:
+    with _open_text(path) as head:
+        try:
+            return next(csv.reader(head), [])
+        except csv.Error as exc:
+            raise IngestError(f"{path}: line 1: cannot read the header: {exc}") from None
+
+
+def _csv_rows(path: Path) -> Iterator[tuple[str, Row]]:
+    # Opened here, not in read_rows, so that a file rejected before its rows are read is
+    # never left open.
+    with _open_text(path) as handle:
+        lines = _Lines(handle)
+        reader = csv.reader(lines)
+        try:
+            columns = next(reader, [])
+            width = len(columns)
+            while True:
+                start = reader.line_num + 1
+                try:
+                    cells = next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as exc:
+                    yield f"line {start}", BadRow(_csv_problem(exc, lines.last, columns))
+                    continue
+                if not cells:  # a blank line
+                    continue
+                if len(cells) > width:
+                    extra = len(cells) - width
+                    yield f"line {start}", BadRow(
+                        f"{len(cells)} cells, the header has {width} ({extra} after "
+                        f"{columns[-1]!r})" if columns else f"{len(cells)} cells, no header")
+                    continue
+                row: dict[str, Any] = {k: (None if v in _CSV_NULLS else v)
+                                       for k, v in zip(columns, cells, strict=False)}
+                if len(cells) < width:
+                    row.update(dict.fromkeys(columns[len(cells):]))
+                yield f"line {start}", row
+        except _READ_ERRORS as exc:
+            raise _unreadable(path, f"past line {reader.line_num:,}", exc) from None
+
+
+def _csv_problem(exc: csv.Error, line: str, columns: list[str]) -> str:
+    limit = csv.field_size_limit()
+    if "field larger than field limit" not in str(exc):
+        return f"cannot read the CSV row ({exc})"
+    # Which cell: count the delimiters outside quotes up to the first long field.
+    index = _long_cell(line, limit)
+    name = columns[index] if index is not None and index < len(columns) else None
+    where = f"field {name!r}: " if name is not None else ""
+    return f"{where}is longer than {limit:,} characters, the CSV reader's limit"
+
+
+def _long_cell(line: str, limit: int) -> int | None:
+    index = length = 0
+    quoted = False
+    for char in line:
+        if char == '"':
+            quoted = not quoted
+        elif char == "," and not quoted:
+            index, length = index + 1, 0
+            continue
+        length += 1
+        if length > limit:
+            return index
+    return None
+
+
+# --- JSON lines ---------------------------------------------------------------------------
+
+
+def _json_rows(path: Path) -> Iterator[tuple[str, Row]]:
+    number = 0
+    with _open_text(path) as handle:
+        try:
+            for number, text in enumerate(handle, start=1):
+                if text.strip():
+                    yield f"line {number}", _json_line(text)
+        except _READ_ERRORS as exc:
+            raise _unreadable(path, f"past line {number:,}", exc) from None
+
+
+def _json_line(text: str) -> Row:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise IngestError(f"{path}: line {number}: invalid JSON ({exc.msg})") from None
+        return BadRow(f"invalid JSON ({exc.msg} at character {exc.pos + 1:,})")
+    except RecursionError:
+        return BadRow(_field_prefix(_deep_field(text)) +
+                      f"is nested more than {MAX_DEPTH} levels deep")
+    except ValueError:  # an integer of more digits than int() reads (4,300)
+        return _long_integer(text)
     if not isinstance(value, dict):
-        raise IngestError(f"{path}: line {number}: expected a JSON object")
+        kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+            type(value), "a number")
+        return BadRow(f"a JSON object was expected, not {kind}")
     return value
+
+
+def _field_prefix(name: str | None) -> str:
+    return "" if name is None else f"field {name!r}: "
+
+
+class _LongInt:
+    def __init__(self, digits: int) -> None:
+        self.digits = digits
+
+
+def _long_integer(text: str) -> BadRow:
+    """The row with an integer too long to read, naming its field."""
+
+    def parse_int(digits: str) -> Any:
+        return _LongInt(len(digits.lstrip("-"))) if len(digits) > 4000 else int(digits)
+
+    try:
+        value = json.loads(text, parse_int=parse_int)
+    except (ValueError, RecursionError):
+        value = None
+
+    def find(item: Any) -> _LongInt | None:
+        if isinstance(item, _LongInt):
+            return item
+        children = item.values() if isinstance(item, dict) else item if isinstance(
+            item, list) else ()
+        return next((found for child in children if (found := find(child))), None)
+
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = find(item)
+            if found is not None:
+                return BadRow(f"field {key!r}: is an integer of {found.digits:,} digits, "
+                              "beyond the range of a float (1.8e308)")
+    return BadRow("holds an integer too long to read")
+
+
+_JSON_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}:]')
+
+
+def _deep_field(text: str) -> str | None:
+    """The top-level key whose value nests deepest past ``MAX_DEPTH``, found by counting
+    brackets outside strings (the line is too deep for the parser)."""
+    depth = 0
+    key = last = None
+    for match in _JSON_TOKENS.finditer(text):
+        token = match.group()
+        if token in ("[", "{"):
+            depth += 1
+            if depth > MAX_DEPTH + 1:
+                break
+        elif token in ("]", "}"):
+            depth -= 1
+        elif token == ":":
+            if depth == 1:
+                key = last
+        else:
+            last = token
+    if key is None:
+        return None
+    try:
+        name = json.loads(key)
+    except ValueError:
+        return None
+    return name if isinstance(name, str) else None
+
+
+# --- Parquet ----------------------------------------------------------------------------
+
+
+def _parquet_rows(path: Path, pfile: Any) -> Iterator[tuple[str, Row]]:
+    import pyarrow as pa
+
+    n = 0
+    try:
+        for batch in pfile.iter_batches(batch_size=20_000):
+            # Times become naive UTC datetimes in microseconds, what the store keeps:
+            # Arrow stores zoned times as UTC already, a pytz zone object per row cost
+            # more than the database insert, and nanoseconds come back as pandas
+            # Timestamps, ten times slower to convert and compare than a datetime.
+            for i, fld in enumerate(batch.schema):
+                if pa.types.is_timestamp(fld.type) and (fld.type.tz is not None
+                                                        or fld.type.unit != "us"):
+                    try:
+                        # Unsafe only from nanoseconds, where it truncates: from seconds
+                        # it would wrap an overflow around silently.
+                        column = batch.column(i).cast(pa.timestamp("us"),
+                                                      safe=fld.type.unit != "ns")
+                    except pa.ArrowException:  # beyond what microseconds hold
+                        continue  # read cell by cell below, each bad one a bad row
+                    batch = batch.set_column(i, fld.name, column)
+            try:
+                rows: Iterable[Row] = batch.to_pylist()
+            except (pa.ArrowException, OverflowError, ValueError):
+                rows = _cell_by_cell(batch)  # a value Python cannot hold (year 10000)
+            for row in rows:
+                n += 1
+                yield f"row {n}", row
+    except (*_READ_ERRORS, pa.ArrowException) as exc:
+        raise _unreadable(path, f"past row {n:,}", exc) from None
+
+
+class _Unreadable:
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _cell_by_cell(batch: Any) -> list[Row]:
+    def cell(column: Any, i: int) -> Any:
+        try:
+            return column[i].as_py()
+        except (OverflowError, ValueError, ArithmeticError) as exc:
+            return _Unreadable(str(exc) or type(exc).__name__)
+
+    values = []
+    for column in batch.columns:
+        try:
+            values.append(column.to_pylist())
+        except (OverflowError, ValueError, ArithmeticError):
+            values.append([cell(column, i) for i in range(len(column))])
+    rows: list[Row] = []
+    for cells in zip(*values, strict=True):
+        row = dict(zip(batch.schema.names, cells, strict=True))
+        bad = next(((k, v) for k, v in row.items() if isinstance(v, _Unreadable)), None)
+        rows.append(row if bad is None else BadRow(
+            f"field {bad[0]!r}: cannot be read ({bad[1].reason})"))
+    return rows
+
+
+# --- rows to records ----------------------------------------------------------------------
 
 
 def _log_record(
@@ -218,7 +458,7 @@ T = TypeVar("T")
 
 
 def _valid_rows(
-    rows: Iterator[tuple[str, dict[str, Any]]],
+    rows: Iterator[tuple[str, Row]],
     report: IngestReport,
     parse: Callable[[dict[str, Any]], T],
     request_id: Callable[[T], str],
@@ -227,10 +467,17 @@ def _valid_rows(
     seen: dict[str, str] = {}
     for where, row in rows:
         report.rows += 1
+        if isinstance(row, BadRow):
+            report.problems.append(f"{where}: {row.message}")
+            continue
         try:
             item = parse(row)
         except RowProblem as exc:
             report.problems.append(f"{where}: {exc}")
+            continue
+        except Exception as exc:  # hostile input must be a bad row, never a traceback
+            report.problems.append(f"{where}: cannot be read ({type(exc).__name__}: "
+                                   f"{shown(str(exc), 120)})")
             continue
         rid = request_id(item)
         if rid in seen:
@@ -241,13 +488,23 @@ def _valid_rows(
 
 
 def _finish(report: IngestReport, on_error: OnError, what: str) -> None:
+    """Raise (so that nothing is published) on bad rows or an empty file under ``fail``."""
     if report.problems and on_error == "fail":
-        shown = "; ".join(report.problems[:5])
+        shown_ = "; ".join(report.problems[:5])
         more = f" (and {report.bad - 5} more)" if report.bad > 5 else ""
         raise IngestError(
-            f"{report.file}: {report.bad} bad {what} row(s), nothing was written: {shown}{more}",
+            f"{report.file}: {report.bad} bad {what} row(s), nothing was written: {shown_}{more}",
             report.problems,
         )
+    if report.rows == 0:
+        empty = f"{report.file}: no {what} rows (the file is empty or holds only a header)"
+        if on_error == "fail":
+            raise IngestError(f"{empty}; nothing was written (--on-error skip accepts it)")
+        report.warnings.append(empty)
+
+
+def _database_problem(path: Path, exc: DatabaseError) -> IngestError:
+    return IngestError(f"{path}: {exc}; nothing was written, load the file again")
 
 
 def ingest_logs(
@@ -259,7 +516,8 @@ def ingest_logs(
     on_error: OnError = "fail",
     default_version: str | None = None,
 ) -> IngestReport:
-    """Load an inference-log file for ``model`` in one transaction."""
+    """Load an inference-log file for ``model``: all of it (or its good rows under
+    ``skip``), published at once, or nothing."""
     path = Path(path)
     columns, rows, as_text = read_rows(path)
     if columns:
@@ -269,11 +527,14 @@ def ingest_logs(
         rows, report, lambda row: _log_record(row, schema, as_text, default_version),
         lambda rec: rec.request_id,
     )
-    with engine.begin() as conn:
-        report.added = insert_logs(conn, model, records)
-        report.already_stored = report.rows - report.bad - report.added
-        # Raising inside the block rolls the whole load back.
-        _finish(report, on_error, "log")
+    try:
+        with log_load(engine, model) as load:
+            load.add(records)
+            _finish(report, on_error, "log")  # raising here drops what was staged
+            report.added = load.publish()
+    except DatabaseError as exc:
+        raise _database_problem(path, exc) from None
+    report.already_stored = report.rows - report.bad - report.added
     return report
 
 
@@ -286,7 +547,11 @@ def ingest_labels(
     on_error: OnError = "fail",
     now: datetime | None = None,
 ) -> IngestReport:
-    """Load ground-truth labels (``request_id``, the target column, optional ``timestamp``)."""
+    """Load ground-truth labels (``request_id``, the target column, optional ``timestamp``).
+
+    ``unmatched`` counts the file's labels whose request id matches no stored log of the
+    model (a warning says so): they are stored, and join if those logs are loaded later.
+    """
     path = Path(path)
     columns, rows, as_text = read_rows(path)
     target = schema.target.column if schema.target else "label"
@@ -306,11 +571,20 @@ def ingest_labels(
         if label is None:
             raise RowProblem(label_col, "is missing")
         ts = row.get("timestamp")
-        return rid, label, arrived if ts is None else parse_time("timestamp", ts)
+        return rid, label, arrived if ts is None else record_time("timestamp", ts)
 
     labels = _valid_rows(rows, report, label_of, lambda item: item[0])
-    with engine.begin() as conn:
-        report.added = insert_labels(conn, model, labels)
-        report.already_stored = report.rows - report.bad - report.added
-        _finish(report, on_error, "label")
+    try:
+        with label_load(engine, model) as load:
+            staged = load.add(labels)
+            _finish(report, on_error, "label")
+            report.unmatched = load.unmatched()
+            report.added = load.publish()
+    except DatabaseError as exc:
+        raise _database_problem(path, exc) from None
+    report.already_stored = report.rows - report.bad - report.added
+    if report.unmatched:
+        report.warnings.append(
+            f"{report.unmatched:,} of {staged:,} labels match no logged request of model "
+            f"{model!r}; they are stored, and join if those logs are loaded later")
     return report

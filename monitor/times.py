@@ -11,7 +11,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from monitor.errors import RowProblem
+from monitor.errors import RowProblem, shown
 
 __all__ = [
     "EPOCH",
@@ -107,24 +107,40 @@ def windows_between(since: datetime, until: datetime, size: timedelta) -> list[d
 
 def parse_time(field: str, value: Any) -> datetime:
     """A timezone-aware UTC time from a datetime, an ISO 8601 text or epoch seconds;
-    ``RowProblem`` naming ``field`` otherwise."""
+    ``RowProblem`` naming ``field`` otherwise, also for a time that does not exist in
+    UTC (before year 1 or after 9999 once converted)."""
     if isinstance(value, datetime):
         if value.__class__.__name__ == "NaTType":
             raise RowProblem(field, "is missing")
-        return utc(value)
+        try:
+            return utc(value)
+        except OverflowError:
+            raise _out_of_utc(field, value) from None
     if isinstance(value, int | float) and not isinstance(value, bool):
-        if not math.isfinite(value):
+        try:
+            moment = datetime.fromtimestamp(value, tz=UTC) if math.isfinite(value) else None
+        except (OverflowError, OSError, ValueError):  # 1e20, 10**400
+            raise RowProblem(field, f"{shown(value)} is out of range as epoch seconds") from None
+        if moment is None:
             raise RowProblem(field, "is missing")
-        return datetime.fromtimestamp(value, tz=UTC)
+        return moment
     if isinstance(value, str) and value.strip():
         text = value.strip()
         try:
-            return utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
+            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
-            raise RowProblem(field, f"cannot read {value!r} as an ISO 8601 time") from None
+            raise RowProblem(field, f"cannot read {shown(value)} as an ISO 8601 time") from None
+        try:
+            return utc(parsed)
+        except OverflowError:  # 0001-01-01T00:00:00+01:00 is in year 0 in UTC
+            raise _out_of_utc(field, value) from None
     if value is None or (isinstance(value, str) and not value.strip()):
         raise RowProblem(field, "is missing")
-    raise RowProblem(field, f"cannot read {value!r} as a time")
+    raise RowProblem(field, f"cannot read {shown(value)} as a time")
+
+
+def _out_of_utc(field: str, given: Any) -> RowProblem:
+    return RowProblem(field, f"{shown(given)} is out of range once converted to UTC")
 
 
 def parse_duration(value: Any) -> Any:

@@ -70,12 +70,16 @@ def db_upgrade(ctx: Context) -> None:
 # --- ingestion --------------------------------------------------------------------
 
 def _report(report: Any, as_json: bool, what: str) -> None:
+    # Warnings go to stderr in both forms, so that --json output stays one document.
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)
     if as_json:
         print_json(report.as_dict())
         return
+    unmatched = "" if report.unmatched is None else f", {report.unmatched} match no log"
     click.echo(
         f"{report.file}: {report.rows} {what} rows read, {report.added} added, "
-        f"{report.already_stored} already stored, {report.bad} bad"
+        f"{report.already_stored} already stored, {report.bad} bad{unmatched}"
     )
     for line in report.problems[:20]:
         click.echo(f"  skipped {line}")

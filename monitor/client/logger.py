@@ -1,9 +1,19 @@
 """``InferenceLogger``: records each prediction without slowing or breaking serving.
 
-``log()`` only puts a tuple on a bounded queue (no I/O, no validation on the
-caller's thread). A background thread validates and writes batches to the store.
+``log()`` only appends a tuple to a bounded queue (no I/O, no validation, no lock on
+the caller's thread). A background thread validates and writes batches to the store.
 When the queue is full (the database is slow or down), new entries are dropped and
-counted instead of blocking the caller; pending entries are flushed at exit.
+counted instead of blocking the caller; pending entries are flushed at exit. An entry
+that cannot be stored (a time in year 10**12, a number beyond a float, features nested
+600 deep, a value the database refuses) is counted as invalid and skipped: it never
+holds up the entries after it.
+
+What can still make ``log()`` wait is the GIL: the writer runs Python, and CPython
+hands the GIL over every 5 ms (``sys.getswitchinterval()``), or after a C call
+returns. The writer's longest C call is the JSON encoding of one entry, which the row
+limits of ``monitor.store.logs`` bound (1,000,000 characters, 100,000 values); a larger
+entry is refused before it is encoded. The caller's own garbage collection passes are
+the other source of a slow call, as for any allocation in the serving process.
 """
 
 from __future__ import annotations
@@ -12,10 +22,10 @@ import atexit
 import itertools
 import logging
 import os
-import queue
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Mapping
 from typing import Any, TypedDict
 
@@ -28,6 +38,11 @@ _log = logging.getLogger("mqm.client")
 # probabilities, latency_ms, error, error_message, fallback_reason.
 _Entry = tuple[float, str | None, Mapping[str, Any], Any, Mapping[Any, float] | None,
                float | None, bool, str | None, str | None]
+
+# How often the writer looks at the queue: log() never wakes it (that would take a lock
+# on the caller's thread). Soon again while entries arrive, less often when idle.
+_BUSY_POLL = 0.005
+_IDLE_POLL = 0.05
 
 
 class LoggerStats(TypedDict):
@@ -74,7 +89,11 @@ class InferenceLogger:
         self.max_queue = max(1, max_queue)
         self.retry_interval = retry_interval
         self.exit_timeout = exit_timeout
-        self._queue: queue.Queue[_Entry] = queue.Queue(maxsize=self.max_queue)
+        # A deque, not a queue.Queue: append() and popleft() are atomic under the GIL, so
+        # log() takes no lock that the writer thread could be holding when it is switched
+        # out. The bound is checked with len() (a few more entries may get in when several
+        # threads log at the same instant).
+        self._queue: deque[_Entry] = deque()
         # itertools.count's next() is atomic under the GIL: lock-free counters.
         self._dropped = itertools.count()
         self._logged = itertools.count()
@@ -116,21 +135,18 @@ class InferenceLogger:
         model's answer was served.
         """
         try:
-            if self._closed:
+            if self._closed or len(self._queue) >= self.max_queue:
                 next(self._dropped)
                 return False
             # A shallow copy: callers often reuse or change their feature dict after
             # predicting, and the write happens later on another thread.
-            self._queue.put_nowait((
+            self._queue.append((
                 time.time() if timestamp is None else timestamp, request_id,
                 features.copy() if type(features) is dict else features,
                 prediction, probabilities, latency_ms, error, error_message, fallback_reason,
             ))
             next(self._logged)
             return True
-        except queue.Full:
-            next(self._dropped)
-            return False
         except Exception:  # never into the predict path
             next(self._dropped)
             return False
@@ -152,6 +168,7 @@ class InferenceLogger:
             return
         self._closed = True
         self._stop.set()
+        self._flush_now.set()  # wakes the writer
         self._thread.join(timeout if timeout is not None else self.exit_timeout)
         atexit.unregister(self.close)
 
@@ -163,7 +180,7 @@ class InferenceLogger:
             "dropped": _peek(self._dropped),
             "invalid": self._invalid,
             "write_failures": self._failures,
-            "queued": self._queue.qsize(),
+            "queued": len(self._queue),
             "last_error": self._last_error,
         }
 
@@ -171,25 +188,20 @@ class InferenceLogger:
 
     def _run(self) -> None:
         pending: list[_Entry] = []
+        entries = self._queue
         writer: _Writer | None = None
         last_write = time.monotonic()
         failing = False
         while True:
             stopping = self._stop.is_set()
-            # Pull only while there is room: leaving the queue full is what makes log()
-            # drop instead of memory growing while the database is down. At stop,
+            # Take entries only while there is room: leaving the queue full is what makes
+            # log() drop instead of memory growing while the database is down. At stop,
             # take everything for the last write.
-            room = len(self._queue.queue) if stopping else self.max_queue - len(pending)
-            if room > 0:
-                wait = max(0.0, self.flush_interval - (time.monotonic() - last_write))
-                try:
-                    item = self._queue.get(timeout=min(wait, 0.05) if pending or stopping
-                                           else min(wait, 0.25))
-                    pending.append(item)
-                    while len(pending) < self.max_queue or stopping:
-                        pending.append(self._queue.get_nowait())
-                except queue.Empty:
-                    pass
+            room = len(entries) if stopping else min(len(entries),
+                                                     self.max_queue - len(pending))
+            took = room > 0
+            for _ in range(room):
+                pending.append(entries.popleft())
             due = (len(pending) >= self.batch_size or stopping or self._flush_now.is_set()
                    or time.monotonic() - last_write >= self.flush_interval)
             if pending and due:
@@ -206,7 +218,7 @@ class InferenceLogger:
                         _log.warning("mqm: writing inference logs for %s again", self.model)
                 except Exception as exc:
                     self._failures += 1
-                    self._last_error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                    self._last_error = _one_line(exc)
                     if not failing:  # once per outage, not once per retry
                         failing = True
                         _log.warning("mqm: cannot write inference logs for %s (will retry): %s",
@@ -216,10 +228,17 @@ class InferenceLogger:
                     self._stop.wait(self.retry_interval)
                     continue
                 last_write = time.monotonic()
-            if not pending:
+                continue  # more may have arrived while writing
+            if not pending and not entries:
                 self._flush_now.clear()
                 if stopping:
                     break
+            if stopping:
+                continue
+            wait = _BUSY_POLL if took else _IDLE_POLL
+            if pending:
+                wait = min(wait, max(0.0, self.flush_interval - (time.monotonic() - last_write)))
+            self._flush_now.wait(wait)
         lost = len(pending)
         if lost:
             for _ in range(lost):
@@ -227,6 +246,16 @@ class InferenceLogger:
             _log.warning("mqm: %d inference logs for %s were not written", lost, self.model)
         if writer is not None:
             writer.engine.dispose()  # close the connection now, not whenever it is collected
+
+
+def _one_line(exc: BaseException) -> str:
+    """``Type: message``, first line, at most 300 characters, whatever the exception."""
+    try:
+        text = str(exc)
+    except Exception:
+        text = ""
+    line = f"{type(exc).__name__}: {text}".strip().splitlines()[0]
+    return line if len(line) <= 300 else line[:300] + "..."
 
 
 def _peek(counter: itertools.count[int]) -> int:
@@ -238,19 +267,28 @@ class _Writer:
     """Validates and inserts batches; imports SQLAlchemy only when first used."""
 
     def __init__(self, url: str, model: str) -> None:
+        import sqlalchemy as sa
+
+        from monitor.errors import DatabaseError
         from monitor.store.db import create_engine, ensure_schema
 
         self.model = model
         self.engine = create_engine(url)
+        # Errors that say the database cannot take writes now (down, locked, not yet
+        # created): the batch is kept and retried. Any other error is about the rows.
+        self.unavailable: tuple[type[BaseException], ...] = (
+            sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError,
+            sa.exc.DisconnectionError, DatabaseError)
         ensure_schema(self.engine)
 
     def write(self, items: list[_Entry], version: str | None) -> int:
-        """Insert the valid items; return how many were invalid (and so skipped)."""
-        import sqlalchemy as sa
+        """Insert the valid items; return how many were invalid (and so skipped).
 
-        from monitor.store.logs import RowProblem, insert_logs, make_record
+        Raises only when the database is unavailable; the caller retries the batch.
+        """
+        from monitor.store.logs import LogRecord, make_record
 
-        records = []
+        records: list[LogRecord] = []
         invalid = 0
         for item in items:
             ts, rid, features, prediction, probabilities, latency, error, message, fallback = item
@@ -267,21 +305,30 @@ class _Writer:
                     "model_version": version,
                     "fallback_reason": fallback,
                 }))
-            except RowProblem as exc:
+            except Exception as exc:  # RowProblem, or whatever an odd object raises
                 invalid += 1
-                _log.warning("mqm: invalid inference log for %s skipped: %s", self.model, exc)
+                _log.warning("mqm: invalid inference log for %s skipped: %s", self.model,
+                             _one_line(exc))
         try:
-            with self.engine.begin() as conn:
-                insert_logs(conn, self.model, records)
-        except sa.exc.DataError:
+            self._insert(records)
+        except self.unavailable:
+            raise
+        except Exception:
             # A row the database refuses (e.g. an id longer than the column on PostgreSQL)
             # must not block every later batch: store the batch row by row, skip that row.
             for rec in records:
                 try:
-                    with self.engine.begin() as conn:
-                        insert_logs(conn, self.model, [rec])
-                except sa.exc.DataError as exc:
+                    self._insert([rec])
+                except self.unavailable:
+                    raise
+                except Exception as exc:
                     invalid += 1
                     _log.warning("mqm: inference log %r for %s refused by the database: %s",
-                                 rec.request_id[:50], self.model, str(exc).splitlines()[0])
+                                 rec.request_id[:50], self.model, _one_line(exc))
         return invalid
+
+    def _insert(self, records: list[Any]) -> None:
+        from monitor.store.logs import insert_logs
+
+        with self.engine.begin() as conn:
+            insert_logs(conn, self.model, records)

@@ -8,26 +8,35 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+import re
+import sys
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 
-from monitor.errors import RowProblem
+from monitor.errors import RowProblem, shown
 from monitor.store.db import driver_connection
+from monitor.store.staging import StagedLoad, staged_load
 from monitor.store.tables import ground_truth, inference_logs
-from monitor.times import parse_time, utc
+from monitor.times import parse_time
 
 __all__ = [
+    "LabelLoad",
+    "LogLoad",
     "LogRecord",
     "RowProblem",
     "clean_value",
     "insert_labels",
     "insert_logs",
+    "label_load",
+    "log_load",
     "make_record",
     "parse_time",
+    "record_time",
     "request_id_of",
 ]
 
@@ -37,6 +46,16 @@ __all__ = [
 MAX_ID_LENGTH = 200
 MAX_VERSION_LENGTH = 100
 MAX_FALLBACK_REASON_LENGTH = 40
+# What one row may hold, so that a single entry cannot hold the GIL for long in one C
+# call (the JSON encoding of a row is one) or break a reader: characters of all its
+# text, values of all its lists and objects, and levels of nesting.
+MAX_ROW_CHARS = 1_000_000
+MAX_ROW_VALUES = 100_000
+MAX_DEPTH = 32
+# Times outside this range are refused: windows are computed from them (9999-12-31
+# has no next day) and pandas holds them in nanoseconds (1677-2262).
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,46 +77,182 @@ class LogRecord:
 
 
 _INFINITIES = (math.inf, -math.inf)
-_PLAIN = frozenset({str, int, bool, type(None)})
+_FLOAT_MAX = sys.float_info.max
+_NOT_UNICODE = re.compile("[\ud800-\udfff]")
 
 
-def clean_value(field: str, value: Any) -> Any:
-    """A JSON-ready value: NaN becomes null, infinity is refused, numpy scalars unboxed."""
+class _Budget:
+    """What is left of one row's size limits."""
+
+    __slots__ = ("chars", "values")
+
+    def __init__(self) -> None:
+        self.chars = MAX_ROW_CHARS
+        self.values = MAX_ROW_VALUES
+
+
+def clean_value(field: str, value: Any, budget: _Budget | None = None) -> Any:
+    """A JSON-ready value: NaN becomes null, numpy scalars are unboxed; infinity, an int
+    beyond a float's range, text that is not valid Unicode (bytes that were not UTF-8),
+    nesting deeper than ``MAX_DEPTH`` and rows over the size limits are refused with a
+    ``RowProblem`` naming the field."""
+    return _clean(field, value, _Budget() if budget is None else budget, 0)
+
+
+def _clean(field: str, value: Any, budget: _Budget, depth: int) -> Any:
     kind = type(value)
-    if kind in _PLAIN:  # the common case, checked first: this runs for every value
-        return value
+    if kind is str:
+        budget.chars -= len(value)
+        if budget.chars < 0:
+            raise _too_much_text(field)
+        return value if value.isascii() else _unicode(field, value)
     if kind is float:
         if value != value:  # NaN
             return None
         if value in _INFINITIES:
-            raise RowProblem(field, f"value is {value}; only finite numbers can be stored")
+            raise _infinite(field, value)
         return value
-    if value is None or isinstance(value, bool | str):
+    if kind is int:
+        if -_FLOAT_MAX <= value <= _FLOAT_MAX:
+            return value
+        raise _too_big(field, value)
+    if value is None or kind is bool:
         return value
+    if kind is dict:
+        return _clean_mapping(field, value, budget, depth)
+    if kind is list or kind is tuple:
+        if depth >= MAX_DEPTH:
+            raise _too_deep(field)
+        budget.values -= len(value)
+        if budget.values < 0:
+            raise _too_many_values(field)
+        return [_clean(field, v, budget, depth + 1) for v in value]
+    # Subclasses (numpy's float64, str_, an IntEnum) as the plain value, by the base
+    # class's own conversion, which a subclass cannot override.
+    if isinstance(value, str):
+        return _clean(field, str.__str__(value), budget, depth)
     if isinstance(value, int):
-        return int(value)
+        return _clean(field, int.__int__(value), budget, depth)
     if isinstance(value, float):
-        if math.isnan(value):
-            return None
-        if math.isinf(value):
-            raise RowProblem(field, f"value is {value}; only finite numbers can be stored")
-        return float(value)
-    if isinstance(value, datetime):
-        return utc(value).isoformat()
-    item = getattr(value, "item", None)  # numpy / pandas scalars, without importing them
-    if callable(item) and not isinstance(value, list | tuple | dict):
-        try:
-            return clean_value(field, item())
-        except (TypeError, ValueError) as exc:
-            if isinstance(exc, RowProblem):
-                raise
-    if value.__class__.__name__ in ("NAType", "NaTType"):
+        return _clean(field, float.__float__(value), budget, depth)
+    if value.__class__.__name__ in ("NAType", "NaTType"):  # NaT is a datetime
         return None
+    if isinstance(value, datetime):
+        return parse_time(field, value).isoformat()
+    if isinstance(value, Mapping):
+        return _clean_mapping(field, value, budget, depth)
     if isinstance(value, list | tuple):
-        return [clean_value(field, v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): clean_value(f"{field}.{k}", v) for k, v in value.items()}
+        return _clean(field, list(value), budget, depth)
+    item = getattr(value, "item", None)  # numpy / pandas scalars, without importing them
+    if callable(item):
+        try:
+            unboxed = item()
+        except (TypeError, ValueError):
+            pass
+        else:
+            if type(unboxed) is not kind:
+                return _clean(field, unboxed, budget, depth)
     raise RowProblem(field, f"cannot store a value of type {type(value).__name__}")
+
+
+def _clean_mapping(
+    prefix: str | None, mapping: Mapping[Any, Any], budget: _Budget, depth: int
+) -> dict[str, Any]:
+    """A mapping with text keys and clean values. ``prefix`` None: the features, whose
+    names are the fields; else problems name ``prefix.key``.
+
+    The loop does the common scalars itself: it runs for every feature of every row.
+    """
+    where = prefix or "features"
+    if depth >= MAX_DEPTH:
+        raise _too_deep(where)
+    budget.values -= len(mapping)
+    if budget.values < 0:
+        raise _too_many_values(where)
+    out: dict[str, Any] = {}
+    chars = 0
+    room = budget.chars
+    name = where
+    try:
+        for key, value in mapping.items():
+            name = key if type(key) is str and key.isascii() else _key_text(key)
+            chars += len(name)
+            kind = type(value)
+            if kind is str:
+                chars += len(value)
+                if chars > room:
+                    raise _too_much_text(name)
+                if not value.isascii():
+                    _unicode(name, value)
+            elif kind is float:
+                if value != value:  # NaN
+                    value = None
+                elif value in _INFINITIES:
+                    raise _infinite(name, value)
+            elif kind is int:
+                if not -_FLOAT_MAX <= value <= _FLOAT_MAX:
+                    raise _too_big(name, value)
+            elif value is not None and kind is not bool:
+                value = _clean(name, value, budget, depth + 1)
+            out[name] = value
+    except RowProblem as exc:
+        if prefix is None:
+            raise
+        raise RowProblem(f"{prefix}.{exc.field}", exc.detail) from None
+    budget.chars -= chars
+    if budget.chars < 0:
+        raise _too_much_text(where)
+    return out
+
+
+def _key_text(key: Any) -> str:
+    try:
+        name = key if type(key) is str else str(key)
+    except Exception:
+        raise RowProblem("features", f"a key cannot be read as text: {shown(key)}") from None
+    return name if name.isascii() else _unicode(name, name)
+
+
+def _infinite(field: str, value: float) -> RowProblem:
+    return RowProblem(field, f"value is {value}; only finite numbers can be stored")
+
+
+def _too_big(field: str, value: int) -> RowProblem:
+    return RowProblem(field, f"is an integer of about {int(value.bit_length() * 0.30103):,} "
+                      "digits, beyond the range of a float (1.8e308)")
+
+
+def _too_deep(field: str) -> RowProblem:
+    return RowProblem(field, f"is nested more than {MAX_DEPTH} levels deep")
+
+
+def _too_many_values(field: str) -> RowProblem:
+    return RowProblem(field, f"the row holds more than {MAX_ROW_VALUES:,} values")
+
+
+def _too_much_text(field: str) -> RowProblem:
+    return RowProblem(field, f"the row's text exceeds {MAX_ROW_CHARS:,} characters")
+
+
+def _unicode(field: str, value: str) -> str:
+    bad = _NOT_UNICODE.search(value)
+    if bad is None:
+        return value
+    code = ord(bad.group())
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8, kept by surrogateescape
+        raise RowProblem(field, f"is not valid UTF-8 (byte 0x{code - 0xDC00:02x} at "
+                         f"character {bad.start() + 1:,})")
+    raise RowProblem(field, f"holds a lone surrogate (U+{code:04X}), which is not valid "
+                     "Unicode")
+
+
+def record_time(field: str, value: Any) -> datetime:
+    """A log or label time (see ``parse_time``) between ``EARLIEST`` and ``LATEST``."""
+    moment = parse_time(field, value)
+    if not EARLIEST <= moment < LATEST:
+        raise RowProblem(field, f"{moment.isoformat()} is outside the supported range "
+                         f"{EARLIEST.year}-{LATEST.year - 1}")
+    return moment
 
 
 def request_id_of(value: Any) -> str:
@@ -106,35 +261,52 @@ def request_id_of(value: Any) -> str:
         raise RowProblem("request_id", "is missing")
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    rid = str(value).strip()
+    if isinstance(value, str) and len(value) > 2 * MAX_ID_LENGTH:
+        raise RowProblem("request_id", f"is longer than {MAX_ID_LENGTH} characters")
+    rid = _text("request_id", value).strip()
     if not rid:
         raise RowProblem("request_id", "is missing")
     if len(rid) > MAX_ID_LENGTH:
         raise RowProblem("request_id", f"is longer than {MAX_ID_LENGTH} characters")
-    if "\x00" in rid:
-        raise RowProblem("request_id", "contains a NUL character, which databases cannot store")
     return rid
 
 
+def _text(field: str, value: Any) -> str:
+    """``value`` as text for a text column: valid Unicode, no NUL."""
+    try:
+        text = value if type(value) is str else str(value)
+    except ValueError:  # an int too long to print
+        raise RowProblem(field, f"cannot be read as text: {shown(value)}") from None
+    if not text.isascii():
+        _unicode(field, text)
+    if "\x00" in text:
+        raise RowProblem(field, "contains a NUL character, which databases cannot store")
+    return text
+
+
 def make_record(fields: Mapping[str, Any], *, default_version: str | None = None) -> LogRecord:
-    """Validate one log entry's fields into a record; raise ``RowProblem`` on the first bad one."""
+    """Validate one log entry's fields into a record; raise ``RowProblem`` on the first bad one.
+
+    A record made here can always be stored: its values encode as JSON and fit the columns.
+    """
     rid = request_id_of(fields.get("request_id"))
+    budget = _Budget()
     features = fields.get("features")
     if isinstance(features, str):
-        try:
-            features = json.loads(features)
-        except json.JSONDecodeError as exc:
-            raise RowProblem("features", f"is not valid JSON ({exc.msg})") from None
+        features = _json_text("features", features)
     if not isinstance(features, Mapping):
         raise RowProblem("features", "must be an object of feature name -> value")
     error = fields.get("error")
-    error = bool(clean_value("error", error)) if error is not None else False
+    if type(error) is not bool:
+        error = False if error is None else bool(_clean("error", error, budget, 0))
     fallback = fields.get("fallback_reason")
-    fallback = None if clean_value("fallback_reason", fallback) is None else str(fallback).strip()
-    if fallback is not None and len(fallback) > MAX_FALLBACK_REASON_LENGTH:
-        raise RowProblem("fallback_reason",
-                         f"is longer than {MAX_FALLBACK_REASON_LENGTH} characters")
-    prediction = clean_value("prediction", fields.get("prediction"))
+    if fallback is not None:
+        fallback = (None if _clean("fallback_reason", fallback, budget, 0) is None
+                    else _text("fallback_reason", fallback).strip())
+        if fallback is not None and len(fallback) > MAX_FALLBACK_REASON_LENGTH:
+            raise RowProblem("fallback_reason",
+                             f"is longer than {MAX_FALLBACK_REASON_LENGTH} characters")
+    prediction = _clean("prediction", fields.get("prediction"), budget, 0)
     # A fallback answer is the configured default prediction, which may be null.
     if prediction is None and not error and not fallback:
         raise RowProblem("prediction", "is missing (only error and fallback rows may lack a "
@@ -143,31 +315,33 @@ def make_record(fields: Mapping[str, Any], *, default_version: str | None = None
     if probabilities is not None:
         if not isinstance(probabilities, Mapping):
             raise RowProblem("probabilities", "must be an object of class -> probability")
-        probabilities = {str(k): clean_value(f"probabilities.{k}", v)
-                         for k, v in probabilities.items()}
-        if any(v is not None and not isinstance(v, int | float) for v in probabilities.values()):
+        probabilities = _clean_mapping("probabilities", probabilities, budget, 0)
+        if any(v is not None and not isinstance(v, int | float)
+               for v in probabilities.values()):
             raise RowProblem("probabilities", "values must be numbers")
         if all(v is None for v in probabilities.values()):
             probabilities = None
-    latency = clean_value("latency_ms", fields.get("latency_ms"))
+    latency = fields.get("latency_ms")
     if latency is not None:
-        if not isinstance(latency, int | float) or isinstance(latency, bool) or latency < 0:
-            raise RowProblem("latency_ms", f"must be a number >= 0, got {latency!r}")
-        latency = float(latency)
+        latency = _clean("latency_ms", latency, budget, 0)
+        if latency is not None:
+            if not isinstance(latency, int | float) or isinstance(latency, bool) or latency < 0:
+                raise RowProblem("latency_ms", f"must be a number >= 0, got {shown(latency)}")
+            latency = float(latency)
     message = fields.get("error_message")
-    message = None if clean_value("error_message", message) is None else str(message)
+    if message is not None:
+        message = (None if _clean("error_message", message, budget, 0) is None
+                   else _text("error_message", message))
     version = fields.get("model_version")
-    version = default_version if clean_value("model_version", version) is None else str(version)
-    for name, text in (("request_id", rid), ("model_version", version), ("error_message", message),
-                       ("fallback_reason", fallback)):
-        if text is not None and "\x00" in text:
-            raise RowProblem(name, "contains a NUL character, which databases cannot store")
+    version = (default_version if version is None or _clean("model_version", version, budget,
+                                                             0) is None
+               else _text("model_version", version))
     if version is not None and len(version) > MAX_VERSION_LENGTH:
         raise RowProblem("model_version", f"is longer than {MAX_VERSION_LENGTH} characters")
     return LogRecord(
         request_id=rid,
-        ts=parse_time("timestamp", fields.get("timestamp")),
-        features={str(k): clean_value(str(k), v) for k, v in features.items()},
+        ts=record_time("timestamp", fields.get("timestamp")),
+        features=_clean_mapping(None, features, budget, 0),
         prediction=prediction,
         probabilities=probabilities,
         latency_ms=latency,
@@ -176,6 +350,20 @@ def make_record(fields: Mapping[str, Any], *, default_version: str | None = None
         model_version=version,
         fallback_reason=fallback or None,
     )
+
+
+def _json_text(field: str, text: str) -> Any:
+    """A JSON value sent as text (a CSV cell holding all features)."""
+    if len(text) > MAX_ROW_CHARS:
+        raise RowProblem(field, f"is longer than {MAX_ROW_CHARS:,} characters")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RowProblem(field, f"is not valid JSON ({exc.msg})") from None
+    except RecursionError:
+        raise RowProblem(field, f"is nested more than {MAX_DEPTH} levels deep") from None
+    except ValueError as exc:  # an integer of more than 4,300 digits
+        raise RowProblem(field, f"is not valid JSON ({exc})") from None
 
 
 _LOG_COLUMNS = (
@@ -198,6 +386,8 @@ def _naive_utc(value: datetime) -> datetime:
 def _sqlite_time(value: datetime) -> str:
     # The exact text SQLAlchemy's SQLite DateTime writes, so that every writer of a
     # table produces one canonical form and text range filters stay right.
+    if value.tzinfo is UTC:  # a record's time (parse_time): cut the "+00:00"
+        return value.isoformat(" ", "microseconds")[:26]
     return _naive_utc(value).isoformat(sep=" ", timespec="microseconds")
 
 
@@ -256,28 +446,36 @@ def _bulk_insert(
     raise NotImplementedError(f"mqm's own tables need SQLite or PostgreSQL, not {dialect}")
 
 
-def insert_logs(
-    conn: sa.Connection, model: str, records: Iterable[LogRecord], *, batch: int = 5000
-) -> int:
-    """Insert records, skipping request ids already stored for the model; return rows added."""
-    sqlite = conn.dialect.name == "sqlite"
-    now = datetime.now(UTC)
+def _log_rows(
+    model: str, records: Iterable[LogRecord], sqlite: bool
+) -> Iterator[tuple[Any, ...]]:
+    """Records as rows in ``_LOG_COLUMNS`` order, JSON encoded, times in the column's form."""
     stamp: Any = _sqlite_time if sqlite else _naive_utc
-    received = stamp(now)
-    added = 0
-    chunk: list[tuple[Any, ...]] = []
+    received = stamp(datetime.now(UTC))
     for rec in records:
-        chunk.append((
+        yield (
             model, rec.model_version, rec.request_id, stamp(rec.ts), _dumps(rec.features),
             None if rec.prediction is None else _dumps(rec.prediction),
             None if rec.probabilities is None else _dumps(rec.probabilities),
             rec.latency_ms, rec.error, rec.error_message, received, rec.fallback_reason,
-        ))
-        if len(chunk) >= batch:
-            added += _bulk_insert_ignoring_duplicates(conn, inference_logs, _LOG_COLUMNS, chunk)
-            chunk = []
-    added += _bulk_insert_ignoring_duplicates(conn, inference_logs, _LOG_COLUMNS, chunk)
-    return added
+        )
+
+
+def _label_rows(
+    model: str, labels: Iterable[tuple[str, Any, datetime]], sqlite: bool
+) -> Iterator[tuple[Any, ...]]:
+    stamp: Any = _sqlite_time if sqlite else _naive_utc
+    received = stamp(datetime.now(UTC))
+    for rid, label, ts in labels:
+        yield model, rid, _dumps(label), stamp(ts), received
+
+
+def insert_logs(
+    conn: sa.Connection, model: str, records: Iterable[LogRecord], *, batch: int = 5000
+) -> int:
+    """Insert records, skipping request ids already stored for the model; return rows added."""
+    return _insert(conn, inference_logs, _LOG_COLUMNS,
+                   _log_rows(model, records, conn.dialect.name == "sqlite"), batch)
 
 
 def insert_labels(
@@ -288,14 +486,76 @@ def insert_labels(
     batch: int = 5000,
 ) -> int:
     """Insert (request_id, label, time) rows; a label already stored is kept, not replaced."""
-    stamp: Any = _sqlite_time if conn.dialect.name == "sqlite" else _naive_utc
-    received = stamp(datetime.now(UTC))
+    return _insert(conn, ground_truth, _LABEL_COLUMNS,
+                   _label_rows(model, labels, conn.dialect.name == "sqlite"), batch)
+
+
+def _insert(conn: sa.Connection, table: sa.Table, columns: tuple[str, ...],
+            rows: Iterable[tuple[Any, ...]], batch: int) -> int:
     added = 0
     chunk: list[tuple[Any, ...]] = []
-    for rid, label, ts in labels:
-        chunk.append((model, rid, _dumps(label), stamp(ts), received))
+    for row in rows:
+        chunk.append(row)
         if len(chunk) >= batch:
-            added += _bulk_insert_ignoring_duplicates(conn, ground_truth, _LABEL_COLUMNS, chunk)
+            added += _bulk_insert_ignoring_duplicates(conn, table, columns, chunk)
             chunk = []
-    added += _bulk_insert_ignoring_duplicates(conn, ground_truth, _LABEL_COLUMNS, chunk)
+    added += _bulk_insert_ignoring_duplicates(conn, table, columns, chunk)
     return added
+
+
+# --- loads: a file's rows staged apart, published at once ------------------------------
+
+
+class LogLoad:
+    """The log rows of one load (see ``monitor.store.staging``): ``add`` stages them,
+    ``publish`` makes them visible in one short transaction."""
+
+    def __init__(self, stage: StagedLoad, model: str) -> None:
+        self._stage = stage
+        self.model = model
+
+    def add(self, records: Iterable[LogRecord]) -> int:
+        """Stage records, a bounded batch per transaction; return how many."""
+        return self._stage.add(_log_rows(self.model, records, self._stage.sqlite))
+
+    def publish(self) -> int:
+        """Store the staged records, skipping request ids already stored; return rows added."""
+        return self._stage.publish()
+
+
+class LabelLoad:
+    """The labels of one load: ``add``, then ``unmatched`` and ``publish``."""
+
+    def __init__(self, stage: StagedLoad, model: str) -> None:
+        self._stage = stage
+        self.model = model
+
+    def add(self, labels: Iterable[tuple[str, Any, datetime]]) -> int:
+        """Stage (request_id, label, time) rows; return how many."""
+        return self._stage.add(_label_rows(self.model, labels, self._stage.sqlite))
+
+    def unmatched(self) -> int:
+        """How many staged labels name a request id that no stored log of the model has."""
+        if not self._stage.staged:
+            return 0
+        return self._stage.count(
+            "SELECT count(*) FROM {staged} AS s WHERE NOT EXISTS (SELECT 1 FROM "
+            "inference_logs AS l WHERE l.model = s.model AND l.request_id = s.request_id)")
+
+    def publish(self) -> int:
+        """Store the staged labels; a label already stored is kept, not replaced."""
+        return self._stage.publish()
+
+
+@contextmanager
+def log_load(engine: sa.Engine, model: str) -> Iterator[LogLoad]:
+    """A load of log records for ``model``; what is not published by the end is dropped."""
+    with staged_load(engine, inference_logs, _LOG_COLUMNS) as stage:
+        yield LogLoad(stage, model)
+
+
+@contextmanager
+def label_load(engine: sa.Engine, model: str) -> Iterator[LabelLoad]:
+    """A load of labels for ``model``; what is not published by the end is dropped."""
+    with staged_load(engine, ground_truth, _LABEL_COLUMNS) as stage:
+        yield LabelLoad(stage, model)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import queue
 import subprocess
 import sys
 import textwrap
@@ -17,6 +16,8 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from monitor.client import InferenceLogger
 from monitor.store.db import create_engine, ensure_schema
@@ -248,18 +249,19 @@ def test_flush_waits_for_an_entry_the_writer_already_took(
     tmp_path: Path, make_logger: MakeLogger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """flush() must not take "queue empty" for "written": the writer may hold the entry."""
+    from monitor.client import logger as client_logger
 
-    class StallingQueue(queue.Queue):  # type: ignore[type-arg]
-        def get(self, block: bool = True, timeout: float | None = None) -> Any:
-            item = super().get(block, timeout)
-            time.sleep(0.3)  # the writer thread is preempted right after taking the entry
-            return item
+    write = client_logger._Writer.write
+
+    def stalling(self: Any, items: Any, version: Any) -> int:
+        time.sleep(0.3)  # the writer thread is preempted right after taking the entries
+        return write(self, items, version)
 
     url = f"sqlite:///{tmp_path / 'store.db'}"
     eng = create_engine(url)
     ensure_schema(eng)
     eng.dispose()
-    monkeypatch.setattr(queue, "Queue", StallingQueue)
+    monkeypatch.setattr(client_logger._Writer, "write", stalling)
     lg = make_logger("m", url)
     assert lg.log({"a": 1}, 1, request_id="r-1")
     assert lg.flush() is True
@@ -400,3 +402,150 @@ def test_log_never_raises_on_unusable_input(make_logger: MakeLogger, tmp_path: P
     assert lg.flush()
     assert lg.stats()["invalid"] == 3
     assert [r["request_id"] for r in read_rows(url)] == ["fine"]
+
+
+# --- one entry never stops the others (issue 13, item 1) -------------------------------
+
+
+def nested(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_an_entry_that_cannot_be_stored_never_blocks_the_next(
+    db_url: str, make_logger: MakeLogger
+) -> None:
+    """Before: OverflowError / RecursionError in the writer, which retried the same batch
+    forever, and every entry after it was lost."""
+    lg = make_logger("m", db_url, retry_interval=0.05)
+    bad = [
+        lg.log({"a": 1}, 1, request_id="epoch-1e20", timestamp=1e20),
+        lg.log({"a": 1}, 1, request_id="latency-10**400", latency_ms=10**400),  # type: ignore[arg-type]
+        lg.log({"deep": nested(600)}, 1, request_id="nested-600"),
+        lg.log({"a": "\udcff"}, 1, request_id="surrogate"),
+        lg.log({"a": 1}, 1, request_id="time-nan", timestamp=math.nan),
+        lg.log({"a": 10**5000}, 1, request_id="int-5000-digits"),
+        lg.log({"a": 1}, 1, request_id="\ud800"),
+    ]
+    assert all(bad)
+    assert lg.log({"a": 2}, 1, request_id="after")
+    assert lg.flush(timeout=15) is True
+    assert lg.log({"a": 3}, 1, request_id="later")
+    assert lg.flush(timeout=15) is True
+    lg.close()
+    stats = lg.stats()
+    assert (stats["invalid"], stats["written"], stats["write_failures"]) == (len(bad), 2, 0)
+    assert sorted(r["request_id"] for r in read_rows(db_url)) == ["after", "later"]
+
+
+def test_an_entry_over_the_row_limits_is_refused_before_it_is_encoded(
+    tmp_path: Path, make_logger: MakeLogger, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One entry's JSON encoding is one C call that holds the GIL, and so makes every
+    log() on the serving threads wait: the row limits bound it (issue 13, item 9)."""
+    caplog.set_level(logging.WARNING, logger="mqm.client")
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    lg = make_logger("m", url)
+    assert lg.log({"text": "x" * 1_000_001}, 1, request_id="long-text")
+    assert lg.log({"many": list(range(100_001))}, 1, request_id="many-values")
+    assert lg.log({"a": "x" * 600_000, "b": "y" * 600_000}, 1, request_id="long-row")
+    assert lg.log({"text": "x" * 100_000}, 1, request_id="fine")
+    assert lg.flush()
+    assert [r["request_id"] for r in read_rows(url)] == ["fine"]
+    assert lg.stats()["invalid"] == 3
+    messages = [r.getMessage() for r in caplog.records if "invalid inference log" in r.getMessage()]
+    assert messages == [
+        "mqm: invalid inference log for m skipped: RowProblem: field 'text': the row's text "
+        "exceeds 1,000,000 characters",
+        "mqm: invalid inference log for m skipped: RowProblem: field 'many': the row holds more "
+        "than 100,000 values",
+        "mqm: invalid inference log for m skipped: RowProblem: field 'b': the row's text "
+        "exceeds 1,000,000 characters",
+    ]
+
+
+def test_log_takes_no_lock(make_logger: MakeLogger, tmp_path: Path) -> None:
+    """A lock shared with the writer thread makes log() wait whenever the writer is switched
+    out while holding it (queue.Queue's mutex did): log() runs no code of threading or
+    queue and acquires no lock (issue 13, item 9)."""
+    lg = make_logger("m", f"sqlite:///{tmp_path / 'store.db'}")
+    lg.log({"warm": 1}, 1)
+    calls: list[str] = []
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        if event == "call":
+            calls.append(frame.f_code.co_filename)
+        elif event == "c_call":
+            owner = type(getattr(arg, "__self__", None)).__name__
+            calls.append(f"{owner}.{arg.__name__}")
+
+    sys.setprofile(profile)
+    try:
+        for i in range(50):
+            lg.log({"i": i}, 1, request_id=f"r-{i}", latency_ms=1.0)
+    finally:
+        sys.setprofile(None)
+    offending = [c for c in calls if c.endswith(("threading.py", "queue.py"))
+                 or "lock" in c.lower() or c.endswith((".acquire", ".__enter__"))]
+    assert offending == []
+    assert lg.flush()
+
+
+# Values of every kind a caller might pass by mistake, hostile ones included.
+_odd_scalars = st.one_of(
+    st.none(), st.booleans(),
+    st.integers(), st.integers(min_value=10**300, max_value=10**6000), st.floats(),
+    st.text(alphabet=st.characters(exclude_categories=[]), max_size=30),
+    st.binary(max_size=10), st.datetimes(), st.datetimes(timezones=st.timezones()),
+    st.decimals(), st.complex_numbers(), st.builds(object), st.just(math.inf),
+    st.builds(str.__mul__, st.just("x"), st.just(1_100_000)),
+    st.builds(nested, st.sampled_from([40, 600, 2000])),
+)
+_keys = st.one_of(st.text(alphabet=st.characters(exclude_categories=[]), max_size=8),
+                  st.integers(), st.floats(), st.none(), st.booleans())
+_odd_values = st.recursive(
+    _odd_scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.tuples(inner, inner),
+                            st.dictionaries(_keys, inner, max_size=4)),
+    max_leaves=12,
+)
+_entries = st.fixed_dictionaries({
+    "features": st.one_of(st.dictionaries(_keys, _odd_values, max_size=5), _odd_values),
+    "prediction": _odd_values,
+    "request_id": st.one_of(st.none(), st.text(alphabet=st.characters(exclude_categories=[]),
+                                               max_size=300), _odd_scalars),
+    "probabilities": st.one_of(st.none(), st.dictionaries(_keys, _odd_scalars, max_size=3),
+                               _odd_values),
+    "latency_ms": _odd_scalars,
+    "error": _odd_scalars,
+    "error_message": _odd_scalars,
+    "timestamp": st.one_of(_odd_scalars, st.floats(min_value=-1e20, max_value=1e20)),
+    "fallback_reason": _odd_scalars,
+})
+
+
+def test_fuzzed_entries_never_stop_the_writer(db_url: str, make_logger: MakeLogger) -> None:
+    """Arbitrary values for every field of log(): log() never raises, and each entry is
+    either stored or counted invalid; the good entry logged after each one is stored."""
+    lg = make_logger("m", db_url, max_queue=100_000, retry_interval=0.05)
+    good: list[str] = []
+    examples = 150 if db_url.startswith("sqlite") else 60
+
+    @settings(max_examples=examples, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(entry=_entries)
+    def log_one(entry: dict[str, Any]) -> None:
+        assert lg.log(**entry) is True
+        rid = f"good-{uuid.uuid4().hex}"
+        assert lg.log({"i": len(good)}, 1, request_id=rid) is True
+        good.append(rid)
+
+    log_one()
+    assert lg.flush(timeout=120) is True
+    lg.close()
+    stats = lg.stats()
+    assert stats["write_failures"] == 0, stats["last_error"]
+    assert stats["written"] + stats["invalid"] == stats["logged"]
+    assert set(good) <= {r["request_id"] for r in read_rows(db_url)}
