@@ -29,9 +29,10 @@ at its next round after that), SIGCONT it (the models are shared again), and kil
 next round). Each figure is the time from the signal until every model of the stopped
 replica is held by another, read from ``model_leases``.
 
-Finally it times the query a check adds for a young window (``label_mark``: the count of
-the window's labels, read before the window so that a recheck runs only once new labels
-arrived) on one model's window.
+First it times what a check records of a young window's labels before reading it, so
+that a recheck runs only once new labels arrived (``monitor.store.runs.label_mark``: with
+log blocks their label high-water, without them the window's label count), and a
+recheck's question whether any arrived (``labels_arrived``).
 
 All replicas share this machine's CPUs, so R replicas here do not add CPU: on this 2-core
 VM the wall time shows the sharing works (each replica does models / R runs, none twice),
@@ -305,19 +306,37 @@ def handovers(url: str, config: Path, models: list[str], count: int,
     return out
 
 
-def label_mark_cost(url: str, model: str, repeats: int = 5) -> dict[str, float]:
+def label_mark_cost(url: str, model: str, repeats: int = 5) -> dict[str, dict[str, float]]:
+    """Seconds of what a young window's check records of its labels before reading it
+    (with log blocks: their label high-water; without: the window's label count), and
+    of a recheck's question whether labels arrived since (none did)."""
     from monitor.store.db import create_engine
-    from monitor.store.runs import label_mark
+    from monitor.store.runs import LabelMark, _label_counts, label_mark, labels_arrived
 
     engine = create_engine(url)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        mark = label_mark(engine, model, START, START + DAY, scope="window")
-        times.append(time.perf_counter() - t0)
+    end = START + DAY
+    ways: dict[str, Any] = {
+        "check, blocks": lambda: label_mark(engine, model, START, end, own_table=True),
+        "check, no blocks": lambda: _label_counts(engine, model, START, end, "window"),
+    }
+    mark = label_mark(engine, model, START, end, own_table=True)
+    assert mark.scope == "blocks", mark
+    counted = _label_counts(engine, model, START, end, "window")
+    ways["recheck, blocks"] = lambda: labels_arrived(engine, model, START, end, mark)
+    ways["recheck, no blocks"] = lambda: labels_arrived(
+        engine, model, START, end, LabelMark("window", counted.count, counted.max_id))
+    out = {}
+    for name, way in ways.items():
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            way()
+            times.append(time.perf_counter() - t0)
+        out[name] = {"median_s": statistics.median(times), "min_s": min(times),
+                     "max_s": max(times)}
     engine.dispose()
-    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
-            "labels": mark.count}
+    out["labels"] = {"count": float(counted.count or 0)}
+    return out
 
 
 def main() -> int:
@@ -349,9 +368,11 @@ def main() -> int:
               f"{built['generate_s']:.1f} s, copied {built['copy_s']:.1f} s, compacted "
               f"{built['compact_s']:.1f} s", flush=True)
         cost = label_mark_cost(tpl_url, models[0])
-        print(f"label_mark on a {args.rows:,}-row window ({cost['labels']:,} labels): median "
-              f"{cost['median_s'] * 1000:.0f} ms ({cost['min_s'] * 1000:.0f}-"
-              f"{cost['max_s'] * 1000:.0f})", flush=True)
+        labels = cost.pop("labels")["count"]
+        for name, c in cost.items():
+            print(f"label mark, {name}, {args.rows:,}-row window ({labels:,.0f} labels): "
+                  f"median {c['median_s'] * 1000:.1f} ms ({c['min_s'] * 1000:.1f}-"
+                  f"{c['max_s'] * 1000:.1f})", flush=True)
         results: dict[int, list[dict[str, Any]]] = {}
         with tempfile.TemporaryDirectory() as folder:
             for count in counts:
