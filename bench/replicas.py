@@ -29,13 +29,41 @@ at its next round after that), SIGCONT it (the models are shared again), and kil
 next round). Each figure is the time from the signal until every model of the stopped
 replica is held by another, read from ``model_leases``.
 
-Finally it times the query a check adds for a young window (``label_mark``: the count of
-the window's labels, read before the window so that a recheck runs only once new labels
-arrived) on one model's window.
+First it times what a check records of a young window's labels before reading it, so
+that a recheck runs only once new labels arrived (``monitor.store.runs.label_mark``: with
+log blocks their label high-water, without them the window's label count), and a
+recheck's question whether any arrived (``labels_arrived``).
 
 All replicas share this machine's CPUs, so R replicas here do not add CPU: on this 2-core
 VM the wall time shows the sharing works (each replica does models / R runs, none twice),
 not a speed-up; on separate machines each replica brings its own cores.
+
+Last run, on the 2-vCPU development VM shared with other sessions' test suites (load
+average 2.4 at the start, 4.3-5.2 during the runs), ``--models 40 --rows 100000
+--replicas 1,2 --repeats 2`` (2 check threads per replica):
+
+| replicas | wall time for 40 windows, median (min-max) | runs per replica | total | median check |
+|---|---|---|---|---|
+| 1 | 26.3 s (25.9-26.7) | 40 | 40 of 40, one per model | 1.07 s |
+| 2 | 28.1 s (27.8-28.4) | 20 / 20 | 40 of 40, one per model | 2.08 s |
+
+Two replicas on the same two cores run twice the threads, so each check takes twice as
+long and the wall time stays the same (a little worse): the split is exact, the
+speed-up needs the replicas on separate machines.
+
+Handover with 2 replicas at the default lease (15 s, renewed every 5 s): SIGSTOP of a
+replica holding 20 models, all 20 held by the other after 15.0 s (the bound is the lease
+plus one round, 20 s); after SIGCONT the models were shared 20/20 again 5.1 s later;
+kill -9 of a replica holding 20 models, all 20 held by the other after 5.0 s (one round:
+its session's advisory lock was free). An earlier run: 15.1 s and 5.1 s.
+
+What a check records of a young 100k-row window's labels (70,118 of them) before reading
+it: with log blocks (the service's case) 1.1 ms (0.8-5.1), the blocks' label high-water;
+without blocks 110 ms (101-114), the window's count through its logs (339 ms in an
+earlier, busier run: a quarter of the check, which is why the high-water replaced it).
+A recheck's question whether labels arrived: 1.2 ms with blocks, 104 ms without.
+Building the template: 3.2 s to generate 100k rows, 45 s to copy them to 39 more models
+inside PostgreSQL, 148 s to compact the 4M rows into log blocks.
 """
 
 from __future__ import annotations
@@ -305,19 +333,37 @@ def handovers(url: str, config: Path, models: list[str], count: int,
     return out
 
 
-def label_mark_cost(url: str, model: str, repeats: int = 5) -> dict[str, float]:
+def label_mark_cost(url: str, model: str, repeats: int = 5) -> dict[str, dict[str, float]]:
+    """Seconds of what a young window's check records of its labels before reading it
+    (with log blocks: their label high-water; without: the window's label count), and
+    of a recheck's question whether labels arrived since (none did)."""
     from monitor.store.db import create_engine
-    from monitor.store.runs import label_mark
+    from monitor.store.runs import LabelMark, _label_counts, label_mark, labels_arrived
 
     engine = create_engine(url)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        mark = label_mark(engine, model, START, START + DAY, scope="window")
-        times.append(time.perf_counter() - t0)
+    end = START + DAY
+    ways: dict[str, Any] = {
+        "check, blocks": lambda: label_mark(engine, model, START, end, own_table=True),
+        "check, no blocks": lambda: _label_counts(engine, model, START, end, "window"),
+    }
+    mark = label_mark(engine, model, START, end, own_table=True)
+    assert mark.scope == "blocks", mark
+    counted = _label_counts(engine, model, START, end, "window")
+    ways["recheck, blocks"] = lambda: labels_arrived(engine, model, START, end, mark)
+    ways["recheck, no blocks"] = lambda: labels_arrived(
+        engine, model, START, end, LabelMark("window", counted.count, counted.max_id))
+    out = {}
+    for name, way in ways.items():
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            way()
+            times.append(time.perf_counter() - t0)
+        out[name] = {"median_s": statistics.median(times), "min_s": min(times),
+                     "max_s": max(times)}
     engine.dispose()
-    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
-            "labels": mark.count}
+    out["labels"] = {"count": float(counted.count or 0)}
+    return out
 
 
 def main() -> int:
@@ -349,9 +395,11 @@ def main() -> int:
               f"{built['generate_s']:.1f} s, copied {built['copy_s']:.1f} s, compacted "
               f"{built['compact_s']:.1f} s", flush=True)
         cost = label_mark_cost(tpl_url, models[0])
-        print(f"label_mark on a {args.rows:,}-row window ({cost['labels']:,} labels): median "
-              f"{cost['median_s'] * 1000:.0f} ms ({cost['min_s'] * 1000:.0f}-"
-              f"{cost['max_s'] * 1000:.0f})", flush=True)
+        labels = cost.pop("labels")["count"]
+        for name, c in cost.items():
+            print(f"label mark, {name}, {args.rows:,}-row window ({labels:,.0f} labels): "
+                  f"median {c['median_s'] * 1000:.1f} ms ({c['min_s'] * 1000:.1f}-"
+                  f"{c['max_s'] * 1000:.1f})", flush=True)
         results: dict[int, list[dict[str, Any]]] = {}
         with tempfile.TemporaryDirectory() as folder:
             for count in counts:
