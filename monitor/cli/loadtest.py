@@ -124,10 +124,9 @@ def loadtest(ctx: Context, model: str, url: str, duration: float, rate: float | 
         click.echo(f"warning: {dropped} reference row(s) break the contract; not sent",
                    err=True)
     endpoint = Endpoint(url, tuple(_header(h) for h in headers), timeout)
-    if not as_json:
-        pace = f"{rate:g} req/s" if rate else "as fast as possible"
-        click.echo(f"loading {url} for {duration:g} s, {pace}, {concurrency} connection(s); "
-                   "Ctrl-C stops early", err=True)
+    pace = f"{rate:g} req/s" if rate else "as fast as possible"
+    click.echo(f"loading {url} for {duration:g} s, {pace}, {concurrency} connection(s); "
+               "Ctrl-C stops early", err=True)
     result = run_load(endpoint, generator, duration=duration, rate=rate,
                       concurrency=concurrency, default_rule=rule, pid=pid, seed=seed)
     if as_json:

@@ -202,14 +202,17 @@ def _result(endpoint: Endpoint, tallies: list[_Tally], rule: DefaultRule, *, dur
         latencies.extend(tally.latencies)
         sizes.extend(tally.sizes)
     latencies.sort()
-    kinds = ["valid", *generator.invalid_kinds] if generator.invalid_share else ["valid"]
+    share = generator.invalid_share
+    kinds = (["valid"] if share < 1 else []) + (list(generator.invalid_kinds) if share else [])
     kinds += sorted({k for k, _ in outcomes} - set(kinds))
     by_kind = []
     for kind in kinds:
         answers = {o: n for (k, o), n in sorted(outcomes.items()) if k == kind}
         by_kind.append(Outcomes(kind, sum(answers.values()), answers))
-    every = Outcomes("all", sum(outcomes.values()),
-                     dict(Counter({o: n for (_, o), n in outcomes.items()})))
+    totals: Counter[str] = Counter()
+    for (_, outcome), n in outcomes.items():
+        totals[outcome] += n
+    every = Outcomes("all", sum(totals.values()), dict(totals))
     requests = every.sent
     rows = sum(t.rows for t in tallies)
     answered_rows = sum(t.answered_rows for t in tallies)
@@ -245,7 +248,8 @@ def _result(endpoint: Endpoint, tallies: list[_Tally], rule: DefaultRule, *, dur
         server_errors=every.count(500, 600), transport_errors=every.transport_errors,
         errors=errors, error_rate=round(errors / requests, 4) if requests else 0.0,
         default_rule=rule.describe(), default_answers=defaults, answered_rows=answered_rows,
-        default_rate=round(defaults / answered_rows, 4) if answered_rows else None,
+        default_rate=round(defaults / answered_rows, 4)
+        if answered_rows and (rule.field or rule.statuses) else None,
         unreadable_answers=unreadable, by_kind=tuple(by_kind),
         process=process,
         client_cpu_percent=round(client_cpu, 1), interrupted=interrupted, notes=tuple(notes),

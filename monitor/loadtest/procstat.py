@@ -29,6 +29,7 @@ class ProcessStats:
     pid: int
     samples: int
     interval_seconds: float
+    cpu_seconds: float  # CPU time used between the first and the last sample
     cpu_percent: float  # mean over the run, of one core
     cpu_percent_peak: float  # the busiest interval
     rss_mb_start: float
@@ -116,6 +117,7 @@ class ProcessSampler:
         rss = [s[2] / 1024 for s in samples]
         return ProcessStats(
             pid=self.pid, samples=len(samples), interval_seconds=self.interval,
+            cpu_seconds=round((last[1] - first[1]) / self._hz, 2),
             cpu_percent=round(cpu, 1), cpu_percent_peak=round(max(peaks, default=cpu), 1),
             rss_mb_start=round(rss[0], 1), rss_mb_median=round(statistics.median(rss), 1),
             rss_mb_peak=round(max(rss), 1), threads_peak=max(s[3] for s in samples),

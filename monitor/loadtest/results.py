@@ -88,7 +88,7 @@ class LoadTestResult:
     """What a load test measured. Rates are per second of ``elapsed_seconds`` (from the
     first request to the last answer); latencies, in milliseconds, are those of every
     answer with a status (transport failures have none); ``default_rate`` is the share of
-    rows answered 2xx that were default answers."""
+    rows answered 2xx that were default answers (None: no rule, or no such row)."""
 
     url: str
     duration_seconds: float
