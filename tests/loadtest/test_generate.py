@@ -201,3 +201,9 @@ def test_reference_rows_that_break_the_contract_are_left_out(reference) -> None:
     rows, dropped = reference_rows(SCHEMA, bad)
     assert (len(rows), dropped) == (7, 3)
     assert all(r["credit_score"] <= 850 for r in rows)
+    # A feature the reference lacks is drawn from the contract, request by request.
+    rows, _ = reference_rows(SCHEMA, frame.drop(columns=["loan_purpose"]))
+    assert "loan_purpose" not in rows[0]
+    drawn = [RequestGenerator(SCHEMA, rows).valid_row(random.Random(i)) for i in range(200)]
+    assert {r["loan_purpose"] for r in drawn} == set(SCHEMA.feature("loan_purpose").allowed or [])
+    assert violating_rows(drawn) == 0
