@@ -4,6 +4,8 @@ serving process's CPU and memory."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from monitor.cli.common import (
@@ -15,6 +17,9 @@ from monitor.cli.common import (
     print_json,
 )
 from monitor.errors import MonitorError
+
+if TYPE_CHECKING:
+    from monitor.loadtest.results import LoadTestResult
 
 __all__ = ["loadtest"]
 
@@ -137,11 +142,8 @@ def loadtest(ctx: Context, model: str, url: str, duration: float, rate: float | 
         raise MonitorError("no request was sent")
 
 
-def print_result(r: object) -> None:
+def print_result(r: LoadTestResult) -> None:
     """The result as a table."""
-    from monitor.loadtest.results import LoadTestResult
-
-    assert isinstance(r, LoadTestResult)
     target = f"target {r.target_rate:g} req/s" if r.target_rate else "as fast as possible"
     stopped = " (interrupted)" if r.interrupted else ""
     lat = r.latency_ms
