@@ -100,7 +100,14 @@ def make_handler(service: Service) -> type[BaseHTTPRequestHandler]:
             if self.path != "/predict":
                 self.reply(404, {"error": f"no such endpoint: POST {self.path}"})
                 return
-            length = int(self.headers.get("Content-Length") or 0)
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                length = -1
+            if length < 0:  # a negative length would read until the client hangs up
+                self.close_connection = True
+                self.reply(400, {"error": "Content-Length must be a number of bytes"})
+                return
             if length > MAX_BODY:
                 self.close_connection = True  # the unread body would be taken as a request
                 self.reply(413, {"error": f"body over {MAX_BODY} bytes"})
@@ -108,7 +115,7 @@ def make_handler(service: Service) -> type[BaseHTTPRequestHandler]:
             try:
                 features = json.loads(self.rfile.read(length))
                 timestamp = self.timestamp()
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:  # not JSON, or nested too deep
                 self.reply(400, {"error": str(exc).splitlines()[0]})
                 return
             if not isinstance(features, dict):

@@ -39,12 +39,20 @@ _PURPOSE = {"debt_consolidation": 0.1, "credit_card": 0.1, "home_improvement": -
 
 
 def _number(features: Mapping[str, Any], name: str) -> float:
-    """The value clipped into its range; the imputed value when null or not a number
-    (as the deployed serving layer does: a malformed request still gets an answer)."""
+    """The value clipped into its range; the imputed value when null, not a number, or not
+    finite once clipped (as the deployed serving layer does: a malformed request still
+    gets an answer). Infinity (which Python's json reads) and integers past a float's
+    range are clipped or imputed: they would make the formula raise."""
     _, low, high, imputed = FEATURES[name]
     value = features.get(name)
-    if isinstance(value, int | float) and not isinstance(value, bool) and value == value:
-        return float(min(max(value, low), high))
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        clipped = min(max(value, low), high)  # exact for big ints; NaN stays NaN
+        try:
+            number = float(clipped)
+        except OverflowError:  # an integer past 1.8e308 in a range open above
+            return imputed
+        if math.isfinite(number):
+            return number
     return imputed
 
 

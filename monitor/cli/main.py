@@ -26,6 +26,7 @@ from monitor.cli.common import (
     show,
 )
 from monitor.cli.fallback import fallback
+from monitor.cli.loadtest import loadtest
 from monitor.errors import MonitorError
 
 __all__ = ["main"]
@@ -486,6 +487,7 @@ def dashboard(ctx: Context, host: str, port: int) -> None:
 
 
 main.add_command(fallback)
+main.add_command(loadtest)
 
 if __name__ == "__main__":  # pragma: no cover
     main()
