@@ -281,3 +281,26 @@ def features_only_rows(day: datetime, rows: int, *, drifted: bool, seed: int
         }
         out.append(row)
     return out
+
+
+FEATURES_T0 = datetime(2026, 10, 1, tzinfo=UTC)  # the first day of ``load_features_only``
+
+
+def load_features_only(engine: sa.Engine, folder: Path, days: list[bool], rows: int = 400
+                       ) -> tuple[Path, int]:
+    """The features-only model's config on ``engine``, and a CSV of one day of logs per
+    entry of ``days`` from ``FEATURES_T0`` (True: drifted) loaded through ``mqm ingest``'s
+    code; returns the config and the rows added."""
+    from datetime import timedelta
+
+    from monitor.config import load_config
+    from monitor.ingest import ingest_logs
+    from monitor.schema import load_schema
+
+    config = features_only_model(folder, engine.url.render_as_string(hide_password=False))
+    logs = [row for d, drifted in enumerate(days) for row in features_only_rows(
+        FEATURES_T0 + d * timedelta(days=1), rows, drifted=drifted, seed=d)]
+    path = write_csv(folder / "logs.csv", logs)
+    schema = load_schema(load_config(config).model(FEATURES_MODEL).schema_path)
+    report = ingest_logs(engine, FEATURES_MODEL, schema, path)
+    return config, report.added

@@ -13,37 +13,18 @@ import sqlalchemy as sa
 from monitor.config import load_config
 from monitor.errors import IngestError
 from monitor.fallback.flag import flag_document
-from monitor.ingest import ingest_labels, ingest_logs
+from monitor.ingest import ingest_labels
 from monitor.results import DriftResult, NotApplicable, SchemaResult, ServiceResult
 from monitor.run.check import backfill, recompute_immature, run_check
 from monitor.run.evaluate import FEATURES_ONLY
 from monitor.schema import load_schema
 from monitor.store.runs import latest_runs, recheck_candidates, run_metrics_of
 from monitor.store.tables import inference_logs
-from tests.conftest import (
-    FEATURES_MODEL,
-    features_only_model,
-    features_only_rows,
-    write_csv,
-)
+from tests.conftest import FEATURES_MODEL, load_features_only
 
 T0 = datetime(2026, 10, 1, tzinfo=UTC)
 DAY = timedelta(days=1)
 NOW = T0 + 5 * DAY  # every window young: no label delay could make them mature
-
-
-def load_features_only(engine: sa.Engine, folder: Path, days: list[bool], rows: int = 400
-                       ) -> tuple[Path, int]:
-    """The features-only model's config on ``engine``, and a CSV of one day of logs per
-    entry of ``days`` (True: drifted) loaded through ``mqm ingest``'s code; returns the
-    config and the rows added."""
-    config = features_only_model(folder, engine.url.render_as_string(hide_password=False))
-    logs = [row for d, drifted in enumerate(days)
-            for row in features_only_rows(T0 + d * DAY, rows, drifted=drifted, seed=d)]
-    path = write_csv(folder / "logs.csv", logs)
-    schema = load_schema(load_config(config).model(FEATURES_MODEL).schema_path)
-    report = ingest_logs(engine, FEATURES_MODEL, schema, path)
-    return config, report.added
 
 
 def test_features_only_model_end_to_end(engine: sa.Engine, tmp_path: Path) -> None:
