@@ -23,7 +23,7 @@ from dashboards import frames
 from monitor.config import Config, ModelConfig, config_path, load_config
 from monitor.errors import MonitorError
 from monitor.fallback.flag import clear_override, flag_document, set_override
-from monitor.results import CheckRun, PerformanceResult
+from monitor.results import CheckRun, NotApplicable, PerformanceResult
 from monitor.run.model import resolve
 from monitor.run.reference_file import read_reference
 from monitor.store import history
@@ -161,6 +161,7 @@ class ModelHistory:
     features: pd.DataFrame
     violators: pd.DataFrame
     flags: pd.DataFrame
+    # classification, regression, or features (features-only: no performance figures)
     task: str = "classification"
     newest_end: datetime | None = None
 
@@ -214,6 +215,8 @@ def _model_history(_s: Store, key: str, model: str, days: int | None) -> ModelHi
         perf = typed.section("performance")
         if isinstance(perf, PerformanceResult):
             task = perf.task
+        elif isinstance(typed.performance, NotApplicable):
+            task = "features"  # no prediction: performance does not apply
     return ModelHistory(
         model=model, since=since if since is not None else first, until=until,
         windows=frames.window_table(runs, whole, settings),
@@ -288,7 +291,7 @@ def feature_sample(run: RunView, feature: str, kind: str) -> FeatureSample:
 def _feature_sample(_s: Store, key: str, model: str, run_id: int, start: datetime,
                     end: datetime, feature: str, kind: str) -> FeatureSample:
     resolved = resolve(_s.engine, _s.config, model)
-    prediction = resolved.schema.prediction.column
+    prediction = resolved.schema.prediction_column
     with history.reading(_s.engine):
         sample = history.window_sample(resolved.source, start, end, columns=[feature],
                                        prediction=prediction, rows=SAMPLE_ROWS, seed=run_id)

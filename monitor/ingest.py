@@ -409,15 +409,20 @@ def _log_record(
     row: dict[str, Any], schema: ModelSchema, as_text: bool, version: str | None
 ) -> LogRecord:
     pred = schema.prediction
-    proba_cols = pred.probability_columns
+    proba_cols = pred.probability_columns if pred is not None else {}
     fields: dict[str, Any] = {k: row.get(k) for k in RESERVED}
     if as_text:
         for name, kind in (("latency_ms", "float"), ("error", "bool")):
             if isinstance(fields[name], str):
                 fields[name] = parse_text(fields[name], kind)
-    raw_pred = row.get(pred.column)
-    fields["prediction"] = parse_text(raw_pred, pred.type) if as_text and isinstance(
-        raw_pred, str) else raw_pred
+    if pred is None:
+        # A features-only model (task: features): no prediction is stored (null), and
+        # every column that is not reserved is a feature, as the contract then judges.
+        fields["prediction"] = None
+    else:
+        raw_pred = row.get(pred.column)
+        fields["prediction"] = parse_text(raw_pred, pred.type) if as_text and isinstance(
+            raw_pred, str) else raw_pred
     if proba_cols:
         probs = {}
         for cls, col in proba_cols.items():
@@ -426,12 +431,14 @@ def _log_record(
                 value = parse_text(value, "float")
             probs[cls] = value
         fields["probabilities"] = probs
-    elif isinstance(row.get("probabilities"), dict):
+    elif pred is not None and isinstance(row.get("probabilities"), dict):
         fields["probabilities"] = row["probabilities"]
     if "features" in row and row["features"] is not None:
         fields["features"] = row["features"]
     else:
-        skip = {*RESERVED, pred.column, *proba_cols.values(), "probabilities", "features"}
+        skip = {*RESERVED, *proba_cols.values(), "probabilities", "features"}
+        if pred is not None:
+            skip.add(pred.column)
         if schema.target is not None:
             skip.add(schema.target.column)
         types = {f.name: f.type for f in schema.features}
@@ -443,7 +450,7 @@ def _log_record(
                 value = parse_text(value, types[key])
             feats[key] = value
         fields["features"] = feats
-    return make_record(fields, default_version=version)
+    return make_record(fields, default_version=version, require_prediction=pred is not None)
 
 
 def _check_columns(path: Path, columns: list[str], required: list[str]) -> None:
@@ -521,7 +528,9 @@ def ingest_logs(
     path = Path(path)
     columns, rows, as_text = read_rows(path)
     if columns:
-        _check_columns(path, columns, ["request_id", "timestamp", schema.prediction.column])
+        _check_columns(path, columns, ["request_id", "timestamp",
+                                       *([] if schema.prediction is None
+                                         else [schema.prediction.column])])
     report = IngestReport(file=str(path))
     records = _valid_rows(
         rows, report, lambda row: _log_record(row, schema, as_text, default_version),
@@ -553,6 +562,10 @@ def ingest_labels(
     model (a warning says so): they are stored, and join if those logs are loaded later.
     """
     path = Path(path)
+    if schema.features_only:
+        raise IngestError(f"{path}: model {model!r} is monitored on its features alone (its "
+                          "contract declares task: features, no prediction): labels have no "
+                          "prediction to be compared with; nothing was written")
     columns, rows, as_text = read_rows(path)
     target = schema.target.column if schema.target else "label"
     target_type = schema.target.type if schema.target else "string"

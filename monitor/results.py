@@ -29,6 +29,7 @@ __all__ = [
     "EstimatedResult",
     "FeatureDrift",
     "Metric",
+    "NotApplicable",
     "PerformanceResult",
     "SchemaResult",
     "Section",
@@ -39,7 +40,8 @@ __all__ = [
 
 SECTIONS = ("schema", "drift", "performance", "service")
 RUN_STATUSES = ("ok", "warn", "critical", "insufficient_data", "error")
-_RANK = {"ok": 0, "skipped": 0, "insufficient_data": 0, "warn": 1, "error": 2, "critical": 3}
+_RANK = {"ok": 0, "skipped": 0, "not_applicable": 0, "insufficient_data": 0, "warn": 1,
+         "error": 2, "critical": 3}
 
 ColumnKind = Literal["num", "cat"]
 SchemaStatus = Literal["ok", "warn", "critical", "insufficient_data"]
@@ -74,6 +76,23 @@ class ErrorSection:
 
     def as_dict(self) -> dict[str, Any]:
         return {"status": self.status, "error": self.error, "at": self.at}
+
+
+@dataclass(frozen=True)
+class NotApplicable:
+    """A check that does not apply to the model, and why: the performance of a model whose
+    contract declares no prediction (``task: features``). Neither a verdict nor a failure:
+    it never makes a run ``error`` and never moves the fallback flag."""
+
+    reason: str
+    status: Literal["not_applicable"] = "not_applicable"
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        return ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "reason": self.reason}
 
 
 @dataclass(frozen=True)
@@ -240,7 +259,8 @@ class ServiceResult:
         return out
 
 
-Section = SchemaResult | DriftResult | PerformanceResult | ServiceResult | ErrorSection
+Section = (SchemaResult | DriftResult | PerformanceResult | ServiceResult | ErrorSection
+           | NotApplicable)
 
 
 # --- the run ----------------------------------------------------------------------------
@@ -256,7 +276,7 @@ def overall_status(sections: typing.Iterable[Section], rows: int, min_rows: int)
     if rows < min_rows:
         return "insufficient_data"
     worst = max((sec.status for sec in sections), key=lambda s: _RANK.get(s, 0), default="ok")
-    if worst in ("skipped", "insufficient_data"):
+    if worst in ("skipped", "insufficient_data", "not_applicable"):
         return "ok"
     return worst
 
@@ -292,7 +312,7 @@ class CheckRun:
     reference_version: str | None
     schema: SchemaResult | ErrorSection | None = None
     drift: DriftResult | ErrorSection | None = None
-    performance: PerformanceResult | ErrorSection | None = None
+    performance: PerformanceResult | ErrorSection | NotApplicable | None = None
     service: ServiceResult | ErrorSection | None = None
     sampled: bool = False
     sample_rows: int | None = None
@@ -306,9 +326,10 @@ class CheckRun:
         return {name: sec for name, sec in found.items() if sec is not None}
 
     def section(self, name: str) -> Section | None:
-        """A section that ran (None when missing or failed): what figures are read from."""
+        """A section that ran (None when missing, failed or not applicable): what figures
+        are read from."""
         sec = getattr(self, name)
-        return None if isinstance(sec, ErrorSection) else sec
+        return None if isinstance(sec, ErrorSection | NotApplicable) else sec
 
     def as_dict(self) -> dict[str, Any]:
         """The ``mqm check --json`` document, also what the store keeps."""
@@ -342,7 +363,9 @@ class CheckRun:
                 continue
             if not isinstance(raw, dict):
                 raise ValueError(f"checks.{name}: expected an object")
-            target = ErrorSection if raw.get("status") == "error" else kind
+            status = raw.get("status")
+            target = (ErrorSection if status == "error" else
+                      NotApplicable if status == "not_applicable" else kind)
             sections[name] = from_json(target, raw, f"checks.{name}")
         try:
             return cls(

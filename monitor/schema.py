@@ -93,11 +93,18 @@ class TargetSpec(_Strict):
     type: FeatureType = Field(description="Type of the label.")
 
 
+Task = Literal["classification", "regression", "features"]
+
+
 class ModelSchema(_Strict):
+    """A model's contract. ``task: features`` declares a model monitored on its inputs
+    alone (its predictions are not logged, or logged elsewhere): no ``prediction``, no
+    ``target``; schema, drift and service checks run, performance does not apply."""
+
     model: str = Field(min_length=1, description="Model name, as used in the config.")
-    task: Literal["classification", "regression"] = "classification"
+    task: Task = "classification"
     features: list[FeatureSpec] = Field(min_length=1)
-    prediction: PredictionSpec
+    prediction: PredictionSpec | None = None
     target: TargetSpec | None = None
 
     @model_validator(mode="after")
@@ -106,12 +113,34 @@ class ModelSchema(_Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"feature names are not unique: {', '.join(dupes)}")
+        if self.task == "features":
+            # Said outright rather than ignored: a contract that names a prediction or a
+            # target expects them to be judged.
+            if self.prediction is not None or self.target is not None:
+                given = " and ".join(k for k in ("prediction", "target")
+                                     if getattr(self, k) is not None)
+                raise ValueError(f"task: features monitors the inputs alone, so the contract "
+                                 f"has no {given}; remove it, or declare task: "
+                                 "classification or regression")
+            return self
+        if self.prediction is None:
+            raise ValueError(f"prediction is required for task: {self.task} (a model "
+                             "monitored on its inputs alone declares task: features)")
         if self.task == "classification" and self.prediction.probability_columns:
             cols = set(self.prediction.probability_columns.values())
             clash = cols & set(names)
             if clash:
                 raise ValueError(f"probability columns clash with features: {sorted(clash)}")
         return self
+
+    @property
+    def features_only(self) -> bool:
+        """No prediction (``task: features``): performance does not apply."""
+        return self.prediction is None
+
+    @property
+    def prediction_column(self) -> str | None:
+        return None if self.prediction is None else self.prediction.column
 
     @property
     def feature_names(self) -> list[str]:
@@ -281,7 +310,8 @@ def guess_prediction(columns: list[str], *, exclude: set[str]) -> str:
                           f"{', '.join(candidates)}; name one with --prediction")
     raise SchemaError("no column looks like the prediction (none is named 'prediction' or "
                       "holds 'pred'); the reference set needs the model's predictions: name "
-                      f"their column with --prediction; columns: {_listed(columns)}")
+                      "their column with --prediction (or, to monitor the inputs alone, "
+                      f"--no-prediction); columns: {_listed(columns)}")
 
 
 def _listed(columns: list[str], limit: int = 30) -> str:
@@ -297,20 +327,28 @@ def infer_schema(
     target: str | None = None,
     probability_prefix: str = "proba_",
     ignore: tuple[str, ...] = ("request_id", "timestamp", "model_version"),
+    features_only: bool = False,
 ) -> tuple[ModelSchema, dict[str, tuple[Any, Any]]]:
     """Draft a contract from a reference frame.
 
     ``prediction``: the column holding the model's prediction; None guesses it
-    (``guess_prediction``). Returns the schema and, per numeric feature, the observed
-    (min, max), which the caller shows as a hint: the observed range is rarely the valid
-    domain, so it is not written as a limit.
+    (``guess_prediction``). ``features_only``: a contract without prediction or target
+    (``task: features``), every column but the ids a feature; nothing is guessed.
+    Returns the schema and, per numeric feature, the observed (min, max), which the
+    caller shows as a hint: the observed range is rarely the valid domain, so it is not
+    written as a limit.
     """
     import pandas as pd
 
     columns = [str(c) for c in frame.columns]
+    if features_only and (prediction is not None or target is not None):
+        raise SchemaError("a features-only contract has no prediction and no target; "
+                          "leave out --prediction and --target")
     if target is not None and target not in frame.columns:
         raise SchemaError(f"target column {target!r} is not in the data; columns: "
                           f"{_listed(columns)}")
+    if features_only:
+        return _features_only(frame, model, ignore)
     proba_cols = [c for c in frame.columns if str(c).startswith(probability_prefix)]
     if prediction is None:
         prediction = guess_prediction(columns, exclude={*map(str, proba_cols), *ignore,
@@ -321,46 +359,12 @@ def infer_schema(
     skip = {prediction, *proba_cols, *ignore}
     if target:
         skip.add(target)
-
-    def column_type(series: pd.Series) -> FeatureType:
-        if pd.api.types.is_bool_dtype(series):
-            return "bool"
-        if pd.api.types.is_integer_dtype(series):
-            return "int"
-        if pd.api.types.is_float_dtype(series):
-            return "float"
-        if pd.api.types.is_datetime64_any_dtype(series):
-            return "datetime"
-        values = series.dropna()
-        if len(values) and values.map(type).eq(bool).all():
-            return "bool"
-        uniques = values.nunique()
-        if uniques <= _CATEGORY_MAX_VALUES and uniques <= max(2, 0.05 * len(values)):
-            return "category"
-        return "string"
-
-    features = []
-    ranges: dict[str, tuple[Any, Any]] = {}
-    for name in frame.columns:
-        if name in skip:
-            continue
-        series = frame[name]
-        ftype = column_type(series)
-        allowed = None
-        if ftype == "category":
-            allowed = sorted(series.dropna().unique().tolist(), key=str)
-        if ftype in ("int", "float") and series.notna().any():
-            ranges[str(name)] = (series.min().item(), series.max().item())
-        features.append(
-            FeatureSpec(
-                name=str(name), type=ftype, nullable=bool(series.isna().any()), allowed=allowed
-            )
-        )
+    features, ranges = _draft_features(frame, skip)
     if not features:
         raise SchemaError("no feature columns left after removing prediction, target and ids")
 
     pred_series = frame[prediction]
-    pred_type = column_type(pred_series)
+    pred_type = _column_type(pred_series)
     classes = None
     if target is not None or proba_cols:
         classes = sorted(pd.concat([pred_series, frame[target]] if target else [pred_series])
@@ -380,9 +384,60 @@ def infer_schema(
             classes=classes,
             probability_columns={c[len(probability_prefix):]: c for c in proba_cols},
         ),
-        target=TargetSpec(column=target, type=column_type(frame[target])) if target else None,
+        target=TargetSpec(column=target, type=_column_type(frame[target])) if target else None,
     )
     return schema, ranges
+
+
+def _features_only(frame: pd.DataFrame, model: str, ignore: tuple[str, ...]
+                   ) -> tuple[ModelSchema, dict[str, tuple[Any, Any]]]:
+    features, ranges = _draft_features(frame, set(ignore))
+    if not features:
+        raise SchemaError("no feature columns left after removing the ids")
+    return ModelSchema(model=model, task="features", features=features), ranges
+
+
+def _column_type(series: pd.Series) -> FeatureType:
+    import pandas as pd
+
+    if pd.api.types.is_bool_dtype(series):
+        return "bool"
+    if pd.api.types.is_integer_dtype(series):
+        return "int"
+    if pd.api.types.is_float_dtype(series):
+        return "float"
+    if pd.api.types.is_datetime64_any_dtype(series):
+        return "datetime"
+    values = series.dropna()
+    if len(values) and values.map(type).eq(bool).all():
+        return "bool"
+    uniques = values.nunique()
+    if uniques <= _CATEGORY_MAX_VALUES and uniques <= max(2, 0.05 * len(values)):
+        return "category"
+    return "string"
+
+
+def _draft_features(frame: pd.DataFrame, skip: set[Any]
+                    ) -> tuple[list[FeatureSpec], dict[str, tuple[Any, Any]]]:
+    """A feature per column not in ``skip``, and the observed range of the numeric ones."""
+    features = []
+    ranges: dict[str, tuple[Any, Any]] = {}
+    for name in frame.columns:
+        if name in skip:
+            continue
+        series = frame[name]
+        ftype = _column_type(series)
+        allowed = None
+        if ftype == "category":
+            allowed = sorted(series.dropna().unique().tolist(), key=str)
+        if ftype in ("int", "float") and series.notna().any():
+            ranges[str(name)] = (series.min().item(), series.max().item())
+        features.append(
+            FeatureSpec(
+                name=str(name), type=ftype, nullable=bool(series.isna().any()), allowed=allowed
+            )
+        )
+    return features, ranges
 
 
 def schema_to_yaml(schema: ModelSchema, ranges: dict[str, tuple[Any, Any]] | None = None) -> str:

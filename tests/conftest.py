@@ -13,7 +13,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -217,3 +217,90 @@ def concat(chunks: list[LogWindow]) -> dict[str, Any]:
         "probabilities": stacked([c.probabilities for c in chunks]),
         "labels": pd.concat([c.labels for c in chunks], ignore_index=True),
     }
+
+
+# --- a features-only model (contract task: features) ------------------------------------
+
+FEATURES_MODEL = "loan_inputs"
+# The sample model's numeric features, each shifted within its contract limits in a
+# drifted window: 7 of the 11 features, past drift_share 0.5 (dataset drift).
+_SHIFTS = {"age": (1.0, 15, 18, 100), "annual_income": (1.8, 0, 0, None),
+           "loan_amount": (1.6, 0, 500, 100000), "credit_score": (1.0, -90, 300, 850),
+           "debt_to_income": (1.6, 0, 0, 1.5), "employment_years": (1.0, 8, 0, 60),
+           "open_accounts": (1.0, 6, 0, 60)}
+_MODEL_ONLY = ["prediction", "proba_0", "proba_1", "defaulted"]
+
+
+def features_only_model(folder: Path, database_url: str, **model: object) -> Path:
+    """The sample model monitored on its inputs alone: its contract with ``task: features``
+    (no prediction, no target), its reference set without the model's columns, and a
+    monitor.yaml declaring it (``model`` overrides its settings). Returns the config."""
+    contract = yaml.safe_load((ROOT / "schemas" / "loan_default.yaml").read_text("utf-8"))
+    del contract["prediction"], contract["target"]
+    contract.update(model=FEATURES_MODEL, task="features")
+    schema = folder / f"{FEATURES_MODEL}.yaml"
+    schema.write_text(yaml.safe_dump(contract, sort_keys=False), encoding="utf-8")
+    reference = folder / f"{FEATURES_MODEL}_reference.parquet"
+    pd.read_parquet(ROOT / "sample_data" / "reference.parquet").drop(
+        columns=_MODEL_ONLY).to_parquet(reference)
+    settings = {"schema": str(schema), "reference": str(reference), "window": "1d",
+                "min_rows": 100, **model}
+    path = folder / "monitor.yaml"
+    path.write_text(yaml.safe_dump({"database_url": database_url,
+                                    "models": {FEATURES_MODEL: settings}}), encoding="utf-8")
+    return path
+
+
+def features_only_rows(day: datetime, rows: int, *, drifted: bool, seed: int
+                       ) -> list[dict[str, Any]]:
+    """``rows`` wide log rows without a prediction, spread over the day from ``day``: the
+    reference's features drawn at random, and with ``drifted`` 7 of them shifted (still
+    within the contract, so that the schema check stays clean)."""
+    import numpy as np
+
+    ref = pd.read_parquet(ROOT / "sample_data" / "reference.parquet").drop(
+        columns=[*_MODEL_ONLY, "request_id", "timestamp"])
+    frame = ref.sample(n=rows, random_state=seed).reset_index(drop=True)
+    if drifted:
+        for name, (scale, shift, low, high) in _SHIFTS.items():
+            moved = frame[name] * scale + shift
+            moved = moved.clip(lower=low, upper=high)
+            frame[name] = moved.round() if frame[name].dtype.kind == "i" else moved
+            if frame[name].dtype.kind == "f" and ref[name].dtype.kind == "i":
+                frame[name] = frame[name].astype(int)
+    step = 86400 / rows
+    out = []
+    for i, values in enumerate(frame.to_dict("records")):
+        at = day.timestamp() + i * step
+        row: dict[str, Any] = {
+            "request_id": f"{day:%m%d}-{i}",
+            "timestamp": datetime.fromtimestamp(at, UTC).isoformat().replace("+00:00", "Z"),
+            **{k: (None if isinstance(v, float) and np.isnan(v) else v)
+               for k, v in values.items()},
+            "latency_ms": 10.0 + i % 7,
+        }
+        out.append(row)
+    return out
+
+
+FEATURES_T0 = datetime(2026, 10, 1, tzinfo=UTC)  # the first day of ``load_features_only``
+
+
+def load_features_only(engine: sa.Engine, folder: Path, days: list[bool], rows: int = 400
+                       ) -> tuple[Path, int]:
+    """The features-only model's config on ``engine``, and a CSV of one day of logs per
+    entry of ``days`` from ``FEATURES_T0`` (True: drifted) loaded through ``mqm ingest``'s
+    code; returns the config and the rows added."""
+    from datetime import timedelta
+
+    from monitor.config import load_config
+    from monitor.ingest import ingest_logs
+    from monitor.schema import load_schema
+
+    config = features_only_model(folder, engine.url.render_as_string(hide_password=False))
+    logs = [row for d, drifted in enumerate(days) for row in features_only_rows(
+        FEATURES_T0 + d * timedelta(days=1), rows, drifted=drifted, seed=d)]
+    path = write_csv(folder / "logs.csv", logs)
+    schema = load_schema(load_config(config).model(FEATURES_MODEL).schema_path)
+    report = ingest_logs(engine, FEATURES_MODEL, schema, path)
+    return config, report.added

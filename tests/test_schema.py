@@ -114,3 +114,54 @@ def test_infer_lists_the_candidates_when_it_cannot_guess() -> None:
     with pytest.raises(SchemaError, match=r"prediction column 'yhat' is not in the data; "
                        r"columns: MedInc"):
         infer_schema(none, model="houses", prediction="yhat")
+
+
+# --- features-only contracts (task: features) ------------------------------------------
+
+
+def test_a_features_only_contract_has_no_prediction(tmp_path: Path) -> None:
+    path = tmp_path / "inputs.yaml"
+    path.write_text("model: inputs\ntask: features\nfeatures: [{name: a, type: float}]\n",
+                    encoding="utf-8")
+    schema = load_schema(path)
+    assert schema.features_only and schema.prediction is None and schema.target is None
+    assert schema.prediction_column is None and schema.feature_names == ["a"]
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        # A prediction (or target) on a features-only contract would never be judged.
+        ("task: features\nprediction: {type: int}\n", "task: features monitors the inputs "
+         "alone, so the contract has no prediction; remove it"),
+        ("task: features\ntarget: {column: y, type: int}\n", "has no target; remove it"),
+        # Forgetting the prediction of a classifier is no silent features-only contract.
+        ("task: classification\n", "prediction is required for task: classification .*"
+         "declares task: features"),
+        ("", "prediction is required for task: classification"),
+    ],
+)
+def test_features_only_is_declared_not_guessed(tmp_path: Path, text: str, match: str) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(f"model: m\nfeatures: [{{name: a, type: int}}]\n{text}", encoding="utf-8")
+    with pytest.raises(SchemaError, match=match) as err:
+        load_schema(path)
+    assert str(path) in str(err.value)
+
+
+def test_infer_a_features_only_contract_guesses_nothing(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"request_id": ["a", "b", "c"], "MedInc": [1.5, 2.5, 3.0],
+                          "HouseAge": [10, 20, 30]})
+    # Without a prediction column, the guess fails and says how to draft features only.
+    with pytest.raises(SchemaError, match=r"--no-prediction"):
+        infer_schema(frame, model="houses")
+    draft, ranges = infer_schema(frame, model="houses", features_only=True)
+    assert draft.task == "features" and draft.prediction is None
+    assert draft.feature_names == ["MedInc", "HouseAge"] and ranges["HouseAge"] == (10, 30)
+    text = schema_to_yaml(draft, ranges)
+    assert "prediction" not in text and "task: features" in text
+    path = tmp_path / "houses.yaml"
+    path.write_text(text, encoding="utf-8")
+    assert load_schema(path) == draft
+    with pytest.raises(SchemaError, match="no prediction and no target"):
+        infer_schema(frame, model="houses", features_only=True, target="MedInc")

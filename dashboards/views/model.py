@@ -80,14 +80,18 @@ else:
 
 st.subheader("Accuracy")
 available = [m for m in frames.PERFORMANCE_METRICS if w[m].notna().any()]
-if not available:
+if view.task == "features":
+    st.info("Does not apply: the contract declares no prediction (task: features), so the "
+            "inputs are monitored alone (schema, drift, null rates, service).")
+elif not available:
     st.info("No accuracy figures: no labels joined in this range (or no reference labels).")
 else:
     preferred = "accuracy" if "accuracy" in available else available[0]
     metric = st.segmented_control("Metric", available, default=preferred, key="metric") or preferred
     st.altair_chart(charts.performance_chart(w, metric, domain, marks), width="stretch")
-st.altair_chart(charts.label_coverage_chart(w, model_cfg.performance.min_label_coverage,
-                                            domain, marks), width="stretch")
+if view.task != "features":
+    st.altair_chart(charts.label_coverage_chart(w, model_cfg.performance.min_label_coverage,
+                                                domain, marks), width="stretch")
 
 st.subheader("Schema")
 left, right = st.columns([2, 1])

@@ -11,6 +11,7 @@ from monitor.errors import MonitorError
 from monitor.results import (
     DriftResult,
     ErrorSection,
+    NotApplicable,
     PerformanceResult,
     SchemaResult,
     ServiceResult,
@@ -81,6 +82,9 @@ def shown(section: object, name: str) -> bool:
         return False
     if isinstance(section, ErrorSection):
         st.error(f"The {name} check could not run: {section.error} (at {section.at})")
+        return False
+    if isinstance(section, NotApplicable):
+        st.info(f"The {name} check does not apply: {section.reason}.")
         return False
     return True
 

@@ -39,9 +39,12 @@ Status = Literal["ok", "warn", "critical", "skipped"]
 
 def class_names(schema: ModelSchema) -> list[str]:
     """The model's classes as text, in contract order (the last one is the positive class)."""
-    if schema.prediction.classes:
-        return [label_of(c) for c in schema.prediction.classes]
-    return list(schema.prediction.probability_columns)
+    pred = schema.prediction
+    if pred is None:  # a features-only model has no classes
+        return []
+    if pred.classes:
+        return [label_of(c) for c in pred.classes]
+    return list(pred.probability_columns)
 
 
 def _average_ranks(scores: np.ndarray) -> np.ndarray:

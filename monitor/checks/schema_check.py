@@ -196,9 +196,9 @@ class SchemaAccumulator:
                 series, counts, ftype=spec.type, nullable=spec.nullable, low=spec.min,
                 high=spec.max, allowed=spec.allowed if spec.type == "category" else None,
             )
-        if predictions is not None:
+        pred = self.schema.prediction
+        if predictions is not None and pred is not None:
             self._has_predictions = True
-            pred = self.schema.prediction
             violating |= _measure(
                 predictions.reset_index(drop=True), self._prediction, ftype=pred.type,
                 nullable=True, low=pred.min, high=pred.max, allowed=pred.classes,
@@ -231,8 +231,8 @@ class SchemaAccumulator:
                                             violation_rate=1.0 if n else 0.0))
                 continue
             reports.append(_report(spec.name, "feature", spec.type, spec.nullable, c))
-        if self._has_predictions:
-            pred = self.schema.prediction
+        pred = self.schema.prediction
+        if self._has_predictions and pred is not None:
             reports.append(_report(pred.column, "prediction", pred.type, True, self._prediction))
         unexpected = list(self._unexpected)
         for name, c in self._unexpected.items():

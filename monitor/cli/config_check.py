@@ -56,6 +56,12 @@ def _check_model(name: str, model_cfg: ModelConfig) -> list[Finding]:
     if schema is None:
         return found
     ref = model_cfg.reference
+    if schema.prediction is None:
+        found += _features_only(name, model_cfg)
+        features = [c for c in drift_columns(schema) if c not in columns]
+        if features:
+            error(f"reference set {ref} lacks feature column(s) {', '.join(features)}")
+        return found
     prediction = schema.prediction.column
     features = [c for c in drift_columns(schema) if c != prediction and c not in columns]
     if prediction not in columns:
@@ -71,3 +77,24 @@ def _check_model(name: str, model_cfg: ModelConfig) -> list[Finding]:
                              f"target column {schema.target.column}: accuracy is measured but "
                              "not compared with the reference"))
     return found
+
+
+def _features_only(name: str, model_cfg: ModelConfig) -> list[Finding]:
+    """Settings that need predictions, given for a features-only model (contract ``task:
+    features``). Warnings, not errors: nothing fails, they only have no effect (its runs
+    say performance does not apply), and the same monitor.yaml keeps working when the
+    contract gains a prediction."""
+    given = []
+    if "performance" in model_cfg.model_fields_set:
+        keys = sorted(model_cfg.performance.model_fields_set)
+        given.append("performance" + (f" ({', '.join(keys)})" if keys else ""))
+    if "prediction_in_share" in model_cfg.drift.model_fields_set:
+        given.append("drift.prediction_in_share")
+    mapping = model_cfg.source.columns
+    given += [f"source.columns.{key}" for key in ("prediction", "probabilities")
+              if getattr(mapping, key) is not None]
+    if not given:
+        return []
+    return [Finding("warning", f"model {name!r}: {'; '.join(given)}: no effect, its contract "
+                    f"{model_cfg.schema_path} declares no prediction (task: features), so "
+                    "performance does not apply and no prediction is read")]

@@ -141,24 +141,29 @@ def schema() -> None:
 @click.option("--target", default=None, help="Column holding the label, if any.")
 @click.option("--proba-prefix", default="proba_", show_default=True,
               help="Prefix of class-probability columns.")
+@click.option("--no-prediction", "features_only", is_flag=True,
+              help="A features-only contract (task: features): the model's inputs are "
+              "monitored alone, without prediction or target; every column but request_id, "
+              "timestamp and model_version is a feature.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write here instead of standard output (refuses to overwrite).")
 @fail_cleanly
 def schema_infer(file: Path, model: str, prediction: str | None, target: str | None,
-                 proba_prefix: str, output: Path | None) -> None:
+                 proba_prefix: str, features_only: bool, output: Path | None) -> None:
     """Draft a contract from a reference set (CSV or Parquet).
 
     The reference set is what the model's logs are compared with: its features, the
     model's prediction (and, for a classifier, the class probabilities, in columns named
-    PREFIX<class>), and the label (--target) for accuracy.
+    PREFIX<class>), and the label (--target) for accuracy. With --no-prediction, the
+    features alone.
     """
     from monitor.run.reference_file import read_reference
     from monitor.schema import infer_schema, schema_to_yaml
 
     frame = read_reference(file)
     draft, ranges = infer_schema(frame, model=model, prediction=prediction, target=target,
-                                 probability_prefix=proba_prefix)
-    if prediction is None:
+                                 probability_prefix=proba_prefix, features_only=features_only)
+    if draft.prediction is not None and prediction is None:
         click.echo(f"prediction column: {draft.prediction.column!r} (guessed from its name; "
                    "--prediction COL chooses another)", err=True)
     text = f"# Drafted by `mqm schema infer` from {file.name}; review before use.\n"

@@ -12,6 +12,7 @@ from monitor.results import (
     CheckRun,
     DriftResult,
     ErrorSection,
+    NotApplicable,
     PerformanceResult,
     SchemaResult,
     ServiceResult,
@@ -103,6 +104,9 @@ def print_run(run: CheckRun) -> None:
         if isinstance(sec, ErrorSection):
             _section_line(name, "error", f"could not run: {_readable(sec.error)}")
             continue
+        if isinstance(sec, NotApplicable):
+            _section_line(name, sec.status, f"does not apply: {sec.reason}")
+            continue
         if isinstance(sec, SchemaResult):
             _section_line(name, sec.status, f"violation rate {fmt(sec.violation_rate)}")
         elif isinstance(sec, DriftResult):
@@ -138,14 +142,20 @@ def _task(runs: list[CheckRun]) -> str:
         perf = run.section("performance")
         if isinstance(perf, PerformanceResult):
             return perf.task
+    if runs and all(isinstance(r.performance, NotApplicable) for r in runs):
+        return "features"
     return "classification"
 
 
 def print_timeline(runs: list[CheckRun]) -> None:
     """One line per run. A classifier's lines show accuracy and its estimate, a
-    regressor's its MAE and RMSE."""
-    regression = _task(runs) == "regression"
+    regressor's its MAE and RMSE, a features-only model's neither."""
+    task = _task(runs)
+    regression = task == "regression"
     first, second = ("mae", "rmse") if regression else ("accuracy", "estimated")
+    if task == "features":
+        _features_timeline(runs)
+        return
     click.echo(f"  {'window end (UTC)':<18}{'rows':>7}{'schema':>9}{'drifted':>9}"
                f"{first:>10}{second:>10}{'labels':>8}  {'status':<{_STATUS}}why")
     for run in runs:
@@ -168,6 +178,21 @@ def print_timeline(runs: list[CheckRun]) -> None:
             f"{fmt(drift.share_drifted if isinstance(drift, DriftResult) else None):>9}"
             f"{shown[0]:>10}{shown[1]:>10}"
             f"{fmt(coverage):>8}  {run.status:<{_STATUS}}{why[:90]}"
+        )
+
+
+def _features_timeline(runs: list[CheckRun]) -> None:
+    """A features-only model's lines: no accuracy, estimate or labels to show."""
+    click.echo(f"  {'window end (UTC)':<18}{'rows':>7}{'schema':>9}{'drifted':>9}  "
+               f"{'status':<{_STATUS}}why")
+    for run in runs:
+        schema, drift = run.section("schema"), run.section("drift")
+        why = _readable(run.reasons[0]) if run.reasons and run.status != "ok" else ""
+        click.echo(
+            f"  {run.end:%Y-%m-%d %H:%M}  {run.rows:>7}"
+            f"{fmt(schema.violation_rate if isinstance(schema, SchemaResult) else None):>9}"
+            f"{fmt(drift.share_drifted if isinstance(drift, DriftResult) else None):>9}  "
+            f"{run.status:<{_STATUS}}{why[:90]}"
         )
 
 

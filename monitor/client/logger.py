@@ -76,6 +76,7 @@ class InferenceLogger:
         max_queue: int = 10_000,
         retry_interval: float = 2.0,
         exit_timeout: float = 5.0,
+        features_only: bool = False,
     ) -> None:
         if not model:
             raise ValueError("model must be a non-empty name")
@@ -89,6 +90,9 @@ class InferenceLogger:
         self.max_queue = max(1, max_queue)
         self.retry_interval = retry_interval
         self.exit_timeout = exit_timeout
+        # A model monitored on its inputs alone (contract task: features): an entry
+        # without a prediction is valid, and stored with a null one.
+        self.features_only = features_only
         # A deque, not a queue.Queue: append() and popleft() are atomic under the GIL, so
         # log() takes no lock that the writer thread could be holding when it is switched
         # out. The bound is checked with len() (a few more entries may get in when several
@@ -116,7 +120,7 @@ class InferenceLogger:
     def log(
         self,
         features: Mapping[str, Any],
-        prediction: Any,
+        prediction: Any = None,
         *,
         request_id: str | None = None,
         probabilities: Mapping[Any, float] | None = None,
@@ -129,7 +133,8 @@ class InferenceLogger:
         """Queue one inference; False if it was dropped (queue full or logger closed).
 
         ``prediction`` is always the model's own answer (None if it gave none), never
-        a default served in its place, so the checks judge the model.
+        a default served in its place, so the checks judge the model. A features-only
+        logger (``features_only=True``) needs none: ``log(features)``.
         ``fallback_reason`` says why the caller was served the default instead
         (``flag``, ``error``, ``timeout``, ``overload``); None (the default) means the
         model's answer was served.
@@ -207,7 +212,7 @@ class InferenceLogger:
             if pending and due:
                 try:
                     if writer is None:
-                        writer = _Writer(self.url or "", self.model)
+                        writer = _Writer(self.url or "", self.model, self.features_only)
                     invalid = writer.write(pending, self.model_version)
                     self._invalid += invalid
                     self._written += len(pending) - invalid
@@ -266,13 +271,14 @@ def _peek(counter: itertools.count[int]) -> int:
 class _Writer:
     """Validates and inserts batches; imports SQLAlchemy only when first used."""
 
-    def __init__(self, url: str, model: str) -> None:
+    def __init__(self, url: str, model: str, features_only: bool = False) -> None:
         import sqlalchemy as sa
 
         from monitor.errors import DatabaseError
         from monitor.store.db import create_engine, ensure_schema
 
         self.model = model
+        self.features_only = features_only
         self.engine = create_engine(url)
         # Errors that say the database cannot take writes now (down, locked, not yet
         # created): the batch is kept and retried. Any other error is about the rows.
@@ -304,7 +310,7 @@ class _Writer:
                     "error_message": message,
                     "model_version": version,
                     "fallback_reason": fallback,
-                }))
+                }, require_prediction=not self.features_only))
             except Exception as exc:  # RowProblem, or whatever an odd object raises
                 invalid += 1
                 _log.warning("mqm: invalid inference log for %s skipped: %s", self.model,

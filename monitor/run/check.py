@@ -107,7 +107,7 @@ def run_schema_check(
     window = resolved.source.read_window(start, end)
     result = check_schema(
         window.features,
-        window.meta.get("prediction", None),
+        None if resolved.schema.features_only else window.meta.get("prediction", None),
         resolved.schema,
         config=resolved.config.schema_check,
         min_rows=resolved.config.min_rows,
@@ -181,7 +181,9 @@ def run_check(
     started = datetime.now(UTC)
     now = now or started
     labels = None
-    if persist and now - end < resolved.config.performance.max_label_delay:
+    # A features-only model has no labels to wait for: its runs are never rechecked.
+    if (persist and not resolved.schema.features_only
+            and now - end < resolved.config.performance.max_label_delay):
         # Before the read: a label that lands in between is read, and seen as new later.
         labels = label_mark(engine, model, start, end,
                             own_table=resolved.config.source.kind == "builtin")

@@ -23,6 +23,7 @@ from monitor.results import (
     CheckRun,
     DriftResult,
     ErrorSection,
+    NotApplicable,
     PerformanceResult,
     ServiceResult,
     overall_status,
@@ -36,9 +37,12 @@ if TYPE_CHECKING:
 
     from monitor.store.sources import LogWindow
 
-__all__ = ["CHUNK_ROWS", "evaluate_window"]
+__all__ = ["CHUNK_ROWS", "FEATURES_ONLY", "evaluate_window"]
 
 CHUNK_ROWS = 200_000
+# Why a features-only model's performance section does not apply (task: features).
+FEATURES_ONLY = ("the contract declares no prediction (task: features): accuracy, its "
+                 "estimate and calibration do not apply; the inputs are checked alone")
 
 
 S = TypeVar("S")
@@ -61,8 +65,10 @@ def _seed(model: str, start: datetime) -> int:
 
 def _drift_frame(window: LogWindow, schema: ModelSchema) -> pd.DataFrame:
     kinds = drift_columns(schema)
-    frame = window.features.reindex(columns=[c for c in kinds if c != schema.prediction.column])
-    frame[schema.prediction.column] = window.meta["prediction"].to_numpy()
+    pred = schema.prediction_column
+    frame = window.features.reindex(columns=[c for c in kinds if c != pred])
+    if pred is not None:
+        frame[pred] = window.meta["prediction"].to_numpy()
     return frame
 
 
@@ -104,8 +110,10 @@ def evaluate_window(
     rng = np.random.default_rng(_seed(model.name, start))
     chunks = source.iter_chunks(start, end, CHUNK_ROWS) if sampled else iter(
         [source.read_window(start, end)])
+    features_only = schema.features_only
     for window in chunks:
-        schema_acc.add(window.features, window.meta["prediction"])
+        # A features-only model's logs have no prediction to check (stored as null).
+        schema_acc.add(window.features, None if features_only else window.meta["prediction"])
         latencies.append(pd.to_numeric(window.meta["latency_ms"], errors="coerce").to_numpy(
             dtype=float))
         error_parts.append(window.meta["error"].to_numpy(dtype=bool))
@@ -113,15 +121,18 @@ def evaluate_window(
             # "" counts the rows the model answered itself.
             fallback_counts.update(window.fallback_reasons.fillna("").value_counts().to_dict())
         drift_part = _drift_frame(window, schema)
-        perf_part, prob_part = _perf_frames(window)
         if sampled:
             # Bernoulli sample: uniform over the window whatever the chunk order.
             keep = rng.random(len(drift_part)) < limit / rows
             drift_part = drift_part[keep]
+        drift_parts.append(drift_part)
+        if features_only:
+            continue
+        perf_part, prob_part = _perf_frames(window)
+        if sampled:
             answered = keep[~window.meta["error"].to_numpy(dtype=bool)
                             & window.meta["prediction"].notna().to_numpy()]
             perf_part, prob_part = perf_part[answered], prob_part[answered]
-        drift_parts.append(drift_part)
         perf_parts.append(perf_part)
         prob_parts.append(prob_part)
     drift_frame = pd.concat(drift_parts, ignore_index=True) if drift_parts else pd.DataFrame()
@@ -141,7 +152,7 @@ def evaluate_window(
         from monitor.checks.drift import check_drift
 
         return check_drift(need_reference().drift_profile, drift_frame, config=model_cfg.drift,
-                           prediction=schema.prediction.column)
+                           prediction=schema.prediction_column)
 
     def performance() -> PerformanceResult:
         from monitor.checks.estimated import check_estimated, with_estimate
@@ -170,7 +181,9 @@ def evaluate_window(
                              config=model_cfg.service, fallback_counts=fallback_counts)
 
     sections = {"schema": schema_result, "drift": _section(drift),
-                "performance": _section(performance), "service": _section(service)}
+                "performance": NotApplicable(FEATURES_ONLY) if features_only
+                else _section(performance),
+                "service": _section(service)}
     status = overall_status(sections.values(), rows, model_cfg.min_rows)
     reasons: list[str] = []
     if status == "insufficient_data":

@@ -40,7 +40,8 @@ class ReferenceData:
 
 
 def drift_columns(schema: ModelSchema) -> dict[str, Literal["num", "cat"]]:
-    """Columns tested for drift: every feature but datetimes, and the prediction."""
+    """Columns tested for drift: every feature but datetimes, and the prediction (a
+    features-only model has none)."""
     kinds: dict[str, Literal["num", "cat"]] = {}
     for spec in schema.features:
         if spec.type in ("int", "float"):
@@ -48,12 +49,13 @@ def drift_columns(schema: ModelSchema) -> dict[str, Literal["num", "cat"]]:
         elif spec.type in ("category", "bool", "string"):
             kinds[spec.name] = "cat"
     pred = schema.prediction
-    kinds[pred.column] = "cat" if schema.task == "classification" else "num"
+    if pred is not None:
+        kinds[pred.column] = "cat" if schema.task == "classification" else "num"
     return kinds
 
 
 def reference_probabilities(frame: pd.DataFrame, schema: ModelSchema) -> pd.DataFrame | None:
-    cols = schema.prediction.probability_columns
+    cols = schema.prediction.probability_columns if schema.prediction else {}
     if not cols or any(c not in frame.columns for c in cols.values()):
         return None
     import pandas as pd
@@ -86,7 +88,9 @@ def load_reference_data(
     estimator = None
     estimator_error = None
     target = schema.target.column if schema.target else None
-    if target is None or target not in frame.columns:
+    if schema.prediction is None:
+        estimator_error = "the contract declares no prediction (task: features)"
+    elif target is None or target not in frame.columns:
         estimator_error = f"{path}: no target column, so no reference accuracy"
     else:
         preds = frame[schema.prediction.column]

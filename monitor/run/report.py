@@ -24,6 +24,7 @@ from monitor.results import (
     CheckRun,
     DriftResult,
     ErrorSection,
+    NotApplicable,
     PerformanceResult,
     SchemaResult,
     ServiceResult,
@@ -122,7 +123,7 @@ def write_report(engine: Engine, config: Config, run_id: int, output: Path, *,
         reference = reference.sample(n=sample, random_state=0)
 
     kinds = drift_columns(schema)
-    pred = schema.prediction.column
+    pred = schema.prediction_column  # None: a features-only model (task: features)
     # The columns the run tested, with its method and threshold each (by the report's
     # names: the prediction is "prediction"); without a drift section, every column
     # with Evidently's defaults.
@@ -146,14 +147,14 @@ def write_report(engine: Engine, config: Config, run_id: int, output: Path, *,
         drift_share = model.config.drift.drift_share
     feature_kinds = {c: k for c, k in kinds.items() if c != pred}
     target = schema.target.column if schema.target else None
-    proba_map = schema.prediction.probability_columns
+    proba_map = schema.prediction.probability_columns if schema.prediction else {}
     ref = _normalise(reference, schema, feature_kinds, pred, target, proba_map)
-    cur = _normalise(current, schema, feature_kinds, "__prediction", "__label",
+    cur = _normalise(current, schema, feature_kinds, pred and "__prediction", "__label",
                      {cls: f"__proba_{cls}" for cls in proba_map})
     answered = ~current["__error"].to_numpy(dtype=bool) & current["__prediction"].notna(
         ).to_numpy()
-    labelled = cur[answered & cur["target"].notna().to_numpy()] if "target" in cur else \
-        cur.iloc[:0]
+    labelled = cur[answered & cur["target"].notna().to_numpy()] if "target" in cur and \
+        pred is not None else cur.iloc[:0]
     with_quality = len(labelled) >= MIN_LABELLED and "target" in ref
 
     drift_snapshot, quality_snapshot = _evidently(
@@ -165,14 +166,17 @@ def write_report(engine: Engine, config: Config, run_id: int, output: Path, *,
         rows=len(cur), reference_rows=len(ref), labelled_rows=len(labelled) if with_quality
         else 0, tested=len(columns), drifted=drifted, run_drifted=run_drifted)
     widgets = _head(verdict, summary, reference_total=reference_total,
-                    labelled_found=len(labelled), sample=sample)
+                    labelled_found=len(labelled), sample=sample,
+                    features_only=schema.features_only)
     _write(output, _title(verdict), widgets, drift_snapshot, quality_snapshot, summary)
     return summary
 
 
 def _normalise(frame: pd.DataFrame, schema: ModelSchema, feature_kinds: Mapping[str, str],
-               prediction: str, label: str | None, probas: dict[str, str]) -> pd.DataFrame:
-    """The columns Evidently gets, typed as the run's checks read them."""
+               prediction: str | None, label: str | None, probas: dict[str, str]
+               ) -> pd.DataFrame:
+    """The columns Evidently gets, typed as the run's checks read them (no prediction for
+    a features-only model)."""
     import numpy as np
     import pandas as pd
 
@@ -182,6 +186,8 @@ def _normalise(frame: pd.DataFrame, schema: ModelSchema, feature_kinds: Mapping[
         out[col] = (pd.to_numeric(values, errors="coerce") if kind == "num"
                     else label_text(values))
     is_cls = schema.task == "classification"
+    if prediction is None:
+        return out
     out[_PREDICTION] = label_text(frame[prediction]) if is_cls else pd.to_numeric(
         frame[prediction], errors="coerce")
     if label is not None and label in frame:
@@ -219,7 +225,8 @@ def _evidently(ref: pd.DataFrame, cur: pd.DataFrame, labelled: pd.DataFrame | No
         is_cls = schema.task == "classification"
         numerical = [c for c, k in feature_kinds.items() if k == "num"]
         categorical = [c for c, k in feature_kinds.items() if k == "cat"]
-        (categorical if is_cls else numerical).append(_PREDICTION)
+        if schema.prediction is not None:
+            (categorical if is_cls else numerical).append(_PREDICTION)
         plain = DataDefinition(numerical_columns=numerical, categorical_columns=categorical)
         drift = Report([DataDriftPreset(
             columns=columns, drift_share=drift_share, per_column_method=methods or None,
@@ -229,7 +236,7 @@ def _evidently(ref: pd.DataFrame, cur: pd.DataFrame, labelled: pd.DataFrame | No
         if labelled is None:
             return drift, None
         extra: dict[str, Any] = {}
-        classes = [str(c) for c in (schema.prediction.classes or [])]
+        classes = [str(c) for c in ((schema.prediction and schema.prediction.classes) or [])]
         probas = [f"proba_{c}" for c in classes if f"proba_{c}" in labelled]
         if is_cls and len(classes) == 2:
             pos = classes[-1]
@@ -282,7 +289,7 @@ def _num(value: float | None) -> str:
 
 
 def _rows_used(summary: ReportSummary, *, reference_total: int, labelled_found: int,
-               sample: int) -> list[str]:
+               sample: int, features_only: bool) -> list[str]:
     if summary.rows == summary.window_rows:
         window = f"all {summary.window_rows:,} rows of the window"
     else:
@@ -301,7 +308,10 @@ def _rows_used(summary: ReportSummary, *, reference_total: int, labelled_found: 
              f"{summary.tested} columns drifted"
              + (f" (the run: {summary.run_drifted} of {summary.tested})."
                 if summary.run_drifted is not None else ".")]
-    if summary.labelled_rows:
+    if features_only:
+        lines.append("Quality: does not apply: the contract declares no prediction "
+                     "(task: features).")
+    elif summary.labelled_rows:
         lines.append(f"Quality: the {summary.labelled_rows:,} labelled rows of those "
                      "(labels as stored now), against the reference's labels.")
     else:
@@ -322,6 +332,8 @@ def _sections_table(verdict: _Verdict) -> list[list[str]]:
     for name, sec in run.sections.items():
         if isinstance(sec, ErrorSection):
             rows.append([name, "error", f"could not run: {sec.error}"])
+        elif isinstance(sec, NotApplicable):
+            rows.append([name, sec.status, f"does not apply: {sec.reason}"])
         elif isinstance(sec, SchemaResult):
             rows.append([name, sec.status, f"violation rate {_pct(sec.violation_rate)} "
                          f"({sec.violating_rows:,} of {sec.rows:,} rows)"])
@@ -353,7 +365,7 @@ def _schema_rows(schema: SchemaResult) -> list[list[str]]:
 
 
 def _head(verdict: _Verdict, summary: ReportSummary, *, reference_total: int,
-          labelled_found: int, sample: int) -> list[Any]:
+          labelled_found: int, sample: int, features_only: bool) -> list[Any]:
     from evidently.legacy.renderers.html_widgets import (
         CounterData,
         counter,
@@ -365,7 +377,7 @@ def _head(verdict: _Verdict, summary: ReportSummary, *, reference_total: int,
     reasons = "\n".join(f"- {r}" for r in verdict.reasons) or "- none: every check passed"
     used = "\n".join(f"- {line}" for line in _rows_used(
         summary, reference_total=reference_total, labelled_found=labelled_found,
-        sample=sample))
+        sample=sample, features_only=features_only))
     widgets = [
         counter(title=_title(verdict), counters=[
             CounterData("model", record.model),

@@ -28,7 +28,8 @@ __all__ = [
 
 # The fixed value sets of the non-free labels (bounded cardinality).
 CHECKS = SECTIONS
-CHECK_STATUSES = ("ok", "warn", "critical", "skipped", "insufficient_data", "error")
+CHECK_STATUSES = ("ok", "warn", "critical", "skipped", "not_applicable", "insufficient_data",
+                  "error")
 PERCENTILES = ("50", "95", "99")
 # monitor.checks.performance's CLASSIFICATION_METRICS + REGRESSION_METRICS, repeated here
 # so that a scrape does not import pandas; a test keeps them equal.
@@ -60,7 +61,8 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("mqm_check_status", "gauge", (*_RUN, "check", "status"), "1 or 0",
                "Status of each section (schema, drift, performance, service) of the latest "
                "run: 1 for its status, 0 for the others (ok, warn, critical, skipped, "
-               "insufficient_data, error)."),
+               "not_applicable, insufficient_data, error); performance is not_applicable "
+               "for a features-only model."),
     MetricSpec("mqm_run_window_end_timestamp_seconds", "gauge", _RUN, "Unix seconds",
                "End of the window the latest run checked."),
     MetricSpec("mqm_run_timestamp_seconds", "gauge", _RUN, "Unix seconds",

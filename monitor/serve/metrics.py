@@ -175,7 +175,8 @@ class StoreCollector(Collector):
         return scrape_snapshot(self._engine, list(self._config.models), versioned=own)
 
     def _feature_labels(self, model: str) -> tuple[str, ...]:
-        """The prediction column and the contract's features, in that order (cached)."""
+        """The prediction column (if any) and the contract's features, in that order
+        (cached)."""
         from monitor.schema import load_schema
 
         path = self._config.model(model).schema_path
@@ -184,7 +185,8 @@ class StoreCollector(Collector):
         if cached is not None and cached[0] == key:
             return cached[1]
         schema = load_schema(path)
-        names = tuple(dict.fromkeys([schema.prediction.column, *schema.feature_names]))
+        names = tuple(dict.fromkeys([*filter(None, [schema.prediction_column]),
+                                     *schema.feature_names]))
         self._contracts[model] = (key, names)
         return names
 

@@ -284,10 +284,13 @@ def _text(field: str, value: Any) -> str:
     return text
 
 
-def make_record(fields: Mapping[str, Any], *, default_version: str | None = None) -> LogRecord:
+def make_record(fields: Mapping[str, Any], *, default_version: str | None = None,
+                require_prediction: bool = True) -> LogRecord:
     """Validate one log entry's fields into a record; raise ``RowProblem`` on the first bad one.
 
     A record made here can always be stored: its values encode as JSON and fit the columns.
+    ``require_prediction``: False for a features-only model (``task: features``), whose
+    entries carry no prediction (stored as null).
     """
     rid = request_id_of(fields.get("request_id"))
     budget = _Budget()
@@ -308,7 +311,7 @@ def make_record(fields: Mapping[str, Any], *, default_version: str | None = None
                              f"is longer than {MAX_FALLBACK_REASON_LENGTH} characters")
     prediction = _clean("prediction", fields.get("prediction"), budget, 0)
     # A fallback answer is the configured default prediction, which may be null.
-    if prediction is None and not error and not fallback:
+    if prediction is None and require_prediction and not error and not fallback:
         raise RowProblem("prediction", "is missing (only error and fallback rows may lack a "
                          "prediction)")
     probabilities = fields.get("probabilities")

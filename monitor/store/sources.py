@@ -240,14 +240,17 @@ class SqlSource:
         else:
             self._from = sa.text(str(config.query)).columns().subquery("src")
         m = config.columns
-        self._meta_cols = [m.request_id, m.timestamp, m.model_version,
-                           m.prediction or schema.prediction.column, m.latency_ms, m.error,
-                           m.error_message]
+        # A features-only model (task: features) reads no prediction or probabilities,
+        # even if mapped (``mqm config check`` warns of such a mapping).
+        prediction = None if schema.features_only else m.prediction or schema.prediction_column
+        self._meta_cols = [m.request_id, m.timestamp, m.model_version, prediction,
+                           m.latency_ms, m.error, m.error_message]
         if m.features_json:
             self._feature_cols = {"__features_json": m.features_json}
         else:
             self._feature_cols = {f: m.features.get(f, f) for f in schema.feature_names}
-        self._proba_cols = (m.probabilities if m.probabilities is not None
+        self._proba_cols = ({} if schema.prediction is None else m.probabilities
+                            if m.probabilities is not None
                             else schema.prediction.probability_columns)
         self._selected = list(dict.fromkeys(
             [c for c in self._meta_cols if c] + list(self._feature_cols.values())

@@ -154,3 +154,57 @@ def test_the_empty_window_case_is_unit_tested() -> None:
                       if case["alertname"] == "MqmSchemaMissingColumns"
                       and not case.get("exp_alerts")]
     assert len(quiet_at_empty) >= 2
+
+
+def test_a_features_only_model_pages_on_drift_and_never_on_accuracy(promtool: str,
+                                                                   tmp_path: Path) -> None:
+    """Issue 13, item 11: the shipped rules on what ``mqm serve`` exports for a real
+    features-only model (contract task: features) whose last two windows drifted: the run,
+    drift and flag alerts fire, and no rule waits on an accuracy series that never comes
+    or takes performance's not_applicable for a failure."""
+    from datetime import timedelta
+
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from monitor.config import load_config
+    from monitor.run.check import backfill
+    from monitor.serve.metrics import build_registry
+    from monitor.store.db import create_engine, ensure_schema
+    from tests.conftest import FEATURES_MODEL, FEATURES_T0, load_features_only
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'inputs.db'}")
+    ensure_schema(engine)
+    config_path, _ = load_features_only(engine, tmp_path, [False, True, True])
+    config = load_config(config_path)
+    now = FEATURES_T0 + timedelta(days=3, minutes=10)
+    runs = backfill(engine, config, FEATURES_MODEL, FEATURES_T0,
+                    FEATURES_T0 + timedelta(days=3), now=now)
+    assert [r.status for r in runs] == ["ok", "critical", "critical"]
+    text = generate_latest(build_registry(engine, config, clock=lambda: now)).decode()
+    engine.dispose()
+
+    series = [{"series": 'up{job="mqm",instance="serve:8080"}', "values": "1x45"}]
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.value != sample.value:  # NaN: no such value in promtool's notation
+                continue
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            series.append({"series": f"{sample.name}{{{labels}}}",
+                           "values": f"{sample.value!r}x45"})
+    drifted = sum(f.drifted for f in runs[-1].drift.features)
+    firing = {"MqmModelCritical": 1, "MqmDatasetDrift": 1, "MqmFeatureDrift": drifted,
+              "MqmFallbackActive": 1}
+    tests = {"rule_files": [str(RULES)], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m", "input_series": series,
+        "promql_expr_test": [{
+            "expr": f'count by (alertname) (ALERTS{{alertstate="firing",'
+                    f'model="{FEATURES_MODEL}"}})',
+            "eval_time": "40m",
+            "exp_samples": [{"labels": f'{{alertname="{name}"}}', "value": count}
+                            for name, count in firing.items()]}]}]}
+    path = tmp_path / "features_only.test.yml"
+    path.write_text(yaml.safe_dump(tests), encoding="utf-8")
+    result = run([promtool, "test", "rules", str(path)])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert 'status="not_applicable"' in text and "mqm_accuracy_ratio{" not in text

@@ -284,3 +284,71 @@ def test_schema_infer_on_a_regressor_without_prediction_option(tmp_path: Path) -
                                        "--prediction", "MedInc"])
     assert yaml.safe_load(chosen.stdout)["prediction"]["column"] == "MedInc"
     assert "guessed" not in chosen.output
+
+
+def test_a_features_only_model_from_the_command_line(tmp_path: Path) -> None:
+    """Issue 13, item 11: a model monitored on its inputs alone, through every command a
+    user would run on it: its logs load without a prediction, labels are refused naming
+    it, check, backfill and runs show performance as not applicable, and the report builds."""
+    from tests.conftest import FEATURES_MODEL, features_only_model, features_only_rows
+
+    path = features_only_model(tmp_path, f"sqlite:///{tmp_path / 'mqm.db'}")
+    since = pd.Timestamp("2026-10-01", tz="UTC").to_pydatetime()
+    rows = [r for d, drifted in enumerate([False, True, True]) for r in features_only_rows(
+        since + pd.Timedelta(days=d), 300, drifted=drifted, seed=d)]
+    assert "prediction" not in rows[0]
+
+    def mqm(*args: str):  # type: ignore[no-untyped-def]
+        return CliRunner().invoke(main, ["--config", str(path), *args], catch_exceptions=False)
+
+    result = mqm("ingest", "-m", FEATURES_MODEL, str(write_csv(tmp_path / "logs.csv", rows)))
+    assert result.exit_code == 0, result.output
+    assert "900 log rows read, 900 added" in result.output
+    labels = tmp_path / "labels.csv"
+    labels.write_text("request_id,label\n1001-0,1\n", encoding="utf-8")
+    refused = mqm("labels", "-m", FEATURES_MODEL, str(labels))
+    assert refused.exit_code == 1
+    assert refused.output.startswith("error: ") and "'loan_inputs'" in refused.output
+    assert "task: features" in refused.output and "Traceback" not in refused.output
+
+    result = mqm("check", "-m", FEATURES_MODEL, "--at", "2026-10-02T00:00:00Z", "--json")
+    assert result.exit_code == 0, result.output
+    run = json.loads(result.output)
+    assert run["status"] == "ok" and run["checks"]["performance"]["status"] == "not_applicable"
+    text = mqm("backfill", "-m", FEATURES_MODEL, "--since", "2026-10-01",
+               "--until", "2026-10-04", "--fail-on", "error")
+    assert text.exit_code == 5, text.output  # critical, from drift alone
+    header = next(line for line in text.output.splitlines() if "window end" in line)
+    assert "drifted" in header and "accuracy" not in header and "labels" not in header
+    assert "drift: " in text.output
+    table = mqm("check", "-m", FEATURES_MODEL, "--at", "2026-10-04T00:00:00Z").output
+    assert "status CRITICAL" in table
+    assert "performance  not_applicable    does not apply: the contract declares no " \
+           "prediction (task: features)" in table
+    listed = json.loads(mqm("runs", "-m", FEATURES_MODEL, "--json").output)
+    assert [r["status"] for r in listed][:3] == ["critical", "critical", "critical"]
+    assert "critical" in mqm("runs", "-m", FEATURES_MODEL).output
+    assert "no window is waiting for labels" in mqm("recheck", "-m", FEATURES_MODEL).output
+
+    out = tmp_path / "report.html"
+    result = mqm("report", "--run", str(listed[0]["id"]), "-o", str(out), "--sample", "300")
+    assert result.exit_code == 0, result.output
+    html = out.read_text(encoding="utf-8")
+    assert "annual_income" in html and "Quality: does not apply" in html
+
+
+def test_schema_infer_without_prediction(tmp_path: Path) -> None:
+    """Issue 13, item 11: --no-prediction drafts a features-only contract; without it, a
+    reference without predictions is an error that names the option."""
+    ref = tmp_path / "inputs.csv"
+    pd.DataFrame({"request_id": ["a", "b"], "MedInc": [1.5, 2.5],
+                  "HouseAge": [10, 20]}).to_csv(ref, index=False)
+    refused = CliRunner().invoke(main, ["schema", "infer", str(ref), "-m", "houses"])
+    assert refused.exit_code == 1 and "--no-prediction" in refused.output
+    result = CliRunner().invoke(main, ["schema", "infer", str(ref), "-m", "houses",
+                                       "--no-prediction"])
+    assert result.exit_code == 0, result.output
+    assert "guessed" not in result.stderr
+    draft = yaml.safe_load(result.stdout)
+    assert draft["task"] == "features" and "prediction" not in draft
+    assert [f["name"] for f in draft["features"]] == ["MedInc", "HouseAge"]

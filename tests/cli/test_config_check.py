@@ -129,3 +129,34 @@ def test_a_directory_as_reference_is_an_error_section_not_a_traceback(
     assert "status ERROR" in result.output
     assert f"drift        error             could not run: {tmp_path}: is a directory" \
         in result.output
+
+
+def test_a_features_only_model_is_accepted_and_prediction_settings_warn(tmp_path: Path
+                                                                        ) -> None:
+    """Issue 13, item 11: a features-only contract needs no prediction column in the
+    reference; settings that need predictions have no effect, and say so as warnings."""
+    from tests.conftest import FEATURES_MODEL, features_only_model
+
+    def check(**settings: object):  # type: ignore[no-untyped-def]
+        path = features_only_model(tmp_path, f"sqlite:///{tmp_path / 'mqm.db'}", **settings)
+        return CliRunner().invoke(main, ["--config", str(path), "config", "check"])
+
+    result = check()
+    assert result.exit_code == 0, result.output
+    assert result.output == f"ok: 1 model(s): {FEATURES_MODEL}\n"
+    result = check(performance={"allowed_drop": {"accuracy": 0.02}},
+                   drift={"prediction_in_share": False},
+                   source={"columns": {"prediction": "score"}})
+    assert result.exit_code == 0, result.output  # warnings only
+    [warning] = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert warning.startswith(f"warning: model {FEATURES_MODEL!r}: performance (allowed_drop)"
+                              "; drift.prediction_in_share; source.columns.prediction: no "
+                              "effect, its contract ")
+    assert "declares no prediction (task: features)" in warning
+    # A feature the reference lacks is still an error.
+    path = features_only_model(tmp_path, f"sqlite:///{tmp_path / 'mqm.db'}")
+    reference = tmp_path / f"{FEATURES_MODEL}_reference.parquet"
+    pd.read_parquet(reference).drop(columns=["age"]).to_parquet(reference)
+    result = CliRunner().invoke(main, ["--config", str(path), "config", "check"])
+    assert result.exit_code == 1
+    assert "lacks feature column(s) age" in result.output

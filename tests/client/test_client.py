@@ -197,6 +197,28 @@ def test_fallback_answers_are_stored_with_their_reason(db_url: str,
     assert lg.stats()["invalid"] == 1
 
 
+def test_a_features_only_logger_stores_entries_without_a_prediction(
+    db_url: str, make_logger: MakeLogger
+) -> None:
+    """Issue 13, item 11: for a model monitored on its inputs alone (contract task:
+    features), ``log(features)`` is a valid entry, stored with a null prediction; the
+    same entry is refused by a logger of a model with predictions."""
+    inputs = make_logger("inputs", db_url, features_only=True)
+    assert inputs.log({"x": 1.0}, request_id="a", latency_ms=3.0)
+    assert inputs.log({"x": float("inf")}, request_id="bad")  # still checked otherwise
+    assert inputs.flush()
+    inputs.close()
+    rows = read_rows(db_url, "inputs")
+    assert [(r["request_id"], r["prediction"], r["features"]) for r in rows] == [
+        ("a", None, {"x": 1.0})]
+    assert inputs.stats()["invalid"] == 1 and inputs.stats()["written"] == 1
+    model = make_logger("m", db_url)
+    assert model.log({"x": 1.0}, request_id="no-prediction")
+    assert model.flush()
+    model.close()
+    assert read_rows(db_url, "m") == [] and model.stats()["invalid"] == 1
+
+
 def test_invalid_records_are_counted_and_skipped(
     db_url: str, make_logger: MakeLogger, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -16,6 +16,7 @@ from monitor.store.db import create_engine
 from monitor.store.flags import list_events
 from monitor.store.history import window_runs
 from monitor.store.runs import get_run
+from tests.conftest import FEATURES_MODEL
 from tests.dashboards.conftest import APP, MODEL
 
 TIMEOUT = 120  # seconds per script run: two cores shared with other test runs
@@ -194,6 +195,67 @@ def test_fallback_page_shows_the_flag_and_its_trail(demo_config: Path) -> None:
     assert list(trail["event"]) == [e.id for e in list_events(engine, MODEL)]
     assert "read-only" in " ".join(i.value for i in at.info).lower()
     assert not at.button  # no override form without a token
+
+
+# --- a features-only model -------------------------------------------------------------------
+
+
+@pytest.fixture
+def features_only_config(tmp_path: Path, use_config):  # type: ignore[no-untyped-def]
+    """A store holding a features-only model (contract task: features), one clean window
+    then two drifted ones, checked; the dashboard pointed at it."""
+    from monitor.run.check import backfill
+    from monitor.store.db import ensure_schema
+    from tests.conftest import FEATURES_T0, load_features_only
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'inputs.db'}")
+    ensure_schema(engine)
+    config, _ = load_features_only(engine, tmp_path, [False, True, True])
+    runs = backfill(engine, load_config(config), FEATURES_MODEL, FEATURES_T0,
+                    FEATURES_T0 + timedelta(days=3), now=FEATURES_T0 + timedelta(days=4))
+    assert [r.status for r in runs] == ["ok", "critical", "critical"]
+    engine.dispose()
+    use_config(config)
+    return config, runs
+
+
+def test_pages_of_a_features_only_model(features_only_config) -> None:  # type: ignore[no-untyped-def]
+    """Issue 13, item 11: every page and data read copes with a model without predictions:
+    no accuracy anywhere, performance said not to apply."""
+    from dashboards import data
+
+    _, runs = features_only_config
+    history = data.model_history(FEATURES_MODEL, None)
+    assert history.task == "features"
+    assert list(history.windows["status"]) == ["ok", "critical", "critical"]
+    assert history.windows["accuracy"].isna().all()
+    assert history.windows["share_drifted"].iloc[-1] == pytest.approx(
+        runs[-1].drift.share_drifted)
+    assert set(history.features["feature"]) == {f.feature for f in runs[-1].drift.features}
+    view = data.run_view(runs[-1].run_id)
+    assert view is not None and view.run == runs[-1]
+    sample = data.feature_sample(view, "annual_income", "num")
+    assert sample.sample_rows == sample.window_rows == 400
+    assert data.overview().models.set_index("model").loc[FEATURES_MODEL, "status"] == \
+        "critical"
+
+    at = open_page()
+    no_exception(at)
+    row = frame(at, "models").set_index("model").loc[FEATURES_MODEL]
+    assert row["status"] == "critical" and row["fallback"].startswith("ON")
+    at = open_page("model", model=FEATURES_MODEL, days="all")
+    no_exception(at)
+    infos = " ".join(i.value for i in at.info)
+    assert "Does not apply: the contract declares no prediction (task: features)" in infos
+    # status, drift share, heat-map, schema, latency, errors: no accuracy, no coverage
+    assert len(charts(at)) == 6
+    at = open_page("run", run=runs[-1].run_id)
+    no_exception(at)
+    assert metric(at, "Status") == "critical"
+    assert frame(at, "features").set_index("feature").loc["annual_income", "drifted"]
+    infos = " ".join(i.value for i in at.info)
+    assert "The performance check does not apply: the contract declares no prediction" \
+        in infos
 
 
 # --- overrides ----------------------------------------------------------------------------

@@ -410,3 +410,29 @@ def test_sql_source_reads_labels_from_the_store_engine(tmp_path: Path, schema) -
         SqlSource(user, user_source_config(), schema).read_window(T0, T0 + timedelta(days=1))
     user.dispose()
     store.dispose()
+
+
+def test_a_features_only_model_reads_a_user_table_without_prediction(engine: sa.Engine,
+                                                                     schema) -> None:
+    """Issue 13, item 11: a features-only contract (task: features) needs no prediction
+    column in a user's own table, and reads none even where the mapping names one."""
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE inputs_log (rid INTEGER, created_at TIMESTAMP, "
+                             "age INTEGER, home_ownership TEXT)"))
+        conn.execute(sa.text("INSERT INTO inputs_log VALUES (:rid, :ts, :age, 'OWN')"),
+                     [{"rid": i, "ts": (T0 + timedelta(minutes=i)).replace(tzinfo=None),
+                       "age": 20 + i} for i in range(6)])
+    from monitor.config import SourceConfig
+    from monitor.schema import ModelSchema
+
+    inputs = ModelSchema(model="inputs", task="features",
+                         features=[schema.feature("age"), schema.feature("home_ownership")])
+
+    for columns in ({}, {"prediction": "pred", "probabilities": {0: "p0"}}):
+        config = SourceConfig.model_validate({"kind": "sql", "table": "inputs_log", "columns": {
+            "request_id": "rid", "timestamp": "created_at", **columns}})
+        window = make_source(engine, "inputs", config, inputs).read_window(
+            T0, T0 + timedelta(days=1))
+        assert window.rows == 6 and window.meta["prediction"].isna().all()
+        assert window.features["age"].tolist() == list(range(20, 26))
+        assert window.probabilities.empty or window.probabilities.isna().all().all()
