@@ -419,7 +419,8 @@ class ModelConfig(_Section):
         "longer ago than this are deleted (by `mqm serve` every schedule.retention_every, or "
         "`mqm retention`); whole windows only, never one the scheduler has not checked. At "
         "least performance.max_label_delay + window, so that no window still awaiting labels "
-        "is cut. Runs, their figures and the flag's events are kept. null: keep everything."
+        "is cut; unset, 90 days or that, whichever is longer. Runs, their figures and the "
+        "flag's events are kept. null: keep everything."
     )
 
     @property
@@ -427,9 +428,16 @@ class ModelConfig(_Section):
         """``fallback.stale_after``, or three windows when unset."""
         return self.fallback.stale_after or 3 * self.window
 
+    @property
+    def retention_period(self) -> timedelta | None:
+        """``retention`` as set; unset, the default raised to max_label_delay + window."""
+        if "retention" in self.model_fields_set or self.retention is None:
+            return self.retention
+        return max(self.retention, self.performance.max_label_delay + self.window)
+
     @model_validator(mode="after")
     def _retention_outlives_labels(self) -> ModelConfig:
-        if self.retention is None:
+        if self.retention is None or "retention" not in self.model_fields_set:
             return self
         shortest = self.performance.max_label_delay + self.window
         if self.retention < shortest:

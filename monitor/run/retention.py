@@ -27,9 +27,10 @@ __all__ = ["RetentionPlan", "apply_retention", "retention_horizon", "retention_p
 def retention_horizon(model_cfg: ModelConfig, now: datetime,
                       watermark: datetime | None) -> datetime | None:
     """Everything of the model before this time may go; None: retention is off."""
-    if model_cfg.retention is None:
+    period = model_cfg.retention_period
+    if period is None:
         return None
-    horizon = floor_window(now - model_cfg.retention, model_cfg.window)
+    horizon = floor_window(now - period, model_cfg.window)
     if watermark is not None:
         horizon = min(horizon, floor_window(watermark, model_cfg.window))
     return horizon

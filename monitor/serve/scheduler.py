@@ -199,7 +199,7 @@ class MonitorScheduler:
                 aps.add_job(self.compact, "interval", args=[name], id=f"compact:{name}",
                             name=f"compact {name}", next_run_time=None,
                             seconds=cfg.schedule.compact_every.total_seconds(), timezone=UTC)
-            if cfg.retention is not None:
+            if cfg.retention_period is not None:
                 aps.add_job(self.retain, "interval", args=[name], id=f"retention:{name}",
                             name=f"retention {name}", next_run_time=None,
                             seconds=cfg.schedule.retention_every.total_seconds(),

@@ -520,8 +520,9 @@ def test_the_retention_job_deletes_what_is_older_than_the_retention(
     sched.start()
     wait_for(lambda: _logs_before(engine, T0 + 4 * DAY) == 0, 20, "the retention job")
     assert _logs_before(engine, T0 + 6 * DAY) == 2 * 12  # the last two days are kept
-    status = sched.status()["models"][MODEL]
-    assert status["last_retention_error"] is None and status["last_retention_at"]
+    wait_for(lambda: sched.status()["models"][MODEL]["last_retention_at"] is not None, 20,
+             "the retention job's status")
+    assert sched.status()["models"][MODEL]["last_retention_error"] is None
     # Off: no job, nothing deleted.
     _, off = make_config(url_of(engine), retention=None)
     assert schedulers(engine, off).retain(MODEL) is None
