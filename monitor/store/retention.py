@@ -83,7 +83,7 @@ BATCH = 5_000  # rows per transaction: a few milliseconds of lock on either back
 class RetentionResult:
     """What one retention pass deleted. ``complete``: it went through (False: stopped
     early by ``keep_going``; the next pass goes on). ``longest_batch``: seconds of the
-    longest single transaction."""
+    longest single transaction; ``batch_seconds``: each transaction's, by table."""
 
     model: str
     horizon: datetime
@@ -94,7 +94,7 @@ class RetentionResult:
     longest_batch: float = 0.0
     seconds: float = 0.0
     complete: bool = True
-    batch_seconds: list[float] = field(default_factory=list, repr=False)
+    batch_seconds: dict[str, list[float]] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,8 @@ class Pending:
 
 
 @contextmanager
-def _batch(engine: Engine, fence: Fence | None, result: RetentionResult) -> Iterator[Connection]:
+def _batch(engine: Engine, fence: Fence | None, result: RetentionResult, table: str
+           ) -> Iterator[Connection]:
     """One short transaction, fenced, timed into ``result``."""
     t0 = time.perf_counter()
     with engine.begin() as conn:
@@ -119,7 +120,7 @@ def _batch(engine: Engine, fence: Fence | None, result: RetentionResult) -> Iter
             check_fence(conn, fence)
     spent = time.perf_counter() - t0
     result.batches += 1
-    result.batch_seconds.append(spent)
+    result.batch_seconds.setdefault(table, []).append(spent)
     result.longest_batch = max(result.longest_batch, spent)
 
 
@@ -182,7 +183,7 @@ def _delete_logs(engine: Engine, model: str, horizon: datetime, batch: int,
     t = inference_logs
     cursor: datetime | None = None
     while go():
-        with _batch(engine, fence, result) as conn:
+        with _batch(engine, fence, result, "inference_logs") as conn:
             query = sa.select(t.c.id, t.c.ts).where(t.c.model == model, t.c.ts < horizon)
             if cursor is not None:  # rows before it were deleted by the batches before
                 query = query.where(t.c.ts >= cursor)
@@ -203,7 +204,7 @@ def _delete_labels(engine: Engine, model: str, horizon: datetime, batch: int,
     cursor: tuple[datetime, int] | None = None
     used = _label_used(model).label("used")
     while go():
-        with _batch(engine, fence, result) as conn:
+        with _batch(engine, fence, result, "ground_truth") as conn:
             query = sa.select(g.c.id, g.c.ts, used).where(g.c.model == model,
                                                           g.c.ts < horizon)
             if cursor is not None:  # labels kept by the batches before are not read again
@@ -229,7 +230,7 @@ def _delete_blocks(engine: Engine, model: str, horizon: datetime, fence: Fence |
     for block in old:
         if not go():
             return False
-        with _batch(engine, fence, result) as conn:
+        with _batch(engine, fence, result, "log_blocks") as conn:
             gone = conn.execute(sa.delete(b).where(
                 b.c.id == block.id, b.c.hi_id == block.hi_id)).rowcount
             if gone and block.ts_max < horizon:

@@ -307,3 +307,38 @@ def test_a_pass_stopped_midway_goes_on_next_time(filled: sa.Engine) -> None:
     with engine.connect() as conn:
         row = retention_rows(conn, [MODEL])[MODEL]
     assert row.horizon == HORIZON and row.logs_deleted == 4 * PER_DAY
+
+
+def test_upgrade_from_0006_keeps_a_populated_store_and_retention_works(db_url: str) -> None:
+    """A store at the revision before retention, filled (logs, labels, blocks), upgraded in
+    place: every row is kept, the new index and table are there, and retention deletes
+    exactly what it would on a new store."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from monitor.store.db import create_engine, ensure_schema, head_revision, upgrade
+    from monitor.store.tables import metadata
+
+    engine = create_engine(db_url)
+    try:
+        assert upgrade(engine, "0006") == (None, "0006")
+        _fill(engine)
+        compaction.compact(engine, MODEL, block_rows=20)
+        logs, labels = _rows(engine, inference_logs, MODEL), _rows(engine, ground_truth, MODEL)
+        with engine.connect() as conn:
+            blocks = conn.execute(sa.select(log_blocks.c.id, log_blocks.c.ts_min)).all()
+        assert upgrade(engine) == ("0006", head_revision())
+        ensure_schema(engine)
+        assert (_rows(engine, inference_logs, MODEL), _rows(engine, ground_truth, MODEL)) == (
+            logs, labels)
+        with engine.connect() as conn:
+            assert conn.execute(sa.select(log_blocks.c.id, log_blocks.c.ts_min)).all() == blocks
+            assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+            indexes = {ix["name"] for ix in sa.inspect(conn).get_indexes("ground_truth")}
+        assert "ix_ground_truth_model_ts" in indexes
+        result = delete_older(engine, MODEL, HORIZON, batch=11, now=NOW)
+        assert result.logs == sum(1 for r in logs.values() if r[4] < HORIZON) == 4 * PER_DAY
+        assert set(_rows(engine, inference_logs, MODEL)) == {
+            i for i, r in logs.items() if r[4] >= HORIZON}
+    finally:
+        engine.dispose()
