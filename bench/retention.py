@@ -19,6 +19,12 @@ It prints logs deleted per second over the whole pass (labels and blocks include
 the time), the longest and median batch transaction (how long any lock of a batch is
 held), and the longest ingest commit and API read during the pass. Medians over the
 repeats, with min-max. Note the machine's load (``uptime``) beside the figures.
+
+``--partition-probe`` shows, on a scratch PostgreSQL database, what the partition DDL that
+retention by partitions would need does while a read of the table is in flight (a
+check reading a window): ``CREATE TABLE ... PARTITION OF`` (a new month) and ``DROP
+TABLE`` of a partition wait for that read, and every read and insert of the table queues
+behind them; ``DETACH PARTITION ... CONCURRENTLY`` does not block them.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ import sqlalchemy as sa
 from monitor.store import compaction
 from monitor.store.db import create_engine, ensure_schema
 from monitor.store.logs import LogRecord, insert_labels, insert_logs
-from monitor.store.retention import delete_older
+from monitor.store.retention import BATCH, delete_older
 from monitor.store.tables import check_runs, fallback_state
 
 MODEL = "loan_default"
@@ -213,15 +219,79 @@ def _show(label: str, runs: list[Figures]) -> None:
     print(f"  errors of the ingest and API: {len(errors)}" + (f" ({errors[0]})" if errors else ""))
 
 
+def partition_probe(server: str) -> None:
+    import psycopg
+
+    url, name = _pg_url(server)
+    dsn = sa.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("CREATE TABLE p (id bigint, ts timestamp, v text) "
+                         "PARTITION BY RANGE (ts)")
+            for m in (1, 2, 3):
+                conn.execute(f"CREATE TABLE p{m} PARTITION OF p FOR VALUES FROM "
+                             f"('2026-0{m}-01') TO ('2026-0{m + 1}-01')")
+            conn.execute("INSERT INTO p SELECT g, '2026-01-01'::timestamp + g * "
+                         "interval '1 minute', 'x' FROM generate_series(1, 100000) g")
+        for ddl in ("CREATE TABLE p4 PARTITION OF p FOR VALUES FROM ('2026-04-01') "
+                    "TO ('2026-05-01')",
+                    "DROP TABLE p1",
+                    "ALTER TABLE p DETACH PARTITION p2 CONCURRENTLY"):
+            _probe(dsn, ddl)
+    finally:
+        _drop_pg(server, name)
+
+
+def _probe(dsn: str, ddl: str) -> None:
+    import psycopg
+
+    reader = psycopg.connect(dsn)
+    reader.execute("SELECT count(*) FROM p")  # a read in flight: its transaction stays open
+    done: dict[str, float] = {}
+    start = time.perf_counter()
+
+    def run() -> None:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(ddl)
+        done["ddl"] = time.perf_counter() - start
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    time.sleep(0.5)
+    seen = []
+    with psycopg.connect(dsn, autocommit=True) as other:
+        other.execute("SET statement_timeout = '1s'")
+        for sql in ("SELECT count(*) FROM p WHERE ts >= '2026-03-01'",
+                    "INSERT INTO p VALUES (0, '2026-03-05', 'y')"):
+            t0 = time.perf_counter()
+            try:
+                other.execute(sql)
+                seen.append(f"{sql.split()[0].lower()} ok in {time.perf_counter() - t0:.2f} s")
+            except psycopg.errors.QueryCanceled:
+                seen.append(f"{sql.split()[0].lower()} blocked (cancelled after 1 s)")
+    time.sleep(1.0)
+    reader.rollback()
+    read_end = time.perf_counter() - start
+    reader.close()
+    thread.join()
+    print(f"{ddl.split(' FOR ')[0]}: while it waits for a read in flight, other sessions' "
+          f"{'; '.join(seen)}; it ended at {done['ddl']:.2f} s, the read at {read_end:.2f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=5000)
+    parser.add_argument("--batch", type=int, default=BATCH)
     parser.add_argument("--pg-url", default=os.environ.get("MQM_TEST_POSTGRES_URL",
                                                           DEFAULT_PG_URL))
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
+    parser.add_argument("--partition-probe", action="store_true",
+                        help="Only show what partition DDL does to a busy table.")
     args = parser.parse_args()
+    if args.partition_probe:
+        partition_probe(args.pg_url)
+        return
     print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}; "
           f"{args.rows:,} rows over {DAYS} days, retention deletes the first {DAYS // 2}, "
           f"batches of {args.batch:,}")

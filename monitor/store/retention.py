@@ -76,7 +76,7 @@ __all__ = [
     "retention_rows",
 ]
 
-BATCH = 5_000  # rows per transaction: a few milliseconds of lock on either backend
+BATCH = 1_000  # rows per transaction: tens of milliseconds on either backend (bench/retention.py)
 
 
 @dataclass
