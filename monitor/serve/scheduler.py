@@ -349,7 +349,12 @@ class MonitorScheduler:
         with contextlib.suppress(JobLookupError):  # only models with log blocks
             self._aps.resume_job(f"compact:{model}")
         with contextlib.suppress(JobLookupError):  # only models with a retention
-            self._aps.resume_job(f"retention:{model}")
+            job = self._aps.resume_job(f"retention:{model}")
+            # Within a minute of taking the model, not only after a whole interval: a
+            # replica restarted more often than that would never get to it.
+            soon = datetime.now(UTC) + timedelta(seconds=60)
+            if job is not None and job.next_run_time is not None and job.next_run_time > soon:
+                self._aps.modify_job(job.id, next_run_time=soon)
         # Catch up at once: the previous holder may have stopped long ago.
         self._soon(model, 0.0)
 

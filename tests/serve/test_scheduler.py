@@ -528,6 +528,18 @@ def test_the_retention_job_deletes_what_is_older_than_the_retention(
     assert schedulers(engine, off).retain(MODEL) is None
 
 
+def test_retention_runs_soon_after_a_model_is_taken_not_an_interval_later(
+    engine: sa.Engine, make_config, schedulers
+) -> None:
+    """A replica restarted more often than retention_every would otherwise never run it."""
+    _, config = make_config(url_of(engine), schedule={"retention_every": "6h"})
+    sched = schedulers(engine, config)
+    sched.start()
+    assert sched.leads(MODEL)
+    job = sched._aps.get_job(f"retention:{MODEL}")  # type: ignore[union-attr]
+    assert job.next_run_time <= datetime.now(UTC) + timedelta(seconds=61)
+
+
 def test_retention_under_a_lost_lease_deletes_nothing(engine: sa.Engine) -> None:
     """Each batch checks the lease in its own transaction: a replica whose lease another
     one took over (a higher token) deletes no row."""
