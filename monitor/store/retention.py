@@ -25,7 +25,7 @@ of the model) each batch checks the lease in its own transaction, at its start a
 before it commits, so a replica that lost the model deletes nothing more.
 
 **Why not partitions (PostgreSQL).** A table partitioned by time drops old rows in one
-statement, but here (measured in bench/README.md, "Retention"):
+statement, but here (measured in bench/README.md, "retention.py"):
 
 - the log table is shared by every model and retention is per model: a partition can be
   dropped only once every model's horizon has passed it, so batched deletes are needed
