@@ -93,6 +93,11 @@ NonNegativeDuration = Annotated[timedelta, BeforeValidator(_duration),
                                 AfterValidator(_bounded), AfterValidator(_not_negative)]
 
 
+def _days(value: timedelta) -> str:
+    days = value / timedelta(days=1)
+    return f"{days:g} days" if days >= 1 else f"{value.total_seconds():g} s"
+
+
 def _model_name(name: str) -> str:
     # A name is a key in every table of the store, a metric label, a URL path segment.
     if not 1 <= len(name) <= MAX_MODEL_NAME:
@@ -362,6 +367,11 @@ class ScheduleConfig(_Section):
         "and labels are copied into columnar log blocks, which windows read many times "
         "faster than the rows; also done before each check. null: never (reads use the rows)."
     )
+    retention_every: PositiveDuration = Field(
+        timedelta(hours=1), description="How often logs, labels and log blocks older than "
+        "the model's retention are deleted (a run with nothing to delete costs a few index "
+        "lookups)."
+    )
 
     @field_validator("cron")
     @classmethod
@@ -404,11 +414,38 @@ class ModelConfig(_Section):
     service: ServiceConfig = Field(default_factory=ServiceConfig)
     fallback: FallbackConfig = Field(default_factory=FallbackConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    retention: PositiveDuration | None = Field(
+        timedelta(days=90), description="Logs, labels and log blocks of windows that ended "
+        "longer ago than this are deleted (by `mqm serve` every schedule.retention_every, or "
+        "`mqm retention`); whole windows only, never one the scheduler has not checked. At "
+        "least performance.max_label_delay + window, so that no window still awaiting labels "
+        "is cut; unset, 90 days or that, whichever is longer. Runs, their figures and the "
+        "flag's events are kept. null: keep everything."
+    )
 
     @property
     def stale_after(self) -> timedelta:
         """``fallback.stale_after``, or three windows when unset."""
         return self.fallback.stale_after or 3 * self.window
+
+    @property
+    def retention_period(self) -> timedelta | None:
+        """``retention`` as set; unset, the default raised to max_label_delay + window."""
+        if "retention" in self.model_fields_set or self.retention is None:
+            return self.retention
+        return max(self.retention, self.performance.max_label_delay + self.window)
+
+    @model_validator(mode="after")
+    def _retention_outlives_labels(self) -> ModelConfig:
+        if self.retention is None or "retention" not in self.model_fields_set:
+            return self
+        shortest = self.performance.max_label_delay + self.window
+        if self.retention < shortest:
+            raise ValueError(
+                f"retention ({_days(self.retention)}) must be at least "
+                f"performance.max_label_delay + window ({_days(shortest)}): a window still "
+                "awaiting labels would lose its logs")
+        return self
 
     @field_validator("schema_path", "reference")
     @classmethod

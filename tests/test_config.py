@@ -183,3 +183,23 @@ def test_a_binary_file_is_no_traceback(tmp_path: Path) -> None:
     path.write_bytes(b"models:\n  m1: \xc2\x00\xff\xfe\n")
     with pytest.raises(ConfigError, match=r"monitor\.yaml: not UTF-8 text \(byte 14\)"):
         load_config(path)
+
+
+def test_retention_never_shorter_than_the_label_delay_and_a_window(tmp_path: Path) -> None:
+    # Unset: 90 days, or max_label_delay + window when longer (never an error).
+    assert load_config(write(tmp_path, MINIMAL)).model("m1").retention_period == \
+        timedelta(days=90)
+    long = MINIMAL + "    window: 30d\n    performance: {max_label_delay: 70d}\n"
+    assert load_config(write(tmp_path, long)).model("m1").retention_period == \
+        timedelta(days=100)
+    # Set: as set, and refused when shorter, naming both figures.
+    assert load_config(write(tmp_path, MINIMAL + "    retention: 8d\n")).model(
+        "m1").retention_period == timedelta(days=8)
+    with pytest.raises(ConfigError, match=r"models\.m1: retention \(7 days\) must be at least "
+                       r"performance\.max_label_delay \+ window \(8 days\)"):
+        load_config(write(tmp_path, MINIMAL + "    retention: 7d\n"))
+    assert load_config(write(tmp_path, MINIMAL + "    retention: null\n")).model(
+        "m1").retention_period is None
+    every = MINIMAL + "    schedule: {retention_every: 10m}\n"
+    assert load_config(write(tmp_path, every)).model("m1").schedule.retention_every == \
+        timedelta(minutes=10)

@@ -283,6 +283,61 @@ def compact(ctx: Context, model: str | None, rebuild: bool, as_json: bool) -> No
 
 
 @main.command()
+@click.option("--model", "-m", default=None, help="Model name from the config; default: all "
+              "models with a retention.")
+@click.option("--dry-run", is_flag=True, help="Only say what would be deleted.")
+@JSON_OPTION
+@pass_ctx
+@fail_cleanly
+def retention(ctx: Context, model: str | None, dry_run: bool, as_json: bool) -> None:
+    """Delete logs, labels and log blocks older than each model's retention, in short
+    batches (what `mqm serve` does every schedule.retention_every), for cron."""
+    from monitor.run.retention import apply_retention, retention_plan
+    from monitor.times import iso_z
+
+    names = [model] if model else [name for name, cfg in ctx.config.models.items()
+                                   if cfg.retention_period is not None]
+    engine = ctx.engine()
+    out: list[dict[str, Any]] = []
+    for name in names:
+        ctx.config.model(name)  # an unknown model fails here, naming it
+        plan = retention_plan(engine, ctx.config, name)
+        doc: dict[str, Any] = {"model": name, "horizon": iso_z(plan.horizon),
+                               "held_by_watermark": plan.held_by_watermark,
+                               "dry_run": dry_run}
+        if plan.pending is None:
+            doc.update(logs=0, labels=0, blocks=0)
+        elif dry_run:
+            doc.update(logs=plan.pending.logs, labels=plan.pending.labels,
+                       blocks=plan.pending.blocks)
+        else:
+            result = apply_retention(engine, ctx.config, name)
+            assert result is not None  # the plan had a horizon
+            doc.update(horizon=iso_z(result.horizon), logs=result.logs,
+                       labels=result.labels, blocks=result.blocks, batches=result.batches,
+                       longest_batch_seconds=round(result.longest_batch, 4),
+                       seconds=round(result.seconds, 3), complete=result.complete)
+        out.append(doc)
+    if as_json:
+        print_json(out)
+        return
+    for doc in out:
+        if doc["horizon"] is None:
+            click.echo(f"{doc['model']}: retention is off (null): nothing to delete")
+            continue
+        held = " (held at the scheduler's watermark: later windows are not checked yet)" \
+            if doc["held_by_watermark"] else ""
+        counts = (f"{doc['logs']:,} logs, {doc['labels']:,} labels and {doc['blocks']:,} "
+                  f"log blocks from before {doc['horizon']}{held}")
+        if dry_run:
+            click.echo(f"{doc['model']}: would delete {counts}")
+        else:
+            click.echo(f"{doc['model']}: deleted {counts}, in {doc['seconds']:.2f} s "
+                       f"({doc['batches']} batches, the longest "
+                       f"{doc['longest_batch_seconds']:.3f} s)")
+
+
+@main.command()
 @MODEL_OPTION
 @JSON_OPTION
 @pass_ctx

@@ -21,6 +21,7 @@ __all__ = [
     "METRICS",
     "PERCENTILES",
     "PERFORMANCE_METRICS",
+    "RETENTION_TABLES",
     "RUN_STATUSES",
     "MetricSpec",
     "metric_reference",
@@ -36,6 +37,8 @@ PERCENTILES = ("50", "95", "99")
 PERFORMANCE_METRICS = ("accuracy", "f1", "roc_auc", "mae", "rmse")
 # monitor.checks.estimated_metrics.ESTIMATED_METRICS, likewise.
 ESTIMATED_METRICS = ("accuracy", "f1", "precision", "recall", "roc_auc")
+# The tables retention deletes from (monitor.store.retention).
+RETENTION_TABLES = ("inference_logs", "ground_truth", "log_blocks")
 
 
 @dataclass(frozen=True)
@@ -173,6 +176,15 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("mqm_feature_labels_dropped", "gauge", _MODEL, "features",
                "Feature names left out of the per-feature series (beyond "
                "serve.max_feature_labels, or not in the contract)."),
+    MetricSpec("mqm_retention_deleted_rows_total", "counter", (*_MODEL, "table"), "rows",
+               "Rows retention deleted from inference_logs, ground_truth and log_blocks "
+               "(table), counted in the store since the model's first pass."),
+    MetricSpec("mqm_retention_last_run_timestamp_seconds", "gauge", _MODEL, "Unix seconds",
+               "When retention last ran for the model (mqm serve or mqm retention); absent "
+               "before the first pass."),
+    MetricSpec("mqm_retention_horizon_timestamp_seconds", "gauge", _MODEL, "Unix seconds",
+               "Every log, label and log block of the model older than this is deleted (the "
+               "horizon of its last complete pass); absent before one."),
     # This process.
     MetricSpec("mqm_alert_post_failures_total", "counter", (), "posts",
                "Posts of alerts to Alertmanager (alerting.alertmanager_url) that failed in "

@@ -8,9 +8,9 @@ between scrapes. ``build_registry`` registers it in a fresh ``CollectorRegistry`
 The metrics themselves are declared in ``monitor.serve.metric_specs``.
 
 One scrape is one snapshot of the store (``monitor.store.reads.scrape_snapshot``: at
-most four queries on one connection, whatever the number of models and features): the
+most five queries on one connection, whatever the number of models and features): the
 latest check run of every configured model, the version its window's logs carry, the
-check runs counted by status, and the models' stored flags.
+check runs counted by status, the models' stored flags, and what retention last did.
 
 Figures come from the latest run, read back as the typed ``CheckRun`` rather than from
 ``run_metrics``: it is the same data (``CheckRun.metrics()`` derives those rows from it
@@ -70,6 +70,7 @@ from monitor.serve.metric_specs import (
     METRICS,
     PERCENTILES,
     PERFORMANCE_METRICS,
+    RETENTION_TABLES,
     RUN_STATUSES,
     MetricSpec,
     metric_reference,
@@ -77,6 +78,7 @@ from monitor.serve.metric_specs import (
 from monitor.store.db import Engine
 from monitor.store.flags import StoredFlag
 from monitor.store.reads import ScrapeSnapshot, scrape_snapshot
+from monitor.store.retention import RetentionRow
 from monitor.store.runs import RunRecord
 
 __all__ = [
@@ -224,8 +226,22 @@ class StoreCollector(Collector):
         for status in RUN_STATUSES:
             out.put("mqm_runs_total", (model, status), counts.get(status, 0))
         _flag_samples(out, model, snap.flags.get(model), cfg, now)
+        _retention_samples(out, model, snap.retention.get(model))
         out.put("mqm_feature_labels_dropped", (model,), len(seen - kept))
         return out.samples, ok
+
+
+def _retention_samples(out: _ModelSamples, model: str, row: RetentionRow | None) -> None:
+    """Rows retention deleted (0 before its first pass), when it last ran, its horizon."""
+    deleted = (0, 0, 0) if row is None else (row.logs_deleted, row.labels_deleted,
+                                              row.blocks_deleted)
+    for table, count in zip(RETENTION_TABLES, deleted, strict=True):
+        out.put("mqm_retention_deleted_rows_total", (model, table), count)
+    if row is not None:
+        out.put("mqm_retention_last_run_timestamp_seconds", (model,), row.last_run_at.timestamp())
+        if row.horizon is not None:
+            out.put("mqm_retention_horizon_timestamp_seconds", (model,),
+                    row.horizon.timestamp())
 
 
 def _row_samples(out: _ModelSamples, record: RunRecord, base: tuple[str, str]) -> None:

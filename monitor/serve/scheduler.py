@@ -7,7 +7,10 @@ How it behaves (the README's "Running the service" says the same for users):
   interval, ``cron`` a five-field cron line in UTC (standard weekday numbers, 0 or 7 is
   Sunday), and by default once per window, at each aligned window end plus
   ``delay``. Plus a *recheck* job every ``recheck_every`` that re-judges windows whose
-  accuracy waited for labels (``monitor.run.check.recompute_immature``).
+  accuracy waited for labels (``monitor.run.check.recompute_immature``). Plus, for a
+  model with a ``retention``, a *retention* job every ``schedule.retention_every`` that
+  deletes its logs, labels and log blocks older than that (``monitor.run.retention``),
+  in short batches that each check the model's lease.
 * **Watermark and catch-up.** A check job does not check "the current window"; it
   checks every aligned window after the model's watermark whose end + ``delay`` has
   passed, oldest first, one run each. The watermark (``scheduler_state.watermark``,
@@ -66,6 +69,7 @@ from typing import TYPE_CHECKING, Any
 from monitor.config import Config, ModelConfig
 from monitor.errors import MonitorError, WatermarkMoved, first_line
 from monitor.run.check import compact_logs, recompute_immature, run_check
+from monitor.run.retention import apply_retention
 from monitor.serve.leader import AlwaysLeader, Leadership, Lease, ModelLeases
 from monitor.serve.triggers import cron_trigger, trigger_for
 from monitor.store.db import Engine
@@ -84,6 +88,7 @@ if TYPE_CHECKING:
 
     from monitor.results import CheckRun
     from monitor.store.compaction import CompactResult
+    from monitor.store.retention import RetentionResult
 
 __all__ = [
     "MonitorScheduler",
@@ -95,7 +100,7 @@ __all__ = [
 
 Clock = Callable[[], datetime]
 _log = logging.getLogger("mqm.scheduler")
-_JOBS = ("check", "recheck", "catchup", "compact")
+_JOBS = ("check", "recheck", "catchup", "compact", "retention")
 
 
 # --- the scheduler -----------------------------------------------------------------
@@ -142,6 +147,8 @@ class MonitorScheduler:
         self._locks = {name: threading.Lock() for name in config.models}
         # Compaction runs beside checks (it only writes log blocks), one at a time.
         self._compacting = {name: threading.Lock() for name in config.models}
+        # Retention too: it deletes only windows no check or recheck reads any more.
+        self._retaining = {name: threading.Lock() for name in config.models}
         self._stop = threading.Event()
         self._lifecycle = threading.Lock()  # start() and shutdown() one at a time
         self._stopped = False
@@ -192,6 +199,11 @@ class MonitorScheduler:
                 aps.add_job(self.compact, "interval", args=[name], id=f"compact:{name}",
                             name=f"compact {name}", next_run_time=None,
                             seconds=cfg.schedule.compact_every.total_seconds(), timezone=UTC)
+            if cfg.retention_period is not None:
+                aps.add_job(self.retain, "interval", args=[name], id=f"retention:{name}",
+                            name=f"retention {name}", next_run_time=None,
+                            seconds=cfg.schedule.retention_every.total_seconds(),
+                            timezone=UTC)
         aps.start()
         self._aps = aps
         self._started = True
@@ -336,6 +348,13 @@ class MonitorScheduler:
         self._aps.resume_job(f"recheck:{model}")
         with contextlib.suppress(JobLookupError):  # only models with log blocks
             self._aps.resume_job(f"compact:{model}")
+        with contextlib.suppress(JobLookupError):  # only models with a retention
+            job = self._aps.resume_job(f"retention:{model}")
+            # Within a minute of taking the model, not only after a whole interval: a
+            # replica restarted more often than that would never get to it.
+            soon = datetime.now(UTC) + timedelta(seconds=60)
+            if job is not None and job.next_run_time is not None and job.next_run_time > soon:
+                self._aps.modify_job(job.id, next_run_time=soon)
         # Catch up at once: the previous holder may have stopped long ago.
         self._soon(model, 0.0)
 
@@ -472,6 +491,43 @@ class MonitorScheduler:
         finally:
             lock.release()
 
+    def retain(self, model: str) -> RetentionResult | None:
+        """The retention job: delete the model's logs, labels and log blocks older than its
+        retention (``monitor.run.retention``), in short batches, each checking this
+        replica's lease of the model. Logs (does not raise) a failure; the next run goes
+        on where it stopped.
+
+        Does nothing on a replica that does not hold the model, or while the model's
+        retention runs already; runs beside the model's checks (it deletes only windows
+        that no check or recheck reads any more).
+        """
+        if not self._may_continue(model):
+            return None
+        lock = self._retaining[model]
+        if not lock.acquire(blocking=False):
+            return None
+        # Not counted busy: a model given up stops its retention at the next batch (each
+        # batch checks the lease), without holding the lease for it.
+        try:
+            result = apply_retention(self._engine, self._config, model, now=self._clock(),
+                                     fence=self._fence(model),
+                                     keep_going=lambda: self._may_continue(model))
+            self._seen[model].update(last_retention_at=self._clock(),
+                                     last_retention_error=None)
+            if result is not None and (result.logs or result.labels or result.blocks):
+                _log.info("mqm: %s: retention deleted %d logs, %d labels and %d log blocks "
+                          "before %s in %.2f s (longest batch %.3f s)", model, result.logs,
+                          result.labels, result.blocks, iso_z(result.horizon),
+                          result.seconds, result.longest_batch)
+            return result
+        except Exception as exc:
+            self._seen[model].update(last_retention_error=_describe(exc))
+            _log.warning("mqm: retention of %s failed: %s", model, _describe(exc),
+                         exc_info=not isinstance(exc, MonitorError))
+            return None
+        finally:
+            lock.release()
+
     def recheck(self, model: str) -> list[CheckRun]:
         """The recheck job: re-judge windows whose accuracy waited for labels, once new
         labels arrived (or they became mature by age).
@@ -552,7 +608,8 @@ class MonitorScheduler:
         shared by all replicas; this replica's last view when the store does not
         answer), ``next_run_at`` (this replica's next check; null on a replica that
         does not run the model), ``last_recheck_at``, ``last_recheck_error``,
-        ``last_compact_at``, ``last_compact_error`` and ``busy`` (this replica).
+        ``last_compact_at``, ``last_compact_error``, ``last_retention_at``,
+        ``last_retention_error`` and ``busy`` (this replica).
         """
         stored: dict[str, dict[str, Any]] = {}
         leases: dict[str, Any] = {}
@@ -585,6 +642,8 @@ class MonitorScheduler:
                 "last_recheck_error": seen.get("last_recheck_error"),
                 "last_compact_at": iso_z(seen.get("last_compact_at")),
                 "last_compact_error": seen.get("last_compact_error"),
+                "last_retention_at": iso_z(seen.get("last_retention_at")),
+                "last_retention_error": seen.get("last_retention_error"),
                 "busy": name in self._busy,
             }
         return {"running": self.running, "leader": self.leader, "replica": self.replica,

@@ -13,7 +13,7 @@ reached.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from monitor.results import Metric
 from monitor.store.flags import StoredFlag, flag_rows
+from monitor.store.retention import RetentionRow, retention_rows
 from monitor.store.runs import RunRecord
 from monitor.store.tables import check_runs, inference_logs, run_metrics
 from monitor.times import aware
@@ -117,17 +118,19 @@ def last_successes(engine: Engine, models: Sequence[str],
 class ScrapeSnapshot:
     """What one scrape exports, read in one snapshot. ``runs``: each model's latest check
     run; ``versions``: the version the newest log of that run's window carries;
-    ``counts``: check runs by model and status; ``flags``: each model's stored flag."""
+    ``counts``: check runs by model and status; ``flags``: each model's stored flag;
+    ``retention``: what retention last did to each model's logs."""
 
     runs: dict[str, RunRecord]
     versions: dict[str, str]
     counts: dict[str, dict[str, int]]
     flags: dict[str, StoredFlag]
+    retention: dict[str, RetentionRow] = field(default_factory=dict)
 
 
 def scrape_snapshot(engine: Engine, models: Sequence[str], *,
                     versioned: Collection[str] = ()) -> ScrapeSnapshot:
-    """The scrape's four queries on one connection, whatever the number of models, in
+    """The scrape's five queries on one connection, whatever the number of models, in
     one repeatable-read snapshot on PostgreSQL (so counts and the latest run agree).
 
     1. the latest check run of each model: its newest window, and the newest run of
@@ -137,7 +140,8 @@ def scrape_snapshot(engine: Engine, models: Sequence[str], *,
        user's source is not queried at scrape time), the version of the newest log of
        that run's window, one index seek per model;
     3. check runs counted by model and status;
-    4. the models' stored flags.
+    4. the models' stored flags;
+    5. what retention last did to each model.
     """
     with engine.connect() as conn:
         if conn.dialect.name == "postgresql":
@@ -189,4 +193,5 @@ def _read(conn: Connection, models: list[str], versioned: Collection[str]) -> Sc
         snap.counts.setdefault(r.model, {})[r.status] = int(r.n)
 
     snap.flags.update(flag_rows(conn, models))
+    snap.retention.update(retention_rows(conn, models))
     return snap

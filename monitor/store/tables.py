@@ -18,6 +18,7 @@ __all__ = [
     "log_blocks",
     "metadata",
     "model_leases",
+    "retention_state",
     "run_metrics",
     "run_rechecks",
     "scheduler_replicas",
@@ -95,6 +96,8 @@ ground_truth = sa.Table(
     sa.Column("ts", UTCDateTime(), nullable=False),
     sa.Column("received_at", UTCDateTime(), nullable=False),
     sa.UniqueConstraint("model", "request_id", name="uq_ground_truth_model_request"),
+    # Retention walks a model's labels by time, in (ts, id) order.
+    sa.Index("ix_ground_truth_model_ts", "model", "ts", "id"),
 )
 
 check_runs = sa.Table(
@@ -273,4 +276,19 @@ run_rechecks = sa.Table(
     sa.Column("label_max_id", sa.BigInteger(), nullable=True),
     sa.Column("label_scope", sa.String(10), nullable=True),
     sa.UniqueConstraint("recomputes", name="uq_run_rechecks_recomputes"),
+)
+
+# One row per model: what retention (``monitor.store.retention``) last did. ``horizon``:
+# every log, label and log block of the model older than it is gone; the counts are the
+# rows it deleted since the row was created (exported as counters).
+retention_state = sa.Table(
+    "retention_state",
+    metadata,
+    sa.Column("model", sa.String(200), primary_key=True),
+    sa.Column("horizon", UTCDateTime(), nullable=True),
+    sa.Column("last_run_at", UTCDateTime(), nullable=False),
+    sa.Column("logs_deleted", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.Column("labels_deleted", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.Column("blocks_deleted", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
 )

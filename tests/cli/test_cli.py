@@ -352,3 +352,59 @@ def test_schema_infer_without_prediction(tmp_path: Path) -> None:
     draft = yaml.safe_load(result.stdout)
     assert draft["task"] == "features" and "prediction" not in draft
     assert [f["name"] for f in draft["features"]] == ["MedInc", "HouseAge"]
+
+
+def test_retention_dry_run_then_run(sample_store: Path, tmp_path: Path, make_config) -> None:
+    """The sample's logs (October 2026) are all older than a 30-day retention: the dry
+    run counts them, the run deletes exactly those, a second run finds nothing; the
+    scheduler's watermark holds the horizon back; retention null deletes nothing."""
+    import shutil
+    from datetime import UTC, datetime
+
+    import sqlalchemy as sa
+
+    from monitor.store.db import create_engine
+    from monitor.store.watermarks import start_watermark
+
+    db = tmp_path / "copy.db"
+    shutil.copyfile(sample_store, db)
+    engine = create_engine(f"sqlite:///{db}")
+
+    def counts() -> tuple[int, int]:
+        with engine.connect() as conn:
+            return (conn.execute(sa.text("SELECT count(*) FROM inference_logs")).scalar_one(),
+                    conn.execute(sa.text("SELECT count(*) FROM ground_truth")).scalar_one())
+
+    def mqm(*args: str, **model: object):  # type: ignore[no-untyped-def]
+        path, _ = make_config(f"sqlite:///{db}", **model)
+        return CliRunner().invoke(main, ["--config", str(path), *args], catch_exceptions=False)
+
+    logs, labels = counts()
+    start_watermark(engine, "loan_default", datetime(2026, 10, 8, tzinfo=UTC),
+                    datetime.now(UTC))
+    held = json.loads(mqm("retention", "--dry-run", "--json", retention="30d").output)
+    assert held[0]["horizon"] == "2026-10-08T00:00:00Z" and held[0]["held_by_watermark"]
+    assert 0 < held[0]["logs"] < logs
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM scheduler_state"))
+
+    dry = json.loads(mqm("retention", "--dry-run", "--json", retention="30d").output)
+    assert [(d["model"], d["dry_run"], d["logs"], d["labels"]) for d in dry] == [
+        ("loan_default", True, logs, labels)]
+    assert counts() == (logs, labels)  # a dry run deletes nothing
+    text = mqm("retention", "-m", "loan_default", "--dry-run", retention="30d").output
+    assert text.startswith(f"loan_default: would delete {logs:,} logs, {labels:,} labels")
+
+    done = json.loads(mqm("retention", "--json", retention="30d").output)
+    assert (done[0]["logs"], done[0]["labels"], done[0]["complete"]) == (logs, labels, True)
+    assert done[0]["batches"] > logs // 5000
+    assert counts() == (0, 0)
+    again = mqm("retention", "-m", "loan_default", retention="30d").output
+    assert again.startswith("loan_default: deleted 0 logs, 0 labels and 0 log blocks")
+
+    off = mqm("retention", "-m", "loan_default", retention=None)
+    assert off.exit_code == 0 and "retention is off" in off.output
+    assert json.loads(mqm("retention", "--json", retention=None).output) == []
+    unknown = mqm("retention", "-m", "nope", retention="30d")
+    assert unknown.exit_code == 1 and "nope" in unknown.output
+    engine.dispose()

@@ -442,7 +442,7 @@ def test_a_failing_query_answers_scrape_error_and_is_logged(
     empty.dispose()
 
 
-def test_a_scrape_is_four_queries_whatever_the_models_and_features(
+def test_a_scrape_is_five_queries_whatever_the_models_and_features(
         engine: sa.Engine, tmp_path: Path) -> None:
     cfg = write_config(tmp_path, url_of(engine), {M: {}, "second": {}, "third": {}})
     for model in ("loan_default", "second", "third"):
@@ -459,7 +459,7 @@ def test_a_scrape_is_four_queries_whatever_the_models_and_features(
         generate_latest(registry)
     finally:
         sa.event.remove(engine, "before_cursor_execute", count)
-    assert len(statements) == 4, statements
+    assert len(statements) == 5, statements
     assert label_values(registry, "mqm_rows_checked", "model") == {M, "second", "third"}
 
 
@@ -542,7 +542,7 @@ def test_declarations_follow_the_naming_rules() -> None:
         assert "quantile" not in spec.labels and "le" not in spec.labels
         assert not spec.name.endswith(("_ms", "_milliseconds")), spec.name
         assert set(spec.labels) <= {"model", "version", "feature", "status", "check",
-                                    "percentile", "metric"}
+                                    "percentile", "metric", "table"}
 
 
 def test_a_window_too_small_to_judge_exports_its_status_and_no_figures(
@@ -582,3 +582,34 @@ def test_schema_figures_per_kind_equal_the_stored_columns(sample) -> None:
     # The drifted sample has wrongly typed values in some column.
     assert any(value(registry, "mqm_schema_type_mismatch_ratio", **labels,
                      feature=col.column) for col in run.schema.columns)
+
+
+def test_retention_is_exported_from_the_store(engine: sa.Engine, tmp_path: Path) -> None:
+    """Rows deleted per table and model (0 before the first pass), when retention last
+    ran and its horizon: what the store recorded, on every replica alike."""
+    from monitor.run.retention import apply_retention
+
+    cfg = write_config(tmp_path, url_of(engine), {M: {"retention": "9d"}, "quiet": {}})
+    for day in range(4):
+        log_day(engine, M, day)
+    with engine.connect() as conn:
+        first_day = conn.execute(sa.text(
+            "SELECT count(*) FROM inference_logs WHERE ts < :t"), {"t": T0 + DAY}).scalar_one()
+    before = build_registry(engine, cfg)
+    for table in ("inference_logs", "ground_truth", "log_blocks"):
+        assert value(before, "mqm_retention_deleted_rows_total", model=M, table=table) == 0
+    assert value(before, "mqm_retention_last_run_timestamp_seconds", model=M) is None
+
+    now = T0 + 10 * DAY + timedelta(hours=1)  # horizon: the end of the first day
+    result = apply_retention(engine, cfg, M, now=now)
+    assert result is not None and result.logs == first_day > 0
+    registry = build_registry(engine, cfg)
+    assert value(registry, "mqm_retention_deleted_rows_total", model=M,
+                 table="inference_logs") == first_day
+    assert value(registry, "mqm_retention_last_run_timestamp_seconds", model=M) == \
+        now.timestamp()
+    assert value(registry, "mqm_retention_horizon_timestamp_seconds", model=M) == \
+        (T0 + DAY).timestamp()
+    assert value(registry, "mqm_retention_deleted_rows_total", model="quiet",
+                 table="inference_logs") == 0
+    assert value(registry, "mqm_retention_horizon_timestamp_seconds", model="quiet") is None

@@ -495,3 +495,66 @@ def test_new_logs_are_compacted_before_a_check_and_by_the_compaction_job(
     # Off: no job, and checks read the rows.
     _, off = make_config(url_of(engine), schedule={"compact_every": None})
     assert schedulers(engine, off).compact(MODEL) is None
+
+
+# --- retention -----------------------------------------------------------------------
+
+
+def _logs_before(engine: sa.Engine, when: datetime) -> int:
+    from monitor.store.tables import inference_logs
+
+    with engine.connect() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).where(
+            inference_logs.c.model == MODEL, inference_logs.c.ts < when)).scalar_one())
+
+
+def test_the_retention_job_deletes_what_is_older_than_the_retention(
+    engine: sa.Engine, make_config, schedulers
+) -> None:
+    _, config = make_config(url_of(engine), retention="2d",
+                            performance={"max_label_delay": "1d"},
+                            schedule={"retention_every": "0.2s"})
+    load_days(engine, 6)
+    sched = schedulers(engine, config, clock=Clock(T0 + 6 * DAY + DELAY))
+    assert _logs_before(engine, T0 + 4 * DAY) == 4 * 12
+    sched.start()
+    wait_for(lambda: _logs_before(engine, T0 + 4 * DAY) == 0, 20, "the retention job")
+    assert _logs_before(engine, T0 + 6 * DAY) == 2 * 12  # the last two days are kept
+    wait_for(lambda: sched.status()["models"][MODEL]["last_retention_at"] is not None, 20,
+             "the retention job's status")
+    assert sched.status()["models"][MODEL]["last_retention_error"] is None
+    # Off: no job, nothing deleted.
+    _, off = make_config(url_of(engine), retention=None)
+    assert schedulers(engine, off).retain(MODEL) is None
+
+
+def test_retention_runs_soon_after_a_model_is_taken_not_an_interval_later(
+    engine: sa.Engine, make_config, schedulers
+) -> None:
+    """A replica restarted more often than retention_every would otherwise never run it."""
+    _, config = make_config(url_of(engine), schedule={"retention_every": "6h"})
+    sched = schedulers(engine, config)
+    sched.start()
+    assert sched.leads(MODEL)
+    job = sched._aps.get_job(f"retention:{MODEL}")  # type: ignore[union-attr]
+    assert job.next_run_time <= datetime.now(UTC) + timedelta(seconds=61)
+
+
+def test_retention_under_a_lost_lease_deletes_nothing(engine: sa.Engine) -> None:
+    """Each batch checks the lease in its own transaction: a replica whose lease another
+    one took over (a higher token) deletes no row."""
+    from monitor.store.locks import Fence, LeaseLost
+    from monitor.store.retention import delete_older
+    from monitor.store.tables import model_leases
+
+    load_days(engine, 4)
+    with engine.begin() as conn:
+        conn.execute(sa.insert(model_leases).values(
+            model=MODEL, holder="b", token=2, expires_at=T0 + 10 * DAY))
+    stale = Fence(MODEL, "a", 1, 15.0)
+    with pytest.raises(LeaseLost, match="the write is refused"):
+        delete_older(engine, MODEL, T0 + 3 * DAY, fence=stale, now=T0 + 4 * DAY)
+    assert _logs_before(engine, T0 + 3 * DAY) == 3 * 12
+    live = Fence(MODEL, "b", 2, 15.0)
+    result = delete_older(engine, MODEL, T0 + 3 * DAY, fence=live, now=T0 + 4 * DAY)
+    assert result.logs == 3 * 12 and _logs_before(engine, T0 + 3 * DAY) == 0
