@@ -464,3 +464,27 @@ def test_the_prediction_can_be_left_out_of_the_share() -> None:
                         prediction="pred")
     assert apart.share_drifted == 0.5 and apart.dataset_drift
     assert apart.feature("pred").method is not None  # still tested and reported
+
+
+def test_the_chance_tail_is_scipys_binomial_survival() -> None:
+    from monitor.checks.drift import binomial_tail
+
+    for n in (1, 2, 7, 31, 120, 400):
+        for p in (0.0, 0.001, 0.05, 0.3, 0.97):
+            for k in range(0, n + 2):
+                want = float(stats.binom.sf(k - 1, n, p))
+                assert binomial_tail(k, n, p) == pytest.approx(want, rel=1e-9, abs=1e-300), (
+                    k, n, p)
+
+
+def test_relative_entropy_is_scipys() -> None:
+    from scipy import special
+
+    rng = np.random.default_rng(5)
+    x = np.r_[rng.random(50), 0.0, 0.0, 0.3, 0.0, -0.1, 0.2]
+    y = np.r_[rng.random(50), 0.4, 0.0, 0.0, -0.2, 0.5, -0.3]
+    want = special.rel_entr(x, y)
+    got = st.rel_entr(x, y)
+    assert np.array_equal(np.isinf(got), np.isinf(want))
+    finite = np.isfinite(want)
+    assert np.allclose(got[finite], want[finite], rtol=1e-14, atol=0)
