@@ -9,6 +9,7 @@ methods not reimplemented here, imports evidently.
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -150,12 +151,23 @@ def binned_percents(
 
 
 def rel_entr(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """scipy.special.rel_entr in numpy: x log(x/y) where both are positive, 0 where x is 0
-    and y is not negative, else inf (scipy.special costs a quarter second to import)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        terms = x * np.log(x / y)
-    out: np.ndarray = np.where((x > 0) & (y > 0), terms,
-                               np.where((x == 0) & (y >= 0), 0.0, np.inf))
+    """scipy.special.rel_entr, number for number: x log(x/y) where both are positive, 0
+    where x is 0 and y is not negative, NaN where either is, else inf. Per element with
+    the C library's log and log1p, as scipy computes it (numpy's log may differ in the
+    last bit); the vectors are a column's bins or categories, and importing
+    scipy.special would cost a quarter second."""
+    out = np.empty(len(x))
+    for i, (a, b) in enumerate(zip(np.asarray(x, dtype=float).tolist(),
+                                   np.asarray(y, dtype=float).tolist(), strict=True)):
+        if math.isnan(a) or math.isnan(b):
+            out[i] = math.nan
+        elif a > 0 and b > 0:
+            ratio = a / b  # scipy (its xsf library) takes log1p near 1, for accuracy
+            out[i] = a * (math.log1p((a - b) / b) if 0.5 < ratio < 2 else math.log(ratio))
+        elif a == 0 and b >= 0:
+            out[i] = 0.0
+        else:
+            out[i] = math.inf
     return out
 
 
