@@ -11,8 +11,8 @@ It builds one SQLite store with N log rows of the sample model in one window (th
 generator is bench/read_window.py's) and compacts it into log blocks with this tree's
 code. Each tree then gets its own copy of that store, migrated by its own code (the
 trees may differ in migrations, as long as this tree knows the other's newest one: the
-copy is first taken down to it with this tree's migrations). In pairs, alternating between the trees (``PYTHONPATH``
-pointing at each), it times:
+copy is first taken down to it with this tree's migrations). In pairs, alternating
+between the trees (``PYTHONPATH`` pointing at each), it times:
 
 - whole: the command ``mqm check --model M --at T --no-save`` in a fresh process, from
   its start to its exit (interpreter, imports, config, compaction of new rows (none),
