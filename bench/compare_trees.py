@@ -1,15 +1,31 @@
 """The same ``mqm check`` timed on two checkouts of mqm, side by side, on one store.
 
-For refactors that must not slow the check down. Run by hand, not by pytest::
+For refactors that must not slow the check down, and to measure one that speeds it up.
+Run by hand, not by pytest::
 
     git worktree add /tmp/mqm-before <commit>
     .venv/bin/python bench/compare_trees.py --before /tmp/mqm-before [--rows 1000000]
+        [--repeats 5] [--naive]
 
 It builds one SQLite store with N log rows of the sample model in one window (the data
 generator is bench/read_window.py's) and compacts it into log blocks with this tree's
-code, then runs ``run_check`` in fresh processes, alternating between the two trees
-(``PYTHONPATH`` pointing at each), and prints the median, min and max seconds of each.
-Both trees must read the same store (the same migration head).
+code. Each tree then gets its own copy of that store, migrated by its own code (the
+trees may differ in migrations, as long as this tree knows the other's newest one: the
+copy is first taken down to it with this tree's migrations). In pairs, alternating
+between the trees (``PYTHONPATH`` pointing at each), it times:
+
+- whole: the command ``mqm check --model M --at T --no-save`` in a fresh process, from
+  its start to its exit (interpreter, imports, config, compaction of new rows (none),
+  read, checks), with the process's CPU seconds and peak RSS (``os.wait4``);
+- in-process: ``run_check`` (persist=False) in a fresh process, timed from after
+  ``monitor.run.check`` is imported (what bench/check.py times), as before.
+
+One untimed check per tree comes first, so that each times the check every later window
+gets (a tree that stores the reference profile builds it then; that first check is
+timed and printed apart). ``--naive`` also times, once, what a user would write by hand
+(bench/check.py's ``naive``: ``pandas.read_sql`` and Evidently's presets), for the
+speed-up. It prints every pair, then the median, min and max of each figure, and the
+load average before and after.
 """
 
 from __future__ import annotations
@@ -17,11 +33,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from check import write_config
@@ -29,34 +48,95 @@ from read_window import MODEL, SPAN, START, build_database
 
 ROOT = Path(__file__).resolve().parents[1]
 
-CHILD = """
+IN_PROCESS = """
 import json, sys, time
-from datetime import timedelta
-t0 = time.perf_counter()
+from datetime import datetime
 from monitor.config import load_config
-try:
-    from monitor.run.check import run_check
-except ImportError:  # a checkout from before the run/ package
-    from monitor.pipeline import run_check
+from monitor.run.check import run_check
 from monitor.store.db import create_engine
 import monitor
+t0 = time.perf_counter()
 cfg = load_config(sys.argv[1])
 run = run_check(create_engine(cfg.database_url), cfg, sys.argv[2],
-                at=__import__("datetime").datetime.fromisoformat(sys.argv[3]), persist=False)
+                at=datetime.fromisoformat(sys.argv[3]), persist=False)
 print(json.dumps({"seconds": time.perf_counter() - t0, "rows": run.rows,
                   "status": run.status, "tree": monitor.__file__}))
 """
 
+WHOLE = """
+import sys
+import monitor
+sys.stderr.write("TREE " + monitor.__file__ + "\\n")
+from monitor.cli.main import main
+main(sys.argv[1:], prog_name="mqm")
+"""
 
-def timed(tree: Path, config: Path, at: str) -> dict[str, object]:
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    done = subprocess.run([sys.executable, "-c", CHILD, str(config), MODEL, at], env=env,
-                          capture_output=True, text=True, cwd=tree)
+
+def _env(tree: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(tree)}
+
+
+def in_process(tree: Path, config: Path, at: str) -> dict[str, Any]:
+    done = subprocess.run([sys.executable, "-c", IN_PROCESS, str(config), MODEL, at],
+                          env=_env(tree), capture_output=True, text=True, cwd=tree)
     if done.returncode:
         raise SystemExit(f"{tree}: the check failed:\n{done.stderr}")
-    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     assert str(result["tree"]).startswith(str(tree)), result["tree"]
     return result
+
+
+def _wait4(args: list[str], tree: Path) -> tuple[float, Any, bytes, bytes]:
+    """Run ``args``; wall seconds and the rusage of that child alone."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(args, env=_env(tree), cwd=tree, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    out = proc.stdout.read()
+    err = proc.stderr.read()
+    _, _, usage = os.wait4(proc.pid, 0)
+    proc.returncode = 0  # reaped here
+    return time.perf_counter() - t0, usage, out, err
+
+
+def whole_check(tree: Path, config: Path, at: str) -> dict[str, Any]:
+    seconds, usage, out, err = _wait4(
+        [sys.executable, "-c", WHOLE, "--config", str(config), "check", "--model", MODEL,
+         "--at", at, "--no-save", "--json"], tree)
+    text = err.decode()
+    if not text.startswith(f"TREE {tree}"):
+        raise SystemExit(f"{tree}: not this tree's mqm, or it failed:\n{text}")
+    run = json.loads(out)
+    return {"seconds": seconds, "cpu": usage.ru_utime + usage.ru_stime,
+            "peak_mb": usage.ru_maxrss / 1024, "rows": run["rows"], "status": run["status"]}
+
+
+def _migrate_to(tree: Path, db: Path, config: Path) -> None:
+    """Bring a copy of the store to ``tree``'s newest revision: down with this tree's
+    migrations when ``tree`` is older, then up with ``tree``'s own."""
+    head = subprocess.run(
+        [sys.executable, "-c", "from monitor.store.db import head_revision as h; print(h())"],
+        env=_env(tree), cwd=tree, capture_output=True, text=True, check=True).stdout.strip()
+    from alembic import command
+
+    from monitor.store.db import _alembic_config, _known_revision, create_engine
+
+    if _known_revision(head):
+        engine = create_engine(f"sqlite:///{db}")
+        with engine.connect() as conn, conn.begin():
+            command.downgrade(_alembic_config(conn), head)
+        engine.dispose()
+    subprocess.run([sys.executable, "-m", "monitor", "--config", str(config), "db", "upgrade"],
+                   env=_env(tree), cwd=tree, capture_output=True, text=True, check=True)
+
+
+def _stats(values: list[float], unit: str = "s", digits: int = 2) -> str:
+    return (f"{statistics.median(values):.{digits}f} {unit} "
+            f"({min(values):.{digits}f}-{max(values):.{digits}f})")
+
+
+def _load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def main() -> None:
@@ -64,6 +144,8 @@ def main() -> None:
     parser.add_argument("--before", type=Path, required=True, help="the other checkout")
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--naive", action="store_true",
+                        help="also time the naive path once, for the speed-up")
     args = parser.parse_args()
     from datetime import timedelta
 
@@ -75,20 +157,46 @@ def main() -> None:
         db = folder / "store.db"
         build_database(f"sqlite:///{db}", args.rows, seed=11)
         span_days = SPAN.days
-        config = write_config(folder, db, span_days)
         compact(create_engine(f"sqlite:///{db}"), MODEL)
         at = (START + timedelta(days=span_days)).isoformat()
         trees = {"before": args.before.resolve(), "after": ROOT}
-        seconds: dict[str, list[float]] = {name: [] for name in trees}
+        configs = {}
+        for name, tree in trees.items():
+            (folder / name).mkdir()
+            shutil.copyfile(db, folder / name / "store.db")
+            configs[name] = write_config(folder / name, folder / name / "store.db", span_days)
+            _migrate_to(tree, folder / name / "store.db", configs[name])
+        print(f"load average before: {_load()}", flush=True)
+        for name, tree in trees.items():
+            first = whole_check(tree, configs[name], at)
+            print(f"{name:>6}: first check {first['seconds']:.2f} s (CPU {first['cpu']:.2f} s, "
+                  f"peak {first['peak_mb']:.0f} MB)", flush=True)
+        figures: dict[str, dict[str, list[float]]] = {
+            name: {"whole": [], "cpu": [], "peak_mb": [], "in_process": []} for name in trees}
         for _ in range(args.repeats):
             for name, tree in trees.items():
-                result = timed(tree, config, at)
-                seconds[name].append(float(result["seconds"]))  # type: ignore[arg-type]
-                print(f"{name:>6}: {result['seconds']:.2f} s  {result['rows']} rows  "
-                      f"{result['status']}", flush=True)
-        for name, values in seconds.items():
-            print(f"{name:>6}: median {statistics.median(values):.2f} s "
-                  f"(min {min(values):.2f}, max {max(values):.2f}) over {len(values)} runs")
+                w = whole_check(tree, configs[name], at)
+                p = in_process(tree, configs[name], at)
+                for key, value in (("whole", w["seconds"]), ("cpu", w["cpu"]),
+                                   ("peak_mb", w["peak_mb"]), ("in_process", p["seconds"])):
+                    figures[name][key].append(value)
+                print(f"{name:>6}: whole {w['seconds']:.2f} s (CPU {w['cpu']:.2f} s, peak "
+                      f"{w['peak_mb']:.0f} MB), in-process {p['seconds']:.2f} s, "
+                      f"{w['rows']} rows {w['status']}", flush=True)
+        print(f"load average after: {_load()}")
+        for name, f in figures.items():
+            print(f"{name:>6}: whole {_stats(f['whole'])}, CPU {_stats(f['cpu'])}, in-process "
+                  f"{_stats(f['in_process'])}, peak {_stats(f['peak_mb'], 'MB', 0)} "
+                  f"over {len(f['whole'])} pairs")
+        if args.naive:
+            from check import in_child, naive
+
+            nv = in_child(naive, str(db))
+            print(f" naive: {nv['seconds']:.1f} s, peak {nv['peak_mb']:.0f} MB; load "
+                  f"{_load()}")
+            for name, f in figures.items():
+                print(f"{name:>6}: {nv['seconds'] / statistics.median(f['whole']):.1f}x "
+                      "faster than naive (whole process)")
 
 
 if __name__ == "__main__":

@@ -17,8 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -100,6 +98,9 @@ def post_alerts(cfg: AlertingConfig, model_cfg: ModelConfig, alerts: list[Alert]
     hold = _hold_for(cfg, model_cfg)
     body = json.dumps([a.as_dict(cfg, now, hold) for a in alerts]).encode()
     url = cfg.alertmanager_url.rstrip("/") + "/api/v2/alerts"
+    import urllib.error  # here: every check imports this module, few post alerts
+    import urllib.request
+
     request = urllib.request.Request(url, data=body, method="POST",
                                      headers={"Content-Type": "application/json"})
     try:

@@ -269,7 +269,11 @@ def label_text(values: pd.Series) -> pd.Series:
     import pandas as pd
 
     if pd.api.types.is_object_dtype(values.dtype):
-        kind = pd.api.types.infer_dtype(values, skipna=True)  # one C pass over the values
+        # One C pass over the values: texts only, not one null among them (the common
+        # case) need no change, and no pass to find the nulls.
+        if pd.api.types.infer_dtype(values, skipna=False) == "string":
+            return values.copy(deep=False)
+        kind = pd.api.types.infer_dtype(values, skipna=True)
         if kind in ("string", "empty"):
             return values.where(values.notna(), None).astype(object)
         if kind == "integer":  # ints only: factorizing merges nothing, and is C

@@ -26,6 +26,7 @@ __all__ = [
     "BINS",
     "SPLITS",
     "CalibrationDecision",
+    "IsotonicCurve",
     "decide_calibration",
     "expected_calibration_error",
 ]
@@ -46,6 +47,35 @@ class CalibrationDecision:
     roc_auc: float | None = None
     ece_before: float | None = None  # pooled held-out parts, raw scores
     ece_after: float | None = None  # the same rows, isotonic-calibrated
+
+
+@dataclass(frozen=True, eq=False)
+class IsotonicCurve:
+    """A fitted isotonic regression, kept as the points it interpolates between.
+
+    ``predict`` is scikit-learn's ``IsotonicRegression(out_of_bounds="clip").predict``
+    number for number: it clips to the fitted range, then interpolates linearly, which
+    scipy's ``interp1d`` does with ``np.interp`` for 1-D float64 data. Kept this way, a
+    stored reference profile applies its calibration without importing scikit-learn.
+    """
+
+    x: np.ndarray  # increasing thresholds; the first and last are the fitted range
+    y: np.ndarray  # the fitted value at each
+
+    @classmethod
+    def fit(cls, scores: np.ndarray, outcome: np.ndarray) -> IsotonicCurve:
+        from sklearn.isotonic import IsotonicRegression
+
+        iso = IsotonicRegression(out_of_bounds="clip", increasing=True).fit(scores, outcome)
+        return cls(np.asarray(iso.X_thresholds_, dtype=float),
+                   np.asarray(iso.y_thresholds_, dtype=float))
+
+    def predict(self, scores: np.ndarray) -> np.ndarray:
+        scores = np.asarray(scores, dtype=float)
+        if len(self.x) == 1:  # one distinct score fitted: a constant
+            return np.full(scores.shape, self.y[0])
+        out: np.ndarray = np.interp(np.clip(scores, self.x[0], self.x[-1]), self.x, self.y)
+        return out
 
 
 def _bin_edges(length: int, bins: int) -> list[tuple[int, int]]:

@@ -16,9 +16,11 @@ hides: the null-rate change, and for categories the share of values unseen in th
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -137,6 +139,50 @@ class ReferenceProfile:
     def null_rate(self, name: str) -> float:
         stat = self._stats[name]
         return 1.0 if isinstance(stat, str) else stat.null_rate
+
+    def to_parts(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The profile as JSON-ready figures and named arrays, for storing
+        (``from_parts`` gives it back, every value bit for bit)."""
+        stats: dict[str, Any] = {}
+        arrays: dict[str, np.ndarray] = {}
+        for i, (name, stat) in enumerate(self._stats.items()):
+            if isinstance(stat, str):
+                stats[name] = {"error": stat}
+            elif isinstance(stat, _NumRef):
+                stats[name] = {"num": i, "std": stat.std, "n_unique": stat.n_unique,
+                               "null_rate": stat.null_rate}
+                arrays |= {f"{i}.values": stat.values, f"{i}.unique": stat.unique,
+                           f"{i}.counts": stat.counts}
+            else:
+                stats[name] = {"cat": i, "labels": list(stat.labels),
+                               "null_rate": stat.null_rate}
+                arrays |= {f"{i}.codes": stat.codes, f"{i}.counts": stat.counts}
+        return {"columns": dict(self.columns), "rows": self.rows, "stats": stats}, arrays
+
+    @classmethod
+    def from_parts(cls, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
+                   ) -> ReferenceProfile:
+        stats: dict[str, _NumRef | _CatRef | str] = {}
+        for name, figures in meta["stats"].items():
+            if "error" in figures:
+                stats[name] = figures["error"]
+                continue
+            i = figures.get("num", figures.get("cat"))
+            held = {key.split(".", 1)[1]: arrays[key] for key in arrays
+                    if key.startswith(f"{i}.")}
+            for values in held.values():
+                values.flags.writeable = False  # shared by every window, as when built
+            if "num" in figures:
+                stats[name] = _NumRef(values=held["values"], std=figures["std"],
+                                      n_unique=figures["n_unique"], unique=held["unique"],
+                                      counts=held["counts"], null_rate=figures["null_rate"])
+            else:
+                labels = tuple(figures["labels"])
+                stats[name] = _CatRef(labels=labels,
+                                      index={label: k for k, label in enumerate(labels)},
+                                      counts=held["counts"], codes=held["codes"],
+                                      null_rate=figures["null_rate"])
+        return cls(columns=dict(meta["columns"]), rows=meta["rows"], _stats=stats)
 
 
 @dataclass(frozen=True)
@@ -331,10 +377,22 @@ def _beyond_chance(drifted: int, tested: int, config: DriftConfig) -> bool:
         return False
     if config.warn_chance_rate is None:
         return True
-    from scipy.stats import binom
+    return binomial_tail(drifted, tested, config.warn_chance_rate) < config.warn_significance
 
-    return bool(binom.sf(drifted - 1, tested, config.warn_chance_rate)
-                < config.warn_significance)
+
+def binomial_tail(k: int, n: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p): scipy.stats.binom.sf(k - 1, n, p), summed here in
+    log space (importing scipy.stats takes half a second; n is a count of columns)."""
+    if k <= 0:
+        return 1.0
+    if k > n or p <= 0.0:
+        return 0.0
+    if p >= 1.0:
+        return 1.0
+    log_p, log_q, log_n = math.log(p), math.log1p(-p), math.lgamma(n + 1)
+    return min(1.0, math.fsum(
+        math.exp(log_n - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * log_p
+                 + (n - i) * log_q) for i in range(k, n + 1)))
 
 
 def _null_jumps(features: tuple[FeatureDrift, ...], config: DriftConfig) -> list[str]:

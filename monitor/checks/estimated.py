@@ -17,23 +17,20 @@ does not warn on noise.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Literal
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
-from monitor.checks.calibration import CalibrationDecision, decide_calibration
+from monitor.checks.calibration import CalibrationDecision, IsotonicCurve, decide_calibration
 from monitor.checks.estimated_metrics import estimated_metrics
 from monitor.checks.performance import class_names
-from monitor.checks.sampling_error import BAND_SIGMAS, SamplingErrors, band
+from monitor.checks.sampling_error import BAND_SIGMAS, Component, SamplingErrors, band
 from monitor.config import PerformanceConfig
 from monitor.errors import MonitorError
 from monitor.results import EstimatedResult, PerformanceResult
 from monitor.schema import ModelSchema, label_text
-
-if TYPE_CHECKING:
-    from sklearn.isotonic import IsotonicRegression
 
 __all__ = ["AccuracyEstimator", "EstimatedResult", "check_estimated", "with_estimate"]
 
@@ -84,7 +81,7 @@ class AccuracyEstimator:
     classes: tuple[str, ...]
     # Per scored class (binary: the positive one only): its isotonic regression, or None
     # where the decision kept the raw scores.
-    calibrators: tuple[IsotonicRegression | None, ...]
+    calibrators: tuple[IsotonicCurve | None, ...]
     calibration: tuple[CalibrationDecision, ...]
     reference_accuracy: float  # realized on the reference rows used to fit
     reference_estimated: float  # the estimate on those same rows
@@ -117,8 +114,6 @@ class AccuracyEstimator:
         ``MonitorError`` when the schema names fewer than two classes or no reference row
         can be used.
         """
-        from sklearn.isotonic import IsotonicRegression
-
         classes = tuple(class_names(schema))
         if len(classes) < 2:
             raise MonitorError(f"model {schema.model!r}: estimated accuracy needs the classes "
@@ -145,14 +140,52 @@ class AccuracyEstimator:
                                    f"would not: {decision.reason}")
             decisions.append(decision)
             calibrators.append(
-                IsotonicRegression(out_of_bounds="clip", increasing=True).fit(
-                    scores[:, i], outcome) if decision.calibrated else None)
+                IsotonicCurve.fit(scores[:, i], outcome) if decision.calibrated else None)
         sampling = SamplingErrors.fit(label, pred, _full(scores))
         fitted = cls(classes, tuple(calibrators), tuple(decisions),
                      float(np.mean((label == pred) & (label >= 0))), 0.0, int(usable.sum()),
                      sampling)
         correct = fitted._correct(fitted._calibrated(scores), pred)
         return replace(fitted, reference_estimated=float(np.mean(correct)))
+
+    def to_parts(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The fitted estimator as JSON-ready figures and named arrays, for storing
+        (``from_parts`` gives it back, every value bit for bit)."""
+        arrays: dict[str, np.ndarray] = {}
+        for i, curve in enumerate(self.calibrators):
+            if curve is not None:
+                arrays |= {f"{i}.x": curve.x, f"{i}.y": curve.y}
+        meta = {
+            "classes": list(self.classes),
+            "calibrated": [curve is not None for curve in self.calibrators],
+            "calibration": [asdict(d) for d in self.calibration],
+            "reference_accuracy": self.reference_accuracy,
+            "reference_estimated": self.reference_estimated,
+            "reference_rows": self.reference_rows,
+            "sampling": asdict(self.sampling),
+        }
+        return meta, arrays
+
+    @classmethod
+    def from_parts(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]
+                   ) -> AccuracyEstimator:
+        def components(values: list[list[float] | None]) -> tuple[Component, ...]:
+            return tuple(None if v is None else (v[0], v[1]) for v in values)
+
+        sampling = meta["sampling"]
+        return cls(
+            classes=tuple(meta["classes"]),
+            calibrators=tuple(IsotonicCurve(arrays[f"{i}.x"], arrays[f"{i}.y"]) if fitted
+                              else None for i, fitted in enumerate(meta["calibrated"])),
+            calibration=tuple(CalibrationDecision(**d) for d in meta["calibration"]),
+            reference_accuracy=meta["reference_accuracy"],
+            reference_estimated=meta["reference_estimated"],
+            reference_rows=meta["reference_rows"],
+            sampling=SamplingErrors(
+                binary=sampling["binary"], accuracy=sampling["accuracy"],
+                **{k: components(sampling[k]) for k in ("f1", "precision", "recall",
+                                                        "roc_auc")}),
+        )
 
     def _calibrated(self, scores: np.ndarray) -> np.ndarray:
         """Rows x classes: the calibrated probabilities of fully scored rows."""

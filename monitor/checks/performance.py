@@ -149,6 +149,12 @@ def performance_metrics(predictions: pd.Series, labels: pd.Series,
     metric is undefined on these rows (no labels; one outcome only for roc_auc).
     """
     pred, label, proba, _ = _labelled(predictions, labels, probabilities)
+    return _metrics(pred, label, proba, schema)
+
+
+def _metrics(pred: pd.Series, label: pd.Series, proba: pd.DataFrame | None,
+             schema: ModelSchema) -> dict[str, float | None]:
+    """``performance_metrics`` on rows ``_labelled`` picked."""
     if schema.task == "regression":
         return _regression(pred, label)
     return _classification(label_text(pred).to_numpy(), label_text(label).to_numpy(), proba,
@@ -194,12 +200,12 @@ def check_performance(
     ``probabilities`` too (one column per class as text). Rows without a
     prediction are not counted.
     """
-    _, label, _, rows = _labelled(predictions, labels, probabilities)
+    pred, label, proba, rows = _labelled(predictions, labels, probabilities)
     labelled = len(label)
     coverage = labelled / rows if rows else 0.0
     age = now - window_end
     mature = coverage >= config.min_label_coverage or age >= config.max_label_delay
-    metrics = performance_metrics(predictions, labels, probabilities, schema)
+    metrics = _metrics(pred, label, proba, schema)
     names = REGRESSION_METRICS if schema.task == "regression" else CLASSIFICATION_METRICS
     reference = {m: reference_metrics.get(m) for m in names}
     drops = {m: _drop(m, metrics[m], reference[m]) for m in names}

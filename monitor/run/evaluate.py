@@ -84,6 +84,16 @@ def _perf_frames(window: LogWindow) -> tuple[pd.DataFrame, pd.DataFrame]:
     return frame[keep].reset_index(drop=True), probs
 
 
+def _joined(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """The parts as one frame; a window read whole is its one part, not a copy of it (a
+    million rows of features are a hundred megabytes)."""
+    import pandas as pd
+
+    if len(parts) == 1:
+        return parts[0]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
 def evaluate_window(
     model: ResolvedModel, *, start: datetime, end: datetime, now: datetime
 ) -> CheckRun:
@@ -135,9 +145,7 @@ def evaluate_window(
             perf_part, prob_part = perf_part[answered], prob_part[answered]
         perf_parts.append(perf_part)
         prob_parts.append(prob_part)
-    drift_frame = pd.concat(drift_parts, ignore_index=True) if drift_parts else pd.DataFrame()
-    perf = pd.concat(perf_parts, ignore_index=True) if perf_parts else pd.DataFrame()
-    prob_frame = pd.concat(prob_parts, ignore_index=True) if prob_parts else pd.DataFrame()
+    drift_frame, perf, prob_frame = _joined(drift_parts), _joined(perf_parts), _joined(prob_parts)
     latency = np.concatenate(latencies) if latencies else np.array([], dtype=float)
     error_flags = np.concatenate(error_parts) if error_parts else np.array([], dtype=bool)
 

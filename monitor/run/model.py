@@ -80,6 +80,8 @@ class ResolvedModel:
     config: ModelConfig
     schema: ModelSchema
     source: LogSource
+    # Where the reference profile is stored once built (None: built in memory only).
+    engine: Engine | None = None
 
     @cached_property
     def config_hash(self) -> str:
@@ -97,7 +99,8 @@ class ResolvedModel:
         if version is None:
             return None, reference_problem(self.config.reference)
         try:
-            return load_reference_data(self.config, self.schema, version), None
+            return load_reference_data(self.config, self.schema, version,
+                                       engine=self.engine), None
         except MonitorError as exc:
             return None, str(exc)
 
@@ -123,4 +126,5 @@ def resolve(engine: Engine, config: Config, model: str) -> ResolvedModel:
     model_cfg = config.model(model)
     schema = load_schema(model_cfg.schema_path)
     return ResolvedModel(name=model, config=model_cfg, schema=schema,
-                         source=make_source(engine, model, model_cfg.source, schema))
+                         source=make_source(engine, model, model_cfg.source, schema),
+                         engine=engine)

@@ -2,15 +2,22 @@
 
 Loading the file, profiling it for drift, its realized metrics and the calibration
 of the accuracy estimator (whether to calibrate each class, decided as NannyML's CBPE,
-then the fit) cost seconds; windows come every few minutes. So the
-result is cached by the file's content hash, the contract and the calibration rule
-(``performance.estimated_calibration``), and rebuilt only when one changes.
+then the fit, which needs scikit-learn) cost seconds; windows come every few minutes. So
+the result is built once per key (the file's content hash, the contract, the calibration
+rule ``performance.estimated_calibration`` and the profile's format), stored in the
+store (``monitor.store.profiles``) and kept in memory: a later check, in this process or
+another, reads the stored profile instead of the file, and fits nothing. A changed file
+has another content hash, so its profile is built anew.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
+import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from monitor.errors import MonitorError
 from monitor.run.reference_file import read_reference
@@ -22,11 +29,18 @@ if TYPE_CHECKING:
     from monitor.checks.drift import ReferenceProfile
     from monitor.checks.estimated import AccuracyEstimator
     from monitor.config import ModelConfig
+    from monitor.store.db import Engine
 
-__all__ = ["ReferenceData", "drift_columns", "load_reference_data"]
+__all__ = ["ReferenceData", "decode_profile", "drift_columns", "encode_profile",
+           "load_reference_data", "profile_key"]
 
-_CACHE: dict[tuple[str, str, str, str], ReferenceData] = {}
+_log = logging.getLogger("mqm.reference")
+
+_CACHE: dict[str, ReferenceData] = {}
 _CACHE_SIZE = 16
+# Part of every profile's key: raise it whenever what a profile holds, or how it is built
+# from the reference, changes, so that profiles stored by an older mqm are built again.
+PROFILE_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -63,19 +77,116 @@ def reference_probabilities(frame: pd.DataFrame, schema: ModelSchema) -> pd.Data
     return pd.DataFrame({cls: frame[col].astype(float) for cls, col in cols.items()})
 
 
+def profile_key(model_cfg: ModelConfig, schema: ModelSchema, version: str) -> str:
+    """What a reference profile depends on, hashed: the file's content hash, the contract,
+    the calibration rule and the profile's format."""
+    payload = json.dumps([PROFILE_FORMAT, version, schema.model_dump_json(),
+                          model_cfg.performance.estimated_calibration])
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def encode_profile(data: ReferenceData) -> bytes:
+    """The profile as bytes: an uncompressed ``.npz`` of its arrays, with its figures as
+    JSON in the array ``meta``; read back without pickle (``decode_profile``)."""
+    import numpy as np
+
+    drift_meta, drift_arrays = data.drift_profile.to_parts()
+    arrays = {f"drift/{k}": v for k, v in drift_arrays.items()}
+    estimator = None
+    if data.estimator is not None:
+        estimator, est_arrays = data.estimator.to_parts()
+        arrays |= {f"estimator/{k}": v for k, v in est_arrays.items()}
+    meta = {"version": data.version, "rows": data.rows, "drift": drift_meta,
+            "metrics": data.metrics, "estimator": estimator,
+            "estimator_error": data.estimator_error}
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    out = io.BytesIO()
+    np.savez(out, allow_pickle=False, **arrays)
+    return out.getvalue()
+
+
+def decode_profile(blob: bytes) -> ReferenceData:
+    """``encode_profile`` backwards; ``ValueError`` on bytes it did not write."""
+    try:
+        return _decode(blob)
+    except Exception as exc:  # torn or foreign bytes: whatever numpy, zip or json raise
+        raise ValueError(f"not a reference profile: {type(exc).__name__}: {exc}") from None
+
+
+def _decode(blob: bytes) -> ReferenceData:
+    import numpy as np
+
+    from monitor.checks.drift import ReferenceProfile
+    from monitor.checks.estimated import AccuracyEstimator
+
+    with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    meta: dict[str, Any] = json.loads(arrays.pop("meta").tobytes())
+
+    def part(prefix: str) -> dict[str, Any]:
+        return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+    estimator = (None if meta["estimator"] is None else
+                 AccuracyEstimator.from_parts(meta["estimator"], part("estimator/")))
+    return ReferenceData(
+        version=meta["version"], rows=meta["rows"],
+        drift_profile=ReferenceProfile.from_parts(meta["drift"], part("drift/")),
+        metrics=meta["metrics"], estimator=estimator,
+        estimator_error=meta["estimator_error"])
+
+
+def _stored(engine: Engine, key: str) -> tuple[ReferenceData | None, bool]:
+    """The stored profile, and whether a row is there (one that cannot be read is
+    replaced once built again)."""
+    from monitor.store.profiles import load_profile
+
+    blob = load_profile(engine, key)
+    if blob is None:
+        return None, False
+    try:
+        return decode_profile(blob), True
+    except ValueError as exc:
+        _log.warning("mqm: the stored reference profile %s cannot be read (%s); building "
+                     "it again from the reference set", key[:12], exc)
+        return None, True
+
+
 def load_reference_data(
-    model_cfg: ModelConfig, schema: ModelSchema, version: str
+    model_cfg: ModelConfig, schema: ModelSchema, version: str, *,
+    engine: Engine | None = None,
 ) -> ReferenceData:
-    """Reference figures for the checks, cached by file hash, contract and calibration rule."""
-    calibration = model_cfg.performance.estimated_calibration
-    key = (str(model_cfg.reference), version, schema.model_dump_json(), calibration)
-    cached = _CACHE.get(key)
-    if cached is not None:
-        return cached
+    """Reference figures for the checks, by ``profile_key``: from this process's memory,
+    else from the store (with ``engine``), else built from the file and stored."""
+    key = profile_key(model_cfg, schema, version)
+    data = _CACHE.get(key)
+    unreadable = False
+    if data is None and engine is not None:
+        data, unreadable = _stored(engine, key)
+    if data is None:
+        data = _build(model_cfg, schema, version)
+        if engine is not None:
+            from monitor.store.profiles import save_profile
+
+            try:
+                save_profile(engine, key, reference_version=version,
+                             data=encode_profile(data), replace=unreadable)
+            except Exception as exc:  # only a cache: the check goes on with what it built
+                _log.warning("mqm: storing the reference profile of %s failed: %s: %s",
+                             model_cfg.reference, type(exc).__name__, exc)
+    if key not in _CACHE:
+        if len(_CACHE) >= _CACHE_SIZE:  # bounded: the oldest entry goes first
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = data
+    return data
+
+
+def _build(model_cfg: ModelConfig, schema: ModelSchema, version: str) -> ReferenceData:
+    """Read the reference file, profile it and fit the estimator."""
     from monitor.checks.drift import ReferenceProfile
     from monitor.checks.estimated import AccuracyEstimator
     from monitor.checks.performance import performance_metrics
 
+    calibration = model_cfg.performance.estimated_calibration
     frame = read_reference(model_cfg.reference)
     path = model_cfg.reference
     kinds = drift_columns(schema)
@@ -106,11 +217,7 @@ def load_reference_data(
                 estimator_error = f"{path}: {exc}"
         else:
             estimator_error = "the model logs no class probabilities"
-    data = ReferenceData(
+    return ReferenceData(
         version=version, rows=len(frame), drift_profile=profile, metrics=metrics,
         estimator=estimator, estimator_error=estimator_error,
     )
-    if len(_CACHE) >= _CACHE_SIZE:  # bounded: the oldest entry goes first
-        _CACHE.pop(next(iter(_CACHE)))
-    _CACHE[key] = data
-    return data

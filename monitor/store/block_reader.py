@@ -114,15 +114,15 @@ def read_window(engine: Engine, model: str, start: datetime, end: datetime
         blocks = _blocks(raw, mark, model)
         if not blocks:
             return None
-        found = _meeting(raw, mark, model, low, high, "id, data, labels")
+        found = _meeting(raw, mark, model, low, high, "id")
         if not found:
             return None
         total = _count(raw, mark, model, low, high)
         low_us, high_us = _us(start), _us(end)
         parts = []
-        for _, data, labels in found:
-            part = decode_part(data, labels)
-            parts.append(_cut(part, low_us, high_us))
+        # One block's blobs in memory at a time (a block is about 16 MB compressed).
+        for (block_id,) in found:
+            parts.append(_cut(_fetch(raw, mark, block_id), low_us, high_us))
         gaps = _uncovered(blocks)
         builder = WindowBuilder(key_orders=True)
         fetch_into(raw, sqlite, _window_sql(dialect, False, False, id_ranges=len(gaps)),
@@ -130,14 +130,15 @@ def read_window(engine: Engine, model: str, start: datetime, end: datetime
         if builder.rows:
             parts.append(part_of(builder))
         part = concat_parts(parts)
+        parts.clear()  # the blocks' own columns go as soon as they are joined
         if len(part) != total:
             # Blocks that disagree with the rows; all of the window's if none can be
             # named (a block read twice leaves no odd id).
             stale = _disagreeing(raw, mark, model, low, high, part.ids, blocks) or \
-                [block_id for block_id, _, _ in found]
+                [block_id for (block_id,) in found]
         else:
             by_id = {b.id: b for b in blocks}
-            after = min(by_id[block_id].labels_hw for block_id, _, _ in found)
+            after = min(by_id[block_id].labels_hw for (block_id,) in found)
             late = _late_labels(raw, dialect, model, after, low, high)
     if stale:
         _log.warning("mqm: %d log block(s) of %s disagree with inference_logs (rows deleted "

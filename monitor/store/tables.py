@@ -18,6 +18,7 @@ __all__ = [
     "log_blocks",
     "metadata",
     "model_leases",
+    "reference_profiles",
     "retention_state",
     "run_metrics",
     "run_rechecks",
@@ -291,4 +292,18 @@ retention_state = sa.Table(
     sa.Column("labels_deleted", sa.BigInteger(), nullable=False, server_default="0"),
     sa.Column("blocks_deleted", sa.BigInteger(), nullable=False, server_default="0"),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+# What the checks need from a reference set (drift profile, realized metrics, fitted
+# calibration), built once per key and read by every later check instead of the file.
+# ``key`` hashes the reference file's content, the contract, the calibration rule and the
+# profile's format (monitor/run/reference.py), so a changed file is a new key. Derived
+# data: deleting rows loses nothing, the next check builds them again.
+reference_profiles = sa.Table(
+    "reference_profiles",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("reference_version", sa.String(64), nullable=False),
+    sa.Column("data", sa.LargeBinary(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
 )

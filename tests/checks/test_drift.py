@@ -464,3 +464,27 @@ def test_the_prediction_can_be_left_out_of_the_share() -> None:
                         prediction="pred")
     assert apart.share_drifted == 0.5 and apart.dataset_drift
     assert apart.feature("pred").method is not None  # still tested and reported
+
+
+def test_the_chance_tail_is_scipys_binomial_survival() -> None:
+    from monitor.checks.drift import binomial_tail
+
+    for n in (1, 2, 7, 31, 120, 400):
+        for p in (0.0, 0.001, 0.05, 0.3, 0.97):
+            for k in range(0, n + 2):
+                want = float(stats.binom.sf(k - 1, n, p))
+                assert binomial_tail(k, n, p) == pytest.approx(want, rel=1e-9, abs=1e-300), (
+                    k, n, p)
+
+
+def test_relative_entropy_is_scipys_bit_for_bit() -> None:
+    from scipy import special
+
+    rng = np.random.default_rng(5)
+    # Shares far apart and close together (where scipy switches to log1p), and the edges.
+    y = rng.random(3000) + 1e-3
+    near = y[:1000] * rng.uniform(0.4, 2.2, 1000)
+    x = np.r_[rng.random(2000), near, 0.0, 0.0, 0.3, 0.0, -0.1, 0.2, np.nan, 0.1, 1e-300,
+              1.0, 2.0]
+    y = np.r_[y, 0.4, 0.0, 0.0, -0.2, 0.5, -0.3, 0.1, np.nan, 1.0, 2.0, 1.0]
+    np.testing.assert_array_equal(st.rel_entr(x, y), special.rel_entr(x, y))

@@ -245,3 +245,26 @@ def test_reference_profile_records_the_calibration_and_survives_a_failed_fit(
                           realized_accuracy=None, config=CONFIG,
                           unavailable=data.estimator_error)
     assert res.status == "skipped" and res.reasons == (data.estimator_error,)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_isotonic_curve_predicts_as_scikit_learn(seed: int) -> None:
+    from sklearn.isotonic import IsotonicRegression
+
+    from monitor.checks.calibration import IsotonicCurve
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 3000))
+    # Scores with many ties (rounded), outcomes 0/1; new scores inside, on and outside the
+    # fitted range, and on the fitted points themselves.
+    scores = np.round(rng.beta(2, 3, n), int(rng.integers(1, 4)))
+    outcome = (rng.random(n) < scores).astype(int)
+    fresh = np.r_[rng.uniform(-0.2, 1.2, 5000), scores, scores.min(), scores.max(), 0.0, 1.0]
+    iso = IsotonicRegression(out_of_bounds="clip", increasing=True).fit(scores, outcome)
+    curve = IsotonicCurve.fit(scores, outcome)
+    assert np.array_equal(curve.predict(fresh), iso.predict(fresh))
+    # One distinct score fitted: a constant, as scikit-learn predicts it.
+    same = np.full(20, 0.3)
+    iso = IsotonicRegression(out_of_bounds="clip", increasing=True).fit(same, outcome[:20])
+    assert np.array_equal(IsotonicCurve.fit(same, outcome[:20]).predict(fresh),
+                          iso.predict(fresh))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -169,4 +171,41 @@ def test_upgrade_from_0001_keeps_the_data(db_url: str) -> None:
     assert [r.status for r in latest_runs(eng, "m")] == ["ok"]
     assert BuiltinSource(eng, "m").time_range() == (T0, T0)
     assert diff == []
+    eng.dispose()
+
+
+def test_the_head_read_from_the_migration_files_is_alembics(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    from monitor.store import db
+
+    assert db._head_from_files() == head_revision()
+    # A new revision in the template's form (single quotes) becomes the head; two heads,
+    # or a file it cannot read, give None, and ensure_schema asks alembic instead.
+    versions = tmp_path / "versions"
+    shutil.copytree(db._MIGRATIONS / "versions", versions)
+    head = head_revision()
+    (versions / "0099_next.py").write_text(f"revision = '0099'\ndown_revision = '{head}'\n")
+    monkeypatch.setattr(db, "_MIGRATIONS", tmp_path)
+    db._head_from_files.cache_clear()
+    try:
+        assert db._head_from_files() == "0099"
+        (versions / "0098_other.py").write_text(f'revision = "0098"\ndown_revision = "{head}"\n')
+        db._head_from_files.cache_clear()
+        assert db._head_from_files() is None
+    finally:
+        db._head_from_files.cache_clear()
+
+
+def test_an_outdated_database_is_still_refused_after_the_quick_look(db_url: str) -> None:
+    eng = create_engine(db_url)
+    upgrade(eng, "0001")
+    from monitor.store.db import _revision_by_sql
+
+    assert _revision_by_sql(eng) == "0001"
+    with pytest.raises(DatabaseError, match="run `mqm db upgrade`"):
+        ensure_schema(eng)
+    upgrade(eng)
+    assert _revision_by_sql(eng) == head_revision()
+    ensure_schema(eng)
     eng.dispose()
