@@ -1,7 +1,7 @@
 """Reference profiles: what the checks need from a reference set, built once per content.
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 Create Date: 2026-12-05
 """
 
