@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import logging
 import re
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -28,6 +29,7 @@ from typing import IO, Any, Literal, TypeVar
 
 from monitor.errors import DatabaseError, IngestError, shown
 from monitor.schema import ModelSchema, parse_text
+from monitor.store.arrow_logs import ArrowLogs, LogLayout, NotFast
 from monitor.store.db import Engine
 from monitor.store.logs import (
     MAX_DEPTH,
@@ -48,6 +50,7 @@ RESERVED = ("request_id", "timestamp", "model_version", "latency_ms", "error", "
             "fallback_reason")
 _CSV_NULLS = {"", "null", "NULL", "None", "NaN", "nan"}
 _MAX_LISTED = 20
+_log = logging.getLogger("mqm.ingest")
 
 
 @dataclass
@@ -507,6 +510,56 @@ def _database_problem(path: Path, exc: DatabaseError) -> IngestError:
     return IngestError(f"{path}: {exc}; nothing was written, load the file again")
 
 
+FAST_BATCH = 100_000  # rows per Arrow batch on the fast path: one staging transaction each
+
+
+def _layout(schema: ModelSchema, default_version: str | None) -> LogLayout:
+    pred = schema.prediction
+    skip = {*RESERVED, pred.column, *pred.probability_columns.values(), "probabilities",
+            "features"}
+    if schema.target is not None:
+        skip.add(schema.target.column)
+    return LogLayout(pred.column, dict(pred.probability_columns), frozenset(skip),
+                     default_version)
+
+
+def _fast_logs(engine: Engine, model: str, schema: ModelSchema, path: Path,
+               default_version: str | None) -> IngestReport:
+    """A Parquet file loaded a batch at a time, checked and encoded column by column
+    (``monitor.store.arrow_logs``); rows already stored are found by their ids first and
+    neither encoded nor staged. Raises ``NotFast`` for a file the row path must read: any
+    row that may be bad, types it does not handle, an empty file, repeated ids."""
+    if _kind(path) != "parquet":
+        raise NotFast("not Parquet")
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    layout = _layout(schema, default_version)
+    report = IngestReport(file=str(path))
+    ids: list[Any] = []
+    with log_load(engine, model) as load:
+        try:
+            batches = pq.ParquetFile(path).iter_batches(batch_size=FAST_BATCH)
+            for batch in batches:
+                logs = ArrowLogs(batch, layout)
+                report.rows += logs.n
+                ids.append(logs.ids)
+                stored = load.stored_ids(logs.ids.to_pylist())
+                keep = None if not stored else pc.invert(
+                    pc.is_in(logs.ids, value_set=pa.array(stored, type=pa.string())))
+                load.add_arrow(logs.encode(keep))
+        except (*_READ_ERRORS, pa.ArrowException) as exc:
+            raise NotFast(f"read: {exc}") from None
+        if not report.rows:
+            raise NotFast("no rows")
+        if pc.count_distinct(pa.chunked_array(ids)).as_py() != report.rows:
+            raise NotFast("repeated request ids")
+        report.added = load.publish()
+    report.already_stored = report.rows - report.added
+    return report
+
+
 def ingest_logs(
     engine: Engine,
     model: str,
@@ -515,13 +568,27 @@ def ingest_logs(
     *,
     on_error: OnError = "fail",
     default_version: str | None = None,
+    fast: bool = True,
 ) -> IngestReport:
     """Load an inference-log file for ``model``: all of it (or its good rows under
-    ``skip``), published at once, or nothing."""
+    ``skip``), published at once, or nothing.
+
+    A Parquet file of plain columns takes a fast path (whole columns checked at once);
+    any file it cannot vouch for is read row by row, which reports each bad row, with
+    the same result. ``fast=False`` reads row by row always (tests compare the two).
+    """
     path = Path(path)
     columns, rows, as_text = read_rows(path)
     if columns:
         _check_columns(path, columns, ["request_id", "timestamp", schema.prediction.column])
+    if fast:
+        try:
+            return _fast_logs(engine, model, schema, path, default_version)
+        except NotFast as exc:
+            _log.debug("%s: read row by row (%s)", path, exc)
+        except DatabaseError as exc:
+            raise _database_problem(path, exc) from None
+        columns, rows, as_text = read_rows(path)
     report = IngestReport(file=str(path))
     records = _valid_rows(
         rows, report, lambda row: _log_record(row, schema, as_text, default_version),

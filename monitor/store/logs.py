@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
@@ -23,6 +23,9 @@ from monitor.store.db import driver_connection
 from monitor.store.staging import StagedLoad, staged_load
 from monitor.store.tables import ground_truth, inference_logs
 from monitor.times import parse_time
+
+if TYPE_CHECKING:
+    from monitor.store.arrow_logs import Encoded
 
 __all__ = [
     "LabelLoad",
@@ -517,6 +520,34 @@ class LogLoad:
     def add(self, records: Iterable[LogRecord]) -> int:
         """Stage records, a bounded batch per transaction; return how many."""
         return self._stage.add(_log_rows(self.model, records, self._stage.sqlite))
+
+    def add_arrow(self, rows: Encoded) -> int:
+        """Stage rows checked and encoded by ``monitor.store.arrow_logs``, in one
+        transaction; return how many."""
+        from monitor.store.arrow_logs import copy_text, sqlite_rows
+
+        if not len(rows):
+            return 0
+        if self._stage.sqlite:
+            return self._stage.add_many(sqlite_rows(rows, self.model), len(rows))
+        return self._stage.add_copy(copy_text(rows, self.model), len(rows))
+
+    def stored_ids(self, request_ids: list[str]) -> list[str]:
+        """Which of ``request_ids`` the model has stored already: a reload skips them
+        before it encodes or stages anything."""
+        if not request_ids:
+            return []
+        import orjson  # the ids travel as one JSON array, parsed by the database
+
+        ids = orjson.dumps(request_ids).decode()
+        if self._stage.sqlite:
+            return self._stage.column(
+                "SELECT request_id FROM main.inference_logs WHERE model = ? AND request_id "
+                "IN (SELECT value FROM json_each(?))", (self.model, ids))
+        return self._stage.column(
+            "SELECT l.request_id FROM json_array_elements_text(?::json) AS i (id) "
+            "JOIN inference_logs AS l ON l.request_id = i.id WHERE l.model = ?",
+            (ids, self.model))
 
     def publish(self) -> int:
         """Store the staged records, skipping request ids already stored; return rows added."""

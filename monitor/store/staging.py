@@ -107,6 +107,36 @@ class StagedLoad:
         self.staged += len(chunk)
         return len(chunk)
 
+    def add_many(self, rows: Iterable[tuple[Any, ...]], n: int) -> int:
+        """Stage ``n`` rows (SQLite) in one transaction and one ``executemany``, read as
+        they are inserted: the rows of a batch already checked and encoded."""
+        with self._transaction() as raw:
+            marks = ", ".join("?" * len(self.columns))
+            raw.executemany(f"INSERT INTO {self._staging} ({self._names}) VALUES ({marks})",
+                            rows)
+        self.staged += n
+        return n
+
+    def add_copy(self, data: Any, n: int) -> int:
+        """Stage ``n`` rows (PostgreSQL) given as COPY text, ``columns`` in order, in one
+        transaction."""
+        with self._transaction() as raw, raw.cursor() as cur, cur.copy(
+                f"COPY {self._staging} ({self._names}) FROM STDIN") as copy:
+            copy.write(data)
+        self.staged += n
+        return n
+
+    def column(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        """The first column of ``sql``'s rows, in a short read transaction (``?`` marks
+        parameters on both backends)."""
+        with self._transaction() as raw:
+            cur = raw.cursor()
+            try:
+                cur.execute(sql if self.sqlite else sql.replace("?", "%s"), params)
+                return [row[0] for row in cur.fetchall()]
+            finally:
+                cur.close()
+
     def publish(self, key: tuple[str, ...] = ("model", "request_id")) -> int:
         """Copy the staged rows into the table in one transaction, in the order staged,
         skipping rows whose ``key`` is stored already; return how many were added."""
