@@ -19,7 +19,9 @@ import csv
 import gzip
 import json
 import logging
+import queue
 import re
+import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -29,7 +31,7 @@ from typing import IO, Any, Literal, TypeVar
 
 from monitor.errors import DatabaseError, IngestError, shown
 from monitor.schema import ModelSchema, parse_text
-from monitor.store.arrow_logs import ArrowLogs, LogLayout, NotFast
+from monitor.store.arrow_logs import ArrowLogs, Encoded, LogLayout, NotFast
 from monitor.store.db import Engine
 from monitor.store.logs import (
     MAX_DEPTH,
@@ -41,6 +43,7 @@ from monitor.store.logs import (
     make_record,
     record_time,
     request_id_of,
+    stored_request_ids,
 )
 
 __all__ = ["BadRow", "IngestReport", "ingest_labels", "ingest_logs", "read_rows"]
@@ -523,6 +526,70 @@ def _layout(schema: ModelSchema, default_version: str | None) -> LogLayout:
                      default_version)
 
 
+def _checked_batches(engine: Engine, model: str, path: Path, layout: LogLayout
+                     ) -> Iterator[tuple[ArrowLogs, Encoded]]:
+    """Each batch of the file checked, and its rows not stored yet encoded."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    try:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=FAST_BATCH):
+            logs = ArrowLogs(batch, layout)
+            stored = stored_request_ids(engine, model, logs.ids.to_pylist())
+            keep = None if not stored else pc.invert(
+                pc.is_in(logs.ids, value_set=pa.array(stored, type=pa.string())))
+            yield logs, logs.encode(keep)
+    except (*_READ_ERRORS, pa.ArrowException) as exc:
+        raise NotFast(f"read: {exc}") from None
+
+
+_DONE = object()
+
+
+def _ahead(items: Iterator[T]) -> Iterator[T]:
+    """``items``, the next one made in a thread while the caller uses this one: the file
+    is read, checked and encoded (Arrow lets go of the GIL) while the database writes."""
+    ready: queue.Queue[Any] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def offer(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not offer((item, None)):
+                    return
+            offer((_DONE, None))
+        except BaseException as exc:  # handed to the caller's thread
+            offer((None, exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    worker = threading.Thread(target=produce, name="mqm-ingest-read", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, exc = ready.get()
+            if exc is not None:
+                raise exc
+            if item is _DONE:
+                return
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+
+
 def _fast_logs(engine: Engine, model: str, schema: ModelSchema, path: Path,
                default_version: str | None) -> IngestReport:
     """A Parquet file loaded a batch at a time, checked and encoded column by column
@@ -533,24 +600,15 @@ def _fast_logs(engine: Engine, model: str, schema: ModelSchema, path: Path,
         raise NotFast("not Parquet")
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
     layout = _layout(schema, default_version)
     report = IngestReport(file=str(path))
     ids: list[Any] = []
     with log_load(engine, model) as load:
-        try:
-            batches = pq.ParquetFile(path).iter_batches(batch_size=FAST_BATCH)
-            for batch in batches:
-                logs = ArrowLogs(batch, layout)
-                report.rows += logs.n
-                ids.append(logs.ids)
-                stored = load.stored_ids(logs.ids.to_pylist())
-                keep = None if not stored else pc.invert(
-                    pc.is_in(logs.ids, value_set=pa.array(stored, type=pa.string())))
-                load.add_arrow(logs.encode(keep))
-        except (*_READ_ERRORS, pa.ArrowException) as exc:
-            raise NotFast(f"read: {exc}") from None
+        for logs, rows in _ahead(_checked_batches(engine, model, path, layout)):
+            report.rows += logs.n
+            ids.append(logs.ids)
+            load.add_arrow(rows)
         if not report.rows:
             raise NotFast("no rows")
         if pc.count_distinct(pa.chunked_array(ids)).as_py() != report.rows:

@@ -353,7 +353,8 @@ class ArrowLogs:
             probabilities = pc.if_else(none, pa.scalar(None, pa.string()), joined)
         return Encoded(
             request_id=pick(self.ids),
-            ts=pc.strftime(pick(self.ts), format="%Y-%m-%d %H:%M:%S"),
+            # Arrow's text of a timestamp[us] is SQLite's form (strftime: 30x slower).
+            ts=pick(self.ts).cast(pa.string()),
             features=features,
             prediction=_json(pick(self._cols[self.layout.prediction])),
             probabilities=probabilities,

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from monitor.errors import RowProblem, shown
+from monitor.errors import DatabaseError, RowProblem, first_line, shown
 from monitor.store.db import driver_connection
 from monitor.store.staging import StagedLoad, staged_load
 from monitor.store.tables import ground_truth, inference_logs
@@ -41,6 +41,7 @@ __all__ = [
     "parse_time",
     "record_time",
     "request_id_of",
+    "stored_request_ids",
 ]
 
 
@@ -532,23 +533,6 @@ class LogLoad:
             return self._stage.add_many(sqlite_rows(rows, self.model), len(rows))
         return self._stage.add_copy(copy_text(rows, self.model), len(rows))
 
-    def stored_ids(self, request_ids: list[str]) -> list[str]:
-        """Which of ``request_ids`` the model has stored already: a reload skips them
-        before it encodes or stages anything."""
-        if not request_ids:
-            return []
-        import orjson  # the ids travel as one JSON array, parsed by the database
-
-        ids = orjson.dumps(request_ids).decode()
-        if self._stage.sqlite:
-            return self._stage.column(
-                "SELECT request_id FROM main.inference_logs WHERE model = ? AND request_id "
-                "IN (SELECT value FROM json_each(?))", (self.model, ids))
-        return self._stage.column(
-            "SELECT l.request_id FROM json_array_elements_text(?::json) AS i (id) "
-            "JOIN inference_logs AS l ON l.request_id = i.id WHERE l.model = ?",
-            (ids, self.model))
-
     def publish(self) -> int:
         """Store the staged records, skipping request ids already stored; return rows added."""
         return self._stage.publish()
@@ -576,6 +560,41 @@ class LabelLoad:
     def publish(self) -> int:
         """Store the staged labels; a label already stored is kept, not replaced."""
         return self._stage.publish()
+
+
+def stored_request_ids(engine: sa.Engine, model: str, request_ids: list[str]) -> list[str]:
+    """Which of ``request_ids`` the model has stored already: a reload skips them before
+    it encodes or stages anything."""
+    if not request_ids:
+        return []
+    import orjson  # the ids travel as one JSON array, parsed by the database
+
+    ids = orjson.dumps(request_ids).decode()
+    try:
+        return _stored(engine, model, ids)
+    except sa.exc.DBAPIError as exc:
+        raise DatabaseError(f"cannot read the stored request ids: {first_line(exc)}") from None
+
+
+def _stored(engine: sa.Engine, model: str, ids: str) -> list[str]:
+    with engine.connect() as conn:
+        raw = driver_connection(conn)
+        cur = raw.cursor()
+        try:
+            if conn.dialect.name == "sqlite":
+                cur.execute("SELECT request_id FROM inference_logs WHERE model = ? AND "
+                            "request_id IN (SELECT value FROM json_each(?))", (model, ids))
+            else:
+                # An array, not a join: the planner then probes the (model, request_id)
+                # index instead of scanning every row of the model.
+                cur.execute("SELECT request_id FROM inference_logs WHERE model = %s AND "
+                            "request_id = ANY(ARRAY(SELECT json_array_elements_text(%s::json)))",
+                            (model, ids))
+            found = [row[0] for row in cur.fetchall()]
+        finally:
+            cur.close()
+        conn.rollback()
+    return found
 
 
 @contextmanager

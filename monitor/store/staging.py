@@ -126,17 +126,6 @@ class StagedLoad:
         self.staged += n
         return n
 
-    def column(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
-        """The first column of ``sql``'s rows, in a short read transaction (``?`` marks
-        parameters on both backends)."""
-        with self._transaction() as raw:
-            cur = raw.cursor()
-            try:
-                cur.execute(sql if self.sqlite else sql.replace("?", "%s"), params)
-                return [row[0] for row in cur.fetchall()]
-            finally:
-                cur.close()
-
     def publish(self, key: tuple[str, ...] = ("model", "request_id")) -> int:
         """Copy the staged rows into the table in one transaction, in the order staged,
         skipping rows whose ``key`` is stored already; return how many were added."""
