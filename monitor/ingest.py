@@ -613,7 +613,7 @@ def _fast_logs(engine: Engine, model: str, schema: ModelSchema, path: Path,
             raise NotFast("no rows")
         if pc.count_distinct(pa.chunked_array(ids)).as_py() != report.rows:
             raise NotFast("repeated request ids")
-        report.added = load.publish()
+        report.added = load.publish(checked=True)
     report.already_stored = report.rows - report.added
     return report
 

@@ -271,3 +271,19 @@ def test_nothing_is_visible_nor_locked_until_the_fast_load_publishes(engine, sch
     assert ingest_logs(engine, "m", schema, path).added == 20
     assert seen == [0, 0, 0, 0]
     assert len(stored(engine, "other")) == 4
+
+
+def test_rows_another_writer_stored_after_the_check_are_still_skipped(
+        engine, schema, tmp_path, monkeypatch) -> None:
+    """The check for stored ids runs before staging; a writer may store some of them
+    before the load publishes. The publish skips them all the same (on PostgreSQL its
+    plain INSERT fails on the key and it inserts again skipping them)."""
+    path = write(tmp_path / "logs.parquet", base(12))
+    first = ingest_logs(engine, "m", schema, write(tmp_path / "half.parquet", base(5)))
+    assert first.added == 5
+    before = stored(engine, "m")
+    monkeypatch.setattr(monitor.ingest, "stored_request_ids", lambda *args: [])
+    report = ingest_logs(engine, "m", schema, path)
+    assert (report.rows, report.added, report.already_stored) == (12, 7, 5)
+    rows = stored(engine, "m")
+    assert rows[:5] == before and len(rows) == 12

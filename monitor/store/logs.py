@@ -533,9 +533,10 @@ class LogLoad:
             return self._stage.add_many(sqlite_rows(rows, self.model), len(rows))
         return self._stage.add_copy(copy_text(rows, self.model), len(rows))
 
-    def publish(self) -> int:
-        """Store the staged records, skipping request ids already stored; return rows added."""
-        return self._stage.publish()
+    def publish(self, *, checked: bool = False) -> int:
+        """Store the staged records, skipping request ids already stored; return rows added.
+        ``checked``: the rows staged are those ``stored_request_ids`` did not find."""
+        return self._stage.publish(checked=checked)
 
 
 class LabelLoad:

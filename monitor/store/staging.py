@@ -126,9 +126,14 @@ class StagedLoad:
         self.staged += n
         return n
 
-    def publish(self, key: tuple[str, ...] = ("model", "request_id")) -> int:
+    def publish(self, key: tuple[str, ...] = ("model", "request_id"), *,
+                checked: bool = False) -> int:
         """Copy the staged rows into the table in one transaction, in the order staged,
-        skipping rows whose ``key`` is stored already; return how many were added."""
+        skipping rows whose ``key`` is stored already; return how many were added.
+
+        ``checked``: the loader left out the keys stored when it looked, so on
+        PostgreSQL a plain INSERT is tried first (ON CONFLICT costs 40% more per row);
+        a key another writer stored since makes it roll back to ON CONFLICT."""
         if not self.staged:
             return 0
         with self._transaction() as raw:
@@ -141,9 +146,21 @@ class StagedLoad:
                     return int(raw.total_changes - before)
                 # A temporary table is never scanned in parallel nor reordered: rows come
                 # back in the order they were copied in.
-                cur.execute(f"INSERT INTO {self.table.name} ({self._names}) "
-                            f"SELECT {self._names} FROM {self._staging} "
-                            f"ON CONFLICT ({', '.join(key)}) DO NOTHING")
+                insert = (f"INSERT INTO {self.table.name} ({self._names}) "
+                          f"SELECT {self._names} FROM {self._staging}")
+                if checked:
+                    from psycopg.errors import UniqueViolation
+
+                    cur.execute("SAVEPOINT mqm_publish")
+                    try:
+                        cur.execute(insert)
+                    except UniqueViolation:
+                        cur.execute("ROLLBACK TO SAVEPOINT mqm_publish")
+                    else:
+                        added = max(int(cur.rowcount), 0)
+                        cur.execute("RELEASE SAVEPOINT mqm_publish")
+                        return added
+                cur.execute(f"{insert} ON CONFLICT ({', '.join(key)}) DO NOTHING")
                 return max(int(cur.rowcount), 0)
             finally:
                 cur.close()
