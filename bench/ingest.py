@@ -16,6 +16,12 @@ writes one row to a table of its own every 20 ms, on its own connection, while t
 first load runs, and the longest of those writes is reported. A load that holds the
 write lock for its whole length shows here as a wait as long as the load (or the
 30 s busy timeout, then a failed write).
+Beside each load, in the same run, a plain bulk load of the same rows goes into another
+fresh database: PostgreSQL's own ``COPY`` of the rows as ready text, or one SQLite
+``executemany`` of ready tuples in one transaction (the rows are built untimed with the
+standard library). That is the database's speed, the floor a load is measured against.
+``--row-path`` also times the row-by-row path (``ingest_logs(fast=False)``), the path
+every file took before the Parquet fast path.
 Every measurement runs in a fresh child process so that its peak RSS (``ru_maxrss``)
 is its own: the mark never goes down within a process, and Linux carries it over
 fork and exec, so this parent stays small (no pandas, no data) and the data is

@@ -11,6 +11,11 @@ Rows are staged apart and published at the end in one short transaction
 (``monitor.store.staging``): a load is all or nothing, and the store stays writable
 while a long file is read. Request ids already stored are skipped, so loading the
 same file twice adds nothing.
+
+A Parquet file of plain columns takes a fast path first (``_fast_logs``,
+``monitor.store.arrow_logs``): whole columns checked and encoded in Arrow, stored ids
+looked up a batch at a time before anything is encoded. Any file it cannot vouch for is
+read row by row from the start, so the report of a bad file is the row path's.
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ the load's own connection, in transactions of at most ``batch`` rows:
 load becomes visible at once, or (if anything fails before) not at all, and the one
 lock other writers wait for is held for that statement only (SQL speed, no Python per
 row). A crash before the end leaves nothing behind: the temporary table goes with its
-connection. A faster loader (Arrow batches, ``COPY`` of pre-encoded text, log blocks
-written as data loads) fills the same table and reuses ``publish()``.
+connection. The Parquet fast path (``monitor.store.arrow_logs``) fills the same table
+with whole batches (``add_many``, ``add_copy``) and reuses ``publish()``.
 """
 
 from __future__ import annotations
