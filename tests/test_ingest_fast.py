@@ -210,6 +210,13 @@ def test_a_reload_stages_nothing_and_a_partial_overlap_adds_only_new_rows(
     assert rows[:30] == before
     assert [r[1] for r in rows[30:]] == [f"r-{i}" for i in range(30, 50)]
     assert {r[6] for r in rows[30:]} == {99.0}
+    # Ids far apart among many stored (the range scan gives up): probed one by one.
+    sparse = base(3)
+    sparse["request_id"] = ["r-0", "new-1", "r-9"]
+    staged.clear()
+    report = ingest_logs(engine, "m", schema, write(tmp_path / "sparse.parquet", sparse))
+    assert (report.added, report.already_stored, sum(staged)) == (1, 2, 1)
+    assert [r[1] for r in stored(engine, "m")[50:]] == ["new-1"]
 
 
 def test_an_id_repeated_across_batches_is_reported_by_the_row_path(engine, schema, tmp_path,
