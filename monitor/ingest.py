@@ -523,6 +523,8 @@ FAST_BATCH = 100_000  # rows per Arrow batch on the fast path: one staging trans
 
 def _layout(schema: ModelSchema, default_version: str | None) -> LogLayout:
     pred = schema.prediction
+    if pred is None:  # a contract without a prediction: the row path knows its rules
+        raise NotFast("no prediction column")
     skip = {*RESERVED, pred.column, *pred.probability_columns.values(), "probabilities",
             "features"}
     if schema.target is not None:
