@@ -16,6 +16,12 @@ writes one row to a table of its own every 20 ms, on its own connection, while t
 first load runs, and the longest of those writes is reported. A load that holds the
 write lock for its whole length shows here as a wait as long as the load (or the
 30 s busy timeout, then a failed write).
+Beside each load, in the same run, a plain bulk load of the same rows goes into another
+fresh database: PostgreSQL's own ``COPY`` of the rows as ready text, or one SQLite
+``executemany`` of ready tuples in one transaction (the rows are built untimed with the
+standard library). That is the database's speed, the floor a load is measured against.
+``--row-path`` also times the row-by-row path (``ingest_logs(fast=False)``), the path
+every file took before the Parquet fast path.
 Every measurement runs in a fresh child process so that its peak RSS (``ru_maxrss``)
 is its own: the mark never goes down within a process, and Linux carries it over
 fork and exec, so this parent stays small (no pandas, no data) and the data is
@@ -126,6 +132,78 @@ def write_files(schema_path: str, rows: int, seed: int, folder: str) -> dict[str
     return {kind: str(path) for kind, path in files.items()}
 
 
+def write_baseline(parquet: str, folder: str) -> str:
+    """The same rows as the database stores them, one tab-separated line each (PostgreSQL's
+    COPY text format, which SQLite's baseline reads back as tuples): what a plain COPY or
+    executemany gets, built untimed with the standard library so that the baseline is
+    the database's own speed."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    schema = load_schema(SCHEMA_PATH)
+    pred = schema.prediction
+    probas = pred.probability_columns
+    reserved = {"request_id", "timestamp", "model_version", "latency_ms", "error",
+                "error_message", "fallback_reason", pred.column, *probas.values()}
+    received = datetime.now(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+    out = Path(folder) / "baseline.tsv"
+
+    def text(value: Any) -> str:
+        return "\\N" if value is None else str(value)
+
+    with out.open("w", encoding="utf-8") as sink:
+        for batch in pq.ParquetFile(parquet).iter_batches(batch_size=50_000):
+            for row in batch.to_pylist():
+                feats = {k: (None if isinstance(v, float) and v != v else v)
+                         for k, v in row.items() if k not in reserved}
+                ts = row["timestamp"].astimezone(UTC).replace(tzinfo=None)
+                sink.write("\t".join((
+                    MODEL, text(row["model_version"]), row["request_id"],
+                    ts.isoformat(" ", "microseconds"), json.dumps(feats),
+                    json.dumps(row[pred.column]),
+                    json.dumps({c: row[col] for c, col in probas.items()}),
+                    text(row["latency_ms"]), "1" if row["error"] else "0",
+                    text(row["error_message"]), received, "\\N")) + "\n")
+    return str(out)
+
+
+_COLUMNS = ("model, model_version, request_id, ts, features, prediction, probabilities, "
+            "latency_ms, error, error_message, received_at, fallback_reason")
+
+
+def plain_copy(url: str, tsv: str) -> float:
+    """Seconds for the database's own bulk load of the rows into an empty inference_logs:
+    COPY of the ready text on PostgreSQL, one executemany of ready tuples in one
+    transaction on SQLite (the tuples are read from the file untimed)."""
+    from monitor.store.db import create_engine, ensure_schema
+
+    engine = create_engine(url)
+    try:
+        ensure_schema(engine)
+        with engine.connect() as conn:
+            raw = conn.connection.driver_connection
+            if engine.dialect.name == "sqlite":
+                with open(tsv, encoding="utf-8") as source:
+                    rows = [tuple(None if v == "\\N" else v
+                                  for v in line.rstrip("\n").split("\t")) for line in source]
+                t0 = time.perf_counter()
+                raw.executemany(f"INSERT INTO inference_logs ({_COLUMNS}) VALUES "
+                                f"({', '.join('?' * 12)})", rows)
+                raw.commit()
+            else:
+                t0 = time.perf_counter()
+                with raw.cursor() as cur, cur.copy(
+                        f"COPY inference_logs ({_COLUMNS}) FROM STDIN") as copy, open(
+                        tsv, "rb") as source:
+                    while chunk := source.read(1 << 20):
+                        copy.write(chunk)
+                raw.commit()
+            return time.perf_counter() - t0
+    finally:
+        engine.dispose()
+
+
 # --- one measurement, in a child process ------------------------------------------
 
 
@@ -171,14 +249,19 @@ class WriteProbe:
 
 
 def measure(url: str, schema_path: str, path: str, rows: int,
-            probe: bool = False) -> dict[str, float]:
-    """Load ``path`` into the empty database at ``url``, then load it again."""
+            probe: bool = False, fast: bool = True, baseline: tuple[str, str] | None = None
+            ) -> dict[str, float]:
+    """Load ``path`` into the empty database at ``url``, then load it again; with
+    ``baseline`` (another empty database, the rows as text) first time the plain bulk
+    load of the same rows there, so that both figures come from one run."""
     from monitor.ingest import ingest_logs, read_rows
     from monitor.store.db import create_engine, ensure_schema
 
     schema = load_schema(schema_path)
-    engine = create_engine(url)
     figures: dict[str, float] = {}
+    if baseline is not None:  # its own child: the rows it holds must not count here
+        figures["copy_seconds"] = in_child(plain_copy, *baseline)
+    engine = create_engine(url)
     try:
         ensure_schema(engine)
         # Read one row untimed: the first Parquet read imports pyarrow and pandas (~1 s),
@@ -190,14 +273,14 @@ def measure(url: str, schema_path: str, path: str, rows: int,
         prober = WriteProbe(url) if probe else None
         c0, t0 = _cpu(), time.perf_counter()
         if prober is None:
-            first = ingest_logs(engine, MODEL, schema, path)
+            first = ingest_logs(engine, MODEL, schema, path, fast=fast)
         else:
             with prober:
-                first = ingest_logs(engine, MODEL, schema, path)
+                first = ingest_logs(engine, MODEL, schema, path, fast=fast)
             figures.update(probe_longest_ms=prober.longest * 1000, probe_failed=prober.failed,
                            probe_writes=prober.writes)
         c1, t1 = _cpu(), time.perf_counter()
-        again = ingest_logs(engine, MODEL, schema, path)
+        again = ingest_logs(engine, MODEL, schema, path, fast=fast)
         c2, t2 = _cpu(), time.perf_counter()
     finally:
         engine.dispose()
@@ -268,6 +351,7 @@ class Cell:
     backend: str
     file: str
     rows: int
+    path: str = "fast"
     runs: list[dict[str, float]] = field(default_factory=list)
 
     def values(self, key: str) -> list[float]:
@@ -283,12 +367,21 @@ def _fmt(values: list[float], spec: str) -> str:
 
 
 def print_cell(cell: Cell) -> None:
-    print(f"{cell.backend} / {cell.file}, {cell.rows:,} rows, {len(cell.runs)} fresh databases"
-          " (median [all]):")
+    print(f"{cell.backend} / {cell.file} / {cell.path} path, {cell.rows:,} rows, "
+          f"{len(cell.runs)} fresh databases (median [all]):")
     print(f"  load s        {_fmt(cell.values('seconds'), '.2f')}")
     print(f"  load rows/s   {_fmt(cell.rates(), ',.0f')}")
     print(f"  load CPU s    {_fmt(cell.values('cpu_seconds'), '.2f')}")
+    if "copy_seconds" in cell.runs[0]:
+        copies = cell.values("copy_seconds")
+        print(f"  plain bulk load s  {_fmt(copies, '.2f')}  (same run, another fresh database)")
+        print(f"  plain rows/s  {_fmt([cell.rows / c for c in copies], ',.0f')}")
+        shares = [c / s for c, s in zip(copies, cell.values("seconds"), strict=True)]
+        print(f"  load / plain  {_fmt(shares, '.0%')}  (share of the plain load's speed)")
     print(f"  reload s      {_fmt(cell.values('reload_seconds'), '.2f')}  (0 rows added)")
+    speedup = [s / r for s, r in zip(cell.values("seconds"), cell.values("reload_seconds"),
+                                      strict=True)]
+    print(f"  load / reload {_fmt(speedup, '.1f')}  (how many times faster a reload is)")
     print(f"  reload CPU s  {_fmt(cell.values('reload_cpu_seconds'), '.2f')}")
     if "probe_longest_ms" in cell.runs[0]:
         print(f"  probe: longest write during the load ms "
@@ -301,11 +394,14 @@ def print_cell(cell: Cell) -> None:
 
 
 def print_table(cells: list[Cell]) -> None:
-    head = ("backend", "file", "rows", "load s", "rows/s", "load CPU s", "reload s",
-            "reload CPU s", "peak RSS MB")
+    head = ("backend", "file", "path", "rows", "load s", "rows/s", "plain rows/s",
+            "load CPU s", "reload s", "reload CPU s", "peak RSS MB")
     body = [
-        (c.backend, c.file, f"{c.rows:,}", f"{statistics.median(c.values('seconds')):.2f}",
+        (c.backend, c.file, c.path, f"{c.rows:,}",
+         f"{statistics.median(c.values('seconds')):.2f}",
          f"{statistics.median(c.rates()):,.0f}",
+         f"{statistics.median([c.rows / v for v in c.values('copy_seconds')]):,.0f}"
+         if "copy_seconds" in c.runs[0] else "-",
          f"{statistics.median(c.values('cpu_seconds')):.2f}",
          f"{statistics.median(c.values('reload_seconds')):.2f}",
          f"{statistics.median(c.values('reload_cpu_seconds')):.2f}",
@@ -314,7 +410,7 @@ def print_table(cells: list[Cell]) -> None:
     ]
     widths = [max(len(r[i]) for r in (head, *body)) for i in range(len(head))]
     for row in (head, tuple("-" * w for w in widths), *body):
-        print("  ".join(v.ljust(w) if i < 2 else v.rjust(w)
+        print("  ".join(v.ljust(w) if i < 3 else v.rjust(w)
                         for i, (v, w) in enumerate(zip(row, widths, strict=True))))
     print("medians over the fresh databases; peak RSS is the largest, per child process")
 
@@ -334,6 +430,10 @@ def _pg_server(url: str) -> PgServer | None:
         return None
 
 
+def _fresh(server: PgServer | None, backend: str, folder: Path, tag: str) -> Any:
+    return server.fresh() if backend == "postgresql" and server else fresh_sqlite(folder, tag)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000, help="log rows (default 100000)")
@@ -347,6 +447,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="time another writer's writes during each first load")
     parser.add_argument("--only", choices=["sqlite", "postgresql"], default=None,
                         help="measure one backend only")
+    parser.add_argument("--files", default="parquet,csv",
+                        help="file kinds to load (default parquet,csv)")
+    parser.add_argument("--row-path", action="store_true",
+                        help="also time the row-by-row path (ingest_logs(fast=False)), the "
+                        "path every file took before the fast one")
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="skip the plain bulk load of the same rows beside each load")
     args = parser.parse_args(argv)
     if args.rows < 1 or args.repeats < 1:
         parser.error("--rows and --repeats must be at least 1")
@@ -360,7 +467,9 @@ def main(argv: list[str] | None = None) -> int:
         folder = Path(tmp)
         t0 = time.perf_counter()
         written = in_child(write_files, str(SCHEMA_PATH), args.rows, args.seed, tmp)
-        files = {kind: Path(path) for kind, path in written.items()}
+        files = {kind: Path(path) for kind, path in written.items()
+                 if kind in args.files.split(",")}
+        tsv = None if args.no_baseline else in_child(write_baseline, written["parquet"], tmp)
         sizes = ", ".join(f"{k} {p.stat().st_size / 1e6:.1f} MB" for k, p in files.items())
         print(f"generated {args.rows:,} rows in {time.perf_counter() - t0:.1f} s ({sizes})\n")
 
@@ -369,15 +478,17 @@ def main(argv: list[str] | None = None) -> int:
             backends = [b for b in backends if b == args.only]
         for backend in backends:
             for kind, path in files.items():
-                cell = Cell(backend, kind, args.rows)
-                for _ in range(args.repeats):
-                    fresh = server.fresh() if backend == "postgresql" and server else (
-                        fresh_sqlite(folder, kind))
-                    with fresh as url:
-                        cell.runs.append(in_child(measure, url, str(SCHEMA_PATH), str(path),
-                                                  args.rows, args.probe))
-                print_cell(cell)
-                cells.append(cell)
+                for fast in (True, False) if args.row_path else (True,):
+                    cell = Cell(backend, kind, args.rows, "fast" if fast else "row")
+                    for _ in range(args.repeats):
+                        with _fresh(server, backend, folder, kind) as url, _fresh(
+                                server, backend, folder, kind) as plain:
+                            pair = None if tsv is None else (plain, tsv)
+                            cell.runs.append(in_child(measure, url, str(SCHEMA_PATH),
+                                                      str(path), args.rows, args.probe, fast,
+                                                      pair))
+                    print_cell(cell)
+                    cells.append(cell)
     if server:
         server.admin.dispose()
     # Children inherit this mark, so it is the floor of every figure above.

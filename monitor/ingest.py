@@ -11,6 +11,11 @@ Rows are staged apart and published at the end in one short transaction
 (``monitor.store.staging``): a load is all or nothing, and the store stays writable
 while a long file is read. Request ids already stored are skipped, so loading the
 same file twice adds nothing.
+
+A Parquet file of plain columns takes a fast path first (``_fast_logs``,
+``monitor.store.arrow_logs``): whole columns checked and encoded in Arrow, stored ids
+looked up a batch at a time before anything is encoded. Any file it cannot vouch for is
+read row by row from the start, so the report of a bad file is the row path's.
 """
 
 from __future__ import annotations
@@ -18,7 +23,10 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import logging
+import queue
 import re
+import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -28,6 +36,7 @@ from typing import IO, Any, Literal, TypeVar
 
 from monitor.errors import DatabaseError, IngestError, shown
 from monitor.schema import ModelSchema, parse_text
+from monitor.store.arrow_logs import ArrowLogs, Encoded, LogLayout, NotFast
 from monitor.store.db import Engine
 from monitor.store.logs import (
     MAX_DEPTH,
@@ -39,6 +48,7 @@ from monitor.store.logs import (
     make_record,
     record_time,
     request_id_of,
+    stored_request_ids,
 )
 
 __all__ = ["BadRow", "IngestReport", "ingest_labels", "ingest_logs", "read_rows"]
@@ -48,6 +58,7 @@ RESERVED = ("request_id", "timestamp", "model_version", "latency_ms", "error", "
             "fallback_reason")
 _CSV_NULLS = {"", "null", "NULL", "None", "NaN", "nan"}
 _MAX_LISTED = 20
+_log = logging.getLogger("mqm.ingest")
 
 
 @dataclass
@@ -514,6 +525,113 @@ def _database_problem(path: Path, exc: DatabaseError) -> IngestError:
     return IngestError(f"{path}: {exc}; nothing was written, load the file again")
 
 
+FAST_BATCH = 100_000  # rows per Arrow batch on the fast path: one staging transaction each
+
+
+def _layout(schema: ModelSchema, default_version: str | None) -> LogLayout:
+    pred = schema.prediction
+    if pred is None:  # a contract without a prediction: the row path knows its rules
+        raise NotFast("no prediction column")
+    skip = {*RESERVED, pred.column, *pred.probability_columns.values(), "probabilities",
+            "features"}
+    if schema.target is not None:
+        skip.add(schema.target.column)
+    return LogLayout(pred.column, dict(pred.probability_columns), frozenset(skip),
+                     default_version)
+
+
+def _checked_batches(engine: Engine, model: str, path: Path, layout: LogLayout
+                     ) -> Iterator[tuple[ArrowLogs, Encoded]]:
+    """Each batch of the file checked, and its rows not stored yet encoded."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    try:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=FAST_BATCH):
+            logs = ArrowLogs(batch, layout)
+            stored = stored_request_ids(engine, model, logs.ids.to_pylist())
+            keep = None if not stored else pc.invert(
+                pc.is_in(logs.ids, value_set=pa.array(stored, type=pa.string())))
+            yield logs, logs.encode(keep)
+    except (*_READ_ERRORS, pa.ArrowException) as exc:
+        raise NotFast(f"read: {exc}") from None
+
+
+_DONE = object()
+
+
+def _ahead(items: Iterator[T]) -> Iterator[T]:
+    """``items``, the next one made in a thread while the caller uses this one: the file
+    is read, checked and encoded (Arrow lets go of the GIL) while the database writes."""
+    ready: queue.Queue[Any] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def offer(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not offer((item, None)):
+                    return
+            offer((_DONE, None))
+        except BaseException as exc:  # handed to the caller's thread
+            offer((None, exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    worker = threading.Thread(target=produce, name="mqm-ingest-read", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, exc = ready.get()
+            if exc is not None:
+                raise exc
+            if item is _DONE:
+                return
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+
+
+def _fast_logs(engine: Engine, model: str, schema: ModelSchema, path: Path,
+               default_version: str | None) -> IngestReport:
+    """A Parquet file loaded a batch at a time, checked and encoded column by column
+    (``monitor.store.arrow_logs``); rows already stored are found by their ids first and
+    neither encoded nor staged. Raises ``NotFast`` for a file the row path must read: any
+    row that may be bad, types it does not handle, an empty file, repeated ids."""
+    if _kind(path) != "parquet":
+        raise NotFast("not Parquet")
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    layout = _layout(schema, default_version)
+    report = IngestReport(file=str(path))
+    ids: list[Any] = []
+    with log_load(engine, model) as load:
+        for logs, rows in _ahead(_checked_batches(engine, model, path, layout)):
+            report.rows += logs.n
+            ids.append(logs.ids)
+            load.add_arrow(rows)
+        if not report.rows:
+            raise NotFast("no rows")
+        if pc.count_distinct(pa.chunked_array(ids)).as_py() != report.rows:
+            raise NotFast("repeated request ids")
+        report.added = load.publish(checked=True)
+    report.already_stored = report.rows - report.added
+    return report
+
+
 def ingest_logs(
     engine: Engine,
     model: str,
@@ -522,15 +640,29 @@ def ingest_logs(
     *,
     on_error: OnError = "fail",
     default_version: str | None = None,
+    fast: bool = True,
 ) -> IngestReport:
     """Load an inference-log file for ``model``: all of it (or its good rows under
-    ``skip``), published at once, or nothing."""
+    ``skip``), published at once, or nothing.
+
+    A Parquet file of plain columns takes a fast path (whole columns checked at once);
+    any file it cannot vouch for is read row by row, which reports each bad row, with
+    the same result. ``fast=False`` reads row by row always (tests compare the two).
+    """
     path = Path(path)
     columns, rows, as_text = read_rows(path)
     if columns:
         _check_columns(path, columns, ["request_id", "timestamp",
                                        *([] if schema.prediction is None
                                          else [schema.prediction.column])])
+    if fast:
+        try:
+            return _fast_logs(engine, model, schema, path, default_version)
+        except NotFast as exc:
+            _log.debug("%s: read row by row (%s)", path, exc)
+        except DatabaseError as exc:
+            raise _database_problem(path, exc) from None
+        columns, rows, as_text = read_rows(path)
     report = IngestReport(file=str(path))
     records = _valid_rows(
         rows, report, lambda row: _log_record(row, schema, as_text, default_version),

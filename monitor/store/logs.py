@@ -14,15 +14,18 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from monitor.errors import RowProblem, shown
+from monitor.errors import DatabaseError, RowProblem, first_line, shown
 from monitor.store.db import driver_connection
 from monitor.store.staging import StagedLoad, staged_load
 from monitor.store.tables import ground_truth, inference_logs
 from monitor.times import parse_time
+
+if TYPE_CHECKING:
+    from monitor.store.arrow_logs import Encoded
 
 __all__ = [
     "LabelLoad",
@@ -38,6 +41,7 @@ __all__ = [
     "parse_time",
     "record_time",
     "request_id_of",
+    "stored_request_ids",
 ]
 
 
@@ -521,9 +525,21 @@ class LogLoad:
         """Stage records, a bounded batch per transaction; return how many."""
         return self._stage.add(_log_rows(self.model, records, self._stage.sqlite))
 
-    def publish(self) -> int:
-        """Store the staged records, skipping request ids already stored; return rows added."""
-        return self._stage.publish()
+    def add_arrow(self, rows: Encoded) -> int:
+        """Stage rows checked and encoded by ``monitor.store.arrow_logs``, in one
+        transaction; return how many."""
+        from monitor.store.arrow_logs import copy_text, sqlite_rows
+
+        if not len(rows):
+            return 0
+        if self._stage.sqlite:
+            return self._stage.add_many(sqlite_rows(rows, self.model), len(rows))
+        return self._stage.add_copy(copy_text(rows, self.model), len(rows))
+
+    def publish(self, *, checked: bool = False) -> int:
+        """Store the staged records, skipping request ids already stored; return rows added.
+        ``checked``: the rows staged are those ``stored_request_ids`` did not find."""
+        return self._stage.publish(checked=checked)
 
 
 class LabelLoad:
@@ -548,6 +564,67 @@ class LabelLoad:
     def publish(self) -> int:
         """Store the staged labels; a label already stored is kept, not replaced."""
         return self._stage.publish()
+
+
+def stored_request_ids(engine: sa.Engine, model: str, request_ids: list[str]) -> list[str]:
+    """Request ids of the model stored already, among them all of ``request_ids`` that
+    are (and possibly others): a reload skips them before it encodes or stages anything.
+
+    First one scan of the index between the batch's smallest and largest id, if that
+    range holds at most twice as many stored ids (a file of ids in order, loaded
+    again); else one index probe per id. A probe costs several times a step of the scan.
+    """
+    if not request_ids:
+        return []
+    import orjson  # the ids travel as one JSON array, parsed by the database
+
+    ids = orjson.dumps(request_ids).decode()
+    limit = 2 * len(request_ids) + 1
+    try:
+        with engine.connect() as conn:
+            raw = driver_connection(conn)
+            try:
+                if conn.dialect.name == "sqlite":
+                    # SQLite orders text by its UTF-8 bytes, as Python orders code points.
+                    found = _column(raw, "SELECT request_id FROM inference_logs WHERE model = ? "
+                                    "AND request_id BETWEEN ? AND ? ORDER BY request_id LIMIT ?",
+                                    (model, min(request_ids), max(request_ids), limit))
+                    if len(found) < limit:
+                        return found
+                    return _column(raw, "SELECT request_id FROM inference_logs WHERE model = ? "
+                                   "AND request_id IN (SELECT value FROM json_each(?))",
+                                   (model, ids))
+                # The range in the database's own collation, read in index order so that
+                # the LIMIT stops the scan; then an array, not a join, so that the
+                # planner probes the index instead of scanning the model.
+                cur = raw.cursor()
+                try:
+                    cur.execute("SELECT min(i), max(i) FROM json_array_elements_text(%s::json) "
+                                "AS i", (ids,))
+                    low, high = cur.fetchone()
+                finally:
+                    cur.close()
+                found = _column(raw, "SELECT request_id FROM inference_logs WHERE model = %s "
+                                "AND request_id >= %s AND request_id <= %s ORDER BY request_id "
+                                "LIMIT %s", (model, low, high, limit))
+                if len(found) < limit:
+                    return found
+                return _column(raw, "SELECT request_id FROM inference_logs WHERE model = %s AND "
+                               "request_id = ANY(ARRAY(SELECT json_array_elements_text(%s::json)))",
+                               (model, ids))
+            finally:
+                conn.rollback()
+    except (sa.exc.DBAPIError, engine.dialect.loaded_dbapi.Error) as exc:
+        raise DatabaseError(f"cannot read the stored request ids: {first_line(exc)}") from None
+
+
+def _column(raw: Any, sql: str, params: tuple[Any, ...]) -> list[Any]:
+    cur = raw.cursor()
+    try:
+        cur.execute(sql, params)
+        return [row[0] for row in cur.fetchall()]
+    finally:
+        cur.close()
 
 
 @contextmanager
