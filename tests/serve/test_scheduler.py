@@ -27,7 +27,16 @@ from monitor.store.db import create_engine, ensure_schema
 from monitor.store.logs import insert_logs
 from monitor.store.tables import check_runs, run_metrics, scheduler_state
 from tests.conftest import log
-from tests.serve.conftest import DAY, DELAY, MODEL, T0, load_days, lock_holders, wait_for
+from tests.serve.conftest import (
+    DAY,
+    DELAY,
+    MODEL,
+    T0,
+    load_days,
+    lock_holders,
+    stored_lease,
+    wait_for,
+)
 
 
 class Clock:
@@ -420,11 +429,18 @@ def test_exactly_one_leader_and_take_over(pg_url: str, make_config, schedulers) 
         assert a.status()["models"][MODEL]["next_run_at"] is not None
 
         # The leader's database session dies (host gone, connection killed): PostgreSQL
-        # releases the lock and the follower takes over within about a retry interval.
+        # releases the lock and the follower takes over at its next round.
         [pid] = lock_holders(pg_url)
+        held = stored_lease(engines[0])  # a renews it until then: it expires this or later
+        assert held.holder == a.replica
         terminate(pg_url, pid)
-        took = wait_for(lambda: b.leader and not a.leader, 3, "b takes over")
-        assert took < 1.5
+        wait_for(lambda: b.leader and not a.leader, 60, "b takes over")
+        taken = stored_lease(engines[0])
+        assert taken.holder == b.replica and taken.token > held.token
+        # Not by expiry: acquired while a's lease (15 s by default) still ran, by the
+        # database's clock.
+        assert taken.acquired_at is not None and taken.acquired_at < held.expires_at, \
+            (taken, held)
         time.sleep(0.8)  # a, now retrying, does not get the lead back
         assert (a.leader, b.leader) == (False, True)
         assert len(lock_holders(pg_url)) == 1
