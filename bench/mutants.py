@@ -106,6 +106,9 @@ MUTANTS = (
            "shadow_pool.submit(Call(", "(lambda call: call.run())(Call(",
            ("tests/client/test_client_fallback.py::"
             "test_shadow_call_logs_the_models_prediction_and_the_caller_does_not_wait",)),
+    Mutant("late runs piled up, not coalesced", "monitor/serve/scheduler.py",
+           '"coalesce": True', '"coalesce": False',
+           ("tests/serve/test_scheduler.py::test_late_runs_are_coalesced_not_piled_up",)),
     Mutant("the guard's workers keep the process alive", "monitor/client/pool.py",
            "daemon=True", "daemon=False",
            ("tests/client/test_client_fallback.py::"
