@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -418,6 +418,16 @@ def test_recheck_runs_under_the_model_lock(
 # --- one leader per PostgreSQL database ----------------------------------------------
 
 
+def stop_then_dispose(scheds: Iterable[MonitorScheduler], engines: list[sa.Engine]) -> None:
+    """Stop the test's schedulers, then dispose of their engines: a scheduler still running
+    would check a connection out of a disposed engine's new pool, which nothing closes
+    (a ResourceWarning in some later test)."""
+    for sched in scheds:
+        sched.shutdown(wait=True)
+    for e in engines:
+        e.dispose()
+
+
 def terminate(url: str, pid: int) -> None:
     eng = sa.create_engine(url)
     try:
@@ -432,8 +442,8 @@ def test_exactly_one_leader_and_take_over(pg_url: str, make_config, schedulers) 
     _, config = make_config(pg_url)
     engines = [create_engine(pg_url) for _ in range(2)]
     ensure_schema(engines[0])
+    a, b = (schedulers(e, config, retry_interval=0.2) for e in engines)
     try:
-        a, b = (schedulers(e, config, retry_interval=0.2) for e in engines)
         a.start()
         b.start()
         assert (a.leader, b.leader) == (True, False)
@@ -462,11 +472,10 @@ def test_exactly_one_leader_and_take_over(pg_url: str, make_config, schedulers) 
 
         # A leader that shuts down releases the lock at once.
         b.shutdown()
-        wait_for(lambda: a.leader, 3, "a takes over again")
+        wait_for(lambda: a.leader, 30, "a takes over again")
         assert lock_holders(pg_url) and b.status()["leader"] is False
     finally:
-        for e in engines:
-            e.dispose()
+        stop_then_dispose((a, b), engines)
 
 
 @pytest.mark.postgres
@@ -478,8 +487,8 @@ def test_the_new_leader_catches_up_where_the_old_one_stopped(
     ensure_schema(engines[0])
     load_days(engines[0], 5)
     clock = Clock(T0 + 5 * DAY + DELAY)
+    a, b = (schedulers(e, config, retry_interval=0.2, clock=clock) for e in engines)
     try:
-        a, b = (schedulers(e, config, retry_interval=0.2, clock=clock) for e in engines)
         # a leads but has checked only two windows when it dies.
         a.catch_up(MODEL, limit=2)
         a.start()
@@ -487,15 +496,14 @@ def test_the_new_leader_catches_up_where_the_old_one_stopped(
         wait_for(lambda: read_watermark(engines[0], MODEL) == T0 + 5 * DAY, 20, "a catches up")
         clock.now += 2 * DAY
         a.shutdown()
-        wait_for(lambda: b.leader, 3, "b leads")
+        wait_for(lambda: b.leader, 30, "b leads")
         wait_for(lambda: read_watermark(engines[0], MODEL) == T0 + 7 * DAY, 20, "b catches up")
         assert runs_per_window(engines[0]) == Counter(window_ends(7))
         with engines[0].connect() as conn:
             row = conn.execute(sa.select(scheduler_state)).mappings().one()
         assert row["last_error"] is None and row["last_run_id"] is not None
     finally:
-        for e in engines:
-            e.dispose()
+        stop_then_dispose((a, b), engines)
 
 
 def test_new_logs_are_compacted_before_a_check_and_by_the_compaction_job(
