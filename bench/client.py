@@ -9,6 +9,11 @@ of a loop of ``--number`` calls (``timeit``, GC off), minus the same loop callin
 predict function. Targets: guard with a cached flag and no timeout adds < 2 us; ``log()`` on
 the caller's thread adds < 10 us, also with the database down, and never blocks (the
 slowest single call of a run is printed too).
+
+Then what a model that never answers costs the caller (the tests assert only that it gets
+the default while the model is still held): the wait of a call that times out, beyond its
+``timeout``, and of a call answered by the flag while its shadow call hangs; medians with
+the range, over ``--hung`` calls.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import timeit
 from collections.abc import Callable
@@ -60,6 +66,42 @@ def slowest_us(fn: Callable[..., Any], number: int) -> tuple[float, float]:
     return times[int(len(times) * 0.999)] / 1000, times[-1] / 1000
 
 
+class NullLogger:
+    """Takes the guard's rows and drops them (a shadow call needs a logger)."""
+
+    def log(self, features: Any, prediction: Any, **fields: Any) -> bool:
+        return True
+
+
+def hung_call_ms(number: int) -> dict[str, list[float]]:
+    """Caller's wait, in ms, of calls on a model that never answers (until released at
+    the end): timed out (``timeout`` 50 ms, minus it) and answered by the flag (shadow)."""
+    held = threading.Event()
+
+    def never(features: dict[str, Any]) -> int:
+        held.wait()
+        return 1
+
+    waits: dict[str, list[float]] = {"timeout": [], "shadow": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / f"{MODEL}.json").write_text(json.dumps({"active": True}))
+        flag = FallbackFlag(MODEL, tmp, ttl=3600, background=False)
+        flag.refresh()
+        # Enough workers and shadow slots that no call queues behind a hung one.
+        timed = guard(never, default=0, timeout=0.05, max_in_flight=number + 1)
+        shadowed = guard(never, default=0, flag=flag, logger=NullLogger(),
+                         max_shadow_in_flight=number + 1)
+        try:
+            for name, fn, less in (("timeout", timed, 50.0), ("shadow", shadowed, 0.0)):
+                for _ in range(number):
+                    started = time.perf_counter()
+                    fn(ROW)
+                    waits[name].append((time.perf_counter() - started) * 1000 - less)
+        finally:
+            held.set()  # the hung calls finish in the background
+    return waits
+
+
 def import_ms() -> float:
     code = ("import time; s = time.perf_counter(); import monitor.client; "
             "print(time.perf_counter() - s)")
@@ -72,6 +114,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--number", type=int, default=200_000, help="calls per run")
     parser.add_argument("--repeats", type=int, default=7, help="runs per figure (median)")
+    parser.add_argument("--hung", type=int, default=200,
+                        help="calls on a model that never answers, per figure")
     args = parser.parse_args()
     n, r = args.number, args.repeats
     logging.getLogger("mqm.client").setLevel(logging.ERROR)  # the DB-down warnings
@@ -157,6 +201,18 @@ def main() -> None:
         else:
             print("guard + InferenceLogger: skipped, InferenceLogger.log has no "
                   "fallback_reason yet (the guard would count a log failure per call)")
+
+    # A model that never answers: what the caller waits, one call at a time.
+    hung = hung_call_ms(args.hung)
+    for name, label, note in (
+            ("timeout", "guard(timeout=0.05), model hung: wait beyond the timeout",
+             "the default, after the timeout"),
+            ("shadow", "guard(flag=active, logger), model hung: caller's wait",
+             "the default at once; the shadow call hangs")):
+        waits = hung[name]
+        row(label, statistics.median(waits),
+            f"{note}; range {min(waits):.3f}-{max(waits):.3f} ms over {len(waits)} calls",
+            unit="ms")
 
 
 if __name__ == "__main__":

@@ -172,7 +172,9 @@ def test_reads_the_flag_document(flag_source: Source, make_flag: MakeFlag) -> No
     flag = make_flag(M, flag_source.source, background=False)
     assert flag.is_active() is False and flag.age() is None  # nothing read yet
 
+    before = time.monotonic()
     state = flag.refresh()
+    after = time.monotonic()
     assert flag.is_active() is True
     assert state == FlagState(
         model=M, active=True, reason="drift in income", source="manual",
@@ -180,7 +182,8 @@ def test_reads_the_flag_document(flag_source: Source, make_flag: MakeFlag) -> No
         default_prediction={"label": 0}, age_seconds=state.age_seconds, reachable=True,
         forced_by_env=False, last_error=None,
     )
-    assert state.age_seconds is not None and 0 <= state.age_seconds < 1
+    # Counted from this read: at most the time the refresh took, however long that was.
+    assert state.age_seconds is not None and 0 <= state.age_seconds <= after - before
     if isinstance(flag_source, FlagServer):
         assert flag_source.requests == [(f"/v1/models/{M}/fallback", "application/json")]
 
@@ -395,22 +398,31 @@ def test_is_active_answers_from_cache_while_a_read_hangs(
 def test_the_threads_do_not_keep_the_process_alive() -> None:
     script = textwrap.dedent(
         f"""
-        import threading, time
+        import os, threading, time
         from monitor.client import FallbackFlag, guard
 
         flag = FallbackFlag("m", "http://127.0.0.1:{closed_port()}", ttl=0.01)
         never = threading.Event()
         hung = guard(lambda x: never.wait(), default="safe", timeout=0.05, flag=flag)
         assert hung(1) == "safe"
+        # The hung call's worker is still there, blocked; it and the flag's reader are
+        # daemon threads, which the interpreter does not wait for at exit.
+        others = [t for t in threading.enumerate() if t is not threading.main_thread()]
+        kept = [t.name for t in others if not t.daemon]
+        if kept:  # the interpreter would wait for them for ever: say so, leave now
+            print("not daemon threads:", kept, flush=True)
+            os._exit(1)
+        assert any(t.name.startswith("mqm-guard-") for t in others), others
+        assert any(t.name.startswith("mqm-flag-") for t in others), others
         print("done", flush=True)
         """
     )
-    started = time.monotonic()
+    # The process exits although a model call never returns: a non-daemon thread would
+    # keep it alive for ever (the timeout only ends such a hung test).
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
-                          text=True, timeout=20)
-    assert done.returncode == 0, done.stderr
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.strip() == "done"
-    assert time.monotonic() - started < 5
 
 
 def test_import_loads_nothing_heavy() -> None:
@@ -465,6 +477,7 @@ class Model:
 
     def __init__(self) -> None:
         self.calls = 0
+        self.finished = 0  # calls that got past ``release``
         self.fail: Exception | None = None
         self.release = threading.Event()
         self.release.set()
@@ -473,7 +486,9 @@ class Model:
     def __call__(self, features: dict[str, Any], scale: int = 1) -> int:
         self.calls += 1
         self.entered.release()
-        self.release.wait(5)
+        # Held until the test sets ``release``; the limit only ends a hung test.
+        self.release.wait(30)
+        self.finished += 1
         if self.fail is not None:
             raise self.fail
         return features["x"] * scale
@@ -626,12 +641,13 @@ def test_a_failing_default_propagates() -> None:
 
 def test_timeout_answers_the_default_and_discards_the_late_result() -> None:
     model = Model()
-    model.release.clear()
+    model.release.clear()  # the model does not answer until the test lets it
     predict = guard(model, default=-1, timeout=0.05)
-    started = time.monotonic()
     assert predict({"x": 2}) == -1
-    assert time.monotonic() - started < 1
     assert predict.last_path() == "timeout"
+    # Answered by the timeout while the model was still held, not once it let go (what
+    # the timeout path costs: bench/client.py).
+    assert model.finished == 0
     model.release.set()  # the abandoned call finishes in the background
     assert predict({"x": 3}) == 3 and predict.last_path() == "model"
     model.fail = ValueError("bad")
@@ -805,9 +821,8 @@ def test_shadow_call_logs_the_models_prediction_and_the_caller_does_not_wait(
 
     predict = guard(predict_fn, default=-1, flag=flag, logger=rec)
     features = {"x": 3}
-    started = time.monotonic()
     assert predict(features) == -1 and predict.last_path() == "flag"
-    assert time.monotonic() - started < 0.5  # answered while the model is still held
+    assert model.finished == 0  # answered while the model is still held
     assert model.entered.acquire(timeout=5)  # the model is running, in the background
     features["x"] = 99  # the caller reuses its dict: model and row keep what was asked
     time.sleep(0.05)

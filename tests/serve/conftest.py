@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -23,6 +24,7 @@ from monitor.results import (
 )
 from monitor.store.logs import insert_logs
 from monitor.store.runs import save_run
+from monitor.store.tables import model_leases
 from tests.conftest import log
 
 T0 = datetime(2026, 10, 1, tzinfo=UTC)
@@ -39,14 +41,33 @@ def load_days(engine: sa.Engine, days: int, per_day: int = 12, start: datetime =
         insert_logs(conn, MODEL, records)
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> float:
-    """Seconds until ``predicate`` held; fails after ``timeout``."""
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll until ``predicate`` holds; ``timeout`` only stops a hung test (give plenty:
+    how long it took is never the point, bench/ measures that)."""
     started = time.monotonic()
     while not predicate():
         if time.monotonic() - started > timeout:
             pytest.fail(f"not within {timeout} s: {what}")
         time.sleep(0.02)
-    return time.monotonic() - started
+
+
+@dataclass(frozen=True)
+class StoredLease:
+    """A model's lease row as stored: its holder and token, when it expires and when its
+    holder acquired it, both by the database's clock (comparable with each other)."""
+
+    holder: str | None
+    token: int
+    expires_at: datetime
+    acquired_at: datetime | None
+
+
+def stored_lease(engine: sa.Engine, model: str = MODEL) -> StoredLease:
+    t = model_leases
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(t.c.holder, t.c.token, t.c.expires_at, t.c.acquired_at)
+                           .where(t.c.model == model)).one()
+    return StoredLease(row.holder, int(row.token), row.expires_at, row.acquired_at)
 
 
 def lock_holders(url: str, model: str = MODEL) -> list[int]:

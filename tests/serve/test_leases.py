@@ -4,7 +4,6 @@ replica answers for."""
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -25,7 +24,16 @@ from monitor.store.locks import lease_rows
 from monitor.store.logs import insert_logs
 from monitor.store.tables import check_runs, model_leases
 from tests.conftest import ROOT, log
-from tests.serve.conftest import DAY, DELAY, T0, check_run, save_check_run, wait_for
+from tests.serve.conftest import (
+    DAY,
+    DELAY,
+    T0,
+    StoredLease,
+    check_run,
+    save_check_run,
+    stored_lease,
+    wait_for,
+)
 
 MODELS = [f"m{i}" for i in range(4)]
 
@@ -71,6 +79,10 @@ def holders(url: str) -> Counter[str | None]:
         engine.dispose()
 
 
+def stored_leases(engine: sa.Engine) -> dict[str, StoredLease]:
+    return {m: stored_lease(engine, m) for m in MODELS}
+
+
 def terminate(url: str, pid: int) -> None:
     eng = sa.create_engine(url)
     try:
@@ -92,8 +104,9 @@ def test_replicas_share_the_models_and_a_dead_ones_are_handed_over_at_once(
             insert_logs(conn, m, [log(i, T0 + timedelta(hours=i)) for i in range(12)])
     clock = lambda: T0 + DAY + DELAY  # noqa: E731
     try:
-        a = schedulers(pg_url, config, retry_interval=0.2, lease=3.0, clock=clock)
-        b = schedulers(pg_url, config, retry_interval=0.2, lease=3.0, clock=clock)
+        # A long lease: a takeover by expiry and one at the next round are far apart.
+        a = schedulers(pg_url, config, retry_interval=0.2, lease=30.0, clock=clock)
+        b = schedulers(pg_url, config, retry_interval=0.2, lease=30.0, clock=clock)
         a.start()
         assert led(a) == [4]  # alone: every model
         b.start()
@@ -107,13 +120,28 @@ def test_replicas_share_the_models_and_a_dead_ones_are_handed_over_at_once(
         # round and takes the models over, without waiting for the leases to expire.
         b_pid = b._leadership.backend_pid()  # type: ignore[attr-defined]
         assert b_pid is not None
+        # b's leases as stored before its session dies: they expire this late or later.
+        of_b = {m: row for m, row in stored_leases(setup).items() if row.holder == b.replica}
+        assert len(of_b) == 2
         terminate(pg_url, b_pid)
-        took = wait_for(lambda: led(a) == [4], 10, "a runs every model")
-        assert took < 2.5, took  # well within the 3 s lease: not by expiry
+        # a holds every model (in the store: b rejoins and takes two back a round later).
+        now: dict[str, StoredLease] = {}
+
+        def a_holds_all() -> bool:
+            now.update(stored_leases(setup))
+            return all(row.holder == a.replica for row in now.values())
+
+        wait_for(a_holds_all, 60, "a holds every model")
+        for m, old in of_b.items():  # b's, freed and taken by a under the next token
+            assert now[m].token == old.token + 1, (m, now[m], old)
+            # Freed at a's next round, not by expiry: acquired while b's lease still ran,
+            # by the database's clock.
+            assert now[m].acquired_at is not None and now[m].acquired_at < old.expires_at, \
+                (m, now[m], old)
         # b notices at its next round, waits two rounds, then the models are shared again.
         wait_for(lambda: led(a, b) == [2, 2], 20, "shared again")
         b.shutdown()  # a clean stop releases at once
-        wait_for(lambda: led(a) == [4], 5, "a runs every model again")
+        wait_for(lambda: led(a) == [4], 30, "a runs every model again")
 
         # Each model's window was checked once, whoever ran it.
         wait_for(lambda: all(a.status()["models"][m]["watermark"] == "2026-10-02T00:00:00Z"
@@ -138,16 +166,18 @@ def test_a_lease_not_renewed_lapses_and_is_taken_over(pg_url: str) -> None:
         first = a.elect(["m0"])
         assert list(first.leases) == ["m0"] and first.leases["m0"].valid()
         assert b.elect(["m0"]).leases == {}  # held, and b is at its share
-        stalled_at = time.monotonic()
-        # a stops renewing; b keeps asking every 0.2 s.
-        took = wait_for(lambda: "m0" in b.elect(["m0"]).leases, 10, "b takes m0")
-        assert 1.5 < took < 3.5, took
+        stalled = stored_lease(engine, "m0")  # a renews it no more: it expires then
+        assert stalled.holder == a.replica
+        # a stops renewing; b keeps asking.
+        wait_for(lambda: "m0" in b.elect(["m0"]).leases, 60, "b takes m0")
+        taken = stored_lease(engine, "m0")
+        assert taken.holder == b.replica and taken.token == first.leases["m0"].token + 1  # type: ignore[operator]
+        # Taken once the lease had lapsed, never before, by the database's clock.
+        assert taken.acquired_at is not None and taken.acquired_at >= stalled.expires_at, \
+            (taken, stalled)
         assert not first.leases["m0"].valid()  # a's own view expired with it
-        [row] = lease_rows(engine).values()
-        assert row.holder == b.replica and row.token == first.leases["m0"].token + 1  # type: ignore[operator]
         resumed = a.elect(["m0"])  # a resumes: its renewal finds nothing
         assert resumed.leases == {} and resumed.replicas == 2
-        assert time.monotonic() - stalled_at < 10
         a.release_all()
         b.release_all()
         with engine.connect() as conn:  # a clean stop leaves the lease free

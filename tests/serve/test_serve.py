@@ -30,7 +30,15 @@ from monitor.store.locks import LeaseRow, lease_rows
 from monitor.store.logs import insert_labels
 from monitor.store.tables import check_runs, fallback_state, run_metrics, scheduler_state
 from tests.conftest import ROOT
-from tests.serve.conftest import DAY, DELAY, MODEL, load_days, lock_holders, wait_for
+from tests.serve.conftest import (
+    DAY,
+    DELAY,
+    MODEL,
+    load_days,
+    lock_holders,
+    stored_lease,
+    wait_for,
+)
 
 # Runs `mqm` with checks slowed down from outside the product: it wraps the functions
 # run_check calls, and notes in a file when each starts, so that a test can signal the
@@ -379,9 +387,16 @@ def test_a_killed_leader_is_replaced_and_no_window_is_lost_or_doubled(
     assert follower.leader is False
     # SIGKILL in the middle of the backlog, while a check is in flight.
     wait_for(lambda: leader.started("evaluate") == 3, 30, "the third check starts")
+    held = stored_lease(engine)  # renewed until the kill: it expires this late or later
+    assert held.holder not in (None, follower.replica)
     assert leader.stop(signal.SIGKILL) == -signal.SIGKILL
-    took = wait_for(lambda: follower.leader, 5, "the follower takes over")
-    assert took < 2
+    wait_for(lambda: follower.leader, 60, "the follower takes over")
+    taken = stored_lease(engine)
+    assert taken.holder == follower.replica and taken.token > held.token
+    # Freed as soon as the dead leader's session was gone, not by expiry: acquired while
+    # its lease (15 s by default) still ran, by the database's clock.
+    assert taken.acquired_at is not None and taken.acquired_at < held.expires_at, \
+        (taken, held)
     wait_for(lambda: caught_up(engine, start, 6), 30, "catch-up")
     follower.shutdown()
     assert_each_window_once(engine, start, 6)
@@ -405,14 +420,11 @@ def test_compose_runs_the_service_against_its_postgres() -> None:
 
 
 LEASE, RENEW = 4.0, 1.0  # serve.lease and serve.lease_renew of the stall tests
-# What a loaded 2-core machine may add to the bound (a round that runs late, a slow
-# statement); the bound itself is the lease plus one round.
-SLACK = 3.0
 
 
 @pytest.mark.postgres
 @pytest.mark.parametrize("where", ["evaluate", "transaction"])
-def test_a_stalled_leader_is_replaced_within_its_lease_and_writes_nothing_after(
+def test_a_stalled_leader_is_replaced_once_its_lease_lapses_and_writes_nothing_after(
     pg_url: str, tmp_path: Path, services: list[Service], write_config, prepared_store,
     where: str,
 ) -> None:
@@ -445,10 +457,23 @@ def test_a_stalled_leader_is_replaced_within_its_lease_and_writes_nothing_after(
     wait_for(lambda: leader.started(step) > count, 30, f"another {step} starts")
     leader.proc.send_signal(signal.SIGSTOP)
     try:
-        took = wait_for(lambda: (row := lease_of(engine)).holder not in (None, held.holder)
-                        and not row.lapsed, LEASE + RENEW + 30, "the follower takes over")
-        assert took <= LEASE + RENEW + SLACK, f"takeover after {took:.1f} s"
-        assert lease_of(engine).token > held.token
+        # The stalled leader's lease as last seen before the takeover: it cannot be
+        # renewed any more, so that is the expiry the follower had to wait for.
+        last = [stored_lease(engine)]
+
+        def taken_over() -> bool:
+            row = stored_lease(engine)
+            if row.holder == held.holder:
+                last[0] = row
+            return row.holder not in (None, held.holder)
+
+        wait_for(taken_over, LEASE + RENEW + 60, "the follower takes over")
+        taken, stalled = stored_lease(engine), last[0]
+        assert stalled.holder == held.holder and taken.token > stalled.token >= held.token
+        # Its session lives on (SIGSTOP): taken over by expiry only, never before it, by
+        # the database's clock. (How long that takes: bench/replicas.py, "handover".)
+        assert taken.acquired_at is not None and taken.acquired_at >= stalled.expires_at, \
+            (taken, stalled)
         wait_for(lambda: caught_up(engine, start, 8), 90, "the follower catches up")
         code, ready = follower.get("/readyz")  # the stalled leader is not its problem
         assert code == 200, ready
@@ -456,8 +481,6 @@ def test_a_stalled_leader_is_replaced_within_its_lease_and_writes_nothing_after(
         before = history(engine)
     finally:
         leader.proc.send_signal(signal.SIGCONT)
-    print(f"takeover after SIGSTOP ({where}): {took:.2f} s (lease {LEASE:g} s, "
-          f"renewed every {RENEW:g} s)")
     # Resumed, the old leader finds its lease gone: its run in flight is refused (by the
     # token, the watermark's compare-and-set, or the server ending its idle transaction)
     # and it writes nothing at all, not even an error.
