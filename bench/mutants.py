@@ -79,9 +79,10 @@ MUTANTS = (
     Mutant("drift share limit exclusive", "monitor/checks/drift.py",
            "share >= config.drift_share", "share > config.drift_share",
            ("tests/checks/test_drift.py",)),
-    Mutant("an error section counts as critical", "monitor/results.py",
+    Mutant("an error section outranks a critical one", "monitor/results.py",
            '"error": 2, "critical": 3}', '"error": 4, "critical": 3}',
-           ("tests/run/test_check_run.py",)),
+           ("tests/run/test_check_run.py::"
+            "test_a_critical_section_outranks_a_check_that_cannot_run",)),
     Mutant("the flag trips one run late", "monitor/policy.py",
            "bad >= rules.trip_after", "bad > rules.trip_after",
            ("tests/test_policy.py",)),

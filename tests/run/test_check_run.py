@@ -129,6 +129,21 @@ def test_a_check_that_cannot_run_is_an_error_section(loaded, make_config,
     assert run.status == "error"  # not critical: a failed check is no evidence of decay
 
 
+def test_a_critical_section_outranks_a_check_that_cannot_run(loaded, make_config,
+                                                             tmp_path: Path) -> None:
+    """A failed check is no evidence either way: a section critical on its own evidence
+    still makes the run critical (and so counts towards the flag)."""
+    engine, _ = loaded
+    _, cfg = make_config(engine.url.render_as_string(hide_password=False), min_rows=500,
+                         reference=str(tmp_path / "gone.parquet"),
+                         service={"max_error_rate": 0.0})
+    run = run_check(engine, cfg, "loan_default", at=STABLE, now=LATER)
+    assert run is not None
+    assert isinstance(run.drift, ErrorSection)
+    assert run.service.status == "critical"  # the window has error rows, above 0
+    assert run.status == "critical"
+
+
 def test_large_windows_are_sampled_but_counts_stay_exact(loaded, make_config) -> None:
     engine, exact_cfg = loaded
     _, cfg = make_config(engine.url.render_as_string(hide_password=False), min_rows=500,
