@@ -440,10 +440,16 @@ def _log_record(
         # every column that is not reserved is a feature, as the contract then judges.
         fields["prediction"] = None
     else:
-        raw_pred = row.get(pred.column)
+        # JSON lines (the HTTP client's) may name the prediction ``prediction`` whatever
+        # the contract calls it: a row that lacked the contract's column was refused before.
+        raw_pred = (row.get(pred.column) if pred.column in row or as_text
+                    else row.get("prediction"))
         fields["prediction"] = parse_text(raw_pred, pred.type) if as_text and isinstance(
             raw_pred, str) else raw_pred
-    if proba_cols:
+    if pred is not None and isinstance(row.get("probabilities"), dict):
+        # One object of class -> probability, as stored (the HTTP client sends this).
+        fields["probabilities"] = row["probabilities"]
+    elif proba_cols:
         probs = {}
         for cls, col in proba_cols.items():
             value = row.get(col)
@@ -451,14 +457,14 @@ def _log_record(
                 value = parse_text(value, "float")
             probs[cls] = value
         fields["probabilities"] = probs
-    elif pred is not None and isinstance(row.get("probabilities"), dict):
-        fields["probabilities"] = row["probabilities"]
     if "features" in row and row["features"] is not None:
         fields["features"] = row["features"]
     else:
         skip = {*RESERVED, *proba_cols.values(), "probabilities", "features"}
         if pred is not None:
             skip.add(pred.column)
+            if pred.column not in row:
+                skip.add("prediction")  # taken as the prediction above
         if schema.target is not None:
             skip.add(schema.target.column)
         types = {f.name: f.type for f in schema.features}
@@ -701,7 +707,7 @@ def ingest_labels(
         _check_columns(path, columns, ["request_id", label_col])
     try:
         return _load_labels(engine, model, schema, IngestReport(file=str(path)), rows, as_text,
-                            on_error, now, label_col)
+                            on_error, now, label_col, bool(columns))
     except DatabaseError as exc:
         raise _database_problem(path, exc) from None
 
@@ -742,7 +748,7 @@ def ingest_label_batch(
     ``ingest_log_batch``, with ``ingest_labels``' rules."""
     _refuse_labels_of_features_only(source, model, schema)
     return _load_labels(engine, model, schema, IngestReport(file=source), _body_rows(body),
-                        False, on_error, now, _label_column(schema, None))
+                        False, on_error, now, _label_column(schema, None), False)
 
 
 def _body_rows(body: bytes) -> Iterator[tuple[str, Row]]:
@@ -804,13 +810,16 @@ def _load_labels(
     on_error: OnError,
     now: datetime | None,
     label_col: str,
+    columns_known: bool,
 ) -> IngestReport:
     target_type = schema.target.type if schema.target else "string"
     arrived = now or datetime.now(UTC)
+    json_rows = columns_known is False
 
     def label_of(row: dict[str, Any]) -> tuple[str, Any, datetime]:
         rid = request_id_of(row.get("request_id"))
-        label = row.get(label_col)
+        # A JSON line (no header to choose by) may name its label ``label``.
+        label = row.get(label_col if label_col in row or not json_rows else "label")
         if as_text and isinstance(label, str):
             label = parse_text(label, target_type)
         label = clean_value(label_col, label)

@@ -29,7 +29,7 @@ class GuardLogger(Protocol):
 
 
 if TYPE_CHECKING:  # mypy proves that InferenceLogger is a GuardLogger; nothing here runs
-    from monitor.client.logger import InferenceLogger
+    from mqm_client.logger import InferenceLogger
 
     _INFERENCE_LOGGER: type[GuardLogger] = InferenceLogger
 

@@ -19,10 +19,10 @@ import time
 from collections.abc import Callable
 from typing import Any, overload
 
-from monitor.client.flag import MISSING as _MISSING
-from monitor.client.flag import FallbackFlag
-from monitor.client.pool import Call, Pool
-from monitor.client.protocols import Guarded, GuardLogger
+from mqm_client.flag import MISSING as _MISSING
+from mqm_client.flag import FallbackFlag
+from mqm_client.pool import Call, Pool
+from mqm_client.protocols import Guarded, GuardLogger
 
 __all__ = ["PATHS", "SHADOW_IN_FLIGHT", "GuardLogger", "Guarded", "guard"]
 
