@@ -32,25 +32,35 @@ class MonitorServer:
     """``mqm serve --no-scheduler`` for the sample model; ``url`` is its base URL."""
 
     def __init__(self, folder: Path, *, serve: dict[str, Any] | None = None,
-                 model: dict[str, Any] | None = None) -> None:
+                 model: dict[str, Any] | None = None, config: Path | None = None,
+                 port: int | None = None) -> None:
+        """A config for the sample model with ``serve`` and ``model`` settings, or the
+        config file ``config`` (its database_url must be a SQLite file)."""
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
-        self.db_url = f"sqlite:///{folder / 'mqm.db'}"
-        self.config = folder / "monitor.yaml"
-        self.config.write_text(yaml.safe_dump({
-            "database_url": self.db_url,
-            "serve": serve or {},
-            "models": {MODEL: {
-                "schema": str(ROOT / "schemas" / "loan_default.yaml"),
-                "reference": str(ROOT / "sample_data" / "reference.parquet"),
-                "window": "1h", "min_rows": 10, **(model or {})}},
-        }), encoding="utf-8")
-        self.port = free_port()
+        if config is None:
+            config = folder / "monitor.yaml"
+            config.write_text(yaml.safe_dump({
+                "database_url": f"sqlite:///{folder / 'mqm.db'}",
+                "serve": serve or {},
+                "models": {MODEL: {
+                    "schema": str(ROOT / "schemas" / "loan_default.yaml"),
+                    "reference": str(ROOT / "sample_data" / "reference.parquet"),
+                    "window": "1h", "min_rows": 10, **(model or {})}},
+            }), encoding="utf-8")
+        self.config = config
+        self.db_url = yaml.safe_load(config.read_text(encoding="utf-8"))["database_url"]
+        self.start(port or free_port())
+
+    def start(self, port: int) -> None:
+        """Start the process on ``port`` (again, after ``stop``)."""
+        folder = self.folder
+        self.port = port
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = folder / "serve.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("MQM_")}
         env.update(MQM_INGEST_TOKEN=INGEST_TOKEN, MQM_API_TOKEN=API_TOKEN)
-        with self.log_path.open("wb") as log:
+        with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "monitor", "--config", str(self.config), "serve",
                  "--no-scheduler", "--port", str(self.port)],
