@@ -55,6 +55,16 @@ _Queued = _Entry | tuple[float, str, object, Any]
 # on the caller's thread). Soon again while entries arrive, less often when idle.
 _BUSY_POLL = 0.005
 _IDLE_POLL = 0.05
+# The writer encodes a batch in Python, holding the GIL; CPython takes it back for a
+# waiting thread only every 5 ms (sys.getswitchinterval()). So the writer lets it go by
+# itself every so many entries (a few hundred microseconds of work): a log() call that
+# arrives meanwhile waits that long at most, not 5 ms.
+_YIELD_EVERY = 32
+
+
+def _yield_gil() -> None:
+    # A sleep releases the GIL; a thread waiting for it takes it at once.
+    time.sleep(0.00005)
 
 
 class LoggerStats(TypedDict):
@@ -119,6 +129,15 @@ class InferenceLogger:
             raise ValueError(
                 f"{self.url.split(':', 1)[0]}: a database URL needs the full mqm install; "
                 "with mqm-client alone, pass the monitor's HTTP URL (http://host:port)")
+        if self.http:
+            # Loaded here, once, on the thread that builds the logger (at start-up), not by
+            # the writer thread: an import runs Python under the import lock and would take
+            # the GIL from the serving threads' log() calls for milliseconds.
+            import gzip  # noqa: F401
+            import http.client  # noqa: F401
+            import json  # noqa: F401
+            import random  # noqa: F401
+            import urllib.parse  # noqa: F401
         self.token = token or os.environ.get(ENV_TOKEN) or None
         self.model_version = model_version
         self.batch_size = max(1, batch_size)
@@ -429,7 +448,9 @@ class _HttpWriter:
         """(kind, JSON line) per entry that encodes, and how many did not."""
         out: list[tuple[str, bytes]] = []
         refused = 0
-        for item in items:
+        for count, item in enumerate(items, start=1):
+            if count % _YIELD_EVERY == 0:
+                _yield_gil()
             try:
                 if len(item) == 4:
                     row: dict[str, Any] = {"request_id": item[1], "label": item[3],
