@@ -14,7 +14,10 @@ bodies built before the clock starts), all at once. A run's figure is every row 
 (the answers' ``added`` are summed and checked) over the wall time from the start signal
 to the last answer. Each run posts new request ids, so every row is added. It prints the
 median and all runs, and the server's CPU time per row (from ``/proc``), which does not
-depend on what else runs on the machine; the requests/s do.
+depend on what else runs on the machine; the rows/s do. ``--replicas N`` starts N
+API-only processes on the same store (as several ``mqm serve --no-scheduler`` replicas
+behind a load balancer) and spreads the clients over them: one process validates rows on
+one core, as Python does.
 """
 
 from __future__ import annotations
@@ -100,7 +103,8 @@ def serve(folder: Path, db_url: str) -> tuple[subprocess.Popen[bytes], int]:
     env["MQM_INGEST_TOKEN"] = TOKEN
     proc = subprocess.Popen([sys.executable, "-m", "monitor", "--config", str(config), "serve",
                              "--no-scheduler", "--port", str(port)], cwd=folder, env=env,
-                            stdout=subprocess.DEVNULL, stderr=(folder / "serve.log").open("wb"))
+                            stdout=subprocess.DEVNULL,
+                            stderr=(folder / f"serve-{port}.log").open("wb"))
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -108,12 +112,13 @@ def serve(folder: Path, db_url: str) -> tuple[subprocess.Popen[bytes], int]:
                 return proc, port
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
-                log = (folder / "serve.log").read_text()
+                log = (folder / f"serve-{port}.log").read_text()
                 raise SystemExit(f"mqm serve did not start: {log}") from None
             time.sleep(0.1)
 
 
-def one_run(port: int, pid: int, args: argparse.Namespace) -> tuple[float, float]:
+def one_run(ports: list[int], pids: list[int], args: argparse.Namespace
+            ) -> tuple[float, float]:
     """(rows per second, server CPU microseconds per row) of one run."""
     tag = uuid.uuid4().hex[:8]
     bodies = [[gzip.compress(("\n".join(json.dumps(r) for r in rows_of(tag, c, b, args.batch))
@@ -121,12 +126,12 @@ def one_run(port: int, pid: int, args: argparse.Namespace) -> tuple[float, float
                for b in range(args.batches)] for c in range(args.clients)]
     ctx = mp.get_context("fork")
     start, results = ctx.Event(), ctx.Queue()
-    procs = [ctx.Process(target=client, args=(port, bodies[c], start, results))
+    procs = [ctx.Process(target=client, args=(ports[c % len(ports)], bodies[c], start, results))
              for c in range(args.clients)]
     for proc in procs:
         proc.start()
     time.sleep(0.5)  # every client connected and waiting
-    cpu_before = cpu_seconds(pid)
+    cpu_before = sum(map(cpu_seconds, pids))
     began = time.perf_counter()
     start.set()
     done = [results.get(timeout=600) for _ in procs]
@@ -139,20 +144,23 @@ def one_run(port: int, pid: int, args: argparse.Namespace) -> tuple[float, float
     expected = args.clients * args.batches * args.batch
     if rows != expected:
         raise SystemExit(f"{rows:,} rows added, {expected:,} posted")
-    return rows / (ended - began), (cpu_seconds(pid) - cpu_before) / rows * 1e6
+    return rows / (ended - began), (sum(map(cpu_seconds, pids)) - cpu_before) / rows * 1e6
 
 
 def bench(name: str, db_url: str, args: argparse.Namespace, folder: Path) -> None:
-    proc, port = serve(folder, db_url)
+    servers = [serve(folder, db_url) for _ in range(args.replicas)]
+    ports, pids = [port for _, port in servers], [proc.pid for proc, _ in servers]
     try:
-        one_run(port, proc.pid, argparse.Namespace(**{**vars(args), "batches": 2}))  # warm-up
-        runs = [one_run(port, proc.pid, args) for _ in range(args.repeats)]
+        one_run(ports, pids, argparse.Namespace(**{**vars(args), "batches": 2}))  # warm-up
+        runs = [one_run(ports, pids, args) for _ in range(args.repeats)]
     finally:
-        proc.terminate()
-        proc.wait(30)
+        for proc, _ in servers:
+            proc.terminate()
+            proc.wait(30)
     rates = sorted(r for r, _ in runs)
     cpu = statistics.median(c for _, c in runs)
-    print(f"{name:<11} {statistics.median(rates):>10,.0f} rows/s  (runs: "
+    name = f"{name}, {args.replicas} process{'es' if args.replicas > 1 else ''}"
+    print(f"{name:<24} {statistics.median(rates):>10,.0f} rows/s  (runs: "
           f"{', '.join(f'{r:,.0f}' for r in rates)})  server CPU {cpu:.1f} us/row",
           flush=True)
 
@@ -165,8 +173,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--pg-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--only", choices=["sqlite", "postgresql"])
+    parser.add_argument("--replicas", type=int, default=1,
+                        help="mqm serve --no-scheduler processes on the same store")
     args = parser.parse_args()
-    print(f"{args.clients} clients x {args.batches} batches x {args.batch} rows per run; "
+    print(f"{args.clients} clients x {args.batches} batches x {args.batch} rows per run, "
+          f"{os.cpu_count()} CPUs; "
           f"load average {os.getloadavg()[0]:.2f} before")
     with tempfile.TemporaryDirectory() as tmp:
         if args.only != "postgresql":
