@@ -240,3 +240,24 @@ def test_the_ingest_token_comes_from_the_environment(
 
     monkeypatch.setenv("MQM_INGEST_TOKEN", "from-env")
     assert load_config(path).serve.ingest_token == "from-env"
+
+
+def test_a_features_only_model_takes_logs_without_a_prediction_and_no_labels(
+        engine: sa.Engine, client, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from monitor.config import load_config
+    from tests.conftest import FEATURES_MODEL, FEATURES_T0, features_only_model, features_only_rows
+
+    config = load_config(features_only_model(
+        tmp_path, engine.url.render_as_string(hide_password=False)))
+    api = client(engine, config)
+    rows = features_only_rows(FEATURES_T0, 3, drifted=False, seed=1)
+    result = api.post(f"/v1/models/{FEATURES_MODEL}/logs", content=lines(*rows),
+                      headers=bearer(INGEST)).json()
+    assert (result["added"], result["refused"]) == (3, 0), result
+    assert [r["prediction"] for r in stored_logs(engine)] == [None] * 3
+    answer = api.post(f"/v1/models/{FEATURES_MODEL}/labels",
+                      content=lines({"request_id": rows[0]["request_id"], "label": 1}),
+                      headers=bearer(INGEST))
+    assert answer.status_code == 422
+    assert "monitored on its features alone" in answer.json()["detail"][0]["msg"]
+    assert stored_labels(engine) == {}
