@@ -55,6 +55,16 @@ _Queued = _Entry | tuple[float, str, object, Any]
 # on the caller's thread). Soon again while entries arrive, less often when idle.
 _BUSY_POLL = 0.005
 _IDLE_POLL = 0.05
+# The writer encodes a batch in Python, holding the GIL; CPython takes it back for a
+# waiting thread only every 5 ms (sys.getswitchinterval()). So the writer lets it go by
+# itself every so many entries (a few hundred microseconds of work): a log() call that
+# arrives meanwhile waits that long at most, not 5 ms.
+_YIELD_EVERY = 32
+
+
+def _yield_gil() -> None:
+    # A sleep releases the GIL; a thread waiting for it takes it at once.
+    time.sleep(0.00005)
 
 
 class LoggerStats(TypedDict):
@@ -105,6 +115,7 @@ class InferenceLogger:
         timeout: float = 5.0,
         compress: bool = True,
         exit_timeout: float = 5.0,
+        features_only: bool = False,
     ) -> None:
         if not model:
             raise ValueError("model must be a non-empty name")
@@ -118,6 +129,15 @@ class InferenceLogger:
             raise ValueError(
                 f"{self.url.split(':', 1)[0]}: a database URL needs the full mqm install; "
                 "with mqm-client alone, pass the monitor's HTTP URL (http://host:port)")
+        if self.http:
+            # Loaded here, once, on the thread that builds the logger (at start-up), not by
+            # the writer thread: an import runs Python under the import lock and would take
+            # the GIL from the serving threads' log() calls for milliseconds.
+            import gzip  # noqa: F401
+            import http.client  # noqa: F401
+            import json  # noqa: F401
+            import random  # noqa: F401
+            import urllib.parse  # noqa: F401
         self.token = token or os.environ.get(ENV_TOKEN) or None
         self.model_version = model_version
         self.batch_size = max(1, batch_size)
@@ -128,6 +148,10 @@ class InferenceLogger:
         self.timeout = timeout
         self.compress = compress
         self.exit_timeout = exit_timeout
+        # A model monitored on its inputs alone (contract task: features): an entry
+        # without a prediction is valid, and stored with a null one. Over HTTP the
+        # monitor's contract decides that by itself.
+        self.features_only = features_only
         # A deque, not a queue.Queue: append() and popleft() are atomic under the GIL, so
         # log() takes no lock that the writer thread could be holding when it is switched
         # out. The bound is checked with len() (a few more entries may get in when several
@@ -155,7 +179,7 @@ class InferenceLogger:
     def log(
         self,
         features: Mapping[str, Any],
-        prediction: Any,
+        prediction: Any = None,
         *,
         request_id: str | None = None,
         probabilities: Mapping[Any, float] | None = None,
@@ -168,7 +192,8 @@ class InferenceLogger:
         """Queue one inference; False if it was dropped (queue full or logger closed).
 
         ``prediction`` is always the model's own answer (None if it gave none), never
-        a default served in its place, so the checks judge the model.
+        a default served in its place, so the checks judge the model. A features-only
+        model needs none: ``log(features)``.
         ``fallback_reason`` says why the caller was served the default instead
         (``flag``, ``error``, ``timeout``, ``overload``); None (the default) means the
         model's answer was served. ``request_id`` is what labels join on (one is made up
@@ -247,7 +272,7 @@ class InferenceLogger:
         if self.http:
             return _HttpWriter(self.url or "", self.model, self.token, self.timeout,
                                self.batch_size, self.compress)
-        return _DatabaseWriter(self.url or "", self.model)
+        return _DatabaseWriter(self.url or "", self.model, self.features_only)
 
     def _run(self) -> None:
         pending: list[_Queued] = []
@@ -423,7 +448,9 @@ class _HttpWriter:
         """(kind, JSON line) per entry that encodes, and how many did not."""
         out: list[tuple[str, bytes]] = []
         refused = 0
-        for item in items:
+        for count, item in enumerate(items, start=1):
+            if count % _YIELD_EVERY == 0:
+                _yield_gil()
             try:
                 if len(item) == 4:
                     row: dict[str, Any] = {"request_id": item[1], "label": item[3],
@@ -536,13 +563,14 @@ class _DatabaseWriter:
     """Validates and inserts batches; imports SQLAlchemy and mqm's store only when first
     used. Never creates or migrates the tables: that is the monitor's ``mqm db upgrade``."""
 
-    def __init__(self, url: str, model: str) -> None:
+    def __init__(self, url: str, model: str, features_only: bool = False) -> None:
         import sqlalchemy as sa
 
         from monitor.errors import DatabaseError
         from monitor.store.db import create_engine, current_revision, head_revision, safe_url
 
         self.model = model
+        self.features_only = features_only
         self.engine = create_engine(url)
         # Errors that say the database cannot take writes now (down, locked, not yet
         # migrated): the batch is kept and retried. Any other error is about the rows.
@@ -595,7 +623,7 @@ class _DatabaseWriter:
                     "error_message": message,
                     "model_version": version,
                     "fallback_reason": fallback,
-                })))
+                }, require_prediction=not self.features_only)))
             except Exception as exc:  # RowProblem, or whatever an odd object raises
                 invalid += 1
                 _log.warning("mqm: invalid inference log for %s skipped: %s", self.model,
