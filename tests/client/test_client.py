@@ -589,3 +589,27 @@ def test_fuzzed_entries_never_stop_the_writer(db_url: str, make_logger: MakeLogg
     assert stats["write_failures"] == 0, stats["last_error"]
     assert stats["written"] + stats["invalid"] == stats["logged"]
     assert set(good) <= {r["request_id"] for r in read_rows(db_url)}
+
+
+def test_the_database_mode_never_creates_the_monitors_tables(
+    tmp_path: Path, make_logger: MakeLogger
+) -> None:
+    """A store without mqm's tables is the monitor's to migrate (`mqm db upgrade`): the
+    logger counts the failure, says why, keeps the entries, and creates nothing."""
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    lg = make_logger("m", url, migrate=False, retry_interval=0.05)
+    assert lg.log({"a": 1}, 1, request_id="r-1")
+    wait_until(lambda: lg.stats()["write_failures"] >= 2, "two failed attempts")
+    stats = lg.stats()
+    assert "has no mqm tables" in (stats["last_error"] or "")
+    assert "mqm db upgrade" in (stats["last_error"] or "")
+    assert stats["written"] == 0
+    eng = create_engine(url)
+    try:
+        assert sa.inspect(eng).get_table_names() == []
+    finally:
+        eng.dispose()
+    # Migrated by the monitor's side, the entries held are written.
+    migrated(url)
+    assert lg.flush(timeout=30) is True
+    assert [r["request_id"] for r in read_rows(url)] == ["r-1"]
