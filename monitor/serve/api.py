@@ -175,7 +175,8 @@ def _batch_body(what: str, example: str) -> dict[str, Any]:
         f"`mqm {'ingest' if what == 'log' else 'labels'}` JSON-lines file, with the same "
         "rules (see the README's Log files). Optionally gzip-compressed, with "
         "`Content-Encoding: gzip`."),
-        "content": {"application/x-ndjson": {"schema": {"type": "string"},
+        # minLength: no body at all is a 400; a body of blank lines is an empty batch.
+        "content": {"application/x-ndjson": {"schema": {"type": "string", "minLength": 1},
                                              "example": example}}}}
 
 

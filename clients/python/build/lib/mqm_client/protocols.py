@@ -14,6 +14,9 @@ class GuardLogger(Protocol):
 
     ``features`` is ``Any``: the call's first argument, whatever the model takes (a dict
     for ``InferenceLogger``), ``features_of``'s result, or None for a call without one.
+    A guard given ``request_id=``, ``timestamp=`` or ``probabilities=`` also passes those
+    keywords (as ``InferenceLogger.log`` takes them); a logger of one's own needs them only
+    then.
     """
 
     def log(
