@@ -381,9 +381,13 @@ def test_default_option_forced_fallback_and_bad_requests(
     monitor's URL and token come from the environment."""
     server = MonitorServer(tmp_path / "serve")
     url = server.db_url
-    proc = start_app("--default", "1", env={"MQM_FORCE_FALLBACK": M,
-                                            "MQM_MONITOR_URL": server.url,
-                                            "MQM_INGEST_TOKEN": INGEST_TOKEN})
+    try:
+        proc = start_app("--default", "1", env={"MQM_FORCE_FALLBACK": M,
+                                                "MQM_MONITOR_URL": server.url,
+                                                "MQM_INGEST_TOKEN": INGEST_TOKEN})
+    except BaseException:
+        server.stop()
+        raise
     try:
         client = Client(proc.port)  # type: ignore[attr-defined]
         row = next(r for r in reference_rows if model_predict(r) == 0)  # not the default
@@ -410,10 +414,13 @@ def test_default_option_forced_fallback_and_bad_requests(
         flag = client.status()["flag"]
         assert (flag["active"], flag["forced_by_env"], flag["reachable"]) == (True, True, None)
     finally:
+        # Whatever happened above, neither process outlives the test.
         proc.terminate()
-        proc.wait(timeout=10)
-        stop_app(proc)
-        server.stop()
+        try:
+            proc.wait(timeout=30)  # it posts what its logger holds first
+        finally:
+            stop_app(proc)
+            server.stop()
     assert proc.returncode == 0
     engine = create_engine(url)
     try:
