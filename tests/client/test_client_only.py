@@ -140,7 +140,12 @@ def test_the_serving_example_runs_on_the_client_alone(fresh_python: Path,
                                                  "reason": None}
     finally:
         proc.terminate()
-        _, errors = proc.communicate(timeout=20)
+        try:
+            _, errors = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise
     assert proc.returncode == 0, errors
     deadline = time.monotonic() + 10
     import sqlalchemy as sa
