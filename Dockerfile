@@ -18,6 +18,8 @@ RUN pip install --no-cache-dir --require-hashes --no-deps -r /tmp/build/requirem
 COPY pyproject.toml README.md /tmp/build/
 COPY monitor/ /tmp/build/monitor/
 COPY dashboards/ /tmp/build/dashboards/
+# The serving-side client (mqm_client, also monitor.client): one source, shipped here too.
+COPY clients/python/src/ /tmp/build/clients/python/src/
 RUN pip install --no-cache-dir --no-deps /tmp/build && pip check && rm -rf /tmp/build
 
 # Files are root-owned so the app user cannot change its own config; only /data is

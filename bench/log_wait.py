@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from monitor.client import InferenceLogger
+from monitor.store.db import create_engine, ensure_schema
 
 ROW = {"age": 41, "income": 52_000.5, "city": "Oslo", "tenure": 7, "score": 0.61,
        "has_card": True, "loans": 2, "channel": "web", "region": "north", "segment": "b"}
@@ -90,7 +91,11 @@ def main() -> None:
         figures = []
         for _ in range(args.repeats):
             with tempfile.TemporaryDirectory() as tmp:
-                times = sorted(run(f"sqlite:///{Path(tmp) / 'store.db'}", args.seconds,
+                url = f"sqlite:///{Path(tmp) / 'store.db'}"
+                engine = create_engine(url)
+                ensure_schema(engine)  # the monitor's `mqm db upgrade`; the logger never does
+                engine.dispose()
+                times = sorted(run(url, args.seconds,
                                    args.rate, scenario))
             figures.append([len(times), times[len(times) // 2] / 1e3,
                             times[int(len(times) * 0.99)] / 1e3,

@@ -50,6 +50,7 @@ DEFAULT_CONFIG = "monitor.yaml"
 ENV_CONFIG = "MQM_CONFIG"
 ENV_DATABASE_URL = "MQM_DATABASE_URL"
 ENV_ALERTMANAGER_URL = "MQM_ALERTMANAGER_URL"
+ENV_INGEST_TOKEN = "MQM_INGEST_TOKEN"
 
 
 
@@ -480,6 +481,22 @@ class ServeConfig(_Section):
         "without losing the lease."
     )
 
+    ingest_token: str | None = Field(
+        None, description="A bearer token that may post logs and labels (POST "
+        "/v1/models/{model}/logs and /labels) and nothing else: give it to serving "
+        "replicas, so that they cannot change the fallback flag. MQM_API_TOKEN may post "
+        f"them too. {ENV_INGEST_TOKEN} overrides it (better than the file for a secret). "
+        "Default: only MQM_API_TOKEN may post."
+    )
+    ingest_max_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="Largest log or label batch accepted over "
+        "HTTP, in bytes, both as sent and once gunzipped; a larger one is refused with 413."
+    )
+    ingest_max_rows: int = Field(
+        10_000, ge=1, description="Most rows (lines) in one log or label batch accepted over "
+        "HTTP; a batch with more is refused with 413, and nothing of it is stored."
+    )
+
     @model_validator(mode="after")
     def _renew_within_lease(self) -> ServeConfig:
         if self.lease_renew * 3 > self.lease:
@@ -576,6 +593,10 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     url = os.environ.get(ENV_DATABASE_URL)
     if url:
         cfg = cfg.model_copy(update={"database_url": url})
+    ingest_token = os.environ.get(ENV_INGEST_TOKEN)
+    if ingest_token:
+        cfg = cfg.model_copy(update={"serve": cfg.serve.model_copy(
+            update={"ingest_token": ingest_token})})
     alertmanager = os.environ.get(ENV_ALERTMANAGER_URL)
     if alertmanager:
         cfg = cfg.model_copy(update={"alerting": cfg.alerting.model_copy(

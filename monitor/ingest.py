@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
 import json
 import logging
 import queue
@@ -51,7 +52,8 @@ from monitor.store.logs import (
     stored_request_ids,
 )
 
-__all__ = ["BadRow", "IngestReport", "ingest_labels", "ingest_logs", "read_rows"]
+__all__ = ["BadRow", "IngestReport", "ingest_label_batch", "ingest_labels", "ingest_log_batch",
+           "ingest_logs", "read_rows"]
 
 OnError = Literal["skip", "fail"]
 RESERVED = ("request_id", "timestamp", "model_version", "latency_ms", "error", "error_message",
@@ -258,14 +260,21 @@ def _long_cell(line: str, limit: int) -> int | None:
 
 
 def _json_rows(path: Path) -> Iterator[tuple[str, Row]]:
-    number = 0
+    read = [0]
     with _open_text(path) as handle:
         try:
-            for number, text in enumerate(handle, start=1):
-                if text.strip():
-                    yield f"line {number}", _json_line(text)
+            yield from _json_lines(handle, read)
         except _READ_ERRORS as exc:
-            raise _unreadable(path, f"past line {number:,}", exc) from None
+            raise _unreadable(path, f"past line {read[0]:,}", exc) from None
+
+
+def _json_lines(lines: Iterable[str], read: list[int] | None = None) -> Iterator[tuple[str, Row]]:
+    """(where, row) of each non-blank JSON line; ``read[0]`` follows the line number."""
+    for number, text in enumerate(lines, start=1):
+        if read is not None:
+            read[0] = number
+        if text.strip():
+            yield f"line {number}", _json_line(text)
 
 
 def _json_line(text: str) -> Row:
@@ -431,10 +440,16 @@ def _log_record(
         # every column that is not reserved is a feature, as the contract then judges.
         fields["prediction"] = None
     else:
-        raw_pred = row.get(pred.column)
+        # JSON lines (the HTTP client's) may name the prediction ``prediction`` whatever
+        # the contract calls it: a row that lacked the contract's column was refused before.
+        raw_pred = (row.get(pred.column) if pred.column in row or as_text
+                    else row.get("prediction"))
         fields["prediction"] = parse_text(raw_pred, pred.type) if as_text and isinstance(
             raw_pred, str) else raw_pred
-    if proba_cols:
+    if pred is not None and isinstance(row.get("probabilities"), dict):
+        # One object of class -> probability, as stored (the HTTP client sends this).
+        fields["probabilities"] = row["probabilities"]
+    elif proba_cols:
         probs = {}
         for cls, col in proba_cols.items():
             value = row.get(col)
@@ -442,14 +457,14 @@ def _log_record(
                 value = parse_text(value, "float")
             probs[cls] = value
         fields["probabilities"] = probs
-    elif pred is not None and isinstance(row.get("probabilities"), dict):
-        fields["probabilities"] = row["probabilities"]
     if "features" in row and row["features"] is not None:
         fields["features"] = row["features"]
     else:
         skip = {*RESERVED, *proba_cols.values(), "probabilities", "features"}
         if pred is not None:
             skip.add(pred.column)
+            if pred.column not in row:
+                skip.add("prediction")  # taken as the prediction above
         if schema.target is not None:
             skip.add(schema.target.column)
         types = {f.name: f.type for f in schema.features}
@@ -663,20 +678,11 @@ def ingest_logs(
         except DatabaseError as exc:
             raise _database_problem(path, exc) from None
         columns, rows, as_text = read_rows(path)
-    report = IngestReport(file=str(path))
-    records = _valid_rows(
-        rows, report, lambda row: _log_record(row, schema, as_text, default_version),
-        lambda rec: rec.request_id,
-    )
     try:
-        with log_load(engine, model) as load:
-            load.add(records)
-            _finish(report, on_error, "log")  # raising here drops what was staged
-            report.added = load.publish()
+        return _load_logs(engine, model, schema, IngestReport(file=str(path)), rows, as_text,
+                          on_error, default_version)
     except DatabaseError as exc:
         raise _database_problem(path, exc) from None
-    report.already_stored = report.rows - report.bad - report.added
-    return report
 
 
 def ingest_labels(
@@ -694,22 +700,126 @@ def ingest_labels(
     model (a warning says so): they are stored, and join if those logs are loaded later.
     """
     path = Path(path)
-    if schema.features_only:
-        raise IngestError(f"{path}: model {model!r} is monitored on its features alone (its "
-                          "contract declares task: features, no prediction): labels have no "
-                          "prediction to be compared with; nothing was written")
+    _refuse_labels_of_features_only(path, model, schema)
     columns, rows, as_text = read_rows(path)
-    target = schema.target.column if schema.target else "label"
-    target_type = schema.target.type if schema.target else "string"
-    label_col = target if target in columns or "label" not in columns else "label"
+    label_col = _label_column(schema, columns)
     if columns:
         _check_columns(path, columns, ["request_id", label_col])
+    try:
+        return _load_labels(engine, model, schema, IngestReport(file=str(path)), rows, as_text,
+                            on_error, now, label_col, bool(columns))
+    except DatabaseError as exc:
+        raise _database_problem(path, exc) from None
+
+
+# --- batches: JSON lines sent over HTTP ------------------------------------------------------
+
+
+def ingest_log_batch(
+    engine: Engine,
+    model: str,
+    schema: ModelSchema,
+    body: bytes,
+    *,
+    source: str = "batch",
+    on_error: OnError = "skip",
+    default_version: str | None = None,
+) -> IngestReport:
+    """Load one batch of inference logs, JSON lines as a log file holds them (``body``,
+    already uncompressed): the same row rules, the same report per bad row, the same
+    idempotence on ``request_id`` as ``ingest_logs``. ``source`` names the batch in
+    messages. Raises ``IngestError`` (under ``fail``, a bad row or no rows) or
+    ``DatabaseError``; nothing is written then."""
+    return _load_logs(engine, model, schema, IngestReport(file=source), _body_rows(body),
+                      False, on_error, default_version)
+
+
+def ingest_label_batch(
+    engine: Engine,
+    model: str,
+    schema: ModelSchema,
+    body: bytes,
+    *,
+    source: str = "batch",
+    on_error: OnError = "skip",
+    now: datetime | None = None,
+) -> IngestReport:
+    """Load one batch of labels, JSON lines as a label file holds them; as
+    ``ingest_log_batch``, with ``ingest_labels``' rules."""
+    _refuse_labels_of_features_only(source, model, schema)
+    return _load_labels(engine, model, schema, IngestReport(file=source), _body_rows(body),
+                        False, on_error, now, _label_column(schema, None), False)
+
+
+def _body_rows(body: bytes) -> Iterator[tuple[str, Row]]:
+    """The rows of a JSON-lines body, decoded as a file is (UTF-8 with or without a BOM;
+    bytes that are not UTF-8 reported in their row's field)."""
+    text = io.TextIOWrapper(io.BytesIO(body), encoding="utf-8-sig", errors="surrogateescape",
+                            newline="")
+    return _json_lines(text)
+
+
+# --- the load, whatever the rows came from ---------------------------------------------------
+
+
+def _refuse_labels_of_features_only(source: str | Path, model: str, schema: ModelSchema) -> None:
+    if schema.features_only:
+        raise IngestError(f"{source}: model {model!r} is monitored on its features alone (its "
+                          "contract declares task: features, no prediction): labels have no "
+                          "prediction to be compared with; nothing was written")
+
+
+def _label_column(schema: ModelSchema, columns: list[str] | None) -> str:
+    """The column holding the label: the contract's target, else ``label`` when the file
+    has that and not the target. Rows of JSON lines (no header) use the target."""
+    target = schema.target.column if schema.target else "label"
+    if columns and target not in columns and "label" in columns:
+        return "label"
+    return target
+
+
+def _load_logs(
+    engine: Engine,
+    model: str,
+    schema: ModelSchema,
+    report: IngestReport,
+    rows: Iterator[tuple[str, Row]],
+    as_text: bool,
+    on_error: OnError,
+    default_version: str | None,
+) -> IngestReport:
+    records = _valid_rows(
+        rows, report, lambda row: _log_record(row, schema, as_text, default_version),
+        lambda rec: rec.request_id,
+    )
+    with log_load(engine, model) as load:
+        load.add(records)
+        _finish(report, on_error, "log")  # raising here drops what was staged
+        report.added = load.publish()
+    report.already_stored = report.rows - report.bad - report.added
+    return report
+
+
+def _load_labels(
+    engine: Engine,
+    model: str,
+    schema: ModelSchema,
+    report: IngestReport,
+    rows: Iterator[tuple[str, Row]],
+    as_text: bool,
+    on_error: OnError,
+    now: datetime | None,
+    label_col: str,
+    columns_known: bool,
+) -> IngestReport:
+    target_type = schema.target.type if schema.target else "string"
     arrived = now or datetime.now(UTC)
-    report = IngestReport(file=str(path))
+    json_rows = columns_known is False
 
     def label_of(row: dict[str, Any]) -> tuple[str, Any, datetime]:
         rid = request_id_of(row.get("request_id"))
-        label = row.get(label_col)
+        # A JSON line (no header to choose by) may name its label ``label``.
+        label = row.get(label_col if label_col in row or not json_rows else "label")
         if as_text and isinstance(label, str):
             label = parse_text(label, target_type)
         label = clean_value(label_col, label)
@@ -719,14 +829,11 @@ def ingest_labels(
         return rid, label, arrived if ts is None else record_time("timestamp", ts)
 
     labels = _valid_rows(rows, report, label_of, lambda item: item[0])
-    try:
-        with label_load(engine, model) as load:
-            staged = load.add(labels)
-            _finish(report, on_error, "label")
-            report.unmatched = load.unmatched()
-            report.added = load.publish()
-    except DatabaseError as exc:
-        raise _database_problem(path, exc) from None
+    with label_load(engine, model) as load:
+        staged = load.add(labels)
+        _finish(report, on_error, "label")
+        report.unmatched = load.unmatched()
+        report.added = load.publish()
     report.already_stored = report.rows - report.bad - report.added
     if report.unmatched:
         report.warnings.append(

@@ -1,21 +1,22 @@
 """A small HTTP inference service for the sample loan-default model, guarded by mqm.
 
-    python examples/serving/app.py --database-url sqlite:///mqm.db --flag-source flags/
+    python examples/serving/app.py --monitor-url http://127.0.0.1:8080 --flag-source flags/
 
 ``POST /predict`` takes one JSON object of the model's features (``schemas/loan_default.yaml``)
 and answers ``{"prediction": 0|1, "served_by": "model"|"fallback", "reason": null|"flag"|
 "error"|...}``. The model is called through ``guard``: while the monitor's fallback flag is
 on (read every ``--flag-ttl`` seconds from ``--flag-source``, a directory of flag files or
 the monitor's URL) the answer is the default prediction, and every call is logged to the
-monitor's database with ``InferenceLogger``, with the model's own prediction (a shadow call
-while the flag is on). ``GET /status`` shows the flag, the guard's and the logger's counts.
+monitor (``mqm serve``, over HTTP) with ``InferenceLogger``: the model's own prediction and
+probabilities (a shadow call while the flag is on) and the request's ``X-Request-Id``, which
+labels join on. ``GET /status`` shows the flag, the guard's and the logger's counts.
 
-Nothing here waits on the monitor: the flag is read in the background and the logger writes
-in the background, so a monitor or database that is down changes nothing for callers.
+Nothing here waits on the monitor: the flag is read in the background and the logger posts
+in the background, so a monitor that is down changes nothing for callers.
 
 Settings are command-line options, each with an environment variable as its default (see
-``--help``). Only the standard library and ``monitor.client`` are imported: it starts in
-a fraction of a second.
+``--help``). Only the standard library and ``mqm_client`` are imported: it runs with the
+client alone (``pip install clients/python``) and starts in a fraction of a second.
 """
 
 from __future__ import annotations
@@ -31,29 +32,23 @@ from dataclasses import asdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from loan_model import MODEL_VERSION, predict  # next to this file (sys.path[0])
+from loan_model import MODEL_VERSION, predict_proba  # next to this file (sys.path[0])
 
-from monitor.client import FallbackFlag, InferenceLogger, guard
+from mqm_client import FallbackFlag, InferenceLogger, guard
 
 MODEL = "loan_default"
 MAX_BODY = 64 * 1024  # one request's features are a few hundred bytes
 
-# The request's id and log time, for the logger; set per request by the handler. A context
-# variable, because guard calls the logger itself (and the shadow call gets the context).
-_request: contextvars.ContextVar[tuple[str | None, float | None]] = contextvars.ContextVar(
+# The request being answered: its X-Request-Id and (test hook) X-Timestamp, set by the
+# handler, read by guard when it logs the call (the shadow call gets the context too).
+REQUEST: contextvars.ContextVar[tuple[str | None, float | None]] = contextvars.ContextVar(
     "request", default=(None, None))
 
 
-class RequestLogger:
-    """``InferenceLogger.log`` with the request's id and time, which ``guard`` does not know."""
-
-    def __init__(self, logger: InferenceLogger) -> None:
-        self.logger = logger
-
-    def log(self, features: Mapping[str, Any], prediction: Any, **kwargs: Any) -> bool:
-        request_id, timestamp = _request.get()
-        return self.logger.log(features, prediction, request_id=request_id,
-                               timestamp=timestamp, **kwargs)
+def score(features: Mapping[str, Any]) -> dict[str, Any]:
+    """The model's answer with its class probabilities, as the reference set holds them."""
+    p1 = predict_proba(features)
+    return {"prediction": int(p1 >= 0.5), "probabilities": {"0": round(1 - p1, 6), "1": p1}}
 
 
 class Service:
@@ -61,24 +56,33 @@ class Service:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.flag = FallbackFlag(MODEL, args.flag_source or None, ttl=args.flag_ttl)
-        self.logger = InferenceLogger(MODEL, args.database_url, model_version=MODEL_VERSION)
+        self.logger = InferenceLogger(MODEL, args.monitor_url, token=args.token,
+                                      model_version=MODEL_VERSION)
         # No --default: the default is the flag document's default_prediction, i.e. the
         # monitor's config (fallback.default_prediction).
         default = {} if args.default is None else {"default": json.loads(args.default)}
-        self.predict = guard(predict, flag=self.flag, logger=RequestLogger(self.logger),
-                             max_shadow_in_flight=args.max_shadow_in_flight, **default)
+        self.predict = guard(
+            score, flag=self.flag, logger=self.logger,
+            # What the monitor needs beyond the features: the id labels join on, and the
+            # probabilities its estimated accuracy and ROC AUC are computed from.
+            request_id=lambda features: REQUEST.get()[0],
+            timestamp=lambda features: REQUEST.get()[1],
+            prediction=lambda answer: answer["prediction"],
+            probabilities=lambda answer: answer["probabilities"],
+            max_shadow_in_flight=args.max_shadow_in_flight, **default)
         self.trust_timestamp = args.trust_timestamp_header
 
     def answer(self, features: dict[str, Any], request_id: str | None,
                timestamp: float | None) -> dict[str, Any]:
-        token = _request.set((request_id, timestamp))
+        token = REQUEST.set((request_id, timestamp))
         try:
-            prediction = self.predict(features)
+            result = self.predict(features)
         finally:
-            _request.reset(token)
+            REQUEST.reset(token)
         path = self.predict.last_path()
-        return {"prediction": prediction, "served_by": "model" if path == "model" else "fallback",
-                "reason": None if path == "model" else path}
+        if path == "model":
+            return {"prediction": result["prediction"], "served_by": "model", "reason": None}
+        return {"prediction": result, "served_by": "fallback", "reason": path}
 
     def status(self) -> dict[str, Any]:
         return {"model": MODEL, "model_version": MODEL_VERSION, "flag": asdict(self.flag.state()),
@@ -165,9 +169,13 @@ def make_handler(service: Service) -> type[BaseHTTPRequestHandler]:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     env = os.environ.get
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--database-url", default=env("MQM_DATABASE_URL"),
-                        help="the monitor's database, where predictions are logged "
-                             "(default: $MQM_DATABASE_URL)")
+    parser.add_argument("--monitor-url", default=env("MQM_MONITOR_URL"),
+                        help="the monitor, where predictions are logged: mqm serve's URL "
+                             "http://host:port (or, with the full mqm install, its database "
+                             "URL) (default: $MQM_MONITOR_URL)")
+    parser.add_argument("--token", default=env("MQM_INGEST_TOKEN"),
+                        help="the monitor's ingest token, to post logs "
+                             "(default: $MQM_INGEST_TOKEN)")
     parser.add_argument("--flag-source", default=env("SERVING_FLAG_SOURCE"),
                         help="the monitor's fallback_dir, or its URL http://host:port "
                              "(default: $SERVING_FLAG_SOURCE; none: only $MQM_FORCE_FALLBACK)")
@@ -187,8 +195,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="log X-Timestamp (epoch seconds) as the inference time: a test "
                              "hook to place traffic in past check windows")
     args = parser.parse_args(argv)
-    if not args.database_url:
-        parser.error("no database: pass --database-url or set MQM_DATABASE_URL")
+    if not args.monitor_url:
+        parser.error("no monitor: pass --monitor-url or set MQM_MONITOR_URL")
     if args.flag_ttl <= 0 or args.max_shadow_in_flight < 1:
         parser.error("--flag-ttl must be positive and --max-shadow-in-flight at least 1")
     if args.default is not None:

@@ -1,11 +1,28 @@
-"""Serving-side SDK. Imports only the standard library, so that it loads in milliseconds;
-database drivers and ``urllib.request`` are loaded lazily, in the background threads that
-need them.
+"""The serving-side client, under the name mqm has always offered it.
+
+The client's one source is the ``mqm_client`` package (``clients/python/``), which the full
+mqm install ships too and which installs alone (``pip install clients/python``, standard
+library only). ``monitor.client`` and its modules are the very same objects: code written
+against either name works with the full install, and ``mqm_client`` with the client alone.
 """
 
-from monitor.client.flag import FallbackFlag, FlagState
-from monitor.client.guard import Guarded, GuardLogger, guard
-from monitor.client.logger import InferenceLogger, LoggerStats
+import importlib
+import sys
+
+from mqm_client import (
+    FallbackFlag,
+    FlagState,
+    Guarded,
+    GuardLogger,
+    InferenceLogger,
+    LoggerStats,
+    guard,
+)
+
+# ``import monitor.client.logger`` (and ``from monitor.client.flag import ...``) finds the
+# client's own modules, not copies: one FallbackFlag class, one set of counters.
+for _name in ("flag", "guard", "logger", "pool", "protocols"):
+    sys.modules[f"{__name__}.{_name}"] = importlib.import_module(f"mqm_client.{_name}")
 
 __all__ = ["FallbackFlag", "FlagState", "GuardLogger", "Guarded", "InferenceLogger",
            "LoggerStats", "guard"]

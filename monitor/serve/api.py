@@ -3,7 +3,8 @@
 ``create_app(engine, config, scheduler=..., registry=...)`` builds it; ``mqm serve`` runs
 it under uvicorn. Reading is open to anyone; forcing or clearing the fallback flag needs
 ``Authorization: Bearer <MQM_API_TOKEN>``, and without that variable the write endpoints
-are refused.
+are refused. Posting logs and labels takes that token or the ingest token
+(``serve.ingest_token``), which can do nothing else.
 
 Why FastAPI: it is the best known ASGI framework for Python services, and the OpenAPI
 description the issue asks for comes out of the typed routes and pydantic models (already
@@ -30,6 +31,7 @@ out-of-range times, ids beyond 64 bits) with 422.
 
 # No `from __future__ import annotations`: FastAPI reads the routes' annotations at
 # definition time, and some name types local to create_app.
+import functools
 import hmac
 import json
 import logging
@@ -51,14 +53,24 @@ from starlette.routing import Match
 
 from monitor import __version__
 from monitor.config import Config
-from monitor.errors import DatabaseError, MonitorError, UnknownModelError, first_line
+from monitor.errors import (
+    DatabaseError,
+    IngestError,
+    MonitorError,
+    UnknownModelError,
+    first_line,
+)
 from monitor.fallback.flag import clear_override, set_override
+from monitor.ingest import IngestReport, ingest_label_batch, ingest_log_batch
 from monitor.results import SchemaResult, from_json
 from monitor.serve.api_models import (
     AUTH,
     BAD_BODY,
+    BATCH_ERRORS,
     DEFAULT_ACTOR,
+    ENV_INGEST_TOKEN,
     ENV_TOKEN,
+    INGEST_AUTH,
     MAX_BODY,
     MAX_ID,
     STORE_DOWN,
@@ -68,12 +80,14 @@ from monitor.serve.api_models import (
     ErrorBody,
     FlagDocument,
     Health,
+    IngestResult,
     ModelList,
     OverrideRequest,
     Readiness,
     RunDetail,
     RunPage,
 )
+from monitor.serve.batches import read_batch
 from monitor.serve.flag_cache import FlagCache
 from monitor.serve.health import SchedulerStatus, readiness
 from monitor.store import reads
@@ -153,6 +167,33 @@ def _refuse_unknown_query(request: Request, *allowed: str) -> None:
             for key, value in unknown])
 
 
+def _batch_body(what: str, example: str) -> dict[str, Any]:
+    """The OpenAPI request body of a posted batch: JSON lines, not a JSON document, so
+    declared by hand (FastAPI would describe a typed body as one JSON object)."""
+    return {"requestBody": {"required": True, "description": (
+        f"One batch of {what}s: JSON lines (one JSON object per line), the rows of a "
+        f"`mqm {'ingest' if what == 'log' else 'labels'}` JSON-lines file, with the same "
+        "rules (see the README's Log files). Optionally gzip-compressed, with "
+        "`Content-Encoding: gzip`."),
+        # minLength: no body at all is a 400; a body of blank lines is an empty batch.
+        "content": {"application/x-ndjson": {"schema": {"type": "string", "minLength": 1},
+                                             "example": example}}}}
+
+
+def _ingest_result(model: str, report: IngestReport) -> dict[str, Any]:
+    return {"model": model, "rows": report.rows, "added": report.added,
+            "already_stored": report.already_stored, "refused": report.bad,
+            "problems": report.problems, "warnings": report.warnings,
+            "unmatched": report.unmatched}
+
+
+_LOG_EXAMPLE = (
+    '{"request_id": "r-1", "timestamp": "2026-10-01T12:00:00Z", "age": 45, '
+    '"home_ownership": "RENT", "prediction": 0, "proba_0": 0.95, "proba_1": 0.05, '
+    '"latency_ms": 3.2}\n')
+_LABEL_EXAMPLE = '{"request_id": "r-1", "defaulted": 0}\n'
+
+
 # --- the app ---------------------------------------------------------------------------
 
 
@@ -179,6 +220,11 @@ def create_app(
 
         registry = build_registry(engine, config)
     token = os.environ.get(ENV_TOKEN) or None
+    # Tokens that may post logs and labels: the write token, and the ingest token, which
+    # may do nothing else (serving replicas hold it and must not change the flag).
+    ingest_tokens = [t.encode() for t in (token, config.serve.ingest_token) if t]
+    max_batch_bytes = config.serve.ingest_max_bytes
+    max_batch_rows = config.serve.ingest_max_rows
     cache = FlagCache(engine, config, ttl=flag_ttl)
     model_names = list(config.models)
     # The config's names are the examples, so a schema-driven client (schemathesis) also
@@ -190,7 +236,9 @@ def create_app(
         title="mqm",
         version=__version__,
         description="The model-quality monitor: health, readiness, metrics, check runs and "
-        "each model's fallback flag. Writes need `Authorization: Bearer <MQM_API_TOKEN>`.",
+        "each model's fallback flag, and the ingest of logs and labels. Writes need "
+        "`Authorization: Bearer <MQM_API_TOKEN>` (posting logs and labels: that token or "
+        "the ingest token).",
     )
     app.state.flag_cache = cache
     # /readyz forgives models that never ran until the service is this old.
@@ -238,7 +286,8 @@ def create_app(
         return JSONResponse({"detail": str(exc)}, status_code=500)
 
     bearer = HTTPBearer(auto_error=False, scheme_name="bearer",
-                        description=f"The token in {ENV_TOKEN}.")
+                        description=f"The token in {ENV_TOKEN}; posting logs and labels "
+                        f"also takes serve.ingest_token ({ENV_INGEST_TOKEN}).")
 
     async def require_token(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
@@ -252,6 +301,26 @@ def create_app(
             raise HTTPException(401, "a valid bearer token is required (Authorization: "
                                 "Bearer <MQM_API_TOKEN>)",
                                 headers={"WWW-Authenticate": "Bearer"})
+
+    async def require_ingest_token(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> None:
+        if not ingest_tokens:
+            raise HTTPException(403, f"posting is disabled: set {ENV_TOKEN} or "
+                                f"serve.ingest_token ({ENV_INGEST_TOKEN}) on the server")
+        given = b"" if credentials is None else credentials.credentials.encode("latin-1")
+        # Every token compared, in constant time: no early exit that timing could show.
+        matched = [hmac.compare_digest(given, t) for t in ingest_tokens]
+        if credentials is None or not any(matched):
+            raise HTTPException(401, "a valid bearer token is required (Authorization: "
+                                f"Bearer <{ENV_INGEST_TOKEN} or {ENV_TOKEN}>)",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    async def batch_of(request: Request) -> bytes:
+        return await read_batch(
+            request.stream(), encoding=request.headers.get("content-encoding"),
+            declared_length=request.headers.get("content-length"),
+            max_bytes=max_batch_bytes, max_rows=max_batch_rows)
 
     # --- health ---------------------------------------------------------------------
 
@@ -383,5 +452,63 @@ def create_app(
         doc = clear_override(engine, config, model,
                              by=(params.by or "").strip() or DEFAULT_ACTOR, reason=params.reason)
         return _json_body(cache.put(model, doc))
+
+    # --- ingest -------------------------------------------------------------------------
+    # The rows go through monitor.ingest, the code that loads files, in a worker thread:
+    # the same rules, the same report per bad row, the same idempotence on request_id.
+
+    def load_logs(model: str, body: bytes) -> dict[str, Any]:
+        from monitor.schema import load_schema
+
+        model_cfg = config.model(model)
+        report = ingest_log_batch(engine, model, load_schema(model_cfg.schema_path), body,
+                                  default_version=model_cfg.version)
+        return _ingest_result(model, report)
+
+    def load_labels(model: str, body: bytes) -> dict[str, Any]:
+        from monitor.schema import load_schema
+
+        try:
+            report = ingest_label_batch(engine, model,
+                                        load_schema(config.model(model).schema_path), body)
+        except IngestError as exc:  # a features-only model takes no labels
+            raise RequestValidationError([{"type": "value_error", "loc": ("body",),
+                                           "msg": str(exc), "input": None}]) from None
+        return _ingest_result(model, report)
+
+    batch_responses = {**INGEST_AUTH, **UNKNOWN, **STORE_DOWN, **BATCH_ERRORS,
+                       **UNKNOWN_QUERY}
+
+    @app.post("/v1/models/{model}/logs", response_model=IngestResult, tags=["ingest"],
+              summary="Store a batch of inference logs (JSON lines, optionally gzip)",
+              description="Each line is one inference, as in a JSON-lines log file: "
+              "`request_id`, `timestamp`, the prediction column of the model's contract, "
+              "optional probability columns, `model_version`, `latency_ms`, `error`, "
+              "`error_message`, `fallback_reason`, and the features (one key each, or "
+              "`features` as one object). Good rows are stored in one load; each bad one "
+              "is refused with its line and field; a request id already stored is "
+              "skipped, so a batch sent twice is stored once. Needs the write token or "
+              "the ingest token.",
+              dependencies=[Depends(require_ingest_token)],
+              openapi_extra=_batch_body("log", _LOG_EXAMPLE), responses=batch_responses)
+    async def post_logs(request: Request, model: ModelName) -> dict[str, Any]:
+        _refuse_unknown_query(request)
+        config.model(model)
+        body = await batch_of(request)
+        return await anyio.to_thread.run_sync(functools.partial(load_logs, model, body))
+
+    @app.post("/v1/models/{model}/labels", response_model=IngestResult, tags=["ingest"],
+              summary="Store a batch of ground-truth labels (JSON lines, optionally gzip)",
+              description="Each line is one label, as in a JSON-lines label file: "
+              "`request_id`, the contract's target column, and optionally `timestamp` "
+              "(when the label became known; default: now). A label already stored is "
+              "kept, not replaced. Needs the write token or the ingest token.",
+              dependencies=[Depends(require_ingest_token)],
+              openapi_extra=_batch_body("label", _LABEL_EXAMPLE), responses=batch_responses)
+    async def post_labels(request: Request, model: ModelName) -> dict[str, Any]:
+        _refuse_unknown_query(request)
+        config.model(model)
+        body = await batch_of(request)
+        return await anyio.to_thread.run_sync(functools.partial(load_labels, model, body))
 
     return app

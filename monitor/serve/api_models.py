@@ -12,8 +12,11 @@ from monitor.times import utc
 __all__ = [
     "AUTH",
     "BAD_BODY",
+    "BATCH_ERRORS",
     "DEFAULT_ACTOR",
+    "ENV_INGEST_TOKEN",
     "ENV_TOKEN",
+    "INGEST_AUTH",
     "MAX_BODY",
     "MAX_ID",
     "STORE_DOWN",
@@ -25,6 +28,7 @@ __all__ = [
     "FlagDocument",
     "FreshnessCheck",
     "Health",
+    "IngestResult",
     "InvalidRequest",
     "LatestRun",
     "MetricValue",
@@ -43,6 +47,7 @@ __all__ = [
 ]
 
 ENV_TOKEN = "MQM_API_TOKEN"
+ENV_INGEST_TOKEN = "MQM_INGEST_TOKEN"  # as monitor.config's, which the config reads
 DEFAULT_ACTOR = "api"  # "by" of an override set through the API without one
 MAX_REASON_LENGTH = 2000
 MAX_BODY = 64 * 1024  # an override is a few hundred bytes
@@ -248,6 +253,26 @@ class RunDetail(RunSummary):
     metrics: list[MetricValue]
 
 
+class IngestResult(BaseModel):
+    """What a posted batch did, as ``mqm ingest --on-error skip --json`` reports a file:
+    the good rows are stored (one load, all at once), each bad row is refused with its
+    line and field, and a request id already stored is skipped."""
+
+    model: str
+    rows: int = Field(description="Lines read (blank lines aside).")
+    added: int = Field(description="Rows stored by this batch.")
+    already_stored: int = Field(description="Rows whose request id the store already held "
+                                "for the model (a batch sent again adds nothing).")
+    refused: int = Field(description="Bad rows, none of them stored.")
+    problems: list[str] = Field(description="One line per refused row: its line in the "
+                                "batch, the field and why, as `mqm ingest` words it.")
+    warnings: list[str] = Field(description="An empty batch; labels that match no logged "
+                                "request.")
+    unmatched: int | None = Field(None, description="Labels only: labels of the batch whose "
+                                  "request id matches no stored log of the model (stored "
+                                  "anyway; they join when those logs arrive).")
+
+
 def _utf8(value: str | None) -> str | None:
     # A lone surrogate ("\ud800" in JSON) parses, but no database driver can encode it.
     if value is not None:
@@ -278,4 +303,17 @@ AUTH = {
              headers={"WWW-Authenticate": {"schema": {"type": "string"},
                                            "description": "Bearer"}}),
     **_error(403, f"Writes are disabled: {ENV_TOKEN} is not set."),
+}
+BATCH_ERRORS = {
+    **_error(400, "No body, or one that is not valid gzip."),
+    **_error(413, "The batch is larger than serve.ingest_max_bytes (as sent or uncompressed) "
+             "or has more lines than serve.ingest_max_rows; nothing of it was stored."),
+    **_error(415, "A Content-Encoding other than gzip."),
+}
+INGEST_AUTH = {
+    **_error(401, "Missing or wrong bearer token.",
+             headers={"WWW-Authenticate": {"schema": {"type": "string"},
+                                           "description": "Bearer"}}),
+    **_error(403, f"Posting is disabled: neither {ENV_TOKEN} nor serve.ingest_token "
+             f"({ENV_INGEST_TOKEN}) is set."),
 }

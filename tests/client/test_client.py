@@ -34,7 +34,10 @@ def make_logger() -> Iterator[MakeLogger]:
     """Factory of loggers that are all closed (and their threads stopped) after the test."""
     made: list[InferenceLogger] = []
 
-    def make(*args: Any, **kwargs: Any) -> InferenceLogger:
+    def make(*args: Any, migrate: bool = True, **kwargs: Any) -> InferenceLogger:
+        url = args[1] if len(args) > 1 else kwargs.get("url")
+        if migrate and url and url != DOWN_URL and not url.startswith("http"):
+            migrated(url)  # the monitor's job (`mqm db upgrade`), never the logger's
         lg = InferenceLogger(*args, **kwargs)
         made.append(lg)
         return lg
@@ -42,6 +45,14 @@ def make_logger() -> Iterator[MakeLogger]:
     yield make
     for lg in made:
         lg.close(timeout=5)
+
+
+def migrated(url: str) -> None:
+    eng = create_engine(url)
+    try:
+        ensure_schema(eng)
+    finally:
+        eng.dispose()
 
 
 def read_rows(url: str, model: str = "m") -> list[dict[str, Any]]:
@@ -271,19 +282,19 @@ def test_flush_waits_for_an_entry_the_writer_already_took(
     tmp_path: Path, make_logger: MakeLogger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """flush() must not take "queue empty" for "written": the writer may hold the entry."""
-    from monitor.client import logger as client_logger
+    from mqm_client import logger as client_logger
 
-    write = client_logger._Writer.write
+    write = client_logger._DatabaseWriter.send
 
-    def stalling(self: Any, items: Any, version: Any) -> int:
+    def stalling(self: Any, items: Any) -> int:
         time.sleep(0.3)  # the writer thread is preempted right after taking the entries
-        return write(self, items, version)
+        return write(self, items)
 
     url = f"sqlite:///{tmp_path / 'store.db'}"
     eng = create_engine(url)
     ensure_schema(eng)
     eng.dispose()
-    monkeypatch.setattr(client_logger._Writer, "write", stalling)
+    monkeypatch.setattr(client_logger._DatabaseWriter, "send", stalling)
     lg = make_logger("m", url)
     assert lg.log({"a": 1}, 1, request_id="r-1")
     assert lg.flush() is True
@@ -356,6 +367,7 @@ def test_log_after_close_and_generated_request_ids(
 
 def test_pending_entries_are_written_at_exit(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'store.db'}"
+    migrated(url)
     script = textwrap.dedent(
         """
         import sys
@@ -386,7 +398,8 @@ def test_entries_logged_during_an_outage_are_written_after_recovery(
     url = server.set(database=name).render_as_string(hide_password=False)
     admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
     try:
-        lg = make_logger("m", url, max_queue=100, retry_interval=0.05, flush_interval=0.05)
+        lg = make_logger("m", url, max_queue=100, retry_interval=0.05, flush_interval=0.05,
+                         migrate=False)
         assert all(lg.log({"i": i}, 1, request_id=f"r-{i}") for i in range(30))
         wait_until(lambda: lg.stats()["write_failures"] >= 2, "two failed write attempts")
         assert name in (lg.stats()["last_error"] or "")
@@ -395,7 +408,12 @@ def test_entries_logged_during_an_outage_are_written_after_recovery(
 
         with admin.connect() as conn:
             conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        assert lg.flush(timeout=20) is True
+        # A database without mqm's tables is still an outage: the logger never creates them.
+        wait_until(lambda: "mqm db upgrade" in (lg.stats()["last_error"] or ""),
+                   "the logger says the tables are missing")
+        assert lg.stats()["written"] == 0
+        migrated(url)
+        assert lg.flush(timeout=40) is True
         assert all(lg.log({"i": i}, 1, request_id=f"r-{i}") for i in range(40, 45))
         assert lg.flush(timeout=20) is True
         lg.close(timeout=5)
@@ -571,3 +589,27 @@ def test_fuzzed_entries_never_stop_the_writer(db_url: str, make_logger: MakeLogg
     assert stats["write_failures"] == 0, stats["last_error"]
     assert stats["written"] + stats["invalid"] == stats["logged"]
     assert set(good) <= {r["request_id"] for r in read_rows(db_url)}
+
+
+def test_the_database_mode_never_creates_the_monitors_tables(
+    tmp_path: Path, make_logger: MakeLogger
+) -> None:
+    """A store without mqm's tables is the monitor's to migrate (`mqm db upgrade`): the
+    logger counts the failure, says why, keeps the entries, and creates nothing."""
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    lg = make_logger("m", url, migrate=False, retry_interval=0.05)
+    assert lg.log({"a": 1}, 1, request_id="r-1")
+    wait_until(lambda: lg.stats()["write_failures"] >= 2, "two failed attempts")
+    stats = lg.stats()
+    assert "has no mqm tables" in (stats["last_error"] or "")
+    assert "mqm db upgrade" in (stats["last_error"] or "")
+    assert stats["written"] == 0
+    eng = create_engine(url)
+    try:
+        assert sa.inspect(eng).get_table_names() == []
+    finally:
+        eng.dispose()
+    # Migrated by the monitor's side, the entries held are written.
+    migrated(url)
+    assert lg.flush(timeout=30) is True
+    assert [r["request_id"] for r in read_rows(url)] == ["r-1"]

@@ -989,3 +989,81 @@ def test_guard_refuses_bad_arguments(make_flag: MakeFlag) -> None:
         guard(lambda f: 1, max_shadow_in_flight=0)
     with pytest.raises(TypeError, match="FallbackFlag"):
         guard(lambda f: 1, flag=True)  # type: ignore[arg-type]
+
+
+# --- what guard logs for the monitor: request id, time, probabilities ---------------------
+
+
+class FieldRecorder:
+    """A logger that records every keyword it is given, and only those."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+
+    def log(self, features: Any, prediction: Any, **fields: Any) -> bool:
+        self.calls.append({"features": features, "prediction": prediction, **fields})
+        return True
+
+
+def scored(features: dict[str, Any]) -> dict[str, Any]:
+    """A classifier's answer with its probabilities, as a service returns it."""
+    if features.get("fail"):
+        raise ValueError("bad input")
+    p1 = features["x"] / 8  # exact in binary: the expected figures below are exact
+    return {"label": int(p1 >= 0.5), "proba": {"0": 1 - p1, "1": p1}}
+
+
+def hooked(logger: Any, **kwargs: Any) -> Any:
+    current: contextvars.ContextVar[str] = contextvars.ContextVar("current_request")
+    predict = guard(scored, logger=logger, request_id=lambda f: current.get(),
+                    timestamp=lambda f: f.get("at"), prediction=lambda r: r["label"],
+                    probabilities=lambda r: r["proba"], **kwargs)
+    return predict, current
+
+
+def test_guard_logs_the_request_id_time_and_probabilities_it_is_told_how_to_find() -> None:
+    rec = FieldRecorder()
+    predict, current = hooked(rec, default={"label": 0, "proba": None})
+    current.set("req-1")
+    assert predict({"x": 6, "at": 1_700_000_000.0}) == {"label": 1, "proba": {"0": 0.25,
+                                                                               "1": 0.75}}
+    current.set("req-2")
+    assert predict({"x": 1, "fail": True}) == {"label": 0, "proba": None}  # the default
+    first, second = rec.calls
+    assert {k: first[k] for k in ("request_id", "timestamp", "prediction", "probabilities",
+                                  "fallback_reason")} == {
+        "request_id": "req-1", "timestamp": 1_700_000_000.0, "prediction": 1,
+        "probabilities": {"0": 0.25, "1": 0.75}, "fallback_reason": None}
+    # The model gave no answer: no prediction, no probabilities, the ids all the same.
+    assert (second["request_id"], second["prediction"], second["fallback_reason"]) == (
+        "req-2", None, "error")
+    assert "probabilities" not in second and second["error"] is True
+    # Without hooks the logger is given none of these keywords (loggers of one's own).
+    plain = FieldRecorder()
+    guard(scored, logger=plain)({"x": 3})
+    assert set(plain.calls[0]) == {"features", "prediction", "latency_ms", "error",
+                                   "error_message", "fallback_reason"}
+    assert plain.calls[0]["prediction"] == {"label": 0, "proba": {"0": 0.625, "1": 0.375}}
+
+
+def test_a_shadow_call_logs_the_callers_request_id_and_the_models_probabilities(
+    file_flag: tuple[FileSource, FallbackFlag],
+) -> None:
+    flag = _flag_on(file_flag)
+    rec = FieldRecorder()
+    predict, current = hooked(rec, default={"label": 0, "proba": None}, flag=flag)
+    current.set("req-shadow")
+    assert predict({"x": 7}) == {"label": 0, "proba": None}
+    wait_until(lambda: rec.calls, "the shadow call logged")
+    [row] = rec.calls
+    assert (row["request_id"], row["prediction"], row["probabilities"],
+            row["fallback_reason"]) == ("req-shadow", 1, {"0": 0.125, "1": 0.875}, "flag")
+
+
+def test_a_failing_hook_is_a_log_failure_and_a_wrong_one_is_refused() -> None:
+    rec = FieldRecorder()
+    predict = guard(scored, logger=rec, probabilities=lambda r: r["missing"])
+    assert predict({"x": 4}) == {"label": 1, "proba": {"0": 0.5, "1": 0.5}}
+    assert predict.stats()["log_failures"] == 1 and rec.calls == []
+    with pytest.raises(TypeError, match="request_id must be a callable"):
+        guard(scored, logger=rec, request_id="id")  # type: ignore[arg-type]

@@ -1,5 +1,6 @@
-"""examples/serving end to end: the example service as a real process, logging to a real
-SQLite store, its flag read from the monitor's flag files (``fallback_dir``).
+"""examples/serving end to end: the example service as a real process, logging over HTTP to
+a real ``mqm serve`` on a SQLite store, its flag read from the monitor's flag files
+(``fallback_dir``).
 
 Normal traffic, then drifted traffic: the checks trip the flag and the service answers with
 the default. Normal traffic again: while callers get the default, the model's shadow
@@ -38,6 +39,7 @@ from monitor.results import CheckRun
 from monitor.run.check import run_check
 from monitor.store.db import create_engine, ensure_schema
 from monitor.store.tables import inference_logs
+from tests.client.monitor_server import INGEST_TOKEN, MonitorServer
 
 pytestmark = pytest.mark.slow
 
@@ -149,7 +151,7 @@ class Client:
 
 
 @pytest.fixture
-def monitor(tmp_path: Path) -> Iterator[tuple[Config, sa.Engine, Path]]:
+def monitor(tmp_path: Path) -> Iterator[tuple[Config, sa.Engine, Path, MonitorServer]]:
     """A monitor.yaml with ``fallback_dir``, hourly windows, and its store."""
     flags = tmp_path / "flags"
     model = {
@@ -170,14 +172,17 @@ def monitor(tmp_path: Path) -> Iterator[tuple[Config, sa.Engine, Path]]:
     engine = create_engine(config.database_url)
     ensure_schema(engine)
     flag_document(engine, config, M)  # the flag file exists before serving starts
-    yield config, engine, flags
+    server = MonitorServer(tmp_path / "serve", config=path)
+    yield config, engine, flags, server
+    server.stop()
     engine.dispose()
 
 
 def start_app(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     """The example as a process on a free port (``.port``), once it listens."""
     base = {k: v for k, v in os.environ.items()
-            if k not in ("MQM_FORCE_FALLBACK", "MQM_DATABASE_URL", "SERVING_FLAG_SOURCE")}
+            if k not in ("MQM_FORCE_FALLBACK", "MQM_DATABASE_URL", "MQM_MONITOR_URL",
+                         "MQM_INGEST_TOKEN", "SERVING_FLAG_SOURCE")}
     proc = subprocess.Popen([sys.executable, str(APP), "--port", "0", *args], cwd=ROOT,
                             env={**base, **(env or {})}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -201,15 +206,29 @@ def stop_app(proc: subprocess.Popen[str]) -> None:
 
 
 @pytest.fixture
-def app(monitor: tuple[Config, sa.Engine, Path]) -> Iterator[subprocess.Popen[str]]:
-    config, _, flags = monitor
+def app(monitor: tuple[Config, sa.Engine, Path, MonitorServer]
+        ) -> Iterator[subprocess.Popen[str]]:
+    _, _, flags, server = monitor
     proc = start_app(
-        "--database-url", config.database_url, "--flag-source", str(flags), "--flag-ttl", "0.1",
+        "--monitor-url", server.url, "--token", INGEST_TOKEN,
+        "--flag-source", str(flags), "--flag-ttl", "0.1",
         "--trust-timestamp-header",
         # Room for a shadow call per concurrent request (the default, 4, skips more).
         "--max-shadow-in-flight", str(2 * CLIENTS))
     yield proc
     stop_app(proc)
+
+
+def post(server: MonitorServer, what: str, body: str) -> tuple[int, Any]:
+    """POST a batch to the monitor, as a labelling job would."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        conn.request("POST", f"/v1/models/{M}/{what}", body=body.encode(),
+                     headers={"Authorization": f"Bearer {INGEST_TOKEN}"})
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        conn.close()
 
 
 def rows_of(engine: sa.Engine, start: datetime, end: datetime) -> dict[str, tuple[Any, ...]]:
@@ -226,10 +245,10 @@ def rows_of(engine: sa.Engine, start: datetime, end: datetime) -> dict[str, tupl
 
 
 def test_the_service_falls_back_on_drift_recovers_and_outlives_the_monitor(
-    monitor: tuple[Config, sa.Engine, Path], app: subprocess.Popen[str],
+    monitor: tuple[Config, sa.Engine, Path, MonitorServer], app: subprocess.Popen[str],
     reference_rows: list[dict[str, Any]],
 ) -> None:
-    config, engine, flags = monitor
+    config, engine, flags, server = monitor
     client = Client(app.port)  # type: ignore[attr-defined]
     rng = np.random.default_rng(7)
     hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
@@ -261,13 +280,27 @@ def test_the_service_falls_back_on_drift_recovers_and_outlives_the_monitor(
     def served_flag() -> dict[str, Any]:
         return client.status()["flag"]  # type: ignore[no-any-return]
 
-    # 1. Normal traffic: the model answers; the checks find nothing.
+    # 1. Normal traffic: the model answers; the checks find nothing. The guard logs the
+    # request ids and the probabilities: labels join, and the accuracy is estimated.
     for _ in range(2):
         start, sent, answers = traffic(shift=False)
         assert answers == [{"prediction": model_predict(f), "served_by": "model", "reason": None}
                            for f in sent.values()]
+        count = len(sent)
+        wait_until(lambda s=start, n=count: len(rows_of(engine, s, s + HOUR)) == n,
+                   "the window's rows logged")
+        labelled = list(sent)[: ROWS // 2]
+        label_rows = "".join(json.dumps({"request_id": rid, "defaulted": model_predict(
+            sent[rid])}) + "\n" for rid in labelled)
+        status, result = post(server, "labels", label_rows)
+        assert (status, result["added"], result["unmatched"]) == (200, len(labelled), 0), result
         run = check(start, sent)
         assert (run.status, run.drift.status) == ("ok", "ok"), run.reasons
+        performance = run.performance
+        assert performance.label_coverage == 0.5
+        assert performance.metrics["accuracy"] == 1.0  # labels made from the model's answers
+        assert performance.estimated is not None
+        assert 0.8 < performance.estimated.estimated_accuracy <= 1.0
     assert not flag_active()
 
     # 2. Drifted traffic: the drift check is critical; the second such run trips the flag.
@@ -314,10 +347,13 @@ def test_the_service_falls_back_on_drift_recovers_and_outlives_the_monitor(
     assert client.predict(row) == {"prediction": model_predict(row), "served_by": "model",
                                    "reason": None}
 
-    # 4. The monitor goes away: no more runs, the flag files are gone. The service keeps
-    # answering from the last state it read, without waiting on anything.
+    # 4. The monitor goes away: no more runs, the flag files are gone, mqm serve is down.
+    # The service keeps answering from the last state it read, without waiting on
+    # anything; the logger keeps the rows it cannot post.
     engine.dispose()
     shutil.rmtree(flags)
+    port = server.port
+    server.stop()
     state = wait_until(lambda: (s := served_flag())["reachable"] is False and s,
                        "the service noticed the flag source is gone")
     assert state["active"] is False and state["last_error"]
@@ -325,10 +361,14 @@ def test_the_service_falls_back_on_drift_recovers_and_outlives_the_monitor(
     assert answers == [{"prediction": model_predict(f), "served_by": "model", "reason": None}
                        for f in sent.values()]
     assert served_flag()["active"] is False
+    logger = wait_until(lambda: (s := client.status()["logger"])["write_failures"] and s,
+                        "the logger found the monitor down")
+    assert logger["dropped"] == 0 and "Connection" in logger["last_error"]
 
-    # A graceful stop writes what the logger still held.
+    # The monitor comes back; a graceful stop writes what the logger still held.
+    server.start(port)
     app.terminate()
-    app.wait(timeout=10)
+    app.wait(timeout=20)
     assert app.returncode == 0
     assert len(rows_of(engine, start, start + HOUR)) == ROWS
 
@@ -337,9 +377,17 @@ def test_default_option_forced_fallback_and_bad_requests(
     tmp_path: Path, reference_rows: list[dict[str, Any]],
 ) -> None:
     """No flag source: MQM_FORCE_FALLBACK alone turns the fallback on; ``--default``
-    replaces the flag document's default; X-Timestamp is ignored unless trusted."""
-    url = f"sqlite:///{tmp_path / 'mqm.db'}"
-    proc = start_app("--database-url", url, "--default", "1", env={"MQM_FORCE_FALLBACK": M})
+    replaces the flag document's default; X-Timestamp is ignored unless trusted. The
+    monitor's URL and token come from the environment."""
+    server = MonitorServer(tmp_path / "serve")
+    url = server.db_url
+    try:
+        proc = start_app("--default", "1", env={"MQM_FORCE_FALLBACK": M,
+                                                "MQM_MONITOR_URL": server.url,
+                                                "MQM_INGEST_TOKEN": INGEST_TOKEN})
+    except BaseException:
+        server.stop()
+        raise
     try:
         client = Client(proc.port)  # type: ignore[attr-defined]
         row = next(r for r in reference_rows if model_predict(r) == 0)  # not the default
@@ -366,19 +414,25 @@ def test_default_option_forced_fallback_and_bad_requests(
         flag = client.status()["flag"]
         assert (flag["active"], flag["forced_by_env"], flag["reachable"]) == (True, True, None)
     finally:
+        # Whatever happened above, neither process outlives the test.
         proc.terminate()
-        proc.wait(timeout=10)
-        stop_app(proc)
+        try:
+            proc.wait(timeout=30)  # it posts what its logger holds first
+        finally:
+            stop_app(proc)
+            server.stop()
     assert proc.returncode == 0
     engine = create_engine(url)
     try:
         t = inference_logs.c
         with engine.connect() as conn:
             [logged] = conn.execute(sa.select(t.request_id, t.ts, t.prediction,
-                                              t.fallback_reason)).all()
+                                              t.probabilities, t.fallback_reason)).all()
     finally:
         engine.dispose()
-    # The shadow call logged the model's own answer; the untrusted header was not the time.
+    # The shadow call logged the model's own answer and probabilities; the untrusted
+    # header was not the time.
     assert (logged.request_id, logged.prediction, logged.fallback_reason) == (
         "r-1", model_predict(row), "flag")
+    assert set(logged.probabilities) == {"0", "1"}
     assert abs(logged.ts.timestamp() - started) < 60

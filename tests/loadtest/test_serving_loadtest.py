@@ -37,6 +37,18 @@ def config(tmp_path: Path) -> Path:
     return path
 
 
+def served_store(tmp_path: Path) -> str:
+    """The store the example logs to (its --monitor-url takes a database URL with the full
+    install), migrated as the monitor's `mqm db upgrade` would: the logger never does it."""
+    from monitor.store.db import create_engine, ensure_schema
+
+    url = f"sqlite:///{tmp_path / 'served.db'}"
+    engine = create_engine(url)
+    ensure_schema(engine)
+    engine.dispose()
+    return url
+
+
 def loadtest(config: Path, url: str, *args: str) -> Any:
     result = CliRunner().invoke(main, ["--config", str(config), "loadtest", "--model",
                                        "loan_default", url, *args], catch_exceptions=False)
@@ -45,7 +57,7 @@ def loadtest(config: Path, url: str, *args: str) -> Any:
 
 
 def test_loadtest_of_the_serving_example(config: Path, tmp_path: Path) -> None:
-    app = start_app("--database-url", f"sqlite:///{tmp_path / 'served.db'}")
+    app = start_app("--monitor-url", served_store(tmp_path))
     try:
         url = f"http://127.0.0.1:{app.port}/predict"  # type: ignore[attr-defined]
         out = loadtest(config, url, "--duration", "3", "--rate", "100", "--concurrency", "4",
@@ -91,7 +103,7 @@ def test_loadtest_of_the_serving_example(config: Path, tmp_path: Path) -> None:
 
 def test_default_answers_are_read_from_the_answer(config: Path, tmp_path: Path) -> None:
     """Fallback forced on: every answer is the default, ``served_by: fallback``."""
-    app = start_app("--database-url", f"sqlite:///{tmp_path / 'served.db'}", "--default", "0",
+    app = start_app("--monitor-url", served_store(tmp_path), "--default", "0",
                     env={"MQM_FORCE_FALLBACK": "loan_default"})
     try:
         url = f"http://127.0.0.1:{app.port}/predict"  # type: ignore[attr-defined]
@@ -110,7 +122,7 @@ def test_the_example_answers_hostile_bodies_without_a_5xx(tmp_path: Path) -> Non
     connection without an answer."""
     import http.client
 
-    app = start_app("--database-url", f"sqlite:///{tmp_path / 'served.db'}")
+    app = start_app("--monitor-url", served_store(tmp_path))
     try:
         port = app.port  # type: ignore[attr-defined]
         row = {"age": 45, "annual_income": 52800.0, "loan_amount": 27300.0,

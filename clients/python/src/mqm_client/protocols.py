@@ -14,6 +14,9 @@ class GuardLogger(Protocol):
 
     ``features`` is ``Any``: the call's first argument, whatever the model takes (a dict
     for ``InferenceLogger``), ``features_of``'s result, or None for a call without one.
+    A guard given ``request_id=``, ``timestamp=`` or ``probabilities=`` also passes those
+    keywords (as ``InferenceLogger.log`` takes them); a logger of one's own needs them only
+    then.
     """
 
     def log(
@@ -29,7 +32,7 @@ class GuardLogger(Protocol):
 
 
 if TYPE_CHECKING:  # mypy proves that InferenceLogger is a GuardLogger; nothing here runs
-    from monitor.client.logger import InferenceLogger
+    from mqm_client.logger import InferenceLogger
 
     _INFERENCE_LOGGER: type[GuardLogger] = InferenceLogger
 

@@ -17,7 +17,6 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final, NamedTuple
 
 __all__ = ["ENV_FORCE", "MISSING", "FallbackFlag", "FlagState", "forced_by_env"]
@@ -87,7 +86,7 @@ class FallbackFlag:
     def __init__(
         self,
         model: str,
-        source: str | Path | None = None,
+        source: str | os.PathLike[str] | None = None,
         *,
         ttl: float = 5.0,
         assume_when_unknown: bool = False,
@@ -103,7 +102,8 @@ class FallbackFlag:
         self.timeout = timeout
         self.assume_when_unknown = assume_when_unknown
         self._url: str | None = None
-        self._path: Path | None = None
+        # Not pathlib: it would double the client's import time (urllib.parse, fnmatch, re).
+        self._path: str | None = None
         self.source = None if source is None else str(source)
         if isinstance(source, str) and source.startswith(("http://", "https://")):
             from urllib.parse import quote
@@ -112,13 +112,13 @@ class FallbackFlag:
         elif isinstance(source, str) and source.startswith("file://"):
             from urllib.parse import unquote
 
-            self._path = Path(unquote(source[len("file://"):])) / f"{model}.json"
+            self._path = os.path.join(unquote(source[len("file://"):]), f"{model}.json")
         elif isinstance(source, str) and "://" in source:
             raise ValueError(
                 f"unsupported flag source {source!r}: use http(s)://, file:// or a path"
             )
         elif source is not None:
-            self._path = Path(source) / f"{model}.json"
+            self._path = os.path.join(os.fspath(source), f"{model}.json")
         self._io_lock = threading.Lock()  # one read at a time: refresh() and the thread
         # Everything known, replaced as a whole after each read: readers need no lock.
         self._snap = _Snap(None, None, None, None, None, forced_by_env(model))

@@ -19,10 +19,10 @@ import time
 from collections.abc import Callable
 from typing import Any, overload
 
-from monitor.client.flag import MISSING as _MISSING
-from monitor.client.flag import FallbackFlag
-from monitor.client.pool import Call, Pool
-from monitor.client.protocols import Guarded, GuardLogger
+from mqm_client.flag import MISSING as _MISSING
+from mqm_client.flag import FallbackFlag
+from mqm_client.pool import Call, Pool
+from mqm_client.protocols import Guarded, GuardLogger
 
 __all__ = ["PATHS", "SHADOW_IN_FLIGHT", "GuardLogger", "Guarded", "guard"]
 
@@ -52,6 +52,10 @@ def guard(
     max_in_flight: int | None = ...,
     logger: GuardLogger | None = ...,
     features_of: Callable[..., Any] | None = ...,
+    request_id: Callable[..., Any] | None = ...,
+    timestamp: Callable[..., Any] | None = ...,
+    prediction: Callable[[Any], Any] | None = ...,
+    probabilities: Callable[[Any], Any] | None = ...,
     shadow: bool = ...,
     max_shadow_in_flight: int = ...,
 ) -> Guarded: ...
@@ -68,6 +72,10 @@ def guard(
     max_in_flight: int | None = ...,
     logger: GuardLogger | None = ...,
     features_of: Callable[..., Any] | None = ...,
+    request_id: Callable[..., Any] | None = ...,
+    timestamp: Callable[..., Any] | None = ...,
+    prediction: Callable[[Any], Any] | None = ...,
+    probabilities: Callable[[Any], Any] | None = ...,
     shadow: bool = ...,
     max_shadow_in_flight: int = ...,
 ) -> Callable[[Callable[..., Any]], Guarded]: ...
@@ -83,6 +91,10 @@ def guard(
     max_in_flight: int | None = None,
     logger: GuardLogger | None = None,
     features_of: Callable[..., Any] | None = None,
+    request_id: Callable[..., Any] | None = None,
+    timestamp: Callable[..., Any] | None = None,
+    prediction: Callable[[Any], Any] | None = None,
+    probabilities: Callable[[Any], Any] | None = None,
     shadow: bool = True,
     max_shadow_in_flight: int = SHADOW_IN_FLIGHT,
 ) -> Guarded | Callable[[Callable[..., Any]], Guarded]:
@@ -148,16 +160,33 @@ def guard(
     - ``"flag"`` with ``shadow=False``: prediction None; the model is not called.
 
     Features are the first positional argument (else the first keyword argument's
-    value), or ``features_of(*args, **kwargs)``. A logger or ``features_of`` failure is
-    swallowed and counted as ``log_failures``. ``.stats()`` also counts ``shadow`` (shadow
+    value), or ``features_of(*args, **kwargs)``. What the monitor needs beyond them comes
+    from callables, so that a guarded service's labels join and its estimated accuracy
+    and ROC AUC work without a wrapper around the logger:
+
+    - ``request_id(*args, **kwargs)``: the request's id, which labels join on (else the
+      logger makes one up); ``timestamp(*args, **kwargs)``: the inference time (epoch
+      seconds; else now). Both are called on the caller's thread, at the call, so a
+      context variable set by the caller's framework is seen.
+    - ``prediction(result)``: what to log as the prediction when the model's result is
+      more than that (e.g. ``lambda r: r["label"]``); ``probabilities(result)``: the
+      class probabilities to log (a mapping of class to probability, e.g.
+      ``lambda r: r["proba"]``). Applied to the model's own result only (a shadow call's
+      included), never to a default.
+
+    Each is passed to ``logger.log`` only when given, so a logger of one's own needs
+    those keywords only if it is given them. A logger, ``features_of`` or one of these
+    callables failing is swallowed and counted as ``log_failures`` (the call is not
+    logged). ``.stats()`` also counts ``shadow`` (shadow
     calls started) and ``shadow_skipped``, and gives ``shadow_in_flight`` (None when the
     guard makes no shadow calls).
     """
     if fn is None:
         return functools.partial(
             guard, default=default, flag=flag, timeout=timeout, max_in_flight=max_in_flight,
-            logger=logger, features_of=features_of, shadow=shadow,
-            max_shadow_in_flight=max_shadow_in_flight,
+            logger=logger, features_of=features_of, request_id=request_id,
+            timestamp=timestamp, prediction=prediction, probabilities=probabilities,
+            shadow=shadow, max_shadow_in_flight=max_shadow_in_flight,
         )
     if not callable(fn):
         raise TypeError(f"guard needs a callable, got {fn!r}")
@@ -171,9 +200,42 @@ def guard(
         raise ValueError(f"max_shadow_in_flight must be at least 1, got {max_shadow_in_flight}")
     if flag is not None and not isinstance(flag, FallbackFlag):
         raise TypeError(f"flag must be a FallbackFlag, got {type(flag).__name__}")
+    for name, hook in (("features_of", features_of), ("request_id", request_id),
+                       ("timestamp", timestamp), ("prediction", prediction),
+                       ("probabilities", probabilities)):
+        if hook is not None and not callable(hook):
+            raise TypeError(f"{name} must be a callable, got {hook!r}")
     shadows = (max_shadow_in_flight if shadow and logger is not None and flag is not None
                else None)
-    return _build(fn, default, flag, timeout, max_in_flight, logger, features_of, shadows)
+    return _build(fn, default, flag, timeout, max_in_flight, logger, features_of, shadows,
+                  _LogHooks(request_id, timestamp, prediction, probabilities))
+
+
+class _LogHooks:
+    """What ``guard`` logs beyond the features: fields taken from the call's arguments
+    (at the call) and from the model's result."""
+
+    __slots__ = ("call_fields", "result_fields")
+
+    def __init__(self, request_id: Callable[..., Any] | None,
+                 timestamp: Callable[..., Any] | None,
+                 prediction: Callable[[Any], Any] | None,
+                 probabilities: Callable[[Any], Any] | None) -> None:
+        of_call = [(k, f) for k, f in (("request_id", request_id), ("timestamp", timestamp))
+                   if f is not None]
+
+        def call_fields(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+            return {key: hook(*args, **kwargs) for key, hook in of_call}
+
+        def result_fields(result: Any) -> tuple[Any, dict[str, Any]]:
+            """(the prediction to log, the other fields) of the model's own result."""
+            logged = result if prediction is None else prediction(result)
+            if probabilities is None:
+                return logged, {}
+            return logged, {"probabilities": probabilities(result)}
+
+        self.call_fields = call_fields
+        self.result_fields = result_fields
 
 
 def _build(
@@ -185,8 +247,10 @@ def _build(
     logger: GuardLogger | None,
     features_of: Callable[..., Any] | None,
     shadows: int | None,
+    hooks: _LogHooks,
 ) -> Guarded:
     fl: FallbackFlag | _NoFlag = flag if flag is not None else _NoFlag()
+    call_fields, result_fields = hooks.call_fields, hooks.result_fields
     flag_default = fl._default_value
     extra = ("no_default", "log_failures", "shadow", "shadow_skipped")
     counters = {name: itertools.count() for name in (*PATHS, *extra)}
@@ -283,25 +347,31 @@ def _build(
             raise call.exc  # KeyboardInterrupt and the like: not the model's answer
         return _MISSING, None, call.exc
 
-    def log_shadow(features: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def log_shadow(features: Any, fields: dict[str, Any], args: tuple[Any, ...],
+                   kwargs: dict[str, Any]) -> None:
         """A shadow call, on a shadow worker: run the model, log what it said."""
         started = clock()
         message: str | None = None
+        answered = True
         try:
             result = fn(*args, **kwargs)
         except Exception as exc:
-            result, message = None, f"{type(exc).__name__}: {exc}"
+            result, message, answered = None, f"{type(exc).__name__}: {exc}", False
         took = clock() - started
         if message is None and timeout is not None and took > timeout:
             message = f"timed out after {timeout} s (shadow call took {took:.3f} s)"
         try:
             assert logger is not None  # shadow calls are made only for a guard with a logger
+            if answered:
+                result, more = result_fields(result)
+                fields = {**fields, **more}
             logger.log(features, result, latency_ms=took * 1000.0, error=message is not None,
-                       error_message=message, fallback_reason="flag")
+                       error_message=message, fallback_reason="flag", **fields)
         except Exception:
             n_log_failed()
 
-    def shadow_started(features: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    def shadow_started(features: Any, fields: dict[str, Any], args: tuple[Any, ...],
+                       kwargs: dict[str, Any]) -> bool:
         """Hand the model call to a shadow worker; False if ``max_shadow_in_flight`` run."""
         try:
             shadow_tokens.pop()  # type: ignore[union-attr]
@@ -320,7 +390,7 @@ def _build(
             return copies[id(value)]
 
         shadow_pool.submit(Call(  # type: ignore[union-attr]
-            log_shadow, (snapshot(features), tuple(map(snapshot, args)),
+            log_shadow, (snapshot(features), fields, tuple(map(snapshot, args)),
                          {k: snapshot(v) for k, v in kwargs.items()}), {}, shadow_tokens))
         n_shadow()
         return True
@@ -352,20 +422,26 @@ def _build(
             try:
                 features = (features_of(*args, **kwargs) if features_of is not None
                             else args[0] if args else next(iter(kwargs.values()), None))
+                fields = call_fields(args, kwargs)
                 shadowed = (reason == "flag" and shadow_tokens is not None
-                            and shadow_started(features, args, kwargs))
+                            and shadow_started(features, fields, args, kwargs))
                 if not shadowed:  # else the shadow call logs it once the model has answered
                     failed = exc is not None or reason == "timeout"
+                    # The model's own answer only: a default would be judged as the model's.
+                    logged = None
+                    if reason is None and exc is None:
+                        logged, more = result_fields(result)
+                        fields.update(more)
                     logger.log(
                         features,
-                        # The model's own answer only: a default would be judged as the model's.
-                        result if reason is None else None,
+                        logged,
                         latency_ms=(clock() - started) * 1000.0,
                         error=failed,
                         error_message=(None if not failed
                                        else f"timed out after {timeout} s" if reason == "timeout"
                                        else f"{type(exc).__name__}: {exc}"),
                         fallback_reason=reason,
+                        **fields,
                     )
             except Exception:  # the logger must never break a prediction
                 n_log_failed()
