@@ -37,6 +37,8 @@ import json
 import logging
 import math
 import os
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -204,6 +206,7 @@ def create_app(
     scheduler: SchedulerStatus | None = None,
     registry: Any = None,
     flag_ttl: float = 1.0,
+    flag_clock: Callable[[], float] = time.monotonic,
     ready_timeout: float = 2.0,
 ) -> FastAPI:
     """The API over ``engine``'s store for ``config``'s models.
@@ -212,7 +215,8 @@ def create_app(
     object with ``status()`` (``SchedulerStatus``). ``registry``: the
     ``prometheus_client.CollectorRegistry`` served at ``/metrics`` (default:
     ``monitor.serve.metrics.build_registry(engine, config)``). ``MQM_API_TOKEN`` is read now.
-    ``flag_ttl``: the most seconds a served flag lags the store. ``ready_timeout``: the
+    ``flag_ttl``: the most seconds a served flag lags the store, on ``flag_clock`` (tests
+    move it by hand). ``ready_timeout``: the
     most seconds ``/readyz`` waits for the database.
     """
     if registry is None:
@@ -225,7 +229,7 @@ def create_app(
     ingest_tokens = [t.encode() for t in (token, config.serve.ingest_token) if t]
     max_batch_bytes = config.serve.ingest_max_bytes
     max_batch_rows = config.serve.ingest_max_rows
-    cache = FlagCache(engine, config, ttl=flag_ttl)
+    cache = FlagCache(engine, config, ttl=flag_ttl, clock=flag_clock)
     model_names = list(config.models)
     # The config's names are the examples, so a schema-driven client (schemathesis) also
     # reaches the real model and not only 404s.

@@ -889,7 +889,7 @@ def test_a_failing_or_slow_shadow_call_is_logged_as_an_error(
     row = rec.calls[1]
     assert (row["prediction"], row["error"], row["fallback_reason"]) == (2, True, "flag")
     assert row["error_message"].startswith("timed out after 0.05 s (shadow call took")
-    assert row["latency_ms"] >= 100
+    assert row["latency_ms"] > 50  # a timed-out call took longer than its timeout
 
 
 def test_shadow_false_logs_no_prediction_and_never_calls_the_model(

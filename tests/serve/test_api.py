@@ -513,12 +513,14 @@ def test_reading_the_flag_writes_no_file(engine: sa.Engine, cfg: Config, client,
 
 def test_a_change_made_elsewhere_is_served_within_the_ttl(
         engine: sa.Engine, cfg: Config, client) -> None:  # type: ignore[no-untyped-def]
-    api = client(engine, cfg, flag_ttl=0.3)
+    now = [1000.0]  # the cache's clock, moved by hand: no sleep, no race with a busy machine
+    api = client(engine, cfg, flag_ttl=0.3, flag_clock=lambda: now[0])
     assert api.get(f"/v1/models/{M}/fallback").json()["active"] is False
     # Another replica (or `mqm fallback set`) writes the store directly.
     set_override(engine, cfg, M, active=True, by="cli")
+    now[0] += 0.29
     assert api.get(f"/v1/models/{M}/fallback").json()["active"] is False  # cached
-    time.sleep(0.35)
+    now[0] += 0.02
     assert api.get(f"/v1/models/{M}/fallback").json()["active"] is True
 
 
