@@ -99,18 +99,19 @@ MUTANTS = (
            ("tests/serve/test_serve.py::"
             "test_a_killed_leader_is_replaced_and_no_window_is_lost_or_doubled",),
            postgres=True),
-    Mutant("a timed-out call waits for the model before answering", "monitor/client/guard.py",
+    Mutant("a timed-out call waits for the model before answering",
+           "clients/python/src/mqm_client/guard.py",
            "call.abandoned = True  # skipped", "call.abandoned = call.done.acquire()  # skipped",
            ("tests/client/test_client_fallback.py::"
             "test_timeout_answers_the_default_and_discards_the_late_result",)),
-    Mutant("the shadow call runs on the caller's thread", "monitor/client/guard.py",
+    Mutant("the shadow call runs on the caller's thread", "clients/python/src/mqm_client/guard.py",
            "shadow_pool.submit(Call(", "(lambda call: call.run())(Call(",
            ("tests/client/test_client_fallback.py::"
             "test_shadow_call_logs_the_models_prediction_and_the_caller_does_not_wait",)),
     Mutant("late runs piled up, not coalesced", "monitor/serve/scheduler.py",
            '"coalesce": True', '"coalesce": False',
            ("tests/serve/test_scheduler.py::test_late_runs_are_coalesced_not_piled_up",)),
-    Mutant("the guard's workers keep the process alive", "monitor/client/pool.py",
+    Mutant("the guard's workers keep the process alive", "clients/python/src/mqm_client/pool.py",
            "daemon=True", "daemon=False",
            ("tests/client/test_client_fallback.py::"
             "test_the_threads_do_not_keep_the_process_alive",)),
@@ -138,7 +139,9 @@ def run(mutant: Mutant, tree: Path) -> tuple[bool, str, float]:
     target.write_text(mutated)
     started = time.monotonic()
     try:
-        env = {**os.environ, "PYTHONPATH": str(tree)}
+        # The client's package lives under clients/python/src (issue 14).
+        env = {**os.environ,
+               "PYTHONPATH": os.pathsep.join([str(tree), str(tree / "clients/python/src")])}
         done = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
                                *mutant.tests], cwd=tree, env=env, capture_output=True, text=True)
     finally:

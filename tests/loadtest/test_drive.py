@@ -194,7 +194,10 @@ def test_ctrl_c_prints_what_was_measured(server, tmp_path: Path) -> None:  # typ
     assert proc.returncode == 0, err
     result = json.loads(out)
     assert result["interrupted"] is True
-    assert result["requests"] == srv.count() >= 20
+    # Every request the client counts reached the server; at the interrupt, at most one
+    # per connection may have reached the server without its answer being read (seen
+    # once in 5 runs: the server counted 31, the client 30, with a connection reset).
+    assert 20 <= result["requests"] <= srv.count() <= result["requests"] + result["concurrency"]
     assert result["elapsed_seconds"] < 600
 
 
