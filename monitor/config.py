@@ -461,8 +461,11 @@ class ServeConfig(_Section):
     host: str = Field("127.0.0.1", description="Address the HTTP API listens on.")
     port: int = Field(8080, ge=1, le=65535, description="Port of the HTTP API.")
     ready_max_age: Duration | None = Field(
-        None, description="/readyz fails when a model's last successful run is older than "
-        "this (default: three windows of that model)."
+        None, description="/readyz fails when a model this replica answers for (its "
+        "scheduler holds the model's lease, or no live replica does) last ran successfully "
+        "longer ago than this (default: three windows of that model). A model another "
+        "replica holds live does not count, so one stalled replica never makes the others "
+        "unready."
     )
     max_feature_labels: int = Field(
         200, ge=1, description="Per model, at most this many features get their own "
