@@ -511,7 +511,7 @@ def demo(ctx: Context, data: Path | None) -> None:
     click.echo(f"Fallback flag: {state} ({flag['source']})"
                + (f": {flag['reason']}" if flag.get("reason") else "")
                + ". Serving reads it from `mqm fallback show --model loan_default`, the API or "
-               "monitor.client.FallbackFlag.")
+               "mqm_client.FallbackFlag.")
 
 
 # --- dashboard --------------------------------------------------------------------
