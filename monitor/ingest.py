@@ -677,7 +677,7 @@ def ingest_logs(
             _log.debug("%s: read row by row (%s)", path, exc)
         except DatabaseError as exc:
             raise _database_problem(path, exc) from None
-        columns, rows, as_text = read_rows(path)
+        # ``rows`` is a generator not started yet: the fast path read the file on its own.
     try:
         return _load_logs(engine, model, schema, IngestReport(file=str(path)), rows, as_text,
                           on_error, default_version)
