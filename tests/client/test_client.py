@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from monitor.client import InferenceLogger
 from monitor.store.db import create_engine, ensure_schema
 from monitor.store.tables import inference_logs
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 DOWN_URL = "postgresql+psycopg://postgres@127.0.0.1:1/nothing"
@@ -77,14 +78,6 @@ def typed(value: Any) -> Any:
         return [typed(v) for v in value]
     return (type(value).__name__, value)
 
-
-def wait_until(condition: Callable[[], bool], what: str, limit: float = 15.0) -> None:
-    """Poll for a state the background thread reaches; the limit only stops a hung test."""
-    deadline = time.monotonic() + limit
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"never happened: {what}")
-        time.sleep(0.01)
 
 
 # --- import weight ---------------------------------------------------------------------

@@ -4,6 +4,7 @@ atomically, and a stdlib HTTP server on 127.0.0.1 serving the flag document."""
 from __future__ import annotations
 
 import contextvars
+import functools
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ from typing import Any
 import pytest
 
 from monitor.client import FallbackFlag, FlagState, guard
+from tests.waiting import wait_until as _wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 M = "loan_default"
@@ -32,13 +34,7 @@ ON = {"model": M, "active": True, "source": "manual", "reason": "drift in income
 OFF = {**ON, "active": False, "source": "auto", "reason": "healthy", "since": None}
 
 
-def wait_until(condition: Callable[[], Any], what: str, limit: float = 5.0) -> None:
-    """Poll for a state a background thread reaches; the limit only stops a hung test."""
-    deadline = time.monotonic() + limit
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"never happened: {what}")
-        time.sleep(0.005)
+wait_until = functools.partial(_wait_until, limit=5.0, every=0.005)  # threads of this process
 
 
 def closed_port() -> int:

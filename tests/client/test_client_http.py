@@ -20,6 +20,7 @@ from monitor.store.db import create_engine
 from monitor.store.tables import ground_truth, inference_logs
 from mqm_client import InferenceLogger
 from tests.client.monitor_server import INGEST_TOKEN, MODEL, ROOT, MonitorServer, free_port
+from tests.waiting import wait_until
 
 MakeLogger = Callable[..., InferenceLogger]
 
@@ -46,13 +47,6 @@ def make_logger() -> Iterator[MakeLogger]:
     for lg in made:
         lg.close(timeout=5)
 
-
-def wait_until(condition: Callable[[], Any], what: str, limit: float = 15.0) -> None:
-    deadline = time.monotonic() + limit
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"never happened: {what}")
-        time.sleep(0.01)
 
 
 def stored(monitor: MonitorServer, prefix: str) -> dict[str, dict[str, Any]]:

@@ -13,6 +13,7 @@ window, checked with ``run_check(at=...)`` as the scheduler would once it has cl
 
 from __future__ import annotations
 
+import functools
 import http.client
 import json
 import os
@@ -40,6 +41,7 @@ from monitor.run.check import run_check
 from monitor.store.db import create_engine, ensure_schema
 from monitor.store.tables import inference_logs
 from tests.client.monitor_server import INGEST_TOKEN, MonitorServer
+from tests.waiting import wait_until as _wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -64,14 +66,7 @@ def _load_model() -> Callable[[dict[str, Any]], int]:
 model_predict = _load_model()
 
 
-def wait_until(condition: Callable[[], Any], what: str, limit: float = 15.0) -> Any:
-    """Poll for what a background thread or process reaches; the limit only stops a hang."""
-    deadline = time.monotonic() + limit
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"never happened: {what}")
-        time.sleep(0.02)
-    return value
+wait_until = functools.partial(_wait_until, every=0.02)  # processes
 
 
 # --- traffic -------------------------------------------------------------------------------

@@ -4,13 +4,13 @@ status, transport failures counted, bounds refused, Ctrl-C reports what was meas
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,17 +25,12 @@ from monitor.loadtest.procstat import ProcessSampler, check_pid
 from monitor.loadtest.results import DefaultRule
 from monitor.schema import load_schema
 from tests.conftest import ROOT
+from tests.waiting import wait_until as _wait_until
 
 SCHEMA = load_schema(ROOT / "schemas" / "loan_default.yaml")
 
 
-def wait_until(condition: Any, what: str, limit: float = 30.0) -> None:
-    """Poll for what another thread or process reaches; the limit only stops a hang."""
-    deadline = time.monotonic() + limit
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"never happened: {what}")
-        time.sleep(0.02)
+wait_until = functools.partial(_wait_until, limit=30.0, every=0.02)  # processes
 
 
 def test_every_request_is_counted_once_with_its_answer(server) -> None:  # type: ignore[no-untyped-def]
