@@ -230,6 +230,10 @@ class MonitorScheduler:
         if self._elector is not None:
             self._elector.join(timeout=max(10.0, 2 * self._retry_interval))
         if self._aps is not None and self._aps.running:
+            # Emptied first: remove_all_jobs waits on the job store lock for a due-job pass
+            # in progress, which would otherwise find the scheduler stopped under it and
+            # raise in APScheduler's thread when it removes a one-off catch-up it just ran.
+            self._aps.remove_all_jobs()
             self._aps.shutdown(wait=wait)
         with self._state_lock:
             self._leases = {}
