@@ -222,16 +222,17 @@ def run_check(
     return replace(run, run_id=run_id)
 
 
-def compact_logs(engine: Engine, config: Config, model: str) -> CompactResult | None:
+def compact_logs(engine: Engine, config: Config, model: str,
+                 fence: Fence | None = None) -> CompactResult | None:
     """Copy the model's new logs and labels into log blocks (``monitor.store.compaction``);
     returns the ``CompactResult``, or None when the model's logs are not in mqm's own
-    table or ``schedule.compact_every`` is null."""
+    table or ``schedule.compact_every`` is null. ``fence``: as ``compact``'s."""
     model_cfg = config.model(model)
     if model_cfg.source.kind != "builtin" or model_cfg.schedule.compact_every is None:
         return None
     from monitor.store.compaction import compact_or_fail
 
-    return compact_or_fail(engine, model)
+    return compact_or_fail(engine, model, fence)
 
 
 def compact_quietly(engine: Engine, config: Config, model: str) -> CompactResult | None:

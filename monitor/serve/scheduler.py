@@ -481,7 +481,7 @@ class MonitorScheduler:
         if not lock.acquire(blocking=wait):
             return None
         try:
-            result = compact_logs(self._engine, self._config, model)
+            result = compact_logs(self._engine, self._config, model, self._fence(model))
             self._seen[model].update(last_compact_at=self._clock(), last_compact_error=None)
             if result is not None and result.rows:
                 _log.info("mqm: %s: %d new log rows compacted in %.2f s", model,

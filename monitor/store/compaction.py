@@ -44,6 +44,7 @@ from monitor.store.blocks import (
 from monitor.store.columnar import decode_objects, encode
 from monitor.store.db import driver_connection
 from monitor.store.frames import WindowBuilder, loads_each
+from monitor.store.locks import Fence, bound_transaction, check_fence
 from monitor.store.reading import _window_sql, driver_errors, fetch_into, sql_marks
 from monitor.store.tables import log_blocks
 
@@ -95,11 +96,16 @@ def _times_of(part: Part) -> tuple[datetime, datetime]:
 
 
 def compact(engine: Engine, model: str, *, block_rows: int = BLOCK_ROWS,
-            now: datetime | None = None) -> CompactResult:
+            now: datetime | None = None, fence: Fence | None = None) -> CompactResult:
     """Write blocks for the model's rows that no block covers, and bring the blocks'
     labels up to date. Safe to run while others write rows or compact: a block that
     another compactor wrote first makes this one stop (it finds the rows covered next
-    time)."""
+    time).
+
+    ``fence``: each block write checks, in its own transaction, that this replica still
+    holds the model's lease, and raises ``LeaseLost`` (nothing of that write kept) when
+    it does not: a stalled leader that wakes up does no more work on the model.
+    """
     t0 = time.perf_counter()
     result = CompactResult(model)
     top, labels_hw = _high_marks(engine)
@@ -118,24 +124,24 @@ def compact(engine: Engine, model: str, *, block_rows: int = BLOCK_ROWS,
             end = hi if builder.rows < room else int(new.ids[-1])
             grow = last is not None and last.rows < block_rows
             if not _store(engine, model, new, lo, end, labels_hw, last if grow else None,
-                          now):
+                          now, fence):
                 return result  # another compactor got there first
             result.rows += len(new)
             result.blocks += 1
             last = None
             lo = end
-    result.labels = _refresh_labels(engine, model, labels_hw, now)
+    result.labels = _refresh_labels(engine, model, labels_hw, now, fence)
     result.seconds = time.perf_counter() - t0
     return result
 
 
 def _store(engine: Engine, model: str, new: Part, lo: int, hi: int, labels_hw: int,
-           grow: _Block | None, now: datetime | None) -> bool:
+           grow: _Block | None, now: datetime | None, fence: Fence | None) -> bool:
     """Insert a block for ``new`` (rows lo < id <= hi), or append them to ``grow``."""
     t = log_blocks
     stamp = now or datetime.now(UTC)
     try:
-        return _write(engine, t, model, new, lo, hi, labels_hw, grow, stamp)
+        return _write(engine, t, model, new, lo, hi, labels_hw, grow, stamp, fence)
     except sa.exc.IntegrityError:  # another compactor wrote this block first
         return False
 
@@ -144,10 +150,17 @@ class _Lost(Exception):
     """Another compactor covered some of the rows first: roll back."""
 
 
+def _fenced(conn: sa.Connection, fence: Fence | None) -> None:
+    if fence is not None:
+        bound_transaction(conn, fence)
+        check_fence(conn, fence)
+
+
 def _write(engine: Engine, t: sa.Table, model: str, new: Part, lo: int, hi: int,
-           labels_hw: int, grow: _Block | None, stamp: datetime) -> bool:
+           labels_hw: int, grow: _Block | None, stamp: datetime, fence: Fence | None) -> bool:
     try:
         with engine.begin() as conn:
+            _fenced(conn, fence)
             if conn.dialect.name == "postgresql":  # a model's block writes one at a time
                 from monitor.store.locks import advisory_key
 
@@ -179,6 +192,8 @@ def _write(engine: Engine, t: sa.Table, model: str, new: Part, lo: int, hi: int,
                     t.c.model == model, t.c.lo_id < hi, t.c.hi_id > lo,
                     t.c.id != own)).scalar_one():
                 raise _Lost
+            if fence is not None:  # again last: the shortest time between check and commit
+                check_fence(conn, fence)
     except _Lost:
         return False
     return True
@@ -187,23 +202,25 @@ def _write(engine: Engine, t: sa.Table, model: str, new: Part, lo: int, hi: int,
 LABEL_BATCH = 200_000  # labels taken into blocks per transaction: bounds memory
 
 
-def _refresh_labels(engine: Engine, model: str, labels_hw: int, now: datetime | None) -> int:
+def _refresh_labels(engine: Engine, model: str, labels_hw: int, now: datetime | None,
+                    fence: Fence | None = None) -> int:
     """Labels stored since each block's ``labels_hw`` written into it, in batches of
     ``LABEL_BATCH`` labels (a bulk load of labels stays bounded in memory); returns the
     number of block updates."""
     touched = 0
     while True:
-        done, changed = _refresh_batch(engine, model, labels_hw, now)
+        done, changed = _refresh_batch(engine, model, labels_hw, now, fence)
         touched += changed
         if done:
             return touched
 
 
-def _refresh_batch(engine: Engine, model: str, labels_hw: int, now: datetime | None
-                   ) -> tuple[bool, int]:
+def _refresh_batch(engine: Engine, model: str, labels_hw: int, now: datetime | None,
+                   fence: Fence | None) -> tuple[bool, int]:
     t = log_blocks
     mark, text = sql_marks(engine.dialect.name)
     with engine.begin() as conn:
+        _fenced(conn, fence)
         raw = driver_connection(conn)
         blocks = _blocks(raw, mark, model)
         after = min((b.labels_hw for b in blocks), default=labels_hw)
@@ -242,12 +259,14 @@ def _refresh_batch(engine: Engine, model: str, labels_hw: int, now: datetime | N
                 updated_at=stamp))
         conn.execute(sa.update(t).where(t.c.model == model, t.c.labels_hw < upto)
                      .values(labels_hw=upto))
+        if fence is not None:
+            check_fence(conn, fence)
     return upto >= labels_hw, len(by_block)
 
 
-def compact_or_fail(engine: Engine, model: str) -> CompactResult:
+def compact_or_fail(engine: Engine, model: str, fence: Fence | None = None) -> CompactResult:
     """``compact``, its database errors turned into one ``DatabaseError`` naming the model."""
     try:
-        return compact(engine, model)
+        return compact(engine, model, fence=fence)
     except (sa.exc.OperationalError, sa.exc.ProgrammingError) as exc:
         raise DatabaseError(f"cannot compact the logs of {model}: {first_line(exc)}") from None

@@ -521,6 +521,30 @@ def test_blocks_whose_label_marks_differ_read_as_the_rows(
         range(1, N, 3))
 
 
+def test_compaction_under_a_lost_lease_writes_nothing(store: sa.Engine) -> None:
+    """A stalled leader that wakes up after another replica took the model over (a higher
+    token) writes no block and no label into a block; the holder's compaction does."""
+    from monitor.store.locks import Fence, LeaseLost
+    from monitor.store.tables import model_leases
+
+    engine = store
+    with engine.begin() as conn:
+        conn.execute(sa.insert(model_leases).values(
+            model=MODEL, holder="b", token=2, expires_at=T0 + 10 * DAY))
+    with pytest.raises(LeaseLost, match="the write is refused"):
+        compaction.compact(engine, MODEL, block_rows=BLOCK, fence=Fence(MODEL, "a", 1, 15.0))
+    assert block_rows_of(engine) == []
+    live = Fence(MODEL, "b", 2, 15.0)
+    assert compaction.compact(engine, MODEL, block_rows=BLOCK, fence=live).rows == N
+    hw = max_label_id(engine)
+    add_labels(engine, labels_for(range(1, N, 3), when=T0 + 2 * DAY))
+    with pytest.raises(LeaseLost):  # the label refresh is fenced too
+        compaction.compact(engine, MODEL, block_rows=BLOCK, fence=Fence(MODEL, "a", 1, 15.0))
+    assert {r[3] for r in block_rows_of(engine)} == {hw}
+    assert compaction.compact(engine, MODEL, block_rows=BLOCK, fence=live).labels > 0
+    assert_blocks_read_equal(engine, WINDOWS)
+
+
 def test_rows_deleted_by_hand_drop_their_blocks_until_compacted_again(
     plain: sa.Engine, caplog: pytest.LogCaptureFixture
 ) -> None:
