@@ -208,8 +208,11 @@ def app(monitor: tuple[Config, sa.Engine, Path, MonitorServer]
         "--monitor-url", server.url, "--token", INGEST_TOKEN,
         "--flag-source", str(flags), "--flag-ttl", "0.1",
         "--trust-timestamp-header",
-        # Room for a shadow call per concurrent request (the default, 4, skips more).
-        "--max-shadow-in-flight", str(2 * CLIENTS))
+        # Room for the shadow calls that pile up behind the answers on a busy machine: at
+        # 2 per connection, a load of 7 skipped 11.8% of them, and a window whose
+        # predictions are 11.8% missing warns on the prediction's null rate (limit 10%).
+        # Skipping itself is tested in test_client_fallback.
+        "--max-shadow-in-flight", str(8 * CLIENTS))
     yield proc
     stop_app(proc)
 
