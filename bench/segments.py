@@ -33,11 +33,11 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from monitor.config import ModelConfig  # noqa: E402
-from monitor.run.evaluate import evaluate_window  # noqa: E402
-from monitor.run.model import ResolvedModel  # noqa: E402
-from monitor.schema import load_schema  # noqa: E402
-from monitor.store.sources import LogWindow  # noqa: E402
+from monitor.config import ModelConfig
+from monitor.run.evaluate import evaluate_window
+from monitor.run.model import ResolvedModel
+from monitor.schema import load_schema
+from monitor.store.sources import LogWindow
 
 START = datetime(2026, 10, 1, tzinfo=UTC)
 END = START + timedelta(days=1)

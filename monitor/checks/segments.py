@@ -4,10 +4,15 @@ segment; pure, no I/O.
 
 Bounded: per column the ``max_values`` most frequent values of the window are segments of
 their own, the other values one segment, ``__other__``; a segment with fewer than
-``min_rows`` rows is ``insufficient_data`` and not checked. The checks are the run's own
-functions (``check_schema``, ``check_drift``, ``check_performance``, ``check_estimated``),
-given the segment's rows: a segment's figures are exactly what those functions say of its
-rows alone.
+``min_rows`` rows is ``insufficient_data`` and not checked.
+
+A segment's figures are what the run's own checks say of its rows alone
+(``check_drift``, ``check_performance``, ``check_estimated``; the schema check's counts
+come from the window's one pass, per segment: ``SchemaAccumulator.group_result``). What
+makes that cheap: the window's columns are reordered once per segment column so that
+each segment's rows are one contiguous slice, in row order (text columns coded once), and
+each segment is then checked on views of those slices, with no copy of the window per
+segment.
 """
 
 from __future__ import annotations
@@ -20,7 +25,6 @@ import numpy as np
 import pandas as pd
 
 from monitor.checks.drift import ReferenceProfile, check_drift
-from monitor.checks.schema_check import check_schema
 from monitor.config import NULL_SEGMENT, OTHER_SEGMENT, ModelConfig
 from monitor.results import (
     DriftResult,
@@ -33,8 +37,8 @@ from monitor.results import (
 )
 from monitor.schema import ModelSchema, label_of
 
-__all__ = ["ReferenceLookup", "SegmentReference", "Segmentation", "check_segments",
-           "segment_labels", "segment_reference", "segment_rows"]
+__all__ = ["ReferenceLookup", "SegmentLabels", "SegmentReference", "Segmentation",
+           "check_segments", "segment_labels", "segment_reference"]
 
 # A segment value is a label in metrics and a key in the store: long ones are cut.
 MAX_VALUE_LENGTH = 100
@@ -62,57 +66,80 @@ class ReferenceLookup(Protocol):
     def __call__(self, column: str, values: frozenset[str]) -> SegmentReference: ...
 
 
-@dataclass(frozen=True)
-class Segmentation:
-    """One column's segments over a window: per row its segment's index into ``names``
-    (most frequent first, ``__other__`` last when values were folded), and the values each
-    segment covers."""
-
-    column: str
-    codes: np.ndarray
-    names: tuple[str, ...]
-    covers: tuple[frozenset[str], ...]
-
-    @property
-    def folded(self) -> int:
-        return len(self.covers[-1]) if self.names and self.names[-1] == OTHER_SEGMENT else 0
-
-
 def _label(value: object) -> str:
     text = label_of(value)
     return text if len(text) <= MAX_VALUE_LENGTH else text[:MAX_VALUE_LENGTH - 1] + "…"
 
 
 def segment_labels(values: pd.Series) -> np.ndarray:
-    """Each row's segment value as ``segment_rows`` names it (before folding): an object
-    array of labels, ``__null__`` where there is none."""
+    """Each row's segment value: an object array of labels (``label_of``, cut at
+    ``MAX_VALUE_LENGTH``), ``__null__`` where there is none."""
     raw, uniques = pd.factorize(values, use_na_sentinel=True)
     lut = np.array([*map(_label, uniques), NULL_SEGMENT], dtype=object)
     return lut[np.where(raw >= 0, raw, len(uniques))]
 
 
-def segment_rows(column: str, values: pd.Series, max_values: int) -> Segmentation:
-    """Each row's segment: its value's label (``__null__`` for none), the ``max_values``
-    most frequent kept (ties by label), the rest folded into ``__other__``."""
-    raw, uniques = pd.factorize(values, use_na_sentinel=True)
-    labels: dict[str, int] = {}
-    lut = np.array([labels.setdefault(_label(v), len(labels)) for v in uniques] or [0],
-                   dtype=np.int64)
-    null = len(labels)
-    codes = np.where(raw >= 0, lut[np.maximum(raw, 0)], null)
-    names = [*labels, NULL_SEGMENT]
-    counts = np.bincount(codes, minlength=len(names))
-    order = sorted((i for i in range(len(names)) if counts[i]),
-                   key=lambda i: (-counts[i], names[i]))
-    kept, rest = order[:max_values], order[max_values:]
-    remap = np.full(len(names), len(kept), dtype=np.int64)
-    remap[kept] = np.arange(len(kept))
-    out_names = [names[i] for i in kept]
-    covers = [frozenset({names[i]}) for i in kept]
-    if rest:
-        out_names.append(OTHER_SEGMENT)
-        covers.append(frozenset(names[i] for i in rest))
-    return Segmentation(column, remap[codes], tuple(out_names), tuple(covers))
+@dataclass(frozen=True)
+class Segmentation:
+    """One column's segments: ``names`` (most frequent first, ``__other__`` last when
+    values were folded), the values each covers (``covers``), their label ids
+    (``ids``), their rows in the whole window (``rows``), and per row of the frames the
+    segment checks see (the window, or its sample) the segment's index (``codes``)."""
+
+    column: str
+    names: tuple[str, ...]
+    covers: tuple[frozenset[str], ...]
+    ids: tuple[tuple[int, ...], ...]
+    rows: tuple[int, ...]
+    codes: np.ndarray
+
+    @property
+    def folded(self) -> int:
+        return len(self.covers[-1]) if self.names and self.names[-1] == OTHER_SEGMENT else 0
+
+
+class SegmentLabels:
+    """One segment column's values over a window read chunk by chunk: a stable id per
+    label and the rows per id, so the most frequent values are known once the whole
+    window is read."""
+
+    def __init__(self, column: str) -> None:
+        self.column = column
+        self._ids: dict[str, int] = {}
+        self._rows = np.zeros(0, dtype=np.int64)
+
+    @property
+    def size(self) -> int:
+        return len(self._ids)
+
+    def add(self, values: pd.Series) -> np.ndarray:
+        """The chunk's label id per row (counted)."""
+        raw, uniques = pd.factorize(values, use_na_sentinel=True)
+        lut = np.array([self._ids.setdefault(_label(v), len(self._ids)) for v in uniques]
+                       + [self._ids.setdefault(NULL_SEGMENT, len(self._ids))], dtype=np.int64)
+        ids = lut[np.where(raw >= 0, raw, len(uniques))]
+        counts = np.bincount(ids, minlength=len(self._ids))
+        counts[:len(self._rows)] += self._rows
+        self._rows = counts
+        return ids
+
+    def segmentation(self, ids: np.ndarray, max_values: int) -> Segmentation:
+        """The window's segments, and the segment of each row whose label ids are
+        ``ids`` (the rows the segment checks see)."""
+        labels = list(self._ids)
+        order = sorted((i for i in range(len(labels)) if self._rows[i]),
+                       key=lambda i: (-self._rows[i], labels[i]))
+        kept, rest = order[:max_values], order[max_values:]
+        remap = np.full(max(len(labels), 1), len(kept), dtype=np.int64)
+        remap[kept] = np.arange(len(kept))
+        groups = [[i] for i in kept] + ([rest] if rest else [])
+        names = [labels[i] for i in kept] + ([OTHER_SEGMENT] if rest else [])
+        return Segmentation(
+            self.column, tuple(names),
+            tuple(frozenset(labels[i] for i in g) for g in groups),
+            tuple(tuple(g) for g in groups),
+            tuple(int(self._rows[g].sum()) for g in groups),
+            remap[ids] if len(ids) else np.zeros(0, dtype=np.int64))
 
 
 def _worst(statuses: list[str]) -> Literal["ok", "warn", "critical"]:
@@ -128,16 +155,85 @@ def _run(compute: Callable[[], object]) -> object:
         return ErrorSection(error=f"{type(exc).__name__}: {exc}", at="segments")
 
 
-Performance = Callable[[Mapping[str, float | None], np.ndarray],
-                       PerformanceResult | NotApplicable]
+# Realized and estimated performance of a segment's answered rows: called with the
+# reference's metrics, the predictions, labels and probabilities (None: none logged).
+Performance = Callable[[Mapping[str, float | None], pd.Series, pd.Series,
+                        pd.DataFrame | None], PerformanceResult]
+
+
+@dataclass(frozen=True)
+class _Split:
+    """Columns reordered so that each segment's rows are one slice, ``bounds[k]`` to
+    ``bounds[k + 1]``."""
+
+    bounds: np.ndarray
+    columns: dict[str, np.ndarray | pd.Categorical]
+
+    def frame(self, k: int) -> pd.DataFrame:
+        lo, hi = int(self.bounds[k]), int(self.bounds[k + 1])
+        return pd.DataFrame({name: values[lo:hi] for name, values in self.columns.items()},
+                            copy=False)
+
+
+class _DriftColumns:
+    """The drift frame's columns prepared once for every segment column: numeric ones as
+    floats, text ones coded (a segment's slice of codes factorizes in microseconds, its
+    slice of texts in milliseconds)."""
+
+    def __init__(self, frame: pd.DataFrame, kinds: Mapping[str, str]) -> None:
+        from monitor.checks.drift import _numbers
+
+        self.numeric: dict[str, np.ndarray] = {}
+        self.coded: dict[str, tuple[np.ndarray, pd.Index]] = {}
+        self.other: dict[str, np.ndarray] = {}
+        for name in frame.columns:
+            series = frame[name]
+            if kinds.get(name) == "num":
+                self.numeric[name] = _numbers(series)
+            elif (series.dtype == object
+                  and pd.api.types.infer_dtype(series, skipna=True) == "string"):
+                # Text only: coding it keeps every label, and a segment's slice is ints.
+                codes, uniques = pd.factorize(series, use_na_sentinel=True)
+                self.coded[name] = (codes.astype(np.min_scalar_type(-max(len(uniques), 1))),
+                                    uniques)
+            else:
+                self.other[name] = series.to_numpy()
+
+    def split(self, codes: np.ndarray, segments: int) -> _Split:
+        bounds = np.concatenate([[0], np.cumsum(np.bincount(codes, minlength=segments))])
+        codes = _small(codes)
+        by_row = np.argsort(codes, kind="stable")  # each segment's rows, in row order
+        columns: dict[str, np.ndarray | pd.Categorical] = {}
+        for name, values in self.numeric.items():
+            columns[name] = values[by_row]
+        for name, (coded, uniques) in self.coded.items():
+            columns[name] = pd.Categorical.from_codes(coded[by_row], categories=uniques)
+        for name, values in self.other.items():
+            columns[name] = values[by_row]
+        return _Split(bounds, columns)
+
+
+def _small(codes: np.ndarray) -> np.ndarray:
+    """Segment indexes (at most 101) as bytes: numpy sorts those stably by radix, in
+    linear time, where int64 takes a merge sort."""
+    return codes.astype(np.uint8)
+
+
+def _reordered(columns: dict[str, np.ndarray], codes: np.ndarray, segments: int) -> _Split:
+    """``columns`` with each segment's rows together, in row order."""
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(codes, minlength=segments))])
+    by_row = np.argsort(_small(codes), kind="stable")
+    return _Split(bounds, {name: values[by_row] for name, values in columns.items()})
 
 
 def check_segments(
     segmentations: list[Segmentation],
     *,
-    features: pd.DataFrame,
-    predictions: pd.Series | None,
+    drift_kinds: Mapping[str, str],
+    schema_of: Callable[[str, tuple[int, ...]], SchemaResult],
     drift_frame: pd.DataFrame,
+    performance_frame: pd.DataFrame | None,
+    probabilities: pd.DataFrame | None,
     answered: np.ndarray,
     reference: ReferenceLookup,
     performance: Performance | None,
@@ -146,32 +242,40 @@ def check_segments(
 ) -> SegmentsResult:
     """Check every segment of every column.
 
-    ``features``, ``predictions`` and ``drift_frame`` are the window's rows (or its
-    sample) in one order, which ``segmentations`` follow; ``answered`` marks the rows
-    the model answered, those ``performance`` (called with the reference's metrics and
-    the answered rows' positions among the answered ones) judges. ``performance`` None:
-    the model has no prediction to judge (task: features).
+    ``drift_frame`` holds the rows the segment checks see (the window, or its sample),
+    whose segments ``segmentations`` give; ``answered`` marks those the model answered,
+    which ``performance_frame`` (``prediction`` and ``label``) and ``probabilities`` hold
+    in the same order. ``schema_of``: the schema check of the window's rows with the given
+    label ids in a column. ``performance`` None: the model has no prediction to judge.
     """
     seg_cfg = config.segments
-    answered_pos = np.cumsum(answered) - 1
+    drift_cols = _DriftColumns(drift_frame, drift_kinds)
+    perf_cols: dict[str, np.ndarray] | None = None
+    if performance_frame is not None:
+        perf_cols = {"prediction": performance_frame["prediction"].to_numpy(),
+                     "label": performance_frame["label"].to_numpy()}
+        if probabilities is not None:
+            probs = probabilities.to_numpy(dtype=float)
+            perf_cols |= {f"p{i}": probs[:, i] for i in range(probs.shape[1])}
     results: list[SegmentResult] = []
     for part in segmentations:
-        order = np.argsort(part.codes, kind="stable")  # rows of each segment, in row order
-        bounds = np.concatenate([[0], np.cumsum(np.bincount(part.codes,
-                                                            minlength=len(part.names)))])
+        drift_split = drift_cols.split(part.codes, len(part.names))
+        perf_split = None
+        if perf_cols is not None:
+            perf_split = _reordered(perf_cols, part.codes[answered], len(part.names))
         for k, name in enumerate(part.names):
-            rows = order[bounds[k]:bounds[k + 1]]
-            results.append(_segment(part.column, name, part.covers[k], rows,
-                                    features=features, predictions=predictions,
-                                    drift_frame=drift_frame, answered=answered,
-                                    answered_pos=answered_pos, reference=reference,
-                                    performance=performance, schema=schema, config=config))
+            results.append(_segment(
+                part, k, name, schema_of=schema_of, drift_split=drift_split,
+                perf_split=perf_split, probability_columns=(
+                    None if probabilities is None else list(probabilities.columns)),
+                reference=reference, performance=performance, schema=schema,
+                config=config))
     worst = _worst([seg.status for seg in results])
     reasons = [f"{seg.key}: {reason}" for seg in results if seg.status in ("warn", "critical")
                for reason in seg.reasons[:_REASONS_PER_SEGMENT]]
     capped: Literal["ok", "warn", "critical"] = (
         "ok" if seg_cfg.severity == "none"
-        else min(worst, seg_cfg.severity, key=lambda s: _RANK[s]))  # type: ignore[assignment]
+        else min(worst, seg_cfg.severity, key=lambda s: _RANK[s]))
     return SegmentsResult(
         columns=tuple(p.column for p in segmentations), segments=tuple(results),
         severity=seg_cfg.severity, status=capped, reasons=tuple(reasons),
@@ -179,32 +283,36 @@ def check_segments(
 
 
 def _segment(
-    column: str, name: str, covers: frozenset[str], rows: np.ndarray, *,
-    features: pd.DataFrame, predictions: pd.Series | None, drift_frame: pd.DataFrame,
-    answered: np.ndarray, answered_pos: np.ndarray, reference: ReferenceLookup,
-    performance: Performance | None, schema: ModelSchema, config: ModelConfig,
+    part: Segmentation, k: int, name: str, *,
+    schema_of: Callable[[str, tuple[int, ...]], SchemaResult], drift_split: _Split,
+    perf_split: _Split | None, probability_columns: list[str] | None,
+    reference: ReferenceLookup, performance: Performance | None, schema: ModelSchema,
+    config: ModelConfig,
 ) -> SegmentResult:
     seg_cfg = config.segments
-    if len(rows) < seg_cfg.min_rows:
-        return SegmentResult(column, name, len(rows), "insufficient_data",
-                             (f"{len(rows)} rows < segments.min_rows {seg_cfg.min_rows}",))
-    ref = reference(column, covers)
-
-    def schema_check() -> SchemaResult:
-        return check_schema(features.take(rows),
-                            None if predictions is None else predictions.take(rows),
-                            schema, config=config.schema_check)
+    rows = part.rows[k]
+    if rows < seg_cfg.min_rows:
+        return SegmentResult(part.column, name, rows, "insufficient_data",
+                             (f"{rows} rows < segments.min_rows {seg_cfg.min_rows}",))
+    ref = reference(part.column, part.covers[k])
 
     def drift() -> DriftResult:
-        return check_drift(ref.profile, drift_frame.take(rows), config=config.drift,
+        return check_drift(ref.profile, drift_split.frame(k), config=config.drift,
                            prediction=schema.prediction_column)
 
-    sections: dict[str, object] = {"schema": _run(schema_check), "drift": _run(drift)}
-    if performance is None:
-        sections["performance"] = NotApplicable("the contract declares no prediction")
-    else:
-        perf_rows = answered_pos[rows[answered[rows]]]
-        sections["performance"] = _run(lambda: performance(ref.metrics, perf_rows))
+    def judged() -> PerformanceResult:
+        assert performance is not None and perf_split is not None
+        frame = perf_split.frame(k)
+        probs = None
+        if probability_columns is not None:
+            probs = pd.DataFrame({c: frame[f"p{i}"] for i, c in
+                                  enumerate(probability_columns)}, copy=False)
+        return performance(ref.metrics, frame["prediction"], frame["label"], probs)
+
+    sections: dict[str, object] = {
+        "schema": _run(lambda: schema_of(part.column, part.ids[k])), "drift": _run(drift),
+        "performance": (NotApplicable("the contract declares no prediction")
+                        if performance is None else _run(judged))}
     reasons: list[str] = []
     statuses: list[str] = []
     for check, sec in sections.items():
@@ -216,7 +324,7 @@ def _segment(
         if status in ("warn", "critical"):
             reasons += [f"{check}: {r}" for r in getattr(sec, "reasons", ())]
     return SegmentResult(
-        column, name, len(rows), _worst(statuses), tuple(reasons),
+        part.column, name, rows, _worst(statuses), tuple(reasons),
         reference="whole" if ref.whole else "segment", reference_rows=ref.rows,
         reference_note=ref.note,
         schema=sections["schema"],  # type: ignore[arg-type]
@@ -232,9 +340,10 @@ def segment_reference(
     metrics_of: Callable[[np.ndarray], Mapping[str, float | None]] | None,
 ) -> ReferenceLookup:
     """A ``ReferenceLookup`` over the reference set ``reference`` (its segment columns'
-    labels per row in ``labels``; a column absent there, model_version always, compares
-    every segment with the whole reference). Profiles of segments are built once and
-    kept (the lookup is cached with the reference)."""
+    labels per row in ``labels``, as ``segment_labels`` gives them; a column absent there,
+    model_version always, compares every segment with the whole reference). A segment
+    with fewer than ``min_rows`` reference rows is compared with the whole reference.
+    Profiles of segments are built once and kept with the lookup."""
     built: dict[tuple[str, frozenset[str]], SegmentReference] = {}
 
     def whole_ref(note: str) -> SegmentReference:

@@ -19,13 +19,16 @@ from datetime import datetime
 from typing import TYPE_CHECKING, TypeVar
 
 from monitor.checks.schema_check import SchemaAccumulator
+from monitor.checks.segments import SegmentLabels
 from monitor.config import PerformanceConfig
+from monitor.errors import ConfigError
 from monitor.results import (
     CheckRun,
     DriftResult,
     ErrorSection,
     NotApplicable,
     PerformanceResult,
+    Section,
     SegmentsResult,
     ServiceResult,
     overall_status,
@@ -35,8 +38,10 @@ from monitor.run.reference import ReferenceData, drift_columns
 from monitor.schema import ModelSchema, label_text
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
+    from monitor.checks.segments import Segmentation
     from monitor.store.sources import LogWindow
 
 __all__ = ["CHUNK_ROWS", "FEATURES_ONLY", "evaluate_window"]
@@ -118,19 +123,24 @@ def evaluate_window(
     drift_parts: list[pd.DataFrame] = []
     perf_parts: list[pd.DataFrame] = []
     prob_parts: list[pd.DataFrame] = []
-    # What the segment checks need of each row (or of the sampled rows): the raw features
-    # and predictions for the schema, the version, and whether the model answered.
-    segmented = bool(model_cfg.segments.columns)
-    seg_parts: list[pd.DataFrame] = []
-    seg_meta_parts: list[pd.DataFrame] = []
+    # Segments: each row's label id per segment column (the schema check counts them in
+    # its one pass), kept for the rows drift and performance see; and which they answered.
+    seg_cfg = model_cfg.segments
+    seg_problem = _segment_problem(model)
+    labelers = {c: SegmentLabels(c) for c in seg_cfg.columns} if not seg_problem else {}
+    seg_ids: dict[str, list[np.ndarray]] = {c: [] for c in labelers}
+    answered_parts: list[np.ndarray] = []
     fallback_counts: Counter[str] | None = Counter() if model.counts_fallbacks else None
     rng = np.random.default_rng(_seed(model.name, start))
     chunks = source.iter_chunks(start, end, CHUNK_ROWS) if sampled else iter(
         [source.read_window(start, end)])
     features_only = schema.features_only
     for window in chunks:
+        groups = {c: (labeler.add(_segment_values(model, window, c)), labeler.size)
+                  for c, labeler in labelers.items()}
         # A features-only model's logs have no prediction to check (stored as null).
-        schema_acc.add(window.features, None if features_only else window.meta["prediction"])
+        schema_acc.add(window.features, None if features_only else window.meta["prediction"],
+                       groups=groups or None)
         latencies.append(pd.to_numeric(window.meta["latency_ms"], errors="coerce").to_numpy(
             dtype=float))
         error_parts.append(window.meta["error"].to_numpy(dtype=bool))
@@ -143,13 +153,12 @@ def evaluate_window(
             keep = rng.random(len(drift_part)) < limit / rows
             drift_part = drift_part[keep]
         drift_parts.append(drift_part)
-        if segmented:
-            seg_part = window.meta[["prediction", "model_version", "error"]]
-            seg_features = window.features
-            if sampled:
-                seg_part, seg_features = seg_part[keep], seg_features[keep]
-            seg_parts.append(seg_features)
-            seg_meta_parts.append(seg_part)
+        if labelers:
+            answered = (~window.meta["error"].to_numpy(dtype=bool)
+                        & window.meta["prediction"].notna().to_numpy())
+            answered_parts.append(answered[keep] if sampled else answered)
+            for c, (ids, _) in groups.items():
+                seg_ids[c].append(ids[keep] if sampled else ids)
         if features_only:
             continue
         perf_part, prob_part = _perf_frames(window)
@@ -178,7 +187,10 @@ def evaluate_window(
 
     def performance() -> PerformanceResult:
         ref = need_reference()
-        return _performance(model, ref.metrics, ref, perf, prob_frame, end=end, now=now)
+        labels = perf["label"] if "label" in perf else pd.Series([], dtype=object)
+        preds = perf["prediction"] if "prediction" in perf else pd.Series([], dtype=object)
+        probs = prob_frame if len(prob_frame.columns) else None
+        return _performance(model, ref.metrics, ref, preds, labels, probs, end=end, now=now)
 
     def service() -> ServiceResult:
         from monitor.checks.health import check_service
@@ -188,14 +200,19 @@ def evaluate_window(
                              config=model_cfg.service, fallback_counts=fallback_counts)
 
     def segments() -> SegmentsResult:
-        return _segments(model, _joined(seg_parts), _joined(seg_meta_parts), drift_frame,
-                         perf, prob_frame, need_reference(), end=end, now=now)
+        if seg_problem:
+            raise ConfigError(seg_problem)
+        parts = [labeler.segmentation(_concat(seg_ids[c]), seg_cfg.max_values)
+                 for c, labeler in labelers.items()]
+        return _segments(model, parts, schema_acc, drift_frame, perf, prob_frame,
+                         _concat(answered_parts).astype(bool), need_reference(),
+                         end=end, now=now)
 
-    sections = {"schema": schema_result, "drift": _section(drift),
+    sections: dict[str, Section] = {"schema": schema_result, "drift": _section(drift),
                 "performance": NotApplicable(FEATURES_ONLY) if features_only
                 else _section(performance),
                 "service": _section(service)}
-    if segmented:
+    if seg_cfg.columns:
         sections["segments"] = _section(segments)
     status = overall_status(sections.values(), rows, model_cfg.min_rows)
     reasons: list[str] = []
@@ -219,23 +236,18 @@ def evaluate_window(
 
 
 def _performance(model: ResolvedModel, reference_metrics: Mapping[str, float | None],
-                 ref: ReferenceData, perf: pd.DataFrame, prob_frame: pd.DataFrame, *,
-                 end: datetime, now: datetime,
+                 ref: ReferenceData, preds: pd.Series, labels: pd.Series,
+                 probs: pd.DataFrame | None, *, end: datetime, now: datetime,
                  config: PerformanceConfig | None = None) -> PerformanceResult:
-    """Realized and estimated performance of the answered rows ``perf`` (with their
-    probabilities) against ``reference_metrics``: the whole reference's, or a
-    segment's (then the estimate is judged against the segment's reference accuracy)."""
+    """Realized and estimated performance of answered rows (predictions, labels, and
+    probabilities when logged) against ``reference_metrics``: the whole reference's, or
+    a segment's (then the estimate is judged against the segment's reference accuracy)."""
     from dataclasses import replace
-
-    import pandas as pd
 
     from monitor.checks.estimated import check_estimated, with_estimate
     from monitor.checks.performance import check_performance
 
     schema, perf_cfg = model.schema, config or model.config.performance
-    labels = perf["label"] if "label" in perf else pd.Series([], dtype=object)
-    preds = perf["prediction"] if "prediction" in perf else pd.Series([], dtype=object)
-    probs = prob_frame if len(prob_frame.columns) else None
     if schema.task == "classification":
         preds, labels = label_text(preds), label_text(labels)
     result = check_performance(preds, labels, probs, dict(reference_metrics), schema,
@@ -258,49 +270,69 @@ def _performance(model: ResolvedModel, reference_metrics: Mapping[str, float | N
 _SEGMENT_JUDGED = ("accuracy", "mae", "rmse")
 
 
-def _segments(model: ResolvedModel, features: pd.DataFrame, meta: pd.DataFrame,
-              drift_frame: pd.DataFrame, perf: pd.DataFrame, prob_frame: pd.DataFrame,
-              ref: ReferenceData, *, end: datetime, now: datetime) -> SegmentsResult:
-    """The segment checks over the rows the other checks saw (the window, or its sample:
-    ``features`` and ``meta`` are in the drift frame's row order)."""
-    import numpy as np
+def _segment_problem(model: ResolvedModel) -> str | None:
+    """Why the model's segment columns cannot be used (``ConfigError``'s text), or None."""
+    try:
+        model.config.segments.check_columns({f.name: f.type for f in model.schema.features},
+                                            str(model.config.schema_path))
+    except ConfigError as exc:
+        return str(exc)
+    return None
+
+
+def _segment_values(model: ResolvedModel, window: LogWindow, column: str) -> pd.Series:
+    """A chunk's values of a segment column: model_version from the row (else the
+    configured version, as ingest records it), a feature from the features."""
     import pandas as pd
 
-    from monitor.checks.segments import check_segments, segment_rows
     from monitor.config import MODEL_VERSION
+
+    if column == MODEL_VERSION:
+        values = window.meta["model_version"]
+        return values if model.config.version is None else values.fillna(model.config.version)
+    if column in window.features.columns:
+        return window.features[column]
+    return pd.Series([None] * window.rows, dtype=object)
+
+
+def _concat(parts: list[np.ndarray]) -> np.ndarray:
+    import numpy as np
+
+    if len(parts) == 1:
+        return parts[0]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+def _segments(model: ResolvedModel, parts: list[Segmentation], schema_acc: SchemaAccumulator,
+              drift_frame: pd.DataFrame, perf: pd.DataFrame, prob_frame: pd.DataFrame,
+              answered: np.ndarray, ref: ReferenceData, *, end: datetime, now: datetime
+              ) -> SegmentsResult:
+    """The segment checks over the rows drift and performance saw (the window, or its
+    sample), the schema's from the window's one pass."""
+    import pandas as pd
+
+    from monitor.checks.segments import check_segments
     from monitor.run.segments import segment_lookup
 
     schema, model_cfg = model.schema, model.config
-    model_cfg.segments.check_columns({f.name: f.type for f in schema.features},
-                                     str(model_cfg.schema_path))
-    features = features.reset_index(drop=True)
-    meta = meta.reset_index(drop=True)
-    parts = []
-    for column in model_cfg.segments.columns:
-        if column == MODEL_VERSION:
-            values = meta["model_version"]
-            if model_cfg.version is not None:  # as ingest records a row without one
-                values = values.fillna(model_cfg.version)
-        elif column in features.columns:
-            values = features[column]
-        else:
-            values = pd.Series([None] * len(features), dtype=object)
-        parts.append(segment_rows(column, values, model_cfg.segments.max_values))
-    answered = (~meta["error"].to_numpy(dtype=bool) & meta["prediction"].notna().to_numpy()
-                if len(meta) else np.zeros(0, dtype=bool))
-    features_only = model.schema.features_only
     perf_cfg = model_cfg.performance.model_copy(update={"allowed_drop": {
         k: v for k, v in model_cfg.performance.allowed_drop.items() if k in _SEGMENT_JUDGED}})
 
-    def performance(metrics: Mapping[str, float | None], rows: np.ndarray
-                    ) -> PerformanceResult:
-        return _performance(model, metrics, ref, perf.take(rows).reset_index(drop=True),
-                            prob_frame.take(rows).reset_index(drop=True), end=end, now=now,
+    def performance(metrics: Mapping[str, float | None], preds: pd.Series, labels: pd.Series,
+                    probs: pd.DataFrame | None) -> PerformanceResult:
+        return _performance(model, metrics, ref, preds, labels, probs, end=end, now=now,
                             config=perf_cfg)
 
+    features_only = schema.features_only
+    if schema.task == "classification" and "prediction" in perf:
+        # As text once, not once per segment.
+        perf = pd.DataFrame({"prediction": label_text(perf["prediction"]),
+                             "label": label_text(perf["label"])}, copy=False)
     return check_segments(
-        parts, features=features,
-        predictions=None if features_only else meta["prediction"],
-        drift_frame=drift_frame.reset_index(drop=True), answered=answered,
+        parts, drift_kinds=drift_columns(schema),
+        schema_of=lambda column, ids: schema_acc.group_result(column, ids),
+        drift_frame=drift_frame, answered=answered,
+        performance_frame=None if features_only or "prediction" not in perf else perf,
+        probabilities=prob_frame if len(prob_frame.columns) else None,
         reference=segment_lookup(model, ref),
         performance=None if features_only else performance, schema=schema, config=model_cfg)
