@@ -350,7 +350,7 @@ class SegmentsResult:
         segments = raw.get("segments") or []
         if not isinstance(segments, list):
             raise ValueError(f"{where}.segments: expected a list")
-        plain = from_json(cls, {k: v for k, v in raw.items() if k != "segments"}, where)
+        plain = from_json(cls, {**raw, "segments": []}, where)
         return replace(plain, segments=tuple(
             SegmentResult.from_dict(seg, f"{where}.segments[{i}]")
             for i, seg in enumerate(segments)))
