@@ -20,6 +20,7 @@ from monitor.typed_json import from_json
 __all__ = [
     "RUN_STATUSES",
     "SECTIONS",
+    "SEGMENT_STATUS_LEVEL",
     "CheckRun",
     "ColumnKind",
     "ColumnReport",
