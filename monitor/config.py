@@ -368,8 +368,8 @@ class SegmentsConfig(_Section):
                     f"{contract} (nor {MODEL_VERSION}); known: {', '.join(feature_types)}")
             if kind not in _SEGMENT_TYPES:
                 raise ConfigError(
-                    f"segments.columns: {column!r} is a {kind} feature; a segment column "
-                    f"must be categorical ({', '.join(_SEGMENT_TYPES)}) or {MODEL_VERSION}")
+                    f"segments.columns: {column!r} is a feature of type {kind}; a segment "
+                    f"column must be categorical ({', '.join(_SEGMENT_TYPES)}) or {MODEL_VERSION}")
 
 
 class FallbackConfig(_Section):

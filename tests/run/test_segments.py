@@ -287,8 +287,8 @@ def test_bad_segment_columns_are_refused_by_name(model_files) -> None:
     types = {"x": "float", "group": "category"}
     with pytest.raises(ConfigError, match=r"segments.columns: 'nope' is not a feature"):
         cfg.model_copy(update={"columns": ("nope",)}).check_columns(types, "seg.yaml")
-    with pytest.raises(ConfigError, match=r"'x' is a float feature; a segment column must be "
-                       "categorical"):
+    with pytest.raises(ConfigError, match=r"'x' is a feature of type float; a segment "
+                       "column must be categorical"):
         cfg.model_copy(update={"columns": ("x",)}).check_columns(types, "seg.yaml")
     with pytest.raises(ValueError, match="more than once: group"):
         ModelConfig.model_validate({"schema": "s.yaml", "reference": "r.parquet",
@@ -296,7 +296,7 @@ def test_bad_segment_columns_are_refused_by_name(model_files) -> None:
     # In a run: the segments section fails alone, naming the field; the rest is judged.
     run = _run(model_files, _drifting_b(), columns=["x"])
     assert isinstance(run.segments, ErrorSection)
-    assert "segments.columns: 'x' is a float feature" in run.segments.error
+    assert "segments.columns: 'x' is a feature of type float" in run.segments.error
     assert isinstance(run.drift, DriftResult) and run.status == "error"
 
 
