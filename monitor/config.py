@@ -335,6 +335,13 @@ class SegmentsConfig(_Section):
         200, ge=1, description="A segment with fewer rows in the window is insufficient_data "
         "and not checked."
     )
+    max_rows: int | None = Field(
+        20_000, ge=1000, description="A segment with more rows is checked for drift, "
+        "accuracy and its estimate on a uniform sample of this many (seeded by the window: "
+        "a rerun draws the same); its schema counts and row count stay exact. Each segment "
+        "column covers the whole window again, so this keeps segments within about the cost "
+        "of the check itself (bench/segments.py). null: every row."
+    )
     min_reference_rows: int = Field(
         200, ge=1, description="A segment with fewer reference rows (model_version always: "
         "the reference set has no versions) is compared with the whole reference set, and "

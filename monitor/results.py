@@ -297,6 +297,9 @@ class SegmentResult:
     schema: SchemaResult | ErrorSection | None = None
     drift: DriftResult | ErrorSection | None = None
     performance: PerformanceResult | ErrorSection | NotApplicable | None = None
+    # Rows drift and performance read when the segment had more than segments.max_rows
+    # (a uniform sample); None: all of them.
+    sample_rows: int | None = None
 
     @property
     def key(self) -> str:
@@ -308,7 +311,7 @@ class SegmentResult:
             "column": self.column, "value": self.value, "rows": self.rows,
             "status": self.status, "reasons": list(self.reasons),
             "reference": self.reference, "reference_rows": self.reference_rows,
-            "reference_note": self.reference_note}
+            "reference_note": self.reference_note, "sample_rows": self.sample_rows}
         for name in ("schema", "drift", "performance"):
             sec = getattr(self, name)
             out[name] = None if sec is None else sec.as_dict()

@@ -190,40 +190,64 @@ class _DriftColumns:
             series = frame[name]
             if kinds.get(name) == "num":
                 self.numeric[name] = _numbers(series)
-            elif (series.dtype == object
-                  and pd.api.types.infer_dtype(series, skipna=True) == "string"):
-                # Text only: coding it keeps every label, and a segment's slice is ints.
+            elif (series.dtype == object and pd.api.types.infer_dtype(series, skipna=True)
+                  in ("string", "integer")):
+                # Texts only, or ints only (a prediction): coding merges no two labels
+                # (factorizing would merge 1, 1.0 and True), and a segment's slice is ints.
                 codes, uniques = pd.factorize(series, use_na_sentinel=True)
                 self.coded[name] = (codes.astype(np.min_scalar_type(-max(len(uniques), 1))),
                                     uniques)
             else:
                 self.other[name] = series.to_numpy()
 
-    def split(self, codes: np.ndarray, segments: int) -> _Split:
-        bounds = np.concatenate([[0], np.cumsum(np.bincount(codes, minlength=segments))])
-        codes = _small(codes)
-        by_row = np.argsort(codes, kind="stable")  # each segment's rows, in row order
+    def split(self, rows: _Rows) -> _Split:
         columns: dict[str, np.ndarray | pd.Categorical] = {}
         for name, values in self.numeric.items():
-            columns[name] = values[by_row]
+            columns[name] = values[rows.picked]
         for name, (coded, uniques) in self.coded.items():
-            columns[name] = pd.Categorical.from_codes(coded[by_row], categories=uniques)
+            columns[name] = pd.Categorical.from_codes(coded[rows.picked], categories=uniques)
         for name, values in self.other.items():
-            columns[name] = values[by_row]
-        return _Split(bounds, columns)
+            columns[name] = values[rows.picked]
+        return _Split(rows.bounds, columns)
 
 
-def _small(codes: np.ndarray) -> np.ndarray:
-    """Segment indexes (at most 101) as bytes: numpy sorts those stably by radix, in
-    linear time, where int64 takes a merge sort."""
-    return codes.astype(np.uint8)
+@dataclass(frozen=True)
+class _Rows:
+    """The rows each segment's checks read: segment ``k``'s are
+    ``picked[bounds[k]:bounds[k + 1]]``, in row order."""
+
+    picked: np.ndarray
+    bounds: np.ndarray
+
+    def subset(self, keep: np.ndarray, positions: np.ndarray) -> _Rows:
+        """The picked rows that ``keep`` marks, as ``positions`` numbers them."""
+        mask = keep[self.picked]
+        segments = len(self.bounds) - 1
+        owner = np.repeat(np.arange(segments), np.diff(self.bounds))
+        counts = np.bincount(owner[mask], minlength=segments)
+        return _Rows(positions[self.picked[mask]],
+                     np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
 
 
-def _reordered(columns: dict[str, np.ndarray], codes: np.ndarray, segments: int) -> _Split:
-    """``columns`` with each segment's rows together, in row order."""
-    bounds = np.concatenate([[0], np.cumsum(np.bincount(codes, minlength=segments))])
-    by_row = np.argsort(_small(codes), kind="stable")
-    return _Split(bounds, {name: values[by_row] for name, values in columns.items()})
+def _pick(codes: np.ndarray, segments: int, max_rows: int | None, seed: int) -> _Rows:
+    """Each segment's rows together, in row order; a segment with more than ``max_rows``
+    keeps a uniform sample of that many (seeded: a rerun picks the same rows)."""
+    # Segment indexes (at most 101) as bytes: numpy sorts those stably by radix, in
+    # linear time, where int64 takes a merge sort.
+    by_row = np.argsort(codes.astype(np.uint8), kind="stable")
+    sizes = np.bincount(codes, minlength=segments)
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    if max_rows is None or sizes.max(initial=0) <= max_rows:
+        return _Rows(by_row, bounds)
+    rng = np.random.default_rng(seed)
+    parts = []
+    for k in range(segments):
+        rows = by_row[bounds[k]:bounds[k + 1]]
+        if len(rows) > max_rows:
+            rows = rows[np.sort(rng.choice(len(rows), max_rows, replace=False))]
+        parts.append(rows)
+    kept = np.array([len(p) for p in parts], dtype=np.int64)
+    return _Rows(np.concatenate(parts), np.concatenate([[0], np.cumsum(kept)]))
 
 
 def check_segments(
@@ -236,6 +260,7 @@ def check_segments(
     probabilities: pd.DataFrame | None,
     answered: np.ndarray,
     reference: ReferenceLookup,
+    seed: int = 0,
     performance: Performance | None,
     schema: ModelSchema,
     config: ModelConfig,
@@ -247,6 +272,9 @@ def check_segments(
     which ``performance_frame`` (``prediction`` and ``label``) and ``probabilities`` hold
     in the same order. ``schema_of``: the schema check of the window's rows with the given
     label ids in a column. ``performance`` None: the model has no prediction to judge.
+    A segment of more than ``segments.max_rows`` rows is checked for drift and
+    performance on a uniform sample of that many (drawn with ``seed``); its schema counts
+    stay those of all its rows.
     """
     seg_cfg = config.segments
     drift_cols = _DriftColumns(drift_frame, drift_kinds)
@@ -258,14 +286,19 @@ def check_segments(
             probs = probabilities.to_numpy(dtype=float)
             perf_cols |= {f"p{i}": probs[:, i] for i in range(probs.shape[1])}
     results: list[SegmentResult] = []
-    for part in segmentations:
-        drift_split = drift_cols.split(part.codes, len(part.names))
+    answered_pos = np.cumsum(answered) - 1
+    for i, part in enumerate(segmentations):
+        rows = _pick(part.codes, len(part.names), seg_cfg.max_rows, seed + i)
+        drift_split = drift_cols.split(rows)
         perf_split = None
         if perf_cols is not None:
-            perf_split = _reordered(perf_cols, part.codes[answered], len(part.names))
+            perf_rows = rows.subset(answered, answered_pos)
+            perf_split = _Split(perf_rows.bounds, {
+                name: values[perf_rows.picked] for name, values in perf_cols.items()})
         for k, name in enumerate(part.names):
             results.append(_segment(
                 part, k, name, schema_of=schema_of, drift_split=drift_split,
+                sampled=int(rows.bounds[k + 1] - rows.bounds[k]),
                 perf_split=perf_split, probability_columns=(
                     None if probabilities is None else list(probabilities.columns)),
                 reference=reference, performance=performance, schema=schema,
@@ -285,7 +318,7 @@ def check_segments(
 def _segment(
     part: Segmentation, k: int, name: str, *,
     schema_of: Callable[[str, tuple[int, ...]], SchemaResult], drift_split: _Split,
-    perf_split: _Split | None, probability_columns: list[str] | None,
+    sampled: int, perf_split: _Split | None, probability_columns: list[str] | None,
     reference: ReferenceLookup, performance: Performance | None, schema: ModelSchema,
     config: ModelConfig,
 ) -> SegmentResult:
@@ -326,7 +359,7 @@ def _segment(
     return SegmentResult(
         part.column, name, rows, _worst(statuses), tuple(reasons),
         reference="whole" if ref.whole else "segment", reference_rows=ref.rows,
-        reference_note=ref.note,
+        reference_note=ref.note, sample_rows=sampled if sampled < rows else None,
         schema=sections["schema"],  # type: ignore[arg-type]
         drift=sections["drift"],  # type: ignore[arg-type]
         performance=sections["performance"],  # type: ignore[arg-type]

@@ -334,5 +334,5 @@ def _segments(model: ResolvedModel, parts: list[Segmentation], schema_acc: Schem
         drift_frame=drift_frame, answered=answered,
         performance_frame=None if features_only or "prediction" not in perf else perf,
         probabilities=prob_frame if len(prob_frame.columns) else None,
-        reference=segment_lookup(model, ref),
+        reference=segment_lookup(model, ref), seed=_seed(model.name, end),
         performance=None if features_only else performance, schema=schema, config=model_cfg)

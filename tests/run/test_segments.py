@@ -373,3 +373,20 @@ def test_segment_metrics_are_bounded_and_the_rest_counted(engine, model_files) -
     assert everything.get_sample_value("mqm_segment_labels_dropped", {"model": "seg"}) == 0
     assert everything.get_sample_value("mqm_segment_rows_checked", {
         "model": "seg", "version": "", "segment": "model_version=1.0"}) == 3000
+
+
+def test_a_segment_above_max_rows_is_checked_on_a_seeded_sample(model_files) -> None:
+    frame = _drifting_b(a=1500)
+    first = _run(model_files, frame, max_rows=1000)
+    a = _segments(first).segment("group", "a")
+    assert (a.rows, a.sample_rows) == (1500, 1000)
+    assert isinstance(a.drift, DriftResult) and a.drift.rows_current == 1000
+    assert a.performance.rows == 1000  # type: ignore[union-attr]
+    # The schema counts stay those of every row; smaller segments are read whole.
+    assert a.schema.rows == 1500  # type: ignore[union-attr]
+    assert _segments(first).segment("group", "b").sample_rows is None
+    # Seeded by the window: a rerun draws the same rows, so the same figures.
+    again = _run(model_files, frame, max_rows=1000)
+    assert _segments(again).segment("group", "a").as_dict() == a.as_dict()
+    exact = _segments(_run(model_files, frame, max_rows=None)).segment("group", "a")
+    assert exact.sample_rows is None and exact.drift.rows_current == 1500  # type: ignore[union-attr]
