@@ -2,7 +2,7 @@
 
 Run by hand, not by pytest::
 
-    .venv/bin/python bench/segments.py [--rows 1000000] [--repeats 5]
+    .venv/bin/python bench/segments.py [--rows 1000000] [--repeats 5] [--store]
 
 A synthetic classifier with 25 features (18 numeric, 7 categorical), a 100k-row
 reference file and one window of N rows (70% labelled) held in memory by a
@@ -13,6 +13,10 @@ seconds to both sides. Segments: 3 columns with 20, 20 and 10 values (50 segment
 ``max_values: 20``. Both variants run in one process, alternately, after one warm-up
 each (the reference profiles, and the segments' reference profiles, are built then and
 cached, as in ``mqm serve``); the warm-up of the segmented check is printed apart.
+
+``--store`` times the whole ``mqm check`` instead (``monitor.run.check.run_check``):
+the window's rows are loaded into a SQLite store and compacted into log blocks first,
+then each check reads them from the blocks, runs, and stores its run and figures.
 """
 
 from __future__ import annotations
@@ -142,11 +146,60 @@ def _figures(secs: list[float]) -> str:
     return f"median {statistics.median(secs):.2f} s ({min(secs):.2f}-{max(secs):.2f})"
 
 
+def _store(folder: Path, schema: Path, reference: Path, window: LogWindow) -> tuple[Any, Any]:
+    """A SQLite store holding the window's logs and labels in log blocks, and a config of
+    the model without and with segments."""
+    from monitor.config import Config
+    from monitor.ingest import ingest_labels, ingest_logs
+    from monitor.store.compaction import compact
+    from monitor.store.db import create_engine, ensure_schema
+
+    url = f"sqlite:///{folder / 'store.db'}"
+    engine = create_engine(url)
+    ensure_schema(engine)
+    logs = pd.concat([window.meta[["request_id", "model_version", "prediction",
+                                   "latency_ms"]].assign(
+        timestamp=window.meta["ts"], prediction=window.meta["prediction"].astype(int)),
+        window.features, window.probabilities.add_prefix("proba_")], axis=1)
+    logs.to_parquet(folder / "logs.parquet")
+    labelled = window.labels.notna().to_numpy()
+    pd.DataFrame({"request_id": window.meta["request_id"][labelled],
+                  "target": window.labels[labelled].astype(int),
+                  "timestamp": window.meta["ts"][labelled]}).to_parquet(folder / "labels.parquet")
+    model_schema = load_schema(schema)
+    t0 = time.perf_counter()
+    ingest_logs(engine, "bench", model_schema, folder / "logs.parquet")
+    ingest_labels(engine, "bench", model_schema, folder / "labels.parquet")
+    compact(engine, "bench")
+    print(f"store built (ingest and compaction) in {time.perf_counter() - t0:.1f} s")
+
+    def config(segments: bool) -> Config:
+        return Config.model_validate({"database_url": url, "models": {"bench": {
+            "schema": str(schema), "reference": str(reference), "window": "1d",
+            "min_rows": 100, "schedule": {"compact_every": None},
+            "segments": {"columns": list(SEGMENT_VALUES) if segments else [],
+                         "max_values": 20, "min_rows": 200}}}})
+
+    return engine, (config(False), config(True))
+
+
+def _timed_store(engine: Any, config: Any) -> tuple[float, Any]:
+    from monitor.run.check import run_check
+
+    t0 = time.perf_counter()
+    run = run_check(engine, config, "bench", at=END, now=END + timedelta(days=30))
+    return time.perf_counter() - t0, run
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--store", action="store_true",
+                        help="time run_check on a SQLite store (read, check, persist)")
     args = parser.parse_args()
+    if args.store:
+        return _main_store(args.rows, args.repeats)
     with tempfile.TemporaryDirectory(prefix="mqm-bench-segments-") as tmp:
         schema, reference = _write_model(Path(tmp))
         source = MemorySource(_window(args.rows))
@@ -167,6 +220,26 @@ def main() -> int:
         print(f"check without segments  {_figures(without)}")
         print(f"check with segments     {_figures(with_)}")
         print(f"ratio of medians        {ratio:.2f}x")
+    return 0
+
+
+def _main_store(rows: int, repeats: int) -> int:
+    with tempfile.TemporaryDirectory(prefix="mqm-bench-segments-") as tmp:
+        folder = Path(tmp)
+        schema, reference = _write_model(folder)
+        engine, (plain, split) = _store(folder, schema, reference, _window(rows))
+        _timed_store(engine, plain)  # warm-up: the reference profile and estimator
+        cold, run = _timed_store(engine, split)
+        print(f"{run.rows:,} rows, {N_NUM + N_CAT} features, {len(run.segments.segments)} "
+              f"segments; mqm check with segments, first run: {cold:.2f} s")
+        without, with_ = [], []
+        for _ in range(repeats):
+            without.append(_timed_store(engine, plain)[0])
+            with_.append(_timed_store(engine, split)[0])
+        ratio = statistics.median(with_) / statistics.median(without)
+        print(f"mqm check without segments  {_figures(without)}")
+        print(f"mqm check with segments     {_figures(with_)}")
+        print(f"ratio of medians            {ratio:.2f}x")
     return 0
 
 
