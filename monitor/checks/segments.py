@@ -155,10 +155,10 @@ def _run(compute: Callable[[], object]) -> object:
         return ErrorSection(error=f"{type(exc).__name__}: {exc}", at="segments")
 
 
-# Realized and estimated performance of a segment's answered rows: called with the
-# reference's metrics, the predictions, labels and probabilities (None: none logged).
-Performance = Callable[[Mapping[str, float | None], pd.Series, pd.Series,
-                        pd.DataFrame | None], PerformanceResult]
+# Realized and estimated performance of a segment's answered rows: called with what the
+# segment is compared with, the predictions, labels and probabilities (None: none logged).
+Performance = Callable[[SegmentReference, pd.Series, pd.Series, pd.DataFrame | None],
+                       PerformanceResult]
 
 
 @dataclass(frozen=True)
@@ -270,8 +270,9 @@ def check_segments(
     ``drift_frame`` holds the rows the segment checks see (the window, or its sample),
     whose segments ``segmentations`` give; ``answered`` marks those the model answered,
     which ``performance_frame`` (``prediction`` and ``label``) and ``probabilities`` hold
-    in the same order. ``schema_of``: the schema check of the window's rows with the given
-    label ids in a column. ``performance`` None: the model has no prediction to judge.
+    in the same order, and which ``performance`` judges against the segment's reference
+    (None: the model has no prediction to judge). ``schema_of``: the schema check of the
+    window's rows with the given label ids in a column.
     A segment of more than ``segments.max_rows`` rows is checked for drift and
     performance on a uniform sample of that many (drawn with ``seed``); its schema counts
     stay those of all its rows.
@@ -340,7 +341,7 @@ def _segment(
         if probability_columns is not None:
             probs = pd.DataFrame({c: frame[f"p{i}"] for i, c in
                                   enumerate(probability_columns)}, copy=False)
-        return performance(ref.metrics, frame["prediction"], frame["label"], probs)
+        return performance(ref, frame["prediction"], frame["label"], probs)
 
     sections: dict[str, object] = {
         "schema": _run(lambda: schema_of(part.column, part.ids[k])), "drift": _run(drift),

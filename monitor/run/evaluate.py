@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-    from monitor.checks.segments import Segmentation
+    from monitor.checks.segments import Segmentation, SegmentReference
     from monitor.store.sources import LogWindow
 
 __all__ = ["CHUNK_ROWS", "FEATURES_ONLY", "evaluate_window"]
@@ -238,10 +238,12 @@ def evaluate_window(
 def _performance(model: ResolvedModel, reference_metrics: Mapping[str, float | None],
                  ref: ReferenceData, preds: pd.Series, labels: pd.Series,
                  probs: pd.DataFrame | None, *, end: datetime, now: datetime,
-                 config: PerformanceConfig | None = None) -> PerformanceResult:
+                 config: PerformanceConfig | None = None, segment: bool = False
+                 ) -> PerformanceResult:
     """Realized and estimated performance of answered rows (predictions, labels, and
     probabilities when logged) against ``reference_metrics``: the whole reference's, or
-    a segment's (then the estimate is judged against the segment's reference accuracy)."""
+    with ``segment`` a segment's reference rows' (then the estimate is judged against
+    their accuracy too)."""
     from dataclasses import replace
 
     from monitor.checks.estimated import check_estimated, with_estimate
@@ -257,7 +259,7 @@ def _performance(model: ResolvedModel, reference_metrics: Mapping[str, float | N
     realized = result.metrics.get("accuracy") if result.labelled_rows else None
     estimator = ref.estimator
     accuracy = reference_metrics.get("accuracy")
-    if estimator is not None and accuracy is not None and reference_metrics is not ref.metrics:
+    if estimator is not None and accuracy is not None and segment:
         estimator = replace(estimator, reference_accuracy=accuracy)
     est = check_estimated(estimator, probs, preds, realized_accuracy=realized,
                           config=perf_cfg, unavailable=ref.estimator_error)
@@ -318,10 +320,10 @@ def _segments(model: ResolvedModel, parts: list[Segmentation], schema_acc: Schem
     perf_cfg = model_cfg.performance.model_copy(update={"allowed_drop": {
         k: v for k, v in model_cfg.performance.allowed_drop.items() if k in _SEGMENT_JUDGED}})
 
-    def performance(metrics: Mapping[str, float | None], preds: pd.Series, labels: pd.Series,
+    def performance(against: SegmentReference, preds: pd.Series, labels: pd.Series,
                     probs: pd.DataFrame | None) -> PerformanceResult:
-        return _performance(model, metrics, ref, preds, labels, probs, end=end, now=now,
-                            config=perf_cfg)
+        return _performance(model, against.metrics, ref, preds, labels, probs, end=end,
+                            now=now, config=perf_cfg, segment=not against.whole)
 
     features_only = schema.features_only
     if schema.task == "classification" and "prediction" in perf:
