@@ -31,6 +31,7 @@ __all__ = [
     "overview_strip",
     "performance_chart",
     "rates_chart",
+    "segment_status_chart",
     "status_strip",
     "violation_chart",
 ]
@@ -128,6 +129,28 @@ def status_strip(windows: pd.DataFrame, domain: Domain | None = None,
         cells = cells.add_params(alt.selection_point(name="window", fields=["run_id"],
                                                      on="click"))
     return _finish([cells], marks, height=height, title="Status per window", labels=True)
+
+
+def segment_status_chart(cells: pd.DataFrame, domain: Domain | None = None,
+                         marks: pd.DataFrame | None = None, *, row_height: int = 24
+                         ) -> alt.LayerChart:
+    """Segment x window: each segment's status (the worst of the windows a cell covers),
+    segments that were ever critical on top. Expects ``frames.segment_cells`` output."""
+    rank = {"critical": 3, "warn": 2, "ok": 1, "insufficient_data": 0}
+    order = (cells.assign(rank=cells["status"].map(rank)).groupby("segment")["rank"].max()
+             .sort_values(ascending=False, kind="stable").index.tolist())
+    rects = alt.Chart(cells).mark_rect(stroke="white", strokeWidth=0.5).encode(
+        x=_x(domain),
+        x2=alt.X2("window_end"),
+        y=alt.Y("segment:N", sort=order, title=None,
+                axis=alt.Axis(labelOverlap=False, labelLimit=_Y_AXIS - 10)),
+        color=alt.Color("status:N", scale=_STATUS_SCALE, title=None,
+                        legend=alt.Legend(orient="bottom")),
+        tooltip=_tips("segment:N", "window:N", "status:N",
+                      alt.Tooltip("windows:Q", title="windows in the cell")),
+    )
+    return _finish([rects], marks, height=max(row_height * len(order), 60) + 90,
+                   title="Status per segment (column=value) and window")
 
 
 def flag_layers(marks: pd.DataFrame | None, *, labels: bool = False) -> list[alt.Chart]:

@@ -164,6 +164,8 @@ class ModelHistory:
     # classification, regression, or features (features-only: no performance figures)
     task: str = "classification"
     newest_end: datetime | None = None
+    # The segment strip's cells (``frames.segment_cells``); empty without segments.
+    segments: pd.DataFrame | None = None
 
 
 def model_history(model: str, days: int | None) -> ModelHistory:
@@ -203,12 +205,15 @@ def _model_history(_s: Store, key: str, model: str, days: int | None) -> ModelHi
         settings_f = pool.submit(history.run_settings, engine, runs)
         scores_f = pool.submit(history.feature_buckets, engine, model, bounds, since=since,
                                metrics=["score"])
+        segments_f = pool.submit(history.feature_buckets, engine, model, bounds, since=since,
+                                 check="segments", metrics=["status_level"])
         newest_f = pool.submit(history.figures_of, engine, [run_ending[b] for b in bounds],
                                checks=["drift"], metrics=["null_rate_change", "unseen_share"],
                                per_feature=True)
         settings = settings_f.result()
         whole, scores, newest_figures = whole_f.result(), scores_f.result(), newest_f.result()
         totals, events = totals_f.result(), events_f.result()
+        segment_levels = segments_f.result()
     first = runs[0].window_start if runs else None
     task = "classification"
     for typed in settings.values():
@@ -224,6 +229,7 @@ def _model_history(_s: Store, key: str, model: str, days: int | None) -> ModelHi
         violators=_violators(totals),
         flags=frames.flag_marks(events, first, until),
         task=task, newest_end=until,
+        segments=frames.segment_cells(runs, segment_levels, bounds),
     )
 
 

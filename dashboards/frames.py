@@ -14,7 +14,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from monitor.results import CheckRun, DriftResult, PerformanceResult
+from monitor.results import (
+    SEGMENT_STATUS_LEVEL,
+    CheckRun,
+    DriftResult,
+    PerformanceResult,
+    SchemaResult,
+    SegmentsResult,
+)
 from monitor.store.flags import FallbackEvent
 from monitor.store.history import BucketFigure, Figure, WindowFigures, WindowRun
 
@@ -27,6 +34,8 @@ __all__ = [
     "flag_marks",
     "overview_frames",
     "relative_score",
+    "segment_cells",
+    "segment_table",
     "status_rank",
     "window_table",
 ]
@@ -202,6 +211,65 @@ def feature_cells(runs: Sequence[WindowRun], scores: Iterable[BucketFigure],
     frame = frame.sort_values(["window_end", "feature"], ignore_index=True)
     frame.insert(2, "window", _window_text(frame))
     return frame
+
+
+_LEVEL_STATUS = {level: status for status, level in SEGMENT_STATUS_LEVEL.items()}
+
+
+def segment_cells(runs: Sequence[WindowRun], levels: Iterable[BucketFigure],
+                  bounds: Sequence[datetime]) -> pd.DataFrame:
+    """The segment strip's cells: one row per (bucket of consecutive windows, segment),
+    the worst status of the segment in the bucket's windows. ``levels``: the segments'
+    ``status_level`` figures summed up per bucket (``history.feature_buckets`` with check
+    ``segments``)."""
+    columns = ["window_start", "window_end", "window", "segment", "status", "windows"]
+    spans: list[tuple[datetime, datetime] | None] = []
+    index = 0
+    for bound in sorted(bounds):
+        first = index
+        while index < len(runs) and runs[index].window_end <= bound:
+            index += 1
+        spans.append((runs[first].window_start, runs[index - 1].window_end)
+                     if index > first else None)
+    rows = []
+    for fig in levels:
+        if fig.metric != "status_level" or fig.bucket >= len(spans) or fig.max is None:
+            continue
+        span = spans[fig.bucket]
+        if span is not None:
+            rows.append((*span, fig.feature, _LEVEL_STATUS.get(fig.max, "ok"), fig.count))
+    frame = pd.DataFrame(rows, columns=[c for c in columns if c != "window"])
+    for col in ("window_start", "window_end"):
+        frame[col] = pd.to_datetime(frame[col], utc=True)
+    frame = frame.sort_values(["window_end", "segment"], ignore_index=True)
+    frame.insert(2, "window", _window_text(frame))
+    return frame
+
+
+def segment_table(segments: SegmentsResult) -> pd.DataFrame:
+    """One row per segment of a run: its verdict, figures and what it was compared
+    with."""
+    rows = []
+    for seg in segments.segments:
+        drift = seg.drift if isinstance(seg.drift, DriftResult) else None
+        schema = seg.schema if isinstance(seg.schema, SchemaResult) else None
+        perf = seg.performance if isinstance(seg.performance, PerformanceResult) else None
+        est = perf.estimated if perf is not None else None
+        versus = ("" if seg.status == "insufficient_data" else
+                  f"segment ({seg.reference_rows:,} rows)" if seg.reference == "segment"
+                  else "whole reference")
+        rows.append({
+            "segment": seg.key, "rows": seg.rows, "status": seg.status,
+            "drifted share": drift.share_drifted if drift else None,
+            "violations": schema.violation_rate if schema else None,
+            "accuracy": perf.metrics.get("accuracy") if perf else None,
+            "estimated accuracy": est.estimated_accuracy if est else None,
+            "reference": versus,
+            "why": "; ".join(seg.reasons[:3]) or (seg.reference_note or ""),
+        })
+    return pd.DataFrame(rows, columns=["segment", "rows", "status", "drifted share",
+                                       "violations", "accuracy", "estimated accuracy",
+                                       "reference", "why"])
 
 
 # Whole-window figures the overview shows per model: (check, metric) -> its name there.

@@ -38,6 +38,7 @@ __all__ = [
     "PerformanceConfig",
     "ScheduleConfig",
     "SchemaCheckConfig",
+    "SegmentsConfig",
     "ServeConfig",
     "ServiceConfig",
     "SourceConfig",
@@ -309,6 +310,75 @@ class ServiceConfig(_Section):
     )
 
 
+# The pseudo-column a segment may name besides the contract's categorical features.
+MODEL_VERSION = "model_version"
+# Segment values folded together beyond segments.max_values, and the value of a null.
+OTHER_SEGMENT = "__other__"
+NULL_SEGMENT = "__null__"
+_SEGMENT_TYPES = ("category", "bool", "string")
+
+
+class SegmentsConfig(_Section):
+    """Checks per segment: the rows of a window that share a value of a column."""
+
+    columns: tuple[str, ...] = Field(
+        (), description="Columns whose values split each window into segments: categorical "
+        "features of the contract (category, bool, string) or model_version. Each segment "
+        "gets its own schema check, drift (against the reference rows of the same segment), "
+        "accuracy and estimated accuracy. Empty: no segments."
+    )
+    max_values: int = Field(
+        10, ge=1, le=100, description="Per column, at most this many segments: the most "
+        f"frequent values of the window; the other values form one segment, {OTHER_SEGMENT}."
+    )
+    min_rows: int = Field(
+        200, ge=1, description="A segment with fewer rows in the window is insufficient_data "
+        "and not checked."
+    )
+    max_rows: int | None = Field(
+        20_000, ge=1000, description="A segment with more rows is checked for drift, "
+        "accuracy and its estimate on a uniform sample of this many (seeded by the window: "
+        "a rerun draws the same); its schema counts and row count stay exact. Each segment "
+        "column covers the whole window again, so this keeps segments within about the cost "
+        "of the check itself (bench/segments.py). null: every row."
+    )
+    min_reference_rows: int = Field(
+        200, ge=1, description="A segment with fewer reference rows (model_version always: "
+        "the reference set has no versions) is compared with the whole reference set, and "
+        "its result says so."
+    )
+    severity: Literal["none", "warn", "critical"] = Field(
+        "warn", description="The worst status a segment can give the run: warn (default), "
+        "critical (a segment alone can trip the fallback flag), none (segments inform only: "
+        "their results are stored and shown, the run's status ignores them)."
+    )
+
+    @field_validator("columns")
+    @classmethod
+    def _distinct(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        repeated = sorted({c for c in value if value.count(c) > 1})
+        if repeated:
+            raise ValueError(f"names column(s) more than once: {', '.join(repeated)}")
+        return value
+
+    def check_columns(self, feature_types: dict[str, str], contract: str) -> None:
+        """``ConfigError`` naming ``segments.columns`` and the column when one is not a
+        categorical feature of the contract (``feature_types``: feature -> type) nor
+        model_version."""
+        for column in self.columns:
+            if column == MODEL_VERSION:
+                continue
+            kind = feature_types.get(column)
+            if kind is None:
+                raise ConfigError(
+                    f"segments.columns: {column!r} is not a feature of the contract "
+                    f"{contract} (nor {MODEL_VERSION}); known: {', '.join(feature_types)}")
+            if kind not in _SEGMENT_TYPES:
+                raise ConfigError(
+                    f"segments.columns: {column!r} is a feature of type {kind}; a segment "
+                    f"column must be categorical ({', '.join(_SEGMENT_TYPES)}) or {MODEL_VERSION}")
+
+
 class FallbackConfig(_Section):
     """When the fallback flag trips and recovers, and what serving answers meanwhile."""
 
@@ -413,6 +483,7 @@ class ModelConfig(_Section):
     drift: DriftConfig = Field(default_factory=DriftConfig)
     performance: PerformanceConfig = Field(default_factory=PerformanceConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
+    segments: SegmentsConfig = Field(default_factory=SegmentsConfig)
     fallback: FallbackConfig = Field(default_factory=FallbackConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     retention: PositiveDuration | None = Field(
@@ -470,6 +541,11 @@ class ServeConfig(_Section):
     max_feature_labels: int = Field(
         200, ge=1, description="Per model, at most this many features get their own "
         "per-feature metric series; the rest are left out, and counted."
+    )
+    max_segment_labels: int = Field(
+        100, ge=1, description="Per model, at most this many segments (column=value) get "
+        "their own per-segment metric series, in the latest run's order; the rest are left "
+        "out, and counted."
     )
     lease: PositiveDuration = Field(
         timedelta(seconds=15), description="PostgreSQL: a replica runs a model's checks "

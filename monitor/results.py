@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import typing
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -20,6 +20,7 @@ from monitor.typed_json import from_json
 __all__ = [
     "RUN_STATUSES",
     "SECTIONS",
+    "SEGMENT_STATUS_LEVEL",
     "CheckRun",
     "ColumnKind",
     "ColumnReport",
@@ -33,12 +34,15 @@ __all__ = [
     "PerformanceResult",
     "SchemaResult",
     "Section",
+    "SegmentResult",
+    "SegmentsResult",
     "ServiceResult",
     "overall_status",
     "schema_metrics",
+    "segment_metrics",
 ]
 
-SECTIONS = ("schema", "drift", "performance", "service")
+SECTIONS = ("schema", "drift", "performance", "service", "segments")
 RUN_STATUSES = ("ok", "warn", "critical", "insufficient_data", "error")
 _RANK = {"ok": 0, "skipped": 0, "not_applicable": 0, "insufficient_data": 0, "warn": 1,
          "error": 2, "critical": 3}
@@ -259,8 +263,111 @@ class ServiceResult:
         return out
 
 
-Section = (SchemaResult | DriftResult | PerformanceResult | ServiceResult | ErrorSection
-           | NotApplicable)
+def _section_from(kind: type, raw: Any, where: str) -> Any:
+    """One section back from its dict: its own type, or an error / not-applicable one."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where}: expected an object")
+    status = raw.get("status")
+    target = (ErrorSection if status == "error" else
+              NotApplicable if status == "not_applicable" else kind)
+    return from_json(target, raw, where)
+
+
+@dataclass(frozen=True)
+class SegmentResult:
+    """The checks of one segment: the window's rows whose ``column`` holds ``value``
+    (``__other__``: the values beyond ``max_values``; ``__null__``: no value).
+
+    ``reference``: what drift and accuracy were compared with, ``segment`` (the reference
+    rows of the same segment, ``reference_rows`` of them) or ``whole`` (the whole
+    reference set; ``reference_note`` says why). A segment with fewer rows than
+    ``min_rows`` is ``insufficient_data`` and has no sections.
+    """
+
+    column: str
+    value: str
+    rows: int
+    status: Literal["ok", "warn", "critical", "insufficient_data"]
+    reasons: tuple[str, ...]
+    reference: Literal["segment", "whole"] = "whole"
+    reference_rows: int = 0
+    reference_note: str | None = None
+    schema: SchemaResult | ErrorSection | None = None
+    drift: DriftResult | ErrorSection | None = None
+    performance: PerformanceResult | ErrorSection | NotApplicable | None = None
+    # Rows drift and performance read when the segment had more than segments.max_rows
+    # (a uniform sample); None: all of them.
+    sample_rows: int | None = None
+
+    @property
+    def key(self) -> str:
+        """``column=value``: how reasons, figures and metric labels name the segment."""
+        return f"{self.column}={self.value}"
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "column": self.column, "value": self.value, "rows": self.rows,
+            "status": self.status, "reasons": list(self.reasons),
+            "reference": self.reference, "reference_rows": self.reference_rows,
+            "reference_note": self.reference_note, "sample_rows": self.sample_rows}
+        for name in ("schema", "drift", "performance"):
+            sec = getattr(self, name)
+            out[name] = None if sec is None else sec.as_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: Any, where: str) -> SegmentResult:
+        if not isinstance(raw, dict):
+            raise ValueError(f"{where}: expected an object")
+        kinds = {"schema": SchemaResult, "drift": DriftResult,
+                 "performance": PerformanceResult}
+        sections = {name: _section_from(kind, raw.get(name), f"{where}.{name}")
+                    for name, kind in kinds.items()}
+        plain = from_json(cls, {k: v for k, v in raw.items() if k not in kinds}, where)
+        return replace(plain, **sections)
+
+
+@dataclass(frozen=True)
+class SegmentsResult:
+    """The segments section: one ``SegmentResult`` per segment of each column, the most
+    frequent first. ``status``: the worst segment's, capped at ``severity`` (``none``:
+    always ok, the reasons kept for the record). ``folded``: per column, how many
+    distinct values went into ``__other__``."""
+
+    columns: tuple[str, ...]
+    segments: tuple[SegmentResult, ...]
+    severity: Literal["none", "warn", "critical"]
+    status: Literal["ok", "warn", "critical"]
+    reasons: tuple[str, ...]
+    folded: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"columns": list(self.columns),
+                "segments": [seg.as_dict() for seg in self.segments],
+                "severity": self.severity, "status": self.status,
+                "reasons": list(self.reasons), "folded": dict(self.folded)}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], where: str) -> SegmentsResult:
+        segments = raw.get("segments") or []
+        if not isinstance(segments, list):
+            raise ValueError(f"{where}.segments: expected a list")
+        plain = from_json(cls, {**raw, "segments": []}, where)
+        return replace(plain, segments=tuple(
+            SegmentResult.from_dict(seg, f"{where}.segments[{i}]")
+            for i, seg in enumerate(segments)))
+
+    def segment(self, column: str, value: str) -> SegmentResult:
+        for seg in self.segments:
+            if seg.column == column and seg.value == value:
+                return seg
+        raise KeyError(f"{column}={value}")
+
+
+Section = (SchemaResult | DriftResult | PerformanceResult | ServiceResult | SegmentsResult
+           | ErrorSection | NotApplicable)
 
 
 # --- the run ----------------------------------------------------------------------------
@@ -318,6 +425,7 @@ class CheckRun:
     sample_rows: int | None = None
     run_id: int | None = None
     recomputes: int | None = None
+    segments: SegmentsResult | ErrorSection | None = None
 
     @property
     def sections(self) -> dict[str, Section]:
@@ -367,6 +475,14 @@ class CheckRun:
             target = (ErrorSection if status == "error" else
                       NotApplicable if status == "not_applicable" else kind)
             sections[name] = from_json(target, raw, f"checks.{name}")
+        raw_segments = checks.get("segments")
+        if raw_segments is not None:
+            if not isinstance(raw_segments, dict):
+                raise ValueError("checks.segments: expected an object")
+            sections["segments"] = (
+                from_json(ErrorSection, raw_segments, "checks.segments")
+                if raw_segments.get("status") == "error"
+                else SegmentsResult.from_dict(raw_segments, "checks.segments"))
         try:
             return cls(
                 model=str(data["model"]),
@@ -428,4 +544,39 @@ class CheckRun:
             # Rows per fallback reason; the reason goes where a feature name would.
             for reason, count in (service.fallbacks or {}).items():
                 out.append(Metric("service", "fallback_rows", float(count), reason))
+        segments = self.section("segments")
+        if isinstance(segments, SegmentsResult):
+            out += segment_metrics(segments)
         return out
+
+
+# A segment's status as a number (run_metrics holds floats), for charts over windows.
+SEGMENT_STATUS_LEVEL = {"ok": 0.0, "warn": 1.0, "critical": 2.0, "insufficient_data": -1.0}
+
+
+def segment_metrics(segments: SegmentsResult) -> list[Metric]:
+    """Figures per segment, the segment (``column=value``) where a feature name goes: the
+    store's one row per (run, check, metric, feature) then holds segments with no new
+    column. A per-feature figure of a segment would need both keys; only the segment's
+    own figures are stored (its document keeps the rest)."""
+    out = []
+    for seg in segments.segments:
+        key = seg.key
+        out.append(Metric("segments", "rows", float(seg.rows), key))
+        out.append(Metric("segments", "status_level", SEGMENT_STATUS_LEVEL[seg.status], key))
+        drift = seg.drift
+        if isinstance(drift, DriftResult):
+            out.append(Metric("segments", "share_drifted", drift.share_drifted, key))
+            out.append(Metric("segments", "dataset_drift", float(drift.dataset_drift), key))
+        schema = seg.schema
+        if isinstance(schema, SchemaResult):
+            out.append(Metric("segments", "violation_rate", schema.violation_rate, key))
+        perf = seg.performance
+        if isinstance(perf, PerformanceResult):
+            if "accuracy" in perf.metrics:
+                out.append(Metric("segments", "accuracy", perf.metrics["accuracy"], key))
+            est = perf.estimated
+            if est is not None and est.estimated_accuracy is not None:
+                out.append(Metric("segments", "estimated_accuracy", est.estimated_accuracy,
+                                  key))
+    return out

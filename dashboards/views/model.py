@@ -78,6 +78,17 @@ else:
                    "a cell's colour is its most drifted window's; its null-rate change and "
                    "unseen share are its newest window's.")
 
+if view.segments is not None and not view.segments.empty:
+    st.subheader("Segments")
+    st.altair_chart(charts.segment_status_chart(view.segments, domain, marks),
+                    width="stretch")
+    st.caption("Each segment's checks (schema, drift against the reference rows of the "
+               "same segment, accuracy, estimate) per window; segments.severity caps what "
+               "a segment does to the run's status. Open a run for the figures.")
+elif model_cfg.segments.columns:
+    st.subheader("Segments")
+    st.info("No segment figures in this range.")
+
 st.subheader("Accuracy")
 available = [m for m in frames.PERFORMANCE_METRICS if w[m].notna().any()]
 if view.task == "features":

@@ -14,6 +14,7 @@ from monitor.results import (
     NotApplicable,
     PerformanceResult,
     SchemaResult,
+    SegmentsResult,
     ServiceResult,
 )
 
@@ -89,7 +90,7 @@ def shown(section: object, name: str) -> bool:
     return True
 
 
-tabs = st.tabs(["Drift", "Schema", "Performance", "Service", "Report"])
+tabs = st.tabs(["Drift", "Schema", "Performance", "Service", "Segments", "Report"])
 
 with tabs[0]:
     drift = run.drift
@@ -220,6 +221,30 @@ with tabs[3]:
                                       columns=["fallback reason", "rows"]), hide_index=True)
 
 with tabs[4]:
+    segments = run.segments
+    if segments is None:
+        st.info("This run has no segments (segments.columns in the model's config).")
+    elif shown(segments, "segments") and isinstance(segments, SegmentsResult):
+        cols = st.columns(3)
+        cols[0].metric("Status", segments.status,
+                       help=f"the worst segment's, capped at severity {segments.severity}")
+        cols[1].metric("Segments", len(segments.segments))
+        cols[2].metric("Degraded", sum(s.status in ("warn", "critical")
+                                       for s in segments.segments))
+        st.dataframe(frames.segment_table(segments), hide_index=True, width="stretch",
+                     key="segments", column_config={
+                         "rows": st.column_config.NumberColumn(format="localized"),
+                         "drifted share": st.column_config.NumberColumn(format="percent"),
+                         "violations": st.column_config.NumberColumn(format="percent"),
+                         "accuracy": st.column_config.NumberColumn(format="%.3f"),
+                         "estimated accuracy": st.column_config.NumberColumn(format="%.3f"),
+                     })
+        folded = {c: n for c, n in segments.folded.items() if n}
+        if folded:
+            st.caption("Folded into __other__: " + ", ".join(
+                f"{n} values of {c}" for c, n in folded.items()))
+
+with tabs[5]:
     st.markdown("The Evidently report of this window (drift, and classification or "
                 "regression quality on the labelled rows), computed on a bounded sample. "
                 "It takes a few seconds.")

@@ -8,6 +8,7 @@ whole window is a missing column; a column the contract does not know is unexpec
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -119,11 +120,18 @@ class _Counts:
         return count / self.rows if self.rows else 0.0
 
 
+# Per row and column, which violations it has: bits of one byte, counted per group.
+_NULL, _MISMATCH, _RANGE, _UNSEEN, _VIOLATING = 1, 2, 4, 8, 16
+_PATTERNS = 32
+
+
 def _measure(
     series: pd.Series, counts: _Counts, *, ftype: str, nullable: bool,
     low: float | None, high: float | None, allowed: list[Any] | None,
+    bits: list[np.ndarray] | None = None,
 ) -> np.ndarray:
-    """Add one chunk of a column to ``counts``; return the chunk's violating-row mask."""
+    """Add one chunk of a column to ``counts``; return the chunk's violating-row mask.
+    ``bits``: receives each row's violations as one byte (``_NULL`` ... ``_VIOLATING``)."""
     n = len(series)
     null = series.isna().to_numpy()
     # Masks copy every value (a million objects in a text column): only where they drop one.
@@ -154,6 +162,10 @@ def _measure(
     violating = mismatch | out_of_range | unseen
     if not nullable:
         violating |= null
+    if bits is not None:
+        bits.append(null * np.uint8(_NULL) | mismatch * np.uint8(_MISMATCH)
+                    | out_of_range * np.uint8(_RANGE) | unseen * np.uint8(_UNSEEN)
+                    | violating * np.uint8(_VIOLATING))
     counts.rows += n
     counts.nulls += int(null.sum())
     counts.mismatches += int(mismatch.sum())
@@ -183,10 +195,95 @@ class SchemaAccumulator:
         self._prediction = _Counts()
         self._has_predictions = False
         self._unexpected: dict[str, _Counts] = {}
+        # Per grouping (segment column): per group id, per contract column (features, then
+        # the prediction), rows per violation pattern; and rows / violating rows per group.
+        self._patterns: dict[str, np.ndarray] = {}
+        self._group_rows: dict[str, np.ndarray] = {}
+        self._group_violating: dict[str, np.ndarray] = {}
 
-    def add(self, features: pd.DataFrame, predictions: pd.Series | None) -> None:
+    def add(self, features: pd.DataFrame, predictions: pd.Series | None,
+            groups: dict[str, tuple[np.ndarray, int]] | None = None) -> None:
+        """Measure one chunk. ``groups``: per grouping, each row's group id and the number
+        of ids so far (ids stay the same across chunks), so that ``group_result`` can say
+        what a one-pass check of a group's rows alone would."""
         n = len(features) if predictions is None else max(len(features), len(predictions))
         violating = np.zeros(n, dtype=bool)
+        bits: list[np.ndarray] | None = [] if groups else None
+        self._measure_columns(features, predictions, n, violating, bits)
+        if groups and bits is not None:
+            self._count_groups(groups, bits, violating)
+
+    def _count_groups(self, groups: dict[str, tuple[np.ndarray, int]],
+                      bits: list[np.ndarray], violating: np.ndarray) -> None:
+        if self._has_predictions and len(bits) == len(self.schema.features):
+            bits.append(np.zeros(len(violating), dtype=np.uint8))  # a chunk without them
+        width = len(self.schema.features) + 1
+        while len(bits) < width:
+            bits.append(np.zeros(len(violating), dtype=np.uint8))
+        for name, (ids, size) in groups.items():
+            found = self._patterns.get(name)
+            if found is None or found.shape[0] < size:
+                grown = np.zeros((size, width, _PATTERNS), dtype=np.int64)
+                rows = np.zeros(size, dtype=np.int64)
+                bad = np.zeros(size, dtype=np.int64)
+                if found is not None:
+                    grown[:found.shape[0]] = found
+                    rows[:found.shape[0]] = self._group_rows[name]
+                    bad[:found.shape[0]] = self._group_violating[name]
+                self._patterns[name], self._group_rows[name] = grown, rows
+                self._group_violating[name] = bad
+            patterns = self._patterns[name]
+            base = ids.astype(np.int64) * _PATTERNS
+            for col, col_bits in enumerate(bits):
+                patterns[:size, col] += np.bincount(base + col_bits, minlength=size * _PATTERNS
+                                                    ).reshape(size, _PATTERNS)
+            self._group_rows[name][:size] += np.bincount(ids, minlength=size)
+            self._group_violating[name][:size] += np.bincount(ids, weights=violating,
+                                                              minlength=size).astype(np.int64)
+
+    def group_result(self, name: str, ids: Iterable[int], min_rows: int = 1) -> SchemaResult:
+        """The check of the rows whose group id (in grouping ``name``) is one of ``ids``:
+        the figures ``check_schema`` gives of those rows alone, but for the examples
+        (none) and the unexpected columns (the window's)."""
+        picked = list(ids)
+        patterns = self._patterns[name][picked].sum(axis=0)
+        n = int(self._group_rows[name][picked].sum())
+        count = int(self._group_violating[name][picked].sum())
+        has = np.arange(_PATTERNS)
+
+        def counts(col: int) -> _Counts:
+            per = patterns[col]
+            return _Counts(rows=n, nulls=int(per[(has & _NULL) > 0].sum()),
+                           mismatches=int(per[(has & _MISMATCH) > 0].sum()),
+                           out_of_range=int(per[(has & _RANGE) > 0].sum()),
+                           unseen=int(per[(has & _UNSEEN) > 0].sum()),
+                           violating=int(per[(has & _VIOLATING) > 0].sum()), seen=True)
+
+        missing = [name for name, c in self._features.items() if not c.seen] if n else []
+        reports: list[ColumnReport] = []
+        for col, spec in enumerate(self.schema.features):
+            if not self._features[spec.name].seen:
+                if n:
+                    reports.append(ColumnReport(spec.name, "feature", spec.type, "missing",
+                                                null_rate=1.0, nulls_allowed=spec.nullable,
+                                                violation_rate=1.0))
+                continue
+            reports.append(_report(spec.name, "feature", spec.type, spec.nullable,
+                                   counts(col)))
+        pred = self.schema.prediction
+        if self._has_predictions and pred is not None:
+            reports.append(_report(pred.column, "prediction", pred.type, True,
+                                   counts(len(self.schema.features))))
+        unexpected = list(self._unexpected) if n else []
+        for col_name, c in self._unexpected.items():
+            if n:
+                reports.append(ColumnReport(col_name, "feature", None, "unexpected",
+                                            null_rate=c.rate(c.nulls)))
+        return _judge(n, n if missing else count, reports, missing, unexpected, self.config,
+                      min_rows)
+
+    def _measure_columns(self, features: pd.DataFrame, predictions: pd.Series | None, n: int,
+                         violating: np.ndarray, bits: list[np.ndarray] | None) -> None:
         for spec in self.schema.features:
             counts = self._features[spec.name]
             if spec.name in features.columns:
@@ -197,13 +294,14 @@ class SchemaAccumulator:
             violating |= _measure(
                 series, counts, ftype=spec.type, nullable=spec.nullable, low=spec.min,
                 high=spec.max, allowed=spec.allowed if spec.type == "category" else None,
+                bits=bits,
             )
         pred = self.schema.prediction
         if predictions is not None and pred is not None:
             self._has_predictions = True
             violating |= _measure(
                 predictions.reset_index(drop=True), self._prediction, ftype=pred.type,
-                nullable=True, low=pred.min, high=pred.max, allowed=pred.classes,
+                nullable=True, low=pred.min, high=pred.max, allowed=pred.classes, bits=bits,
             )
         known = set(self.schema.feature_names)
         for name in features.columns:

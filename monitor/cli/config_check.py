@@ -48,6 +48,12 @@ def _check_model(name: str, model_cfg: ModelConfig) -> list[Finding]:
         trigger_for(name, model_cfg)  # what mqm serve builds; it names the model itself
     except MonitorError as exc:
         found.append(Finding("error", str(exc)))
+    if schema is not None:
+        try:
+            model_cfg.segments.check_columns({f.name: f.type for f in schema.features},
+                                             str(model_cfg.schema_path))
+        except MonitorError as exc:
+            error(str(exc))
     try:
         columns = set(reference_columns(model_cfg.reference))
     except MonitorError as exc:

@@ -498,6 +498,8 @@ def demo(ctx: Context, data: Path | None) -> None:
 
     runs = run_demo(ctx.config, ctx.engine(), data, echo=click.echo)
     render.print_timeline(runs)
+    click.echo("")
+    render.print_segment_timeline(runs)
     bad = [r for r in runs if r.status in ("warn", "critical")]
     click.echo("")
     click.echo(f"{len(runs)} windows checked, {len(bad)} degraded. Details of one: "

@@ -15,6 +15,7 @@ from monitor.results import (
     NotApplicable,
     PerformanceResult,
     SchemaResult,
+    SegmentsResult,
     ServiceResult,
 )
 from monitor.times import iso_z
@@ -28,6 +29,7 @@ __all__ = [
     "print_run",
     "print_runs",
     "print_schema_run",
+    "print_segment_timeline",
     "print_timeline",
     "run_listing",
 ]
@@ -133,8 +135,45 @@ def print_run(run: CheckRun) -> None:
             _section_line(name, sec.status, f"errors {fmt(sec.error_rate)}  latency "
                           f"p50/p95/p99 {_ms(sec.latency_p50_ms)}/{_ms(sec.latency_p95_ms)}/"
                           f"{_ms(sec.latency_p99_ms)} ms")
+        elif isinstance(sec, SegmentsResult):
+            _print_segments(name, sec)
     for reason in run.reasons[:8]:
         click.echo(f"  why: {_readable(reason)}")
+
+
+def _print_segments(name: str, sec: SegmentsResult) -> None:
+    """The segments section: a line per segment, its verdict and what it was compared
+    with."""
+    bad = sum(seg.status in ("warn", "critical") for seg in sec.segments)
+    _section_line(name, sec.status, f"{len(sec.segments)} segments of "
+                  f"{', '.join(sec.columns)}: {bad} degraded (severity {sec.severity})")
+    for seg in sec.segments:
+        drift = seg.drift if isinstance(seg.drift, DriftResult) else None
+        perf = seg.performance if isinstance(seg.performance, PerformanceResult) else None
+        accuracy = perf.metrics.get("accuracy") if perf is not None else None
+        versus = ("" if seg.status == "insufficient_data" else
+                  "  vs whole reference" if seg.reference == "whole" else
+                  f"  vs {seg.reference_rows} reference rows")
+        click.echo(f"    {seg.key[:30]:<31}{seg.rows:>7} rows  {seg.status:<{_STATUS}}"
+                   f"drifted {fmt(drift.share_drifted if drift else None):>7}  "
+                   f"accuracy {_ratio(accuracy):>5}{versus}")
+
+
+def print_segment_timeline(runs: list[CheckRun]) -> None:
+    """Each segment's verdict per window, one line per segment (``.`` ok, ``W`` warn,
+    ``C`` critical, ``-`` too few rows, blank: not in that window)."""
+    marks = {"ok": ".", "warn": "W", "critical": "C", "insufficient_data": "-"}
+    order: dict[str, dict[int, str]] = {}
+    for i, run in enumerate(runs):
+        sec = run.section("segments")
+        if isinstance(sec, SegmentsResult):
+            for seg in sec.segments:
+                order.setdefault(seg.key, {})[i] = marks[seg.status]
+    if not order:
+        return
+    click.echo("  per segment, one mark per window (. ok, W warn, C critical, - too few rows):")
+    for key, seen in order.items():
+        click.echo(f"  {key[:30]:<31}" + "".join(seen.get(i, " ") for i in range(len(runs))))
 
 
 def _task(runs: list[CheckRun]) -> str:

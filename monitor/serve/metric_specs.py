@@ -23,6 +23,7 @@ __all__ = [
     "PERFORMANCE_METRICS",
     "RETENTION_TABLES",
     "RUN_STATUSES",
+    "SEGMENT_STATUSES",
     "MetricSpec",
     "metric_reference",
 ]
@@ -37,6 +38,8 @@ PERCENTILES = ("50", "95", "99")
 PERFORMANCE_METRICS = ("accuracy", "f1", "roc_auc", "mae", "rmse")
 # monitor.checks.estimated_metrics.ESTIMATED_METRICS, likewise.
 ESTIMATED_METRICS = ("accuracy", "f1", "precision", "recall", "roc_auc")
+# A segment's statuses (monitor.results.SegmentResult).
+SEGMENT_STATUSES = ("ok", "warn", "critical", "insufficient_data")
 # The tables retention deletes from (monitor.store.retention).
 RETENTION_TABLES = ("inference_logs", "ground_truth", "log_blocks")
 
@@ -55,6 +58,7 @@ class MetricSpec:
 _RUN = ("model", "version")
 _FEATURE = ("model", "version", "feature")
 _MODEL = ("model",)
+_SEGMENT = ("model", "version", "segment")
 
 METRICS: tuple[MetricSpec, ...] = (
     # The latest check run.
@@ -62,7 +66,8 @@ METRICS: tuple[MetricSpec, ...] = (
                "Status of the latest check run: 1 for its status, 0 for the others "
                "(ok, warn, critical, insufficient_data, error)."),
     MetricSpec("mqm_check_status", "gauge", (*_RUN, "check", "status"), "1 or 0",
-               "Status of each section (schema, drift, performance, service) of the latest "
+               "Status of each section (schema, drift, performance, service, segments) of "
+               "the latest "
                "run: 1 for its status, 0 for the others (ok, warn, critical, skipped, "
                "not_applicable, insufficient_data, error); performance is not_applicable "
                "for a features-only model."),
@@ -154,6 +159,25 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("mqm_fallback_answer_ratio", "gauge", _RUN, "ratio",
                "Share of the window's requests the serving guard answered with the "
                "default prediction (mqm's own log table only)."),
+    # segments
+    MetricSpec("mqm_segment_status", "gauge", (*_SEGMENT, "status"), "1 or 0",
+               "Status of each segment (column=value, __other__ for the values beyond "
+               "segments.max_values) in the latest run: 1 for its status, 0 for the others "
+               "(ok, warn, critical, insufficient_data)."),
+    MetricSpec("mqm_segment_rows_checked", "gauge", _SEGMENT, "rows",
+               "Rows of the segment in the latest run's window."),
+    MetricSpec("mqm_segment_drifted_features_ratio", "gauge", _SEGMENT, "ratio",
+               "Share of the segment's tested columns that drifted against the reference "
+               "rows of the same segment (or the whole reference, see the run)."),
+    MetricSpec("mqm_segment_schema_violation_ratio", "gauge", _SEGMENT, "ratio",
+               "Share of the segment's rows with at least one contract violation."),
+    MetricSpec("mqm_segment_accuracy_ratio", "gauge", _SEGMENT, "ratio",
+               "Accuracy on the segment's labelled rows (classifiers)."),
+    MetricSpec("mqm_segment_estimated_accuracy_ratio", "gauge", _SEGMENT, "ratio",
+               "Accuracy of the segment estimated without labels."),
+    MetricSpec("mqm_segment_labels_dropped", "gauge", _MODEL, "segments",
+               "Segments of the latest run left out of the per-segment series (beyond "
+               "serve.max_segment_labels)."),
     # Store-level state, per model.
     MetricSpec("mqm_runs_total", "counter", (*_MODEL, "status"), "runs",
                "Check runs stored, by status (counted in the store; pruning runs lowers "

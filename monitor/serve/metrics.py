@@ -25,7 +25,10 @@ newest log of its window carries, else the model's configured ``version``, else 
 ``feature`` (bounded) on per-feature figures: only the prediction column and the
 features of the model's contract, in that order, at most ``serve.max_feature_labels``
 per model; every other feature name is left out and counted in
-``mqm_feature_labels_dropped``. Other labels take values from fixed sets (statuses,
+``mqm_feature_labels_dropped``; ``segment`` (bounded) on per-segment figures:
+``column=value`` of the latest run's segments (at most ``segments.max_values`` + 1 per
+column by construction), at most ``serve.max_segment_labels`` per model, the rest counted
+in ``mqm_segment_labels_dropped``. Other labels take values from fixed sets (statuses,
 checks, percentiles, metric names). Store-level state (runs, fallback, last success)
 is labelled by ``model`` only, so it does not split when the version changes.
 
@@ -62,6 +65,7 @@ from monitor.results import (
     DriftResult,
     PerformanceResult,
     SchemaResult,
+    SegmentsResult,
     ServiceResult,
 )
 from monitor.serve.metric_specs import (
@@ -72,6 +76,7 @@ from monitor.serve.metric_specs import (
     PERFORMANCE_METRICS,
     RETENTION_TABLES,
     RUN_STATUSES,
+    SEGMENT_STATUSES,
     MetricSpec,
     metric_reference,
 )
@@ -207,6 +212,7 @@ class StoreCollector(Collector):
         kept = frozenset(contract[: self._config.serve.max_feature_labels])
         seen = set(contract)
 
+        segments_dropped = 0
         record = snap.runs.get(model)
         if record is not None:
             base = (model, snap.versions.get(model) or cfg.version or "")
@@ -221,6 +227,8 @@ class StoreCollector(Collector):
             else:
                 assert run is not None  # the latest run is a check run
                 seen |= _run_samples(out, run, base, kept)
+                segments_dropped = _segment_samples(out, run, base,
+                                                    self._config.serve.max_segment_labels)
 
         counts = snap.counts.get(model, {})
         for status in RUN_STATUSES:
@@ -228,6 +236,7 @@ class StoreCollector(Collector):
         _flag_samples(out, model, snap.flags.get(model), cfg, now)
         _retention_samples(out, model, snap.retention.get(model))
         out.put("mqm_feature_labels_dropped", (model,), len(seen - kept))
+        out.put("mqm_segment_labels_dropped", (model,), segments_dropped)
         return out.samples, ok
 
 
@@ -327,6 +336,30 @@ def _run_samples(out: _ModelSamples, run: CheckRun, base: tuple[str, str],
         out.put("mqm_throughput_requests_per_second", base, service.throughput_per_s)
         out.put("mqm_fallback_answer_ratio", base, service.fallback_rate)
     return seen
+
+
+def _segment_samples(out: _ModelSamples, run: CheckRun, base: tuple[str, str],
+                     limit: int) -> int:
+    """The latest run's figures per segment, for its first ``limit`` segments (each column's
+    most frequent values first); returns how many segments were left out."""
+    sec = run.section("segments")
+    if not isinstance(sec, SegmentsResult) or run.status == "insufficient_data":
+        return 0
+    for seg in sec.segments[:limit]:
+        labels = (*base, seg.key)
+        out.state_set("mqm_segment_status", labels, SEGMENT_STATUSES, seg.status)
+        out.put("mqm_segment_rows_checked", labels, seg.rows)
+        if isinstance(seg.drift, DriftResult):
+            out.put("mqm_segment_drifted_features_ratio", labels, seg.drift.share_drifted)
+        if isinstance(seg.schema, SchemaResult):
+            out.put("mqm_segment_schema_violation_ratio", labels, seg.schema.violation_rate)
+        if isinstance(seg.performance, PerformanceResult):
+            out.put("mqm_segment_accuracy_ratio", labels,
+                    seg.performance.metrics.get("accuracy"))
+            est = seg.performance.estimated
+            if est is not None:
+                out.put("mqm_segment_estimated_accuracy_ratio", labels, est.estimated_accuracy)
+    return max(0, len(sec.segments) - limit)
 
 
 def _flag_samples(out: _ModelSamples, model: str, state: StoredFlag | None,

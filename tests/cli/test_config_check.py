@@ -160,3 +160,21 @@ def test_a_features_only_model_is_accepted_and_prediction_settings_warn(tmp_path
     result = CliRunner().invoke(main, ["--config", str(path), "config", "check"])
     assert result.exit_code == 1
     assert "lacks feature column(s) age" in result.output
+
+
+@pytest.mark.parametrize(("columns", "message"), [
+    (["age"], "error: model 'a': segments.columns: 'age' is a feature of type int; a "
+     "segment column must be categorical (category, bool, string) or model_version"),
+    (["city"], "error: model 'a': segments.columns: 'city' is not a feature of the contract"),
+])
+def test_segment_columns_must_be_categorical_features(config_check, columns: list[str],
+                                                      message: str) -> None:
+    result = config_check(a={"segments": {"columns": columns}})
+    assert result.exit_code != 0
+    assert message in result.output, result.output
+
+
+def test_categorical_and_version_segments_are_ok(config_check) -> None:
+    result = config_check(a={"segments": {"columns": ["home_ownership", "model_version",
+                                                      "has_cosigner"]}})
+    assert result.exit_code == 0, result.output

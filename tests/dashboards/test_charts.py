@@ -168,3 +168,21 @@ def test_the_estimate_has_its_band_under_the_lines(windows: pd.DataFrame) -> Non
         pytest.approx([0.06] * len(windows))
     # Without the bounds (runs stored before the band existed) the chart has no band.
     assert spec(charts.performance_chart(windows, "accuracy"))["layer"][0]["mark"] != "area"
+
+
+def test_segment_strip_puts_the_worst_segments_on_top() -> None:
+    from monitor.store.history import BucketFigure, WindowRun
+
+    t0 = datetime(2026, 10, 1, tzinfo=UTC)
+    runs = [WindowRun(i + 1, "m", t0 + i * timedelta(days=1),
+                      t0 + (i + 1) * timedelta(days=1), 100, "ok", t0, "h", "r")
+            for i in range(2)]
+    levels = [BucketFigure(0, "a=x", "status_level", 0.0, 0.0, 1, 0.0),
+              BucketFigure(1, "a=y", "status_level", 2.0, 2.0, 1, 2.0),
+              BucketFigure(1, "a=x", "status_level", 1.0, 1.0, 1, 1.0)]
+    cells = frames.segment_cells(runs, levels, [r.window_end for r in runs])
+    out = spec(charts.segment_status_chart(cells, charts.domain_of(t0, runs[-1].window_end)))
+    y = out["layer"][0]["encoding"]["y"]
+    assert y["field"] == "segment" and y["sort"] == ["a=y", "a=x"]
+    assert out["layer"][0]["encoding"]["color"]["scale"]["domain"][:3] == [
+        "ok", "warn", "critical"]

@@ -192,3 +192,20 @@ def test_overview_frames_worst_first_with_trends_and_notes() -> None:
     assert table.set_index("model").loc["d", "status"] == "no runs"
     assert list(strip.loc[strip["model"] == "a", "slot"]) == [12, 13, 14]
     assert list(strip.loc[strip["model"] == "a", "run_id"]) == [1, 2, 3]
+
+
+def test_segment_cells_keep_each_buckets_worst_status() -> None:
+    runs = [window(i) for i in range(4)]
+    bounds = [runs[1].window_end, runs[3].window_end]
+    levels = [
+        BucketFigure(0, "home=RENT", "status_level", 2.0, 0.0, 2, 2.0),  # one critical
+        BucketFigure(1, "home=RENT", "status_level", 0.0, 0.0, 2, 0.0),
+        BucketFigure(1, "home=OTHER", "status_level", -1.0, -1.0, 1, -1.0),
+        BucketFigure(1, "home=OWN", "rows", 900.0, 800.0, 2, 1700.0),  # not a status
+    ]
+    cells = frames.segment_cells(runs, levels, bounds).set_index(["window_end", "segment"])
+    assert cells.loc[(runs[1].window_end, "home=RENT"), "status"] == "critical"
+    assert cells.loc[(runs[3].window_end, "home=RENT"), "status"] == "ok"
+    assert cells.loc[(runs[3].window_end, "home=OTHER"), "status"] == "insufficient_data"
+    assert len(cells) == 3
+    assert frames.segment_cells([], [], []).empty

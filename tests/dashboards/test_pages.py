@@ -56,6 +56,7 @@ _COLUMNS = {  # a table by the columns it has (a read-only dataframe keeps no ke
     "schema_columns": {"column", "examples"},
     "metrics": {"metric", "reference"},
     "events": {"event", "kind"},
+    "segments": {"segment", "reference", "drifted share"},
 }
 
 
@@ -112,8 +113,10 @@ def test_model_page_shows_each_window_as_stored(demo_config: Path) -> None:
     assert shown["2026-10-12 00:00 UTC"] == "critical"
     assert metric(at, "Critical windows") == str(sum(r.status == "critical" for r in runs))
     assert metric(at, "Fallback flag") == "ON"
-    # status, drift share, heat-map, accuracy, coverage, schema, latency, errors
-    assert len(charts(at)) == 8
+    # status, drift share, heat-map, segments, accuracy, coverage, schema, latency, errors
+    assert len(charts(at)) == 9
+    strip = charts(at)[3].proto.spec
+    assert "Status per segment" in str(strip)
     assert at.query_params["model"] == MODEL and at.query_params["days"] == "all"
 
 
@@ -154,6 +157,15 @@ def test_run_page_shows_the_run_as_stored(demo_config: Path) -> None:
     metrics = frame(at, "metrics").set_index("metric")
     assert metrics.loc["accuracy", "window"] == pytest.approx(run.performance.metrics["accuracy"])
     assert metrics.loc["accuracy", "reference"] == pytest.approx(0.84)
+    segments = frame(at, "segments").set_index("segment")
+    assert list(segments.index) == [s.key for s in run.segments.segments]
+    other = run.segments.segment("home_ownership", "OTHER")
+    assert segments.loc["home_ownership=OTHER", "status"] == other.status == "critical"
+    assert segments.loc["home_ownership=OTHER", "reference"] == "whole reference"
+    rent = run.segments.segment("home_ownership", "RENT")
+    assert segments.loc["home_ownership=RENT", "drifted share"] == pytest.approx(
+        rent.drift.share_drifted)
+    assert segments.loc["home_ownership=RENT", "reference"] == "segment (4,151 rows)"
 
 
 def test_deep_link_at_the_root_opens_the_run(demo_config: Path) -> None:

@@ -542,7 +542,7 @@ def test_declarations_follow_the_naming_rules() -> None:
         assert "quantile" not in spec.labels and "le" not in spec.labels
         assert not spec.name.endswith(("_ms", "_milliseconds")), spec.name
         assert set(spec.labels) <= {"model", "version", "feature", "status", "check",
-                                    "percentile", "metric", "table"}
+                                    "percentile", "metric", "table", "segment"}
 
 
 def test_a_window_too_small_to_judge_exports_its_status_and_no_figures(
