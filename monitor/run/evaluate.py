@@ -116,6 +116,9 @@ def evaluate_window(
     drift_parts: list[pd.DataFrame] = []
     perf_parts: list[pd.DataFrame] = []
     prob_parts: list[pd.DataFrame] = []
+    # Per row of the drift frame, whether it is a row of the performance frame (one the
+    # model answered): a regressor's loss estimate reads those rows' inputs.
+    answered_parts: list[np.ndarray] = []
     fallback_counts: Counter[str] | None = Counter() if model.counts_fallbacks else None
     rng = np.random.default_rng(_seed(model.name, start))
     chunks = source.iter_chunks(start, end, CHUNK_ROWS) if sampled else iter(
@@ -139,12 +142,15 @@ def evaluate_window(
         if features_only:
             continue
         perf_part, prob_part = _perf_frames(window)
+        answered_rows = (~window.meta["error"].to_numpy(dtype=bool)
+                         & window.meta["prediction"].notna().to_numpy())
         if sampled:
-            answered = keep[~window.meta["error"].to_numpy(dtype=bool)
-                            & window.meta["prediction"].notna().to_numpy()]
+            answered = keep[answered_rows]
             perf_part, prob_part = perf_part[answered], prob_part[answered]
+            answered_rows = answered_rows[keep]
         perf_parts.append(perf_part)
         prob_parts.append(prob_part)
+        answered_parts.append(answered_rows)
     drift_frame, perf, prob_frame = _joined(drift_parts), _joined(perf_parts), _joined(prob_parts)
     latency = np.concatenate(latencies) if latencies else np.array([], dtype=float)
     error_flags = np.concatenate(error_parts) if error_parts else np.array([], dtype=bool)
@@ -174,6 +180,16 @@ def evaluate_window(
             preds, labels = label_text(preds), label_text(labels)
         result = check_performance(preds, labels, probs, ref.metrics, schema,
                                    config=model_cfg.performance, window_end=end, now=now)
+        if schema.task == "regression":
+            from monitor.checks.estimated_loss import check_estimated_loss
+
+            inputs = (drift_frame[np.concatenate(answered_parts)] if answered_parts
+                      else drift_frame)
+            est_loss = check_estimated_loss(
+                ref.loss_estimator, inputs.reset_index(drop=True), preds,
+                realized_mae=result.metrics.get("mae") if result.labelled_rows else None,
+                config=model_cfg.performance, unavailable=ref.estimator_error)
+            return with_estimate(result, est_loss)
         if schema.task != "classification":
             return result
         realized = result.metrics.get("accuracy") if result.labelled_rows else None
