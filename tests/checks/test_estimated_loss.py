@@ -257,3 +257,21 @@ def test_a_realized_critical_verdict_is_not_softened(estimator: LossEstimator) -
                              "critical", ("mae worse",))
     assert with_estimate(perf, est).status == "critical"
     assert with_estimate(perf, est).reasons == ("mae worse",)
+
+
+def test_a_large_window_scores_a_sample_and_its_band_says_so(estimator: LossEstimator
+                                                              ) -> None:
+    """Past max_rows the trees score a uniform sample; the sampling error grows by the
+    sample's own (the spread of the predicted losses over its square root), so the band
+    still holds the estimate on every row, and a rerun draws the same sample."""
+    features, _, pred, _ = draw(90_000, 13, mean=1.0, spread=1.0)
+    rows, full, full_errors = estimator.estimate(features, pred)
+    assert rows == 90_000 and full_errors == estimator.sampling_errors(90_000)
+    rows, sampled, errors = estimator.estimate(features, pred, max_rows=10_000)
+    assert rows == 90_000  # the window's rows, not the sample's
+    assert sampled != full
+    for name in ("mae", "rmse"):
+        nannyml, widened = full_errors[name], errors[name]
+        assert nannyml is not None and widened is not None and widened > 1.5 * nannyml
+        assert abs(sampled[name] - full[name]) <= 3 * widened  # type: ignore[operator]
+    assert estimator.estimate(features, pred, max_rows=10_000)[1] == sampled
