@@ -110,7 +110,8 @@ class LossEstimator:
             predictions: pd.Series) -> LossEstimator:
         """Fit on the reference rows that have a label and a prediction (inputs may be
         missing: the trees route missing values). ``kinds``: the inputs to read and whether
-        each is numeric or categorical. Raises ``MonitorError`` when no row can be used."""
+        each is numeric or categorical. Raises ``MonitorError`` when an input is absent or
+        fewer than 40 rows can be used."""
         from sklearn.ensemble import HistGradientBoostingRegressor
 
         if not len(features) == len(labels) == len(predictions):
