@@ -191,20 +191,17 @@ with tabs[2]:
                            if est and est.lower_bound is not None
                            and est.upper_bound is not None and est.sampling_error is not None
                            else ""))
-        metrics = pd.DataFrame([{
-            "metric": name, "window": value, "reference": perf.reference_metrics.get(name),
-            "drop": perf.drops.get(name),
-        } for name, value in perf.metrics.items()])
+        rows = [{"metric": name, "window": value,
+                 "reference": perf.reference_metrics.get(name), "drop": perf.drops.get(name)}
+                for name, value in perf.metrics.items()]
+        # One frame from every row (a concat of frames warns where one column is all None).
         if isinstance(est, EstimatedResult) and est.estimated_accuracy is not None:
-            metrics = pd.concat([metrics, pd.DataFrame([{
-                "metric": "estimated accuracy", "window": est.estimated_accuracy,
-                "reference": est.reference_accuracy, "drop": est.drop}])],
-                ignore_index=True)
+            rows.append({"metric": "estimated accuracy", "window": est.estimated_accuracy,
+                         "reference": est.reference_accuracy, "drop": est.drop})
         elif isinstance(est, EstimatedLossResult) and est.estimated_mae is not None:
-            metrics = pd.concat([metrics, pd.DataFrame([{
-                "metric": "estimated mae", "window": est.estimated_mae,
-                "reference": est.reference_mae, "drop": est.rise}])],
-                ignore_index=True)
+            rows.append({"metric": "estimated mae", "window": est.estimated_mae,
+                         "reference": est.reference_mae, "drop": est.rise})
+        metrics = pd.DataFrame(rows, columns=["metric", "window", "reference", "drop"])
         st.dataframe(metrics, hide_index=True, width="stretch", key="metrics",
                      column_config={c: st.column_config.NumberColumn(format="%.4f")
                                     for c in ("window", "reference", "drop")})

@@ -81,7 +81,7 @@ def near_rmse(res: EstimatedLossResult, truth: float) -> bool:
 
 
 def test_the_reference_figures_are_its_realized_ones(estimator: LossEstimator) -> None:
-    features, y, pred, _ = draw(20_000, 0)
+    _features, y, pred, _ = draw(20_000, 0)
     mae, rmse = realized(y, pred)
     assert estimator.reference_mae == pytest.approx(mae, rel=1e-12)
     assert estimator.reference_rmse == pytest.approx(rmse, rel=1e-12)
@@ -114,7 +114,7 @@ def test_no_shift_the_estimate_stays_with_the_reference(estimator: LossEstimator
 @pytest.mark.parametrize(("mean", "spread"), [(2.0, 1.0), (1.5, 1.5)])
 def test_covariate_shift_raises_the_estimate_as_the_realized_mae(
         estimator: LossEstimator, mean: float, spread: float) -> None:
-    features, y, pred, s = draw(20_000, 2, mean=mean, spread=spread)
+    features, y, pred, _s = draw(20_000, 2, mean=mean, spread=spread)
     res = check_estimated_loss(estimator, features, pred, realized_mae=None, config=CONFIG)
     assert res.status == "warn"
     assert res.rise is not None and res.rise > 0.3  # the shift really costs accuracy
