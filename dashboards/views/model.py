@@ -140,7 +140,8 @@ table = newest_first.assign(window_end=newest_first["window_end"].map(nav.utc_te
 st.dataframe(
     table, hide_index=True, width="stretch", key="windows",
     column_order=["window_end", "status", "rows", "share_drifted", "violation_rate",
-                  "accuracy", "estimated_accuracy", "mae", "estimated_mae", "label_coverage",
+                  *(("mae", "estimated_mae") if view.task == "regression"
+                    else ("accuracy", "estimated_accuracy")), "label_coverage",
                   "latency_p99_ms",
                   "error_rate", "fallback_rate", "run_id"],
     column_config={
