@@ -39,11 +39,15 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         options = [a for a in get_args(tp) if a is not type(None)]
         if len(options) == 1:
             return _convert(options[0], value, where)
-        if isinstance(value, dict):
+        kinds = [o for o in options if is_dataclass(o)]
+        if kinds and isinstance(value, dict):
             # Several dataclasses: the first whose required fields the object has.
-            for option in options:
-                if is_dataclass(option) and _required(option) <= value.keys():
+            for option in kinds:
+                if _required(option) <= value.keys():
                     return from_json(option, value, where)  # type: ignore[arg-type]
+            if len(kinds) == len(options):
+                names = " or ".join(getattr(k, "__name__", str(k)) for k in kinds)
+                raise ValueError(f"{where}: has the fields of no {names}")
         return value
     if origin is Literal:
         return value

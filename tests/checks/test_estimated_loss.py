@@ -245,6 +245,11 @@ def test_the_section_round_trips_and_old_documents_read_back(estimator: LossEsti
     assert isinstance(back.performance, PerformanceResult)
     assert isinstance(back.performance.estimated, EstimatedResult)
     assert back.performance.estimated.lower_bounds == {}
+    # An object of neither shape is refused, naming the field.
+    doc["checks"]["performance"]["estimated"] = {"rows_used": 10}
+    with pytest.raises(ValueError, match=r"checks\.performance\.estimated: has the fields "
+                       "of no EstimatedResult or EstimatedLossResult"):
+        CheckRun.from_dict(doc)
 
 
 def test_a_realized_critical_verdict_is_not_softened(estimator: LossEstimator) -> None:
