@@ -53,10 +53,11 @@ def regressor(folder: Path, url: str, **model: object) -> Path:
     return path
 
 
-def checked_regressor(engine: sa.Engine, folder: Path, **model: object
-                      ) -> tuple[Any, Any, list[Any]]:
+def checked_regressor(engine: sa.Engine, folder: Path, *, errors_every: int | None = None,
+                      **model: object) -> tuple[Any, Any, list[Any]]:
     """The regressor on ``engine``: day 1 like the reference and labelled, day 2 shifted
-    without labels yet, both checked as of ``NOW``. Returns config, schema and runs."""
+    without labels yet, both checked as of ``NOW``; with ``errors_every`` every such row
+    of day 2 is an error without a prediction. Returns config, schema and runs."""
     from monitor.config import load_config
     from monitor.ingest import ingest_labels, ingest_logs
     from monitor.run.check import backfill
@@ -74,6 +75,8 @@ def checked_regressor(engine: sa.Engine, folder: Path, **model: object
                          "x1": r["x1"], "x2": r["x2"], "c": r["c"],
                          "prediction": r["prediction"], "latency_ms": 10.0,
                          "_label": r["price"]})
+            if day == 1 and errors_every and i % errors_every == 0:
+                logs[-1].update(prediction=None, error=True)
     ingest_logs(engine, MODEL, schema, write_csv(
         folder / "logs.csv", [{k: v for k, v in r.items() if k != "_label"} for r in logs]))
     ingest_labels(engine, MODEL, schema, write_csv(

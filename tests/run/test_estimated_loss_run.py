@@ -126,3 +126,36 @@ def test_a_regressor_profile_key_names_the_scikit_learn_version(
     after = (profile_key(model_cfg, schema, "v"), profile_key(loan_cfg, loan_schema, "v"))
     assert before[0] != after[0]
     assert before[1] == after[1]
+
+
+@pytest.mark.parametrize("sampled", [False, True])
+def test_the_estimate_reads_the_inputs_of_the_rows_the_model_answered(
+        engine: sa.Engine, tmp_path: Path, sampled: bool) -> None:
+    """Error rows (no prediction) are left out, and each answered row's inputs go with its
+    own prediction: the run's estimate equals the stored estimator's on exactly those rows,
+    read whole or, past drift.max_exact_rows, on the run's seeded sample of the window."""
+    import numpy as np
+
+    from monitor.run.evaluate import _seed
+    from monitor.store.sources import BuiltinSource
+
+    extra = {"drift": {"max_exact_rows": 1_000}} if sampled else {}
+    config, schema, runs = checked_regressor(engine, tmp_path, errors_every=10, **extra)
+    run = runs[1]
+    assert run.sampled is sampled
+    window = BuiltinSource(engine, MODEL).read_window(run.start, run.end)
+    keep = np.ones(len(window.meta), dtype=bool)
+    if sampled:
+        keep = np.random.default_rng(_seed(MODEL, run.start)).random(len(keep)) < 1_000 / 1_500
+    answered = keep & window.meta["prediction"].notna().to_numpy()
+    features = window.features[answered].reset_index(drop=True)
+    predictions = window.meta["prediction"][answered].reset_index(drop=True)
+    ref = load_reference_data(config.model(MODEL), schema,
+                              reference_version(config.model(MODEL).reference), engine=engine)
+    assert ref.loss_estimator is not None
+    rows, metrics, _ = ref.loss_estimator.estimate(features, predictions)
+    est = run.performance.estimated
+    assert isinstance(est, EstimatedLossResult)
+    assert est.rows_used == rows == int(answered.sum()) < (1_000 if sampled else 1_500)
+    assert est.metrics["mae"] == pytest.approx(metrics["mae"], rel=1e-12)
+    assert est.metrics["rmse"] == pytest.approx(metrics["rmse"], rel=1e-12)
