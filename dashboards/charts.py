@@ -251,15 +251,19 @@ _SERIES_COLORS = alt.Scale(domain=["realized", "estimated", "reference"],
 
 def performance_chart(windows: pd.DataFrame, metric: str, domain: Domain | None = None,
                       marks: pd.DataFrame | None = None) -> alt.LayerChart:
-    """The realized ``metric`` per window against the reference's (dashed), with the
-    estimated accuracy beside accuracy; hollow points: labels not mature yet."""
+    """The realized ``metric`` per window against the reference's (dashed), with its
+    estimate without labels beside it where the windows have one (``estimated_<metric>``:
+    a classifier's accuracy, f1 and roc_auc, a regressor's mae and rmse) and its band;
+    hollow points: labels not mature yet."""
+    estimated = f"estimated_{metric}"
     keep = ["window_start", "window_end", metric, f"reference_{metric}", "label_coverage",
             "mature"]
-    if metric == "accuracy":
-        keep.append("estimated_accuracy")
+    has_estimate = estimated in windows.columns and bool(windows[estimated].notna().any())
+    if has_estimate:
+        keep.append(estimated)
     data = windows[keep].assign(window=_window_text(windows), window_mid=_mid(windows))
     renames = {metric: "realized", f"reference_{metric}": "reference",
-               "estimated_accuracy": "estimated"}
+               estimated: "estimated"}
     long = data.rename(columns=renames).melt(
         id_vars=["window_start", "window_end", "window_mid", "window", "label_coverage",
                  "mature"],
@@ -286,18 +290,17 @@ def performance_chart(windows: pd.DataFrame, metric: str, domain: Domain | None 
                  "maturity:N"),
     )
     layers: list[alt.Chart] = [lines, dashed, points]
-    bounds = ["estimated_accuracy_lower", "estimated_accuracy_upper"]
-    if metric == "accuracy" and set(bounds) <= set(windows.columns):
+    bounds = [f"{estimated}_lower", f"{estimated}_upper"]
+    if has_estimate and set(bounds) <= set(windows.columns):
         band = windows[bounds].assign(window_mid=_mid(windows)).dropna()
         if len(band):
             # The estimate's band (3 sampling errors): its drop warns only outside it.
             layers.insert(0, alt.Chart(band).mark_area(
                 interpolate="monotone", opacity=0.15, color=colours["estimated"]).encode(
-                x=x, y=alt.Y("estimated_accuracy_lower:Q", title=None,
-                             scale=alt.Scale(zero=False)),
-                y2="estimated_accuracy_upper:Q"))
+                x=x, y=alt.Y(f"{bounds[0]}:Q", title=None, scale=alt.Scale(zero=False)),
+                y2=f"{bounds[1]}:Q"))
     title = (f"{metric}: realized vs reference (dashed), estimated without labels (band: "
-             "3 sampling errors)" if metric == "accuracy"
+             "3 sampling errors)" if has_estimate
              else f"{metric}: realized vs reference (dashed)")
     return _finish(layers, marks, height=340, title=title)
 

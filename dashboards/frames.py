@@ -18,6 +18,8 @@ from monitor.results import (
     SEGMENT_STATUS_LEVEL,
     CheckRun,
     DriftResult,
+    EstimatedLossResult,
+    EstimatedResult,
     PerformanceResult,
     SchemaResult,
     SegmentsResult,
@@ -30,6 +32,7 @@ __all__ = [
     "STATUS_RANK",
     "binned_distribution",
     "bucket_bounds",
+    "estimated_table",
     "feature_cells",
     "flag_marks",
     "overview_frames",
@@ -62,10 +65,34 @@ WINDOW_FIGURES = (
     ("performance", "label_coverage"), ("performance", "mature"),
     ("performance", "estimated_accuracy"),
     ("performance", "estimated_accuracy_lower"), ("performance", "estimated_accuracy_upper"),
+    # The other estimates charted beside their realized metric (CheckRun.metrics).
+    *(("performance", f"estimated_{m}{part}") for m in ("f1", "roc_auc", "mae", "rmse")
+      for part in ("", "_lower", "_upper")),
     ("service", "error_rate"), ("service", "latency_p50_ms"), ("service", "latency_p95_ms"),
     ("service", "latency_p99_ms"), ("service", "fallback_rate"),
 )
 PERFORMANCE_METRICS = ("accuracy", "f1", "roc_auc", "mae", "rmse")
+
+
+def estimated_table(perf: PerformanceResult) -> pd.DataFrame:
+    """The run page's estimates without labels: one row per estimated metric with its band
+    (3 sampling errors), the reference's realized value and the window's once labelled."""
+    est = perf.estimated
+    columns = ["metric", "estimated", "lower", "upper", "sampling_error", "reference",
+               "realized"]
+    if est is None or est.status == "skipped":
+        return pd.DataFrame(columns=columns)
+    reference = dict(perf.reference_metrics)
+    if isinstance(est, EstimatedResult):
+        reference["accuracy"] = est.reference_accuracy
+    elif isinstance(est, EstimatedLossResult):
+        reference |= est.reference_metrics
+    rows = [(name, _num(value), _num(est.lower_bounds.get(name)),
+             _num(est.upper_bounds.get(name)), _num(est.sampling_errors.get(name)),
+             _num(reference.get(name)), _num(perf.metrics.get(name)) if perf.labelled_rows
+             else np.nan)
+            for name, value in est.metrics.items()]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def status_rank(status: str | None) -> int:

@@ -283,11 +283,17 @@ class PerformanceConfig(_Section):
         "(no labels needed) against the reference; a larger one is a warning (see "
         "estimated_band)."
     )
+    allowed_estimated_rise: float = Field(
+        0.1, ge=0, description="Regressors: largest tolerated rise of the estimated MAE (no "
+        "labels needed; NannyML's direct loss estimation) against the reference MAE, "
+        "relative as for mae in allowed_drop; a larger one is a warning (see estimated_band)."
+    )
     estimated_band: bool = Field(
         True, description="A drop past allowed_estimated_drop warns only when the reference "
         "accuracy also lies above the estimate's confidence band (3 sampling errors, as "
-        "NannyML's CBPE), so that a small window does not warn on noise; false: the drop "
-        "alone decides."
+        "NannyML's CBPE), so that a small window does not warn on noise; likewise a rise past "
+        "allowed_estimated_rise only when the reference MAE lies below the estimated MAE's "
+        "band; false: the drop (rise) alone decides."
     )
     estimated_calibration: Literal["nannyml", "always"] = Field(
         "nannyml", description="Which classes' scores the reference calibrates (isotonic) "

@@ -27,6 +27,7 @@ __all__ = [
     "DriftResult",
     "DriftStatus",
     "ErrorSection",
+    "EstimatedLossResult",
     "EstimatedResult",
     "FeatureDrift",
     "Metric",
@@ -211,6 +212,43 @@ class EstimatedResult:
     sampling_errors: dict[str, float | None] = field(default_factory=dict)
     calibrated: tuple[str, ...] = ()
     calibration: dict[str, str] = field(default_factory=dict)
+    # Per metric of ``metrics`` its 3-sigma band, within [0, 1].
+    lower_bounds: dict[str, float | None] = field(default_factory=dict)
+    upper_bounds: dict[str, float | None] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class EstimatedLossResult:
+    """Regression performance estimated without labels (DLE: a model of the loss fitted on
+    the reference), and its judgement: the sibling of ``EstimatedResult`` for regressors.
+
+    ``rise``: relative, (estimated MAE - reference MAE) / reference MAE, positive when
+    worse; ``sampling_error``: of the estimated MAE in a window of ``rows_used`` rows;
+    ``lower_bound``..``upper_bound``: its 3-sigma band (at least 0). ``metrics``: the
+    estimated mae and rmse, with their ``sampling_errors`` and bands (``lower_bounds``,
+    ``upper_bounds``); ``reference_metrics``: both realized on the reference rows.
+    ``realized_mae`` is the window's own once labels arrive, carried to be shown beside.
+    """
+
+    estimated_mae: float | None
+    reference_mae: float | None  # None only when there is no estimator
+    rise: float | None
+    realized_mae: float | None
+    rows_used: int
+    status: Literal["ok", "warn", "skipped"]
+    reasons: tuple[str, ...]
+    sampling_error: float | None = None
+    lower_bound: float | None = None
+    upper_bound: float | None = None
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    sampling_errors: dict[str, float | None] = field(default_factory=dict)
+    lower_bounds: dict[str, float | None] = field(default_factory=dict)
+    upper_bounds: dict[str, float | None] = field(default_factory=dict)
+    reference_metrics: dict[str, float | None] = field(default_factory=dict)
+    method: str = "dle"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -218,8 +256,10 @@ class EstimatedResult:
 
 @dataclass(frozen=True)
 class PerformanceResult:
-    """Realized metrics against the reference; for classifiers also the estimate
-    (``estimated``), whose warning shows in ``status`` while accuracy is not judged."""
+    """Realized metrics against the reference, and the estimate without labels
+    (``estimated``: CBPE's ``EstimatedResult`` for classifiers, DLE's
+    ``EstimatedLossResult`` for regressors), whose warning shows in ``status`` while the
+    realized metrics are not judged."""
 
     task: str
     rows: int
@@ -231,7 +271,7 @@ class PerformanceResult:
     drops: dict[str, float | None]
     status: PerformanceStatus
     reasons: tuple[str, ...]
-    estimated: EstimatedResult | None = None
+    estimated: EstimatedResult | EstimatedLossResult | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -388,6 +428,24 @@ def overall_status(sections: typing.Iterable[Section], rows: int, min_rows: int)
     return worst
 
 
+# The estimated metrics a window's figures keep with their band, so that charts over
+# windows draw them beside the realized ones (accuracy has its own names, above).
+_CHARTED_ESTIMATES = ("f1", "roc_auc", "mae", "rmse")
+
+
+def _estimated_metrics(est: EstimatedResult | EstimatedLossResult) -> list[Metric]:
+    """``estimated_<metric>`` and its band (``_lower``, ``_upper``) per charted metric."""
+    out = []
+    for name in _CHARTED_ESTIMATES:
+        value = est.metrics.get(name)
+        if value is None:
+            continue
+        out.append(Metric("performance", f"estimated_{name}", value))
+        out.append(Metric("performance", f"estimated_{name}_lower", est.lower_bounds.get(name)))
+        out.append(Metric("performance", f"estimated_{name}_upper", est.upper_bounds.get(name)))
+    return out
+
+
 def schema_metrics(schema: SchemaResult) -> list[Metric]:
     """Figures of a schema section, for schema-only and full runs."""
     out = [
@@ -529,12 +587,14 @@ class CheckRun:
             for name, value in perf.drops.items():
                 out.append(Metric("performance", f"{name}_drop", value))
             est = perf.estimated
-            if est is not None and est.estimated_accuracy is not None:
+            if isinstance(est, EstimatedResult) and est.estimated_accuracy is not None:
                 out.append(Metric("performance", "estimated_accuracy",
                                   est.estimated_accuracy))
                 # The band (3 sampling errors), so that charts over windows can draw it.
                 out.append(Metric("performance", "estimated_accuracy_lower", est.lower_bound))
                 out.append(Metric("performance", "estimated_accuracy_upper", est.upper_bound))
+            if est is not None and est.status != "skipped":
+                out += _estimated_metrics(est)
         if isinstance(service, ServiceResult):
             for name in ("error_rate", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms",
                          "throughput_per_s", "fallback_rate"):
@@ -576,7 +636,7 @@ def segment_metrics(segments: SegmentsResult) -> list[Metric]:
             if "accuracy" in perf.metrics:
                 out.append(Metric("segments", "accuracy", perf.metrics["accuracy"], key))
             est = perf.estimated
-            if est is not None and est.estimated_accuracy is not None:
+            if isinstance(est, EstimatedResult) and est.estimated_accuracy is not None:
                 out.append(Metric("segments", "estimated_accuracy", est.estimated_accuracy,
                                   key))
     return out

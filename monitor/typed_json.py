@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import types
 import typing
-from dataclasses import fields, is_dataclass
+from dataclasses import MISSING, fields, is_dataclass
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 __all__ = ["from_json"]
@@ -39,6 +39,15 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         options = [a for a in get_args(tp) if a is not type(None)]
         if len(options) == 1:
             return _convert(options[0], value, where)
+        kinds = [o for o in options if is_dataclass(o)]
+        if kinds and isinstance(value, dict):
+            # Several dataclasses: the first whose required fields the object has.
+            for option in kinds:
+                if _required(option) <= value.keys():
+                    return from_json(option, value, where)  # type: ignore[arg-type]
+            if len(kinds) == len(options):
+                names = " or ".join(getattr(k, "__name__", str(k)) for k in kinds)
+                raise ValueError(f"{where}: has the fields of no {names}")
         return value
     if origin is Literal:
         return value
@@ -57,3 +66,9 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     return value
+
+
+def _required(cls: Any) -> set[str]:
+    """The fields of a dataclass that have no default."""
+    return {f.name for f in fields(cls)
+            if f.default is MISSING and f.default_factory is MISSING}

@@ -90,12 +90,15 @@ elif model_cfg.segments.columns:
     st.info("No segment figures in this range.")
 
 st.subheader("Accuracy")
-available = [m for m in frames.PERFORMANCE_METRICS if w[m].notna().any()]
+# A metric shows once the windows have it realized (labels) or estimated (no labels).
+available = [m for m in frames.PERFORMANCE_METRICS if w[m].notna().any()
+             or (f"estimated_{m}" in w.columns and w[f"estimated_{m}"].notna().any())]
 if view.task == "features":
     st.info("Does not apply: the contract declares no prediction (task: features), so the "
             "inputs are monitored alone (schema, drift, null rates, service).")
 elif not available:
-    st.info("No accuracy figures: no labels joined in this range (or no reference labels).")
+    st.info("No accuracy figures: no labels joined in this range and no estimate (or no "
+            "reference labels).")
 else:
     preferred = "accuracy" if "accuracy" in available else available[0]
     metric = st.segmented_control("Metric", available, default=preferred, key="metric") or preferred
@@ -148,7 +151,9 @@ table = newest_first.assign(window_end=newest_first["window_end"].map(nav.utc_te
 st.dataframe(
     table, hide_index=True, width="stretch", key="windows",
     column_order=["window_end", "status", "rows", "share_drifted", "violation_rate",
-                  "accuracy", "estimated_accuracy", "label_coverage", "latency_p99_ms",
+                  *(("mae", "estimated_mae") if view.task == "regression"
+                    else ("accuracy", "estimated_accuracy")), "label_coverage",
+                  "latency_p99_ms",
                   "error_rate", "fallback_rate", "run_id"],
     column_config={
         "window_end": "window end",
@@ -158,6 +163,8 @@ st.dataframe(
                                                         format="percent"),
         "accuracy": st.column_config.NumberColumn("accuracy", format="%.3f"),
         "estimated_accuracy": st.column_config.NumberColumn("estimated", format="%.3f"),
+        "mae": st.column_config.NumberColumn("mae", format="%.4g"),
+        "estimated_mae": st.column_config.NumberColumn("estimated mae", format="%.4g"),
         "label_coverage": st.column_config.NumberColumn("labels", format="percent"),
         "latency_p99_ms": st.column_config.NumberColumn("p99 ms", format="%.0f"),
         "error_rate": st.column_config.NumberColumn("errors", format="percent"),

@@ -11,6 +11,8 @@ from monitor.errors import MonitorError
 from monitor.results import (
     DriftResult,
     ErrorSection,
+    EstimatedLossResult,
+    EstimatedResult,
     NotApplicable,
     PerformanceResult,
     SchemaResult,
@@ -178,29 +180,46 @@ with tabs[2]:
                        help=f"{perf.labelled_rows:,} of {perf.rows:,} rows labelled")
         cols[2].metric("Labels mature", "yes" if perf.mature else "not yet")
         est = perf.estimated
-        cols[3].metric("Estimated accuracy",
-                       f"{est.estimated_accuracy:.3f}" if est and est.estimated_accuracy
-                       is not None else "n/a",
-                       help="confidence-based, without labels" + (
-                           f"; band {est.lower_bound:.3f} .. {est.upper_bound:.3f} "
-                           f"(3 sampling errors of {est.sampling_error:.3f})"
+        loss = isinstance(est, EstimatedLossResult)
+        value = (est.estimated_mae if isinstance(est, EstimatedLossResult) else
+                 est.estimated_accuracy if isinstance(est, EstimatedResult) else None)
+        cols[3].metric("Estimated MAE" if loss else "Estimated accuracy",
+                       "n/a" if value is None or est is None else f"{value:.4g}",
+                       help=("direct loss estimation, without labels" if loss else
+                             "confidence-based, without labels") + (
+                           f"; band {est.lower_bound:.4g} .. {est.upper_bound:.4g} "
+                           f"(3 sampling errors of {est.sampling_error:.4g})"
                            if est and est.lower_bound is not None
                            and est.upper_bound is not None and est.sampling_error is not None
                            else ""))
-        metrics = pd.DataFrame([{
-            "metric": name, "window": value, "reference": perf.reference_metrics.get(name),
-            "drop": perf.drops.get(name),
-        } for name, value in perf.metrics.items()])
-        if est is not None and est.estimated_accuracy is not None:
-            metrics = pd.concat([metrics, pd.DataFrame([{
-                "metric": "estimated accuracy", "window": est.estimated_accuracy,
-                "reference": est.reference_accuracy, "drop": est.drop}])],
-                ignore_index=True)
+        rows = [{"metric": name, "window": value,
+                 "reference": perf.reference_metrics.get(name), "drop": perf.drops.get(name)}
+                for name, value in perf.metrics.items()]
+        # One frame from every row (a concat of frames warns where one column is all None).
+        if isinstance(est, EstimatedResult) and est.estimated_accuracy is not None:
+            rows.append({"metric": "estimated accuracy", "window": est.estimated_accuracy,
+                         "reference": est.reference_accuracy, "drop": est.drop})
+        elif isinstance(est, EstimatedLossResult) and est.estimated_mae is not None:
+            rows.append({"metric": "estimated mae", "window": est.estimated_mae,
+                         "reference": est.reference_mae, "drop": est.rise})
+        metrics = pd.DataFrame(rows, columns=["metric", "window", "reference", "drop"])
         st.dataframe(metrics, hide_index=True, width="stretch", key="metrics",
                      column_config={c: st.column_config.NumberColumn(format="%.4f")
                                     for c in ("window", "reference", "drop")})
         st.caption(f"Task: {perf.task}. Drops are absolute for accuracy, f1 and roc_auc, "
                    "relative for mae and rmse; positive is worse.")
+        estimates = frames.estimated_table(perf)
+        if len(estimates):
+            st.markdown("**Estimated without labels** "
+                        + ("(direct loss estimation)" if loss else "(CBPE)"))
+            st.dataframe(estimates, hide_index=True, width="stretch", key="estimates",
+                         column_config={
+                             **{c: st.column_config.NumberColumn(format="%.4f") for c in
+                                ("estimated", "lower", "upper", "reference", "realized")},
+                             "sampling_error": st.column_config.NumberColumn(
+                                 "sampling error", format="%.4f")})
+            st.caption("Band: the estimate ± 3 sampling errors. Realized: the window's own "
+                       "figure on its labelled rows, once labels arrive.")
 
 with tabs[3]:
     service = run.service

@@ -29,7 +29,7 @@ from monitor.checks.performance import class_names
 from monitor.checks.sampling_error import BAND_SIGMAS, Component, SamplingErrors, band
 from monitor.config import PerformanceConfig
 from monitor.errors import MonitorError
-from monitor.results import EstimatedResult, PerformanceResult
+from monitor.results import EstimatedLossResult, EstimatedResult, PerformanceResult
 from monitor.schema import ModelSchema, label_text
 
 __all__ = ["AccuracyEstimator", "EstimatedResult", "check_estimated", "with_estimate"]
@@ -292,18 +292,22 @@ def check_estimated(
             warn, reasons = True, (f"{said}; the reference lies above {where}",)
         else:  # kept in the document: the drop is within what chance gives this many rows
             reasons = (f"{said}, within sampling error: the reference lies in {where}",)
+    bands = {name: band(value, errors.get(name)) for name, value in metrics.items()}
     return EstimatedResult(
         estimated, reference, drop, realized_accuracy, rows,
         "warn" if warn else "ok", reasons,
         sampling_error=error, lower_bound=lower, upper_bound=upper, metrics=metrics,
         sampling_errors=errors, calibrated=calibrated, calibration=notes,
+        lower_bounds={k: b[0] for k, b in bands.items()},
+        upper_bounds={k: b[1] for k, b in bands.items()},
     )
 
 
-def with_estimate(performance: PerformanceResult, estimate: EstimatedResult
-                  ) -> PerformanceResult:
-    """The performance section with its estimate: an estimated drop warns while accuracy
-    is not judged yet (the realized verdict is ``ok`` or ``skipped``)."""
+def with_estimate(performance: PerformanceResult,
+                  estimate: EstimatedResult | EstimatedLossResult) -> PerformanceResult:
+    """The performance section with its estimate: an estimated drop (a classifier's
+    accuracy, a regressor's MAE rise) warns while the realized metrics are not judged yet
+    (their verdict is ``ok`` or ``skipped``)."""
     status, reasons = performance.status, performance.reasons
     if estimate.status == "warn" and status in ("ok", "skipped"):
         status, reasons = "warn", (*reasons, *estimate.reasons)

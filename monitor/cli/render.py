@@ -12,6 +12,8 @@ from monitor.results import (
     CheckRun,
     DriftResult,
     ErrorSection,
+    EstimatedLossResult,
+    EstimatedResult,
     NotApplicable,
     PerformanceResult,
     SchemaResult,
@@ -126,11 +128,15 @@ def print_run(run: CheckRun) -> None:
             shown = ", ".join(
                 f"{k} {number(v)} (ref {number(sec.reference_metrics.get(k))})"
                 for k, v in sec.metrics.items() if v is not None)
-            estimated = sec.estimated.estimated_accuracy if sec.estimated else None
+            est = sec.estimated
+            estimated = (f"  estimated accuracy {fmt(est.estimated_accuracy, 'num')}"
+                         if isinstance(est, EstimatedResult)
+                         and est.estimated_accuracy is not None else
+                         f"  estimated mae {_num(est.estimated_mae)}"
+                         if isinstance(est, EstimatedLossResult)
+                         and est.estimated_mae is not None else "")
             _section_line(name, sec.status, f"labels {fmt(sec.label_coverage)}  "
-                          f"{shown or 'no labels yet'}"
-                          + (f"  estimated accuracy {fmt(estimated, 'num')}"
-                             if estimated is not None else ""))
+                          f"{shown or 'no labels yet'}" + estimated)
         elif isinstance(sec, ServiceResult):
             _section_line(name, sec.status, f"errors {fmt(sec.error_rate)}  latency "
                           f"p50/p95/p99 {_ms(sec.latency_p50_ms)}/{_ms(sec.latency_p95_ms)}/"
@@ -207,7 +213,8 @@ def print_timeline(runs: list[CheckRun]) -> None:
                 one, two = perf.metrics.get("mae"), perf.metrics.get("rmse")
             else:
                 one = perf.metrics.get("accuracy")
-                two = perf.estimated.estimated_accuracy if perf.estimated else None
+                two = (perf.estimated.estimated_accuracy
+                       if isinstance(perf.estimated, EstimatedResult) else None)
         number = _num if regression else _ratio
         shown = number(one), number(two)
         why = _readable(run.reasons[0]) if run.reasons and run.status != "ok" else ""

@@ -129,6 +129,9 @@ def evaluate_window(
     seg_problem = _segment_problem(model)
     labelers = {c: SegmentLabels(c) for c in seg_cfg.columns} if not seg_problem else {}
     seg_ids: dict[str, list[np.ndarray]] = {c: [] for c in labelers}
+    # Per row of the drift frame, whether the model answered it (a row of the performance
+    # frame): segments split the performance rows by it, and a regressor's loss estimate
+    # reads those rows' inputs.
     answered_parts: list[np.ndarray] = []
     fallback_counts: Counter[str] | None = Counter() if model.counts_fallbacks else None
     rng = np.random.default_rng(_seed(model.name, start))
@@ -153,18 +156,16 @@ def evaluate_window(
             keep = rng.random(len(drift_part)) < limit / rows
             drift_part = drift_part[keep]
         drift_parts.append(drift_part)
-        if labelers:
-            answered = (~window.meta["error"].to_numpy(dtype=bool)
-                        & window.meta["prediction"].notna().to_numpy())
-            answered_parts.append(answered[keep] if sampled else answered)
-            for c, (ids, _) in groups.items():
-                seg_ids[c].append(ids[keep] if sampled else ids)
+        answered_rows = (~window.meta["error"].to_numpy(dtype=bool)
+                         & window.meta["prediction"].notna().to_numpy())
+        answered_parts.append(answered_rows[keep] if sampled else answered_rows)
+        for c, (ids, _) in groups.items():
+            seg_ids[c].append(ids[keep] if sampled else ids)
         if features_only:
             continue
         perf_part, prob_part = _perf_frames(window)
         if sampled:
-            answered = keep[~window.meta["error"].to_numpy(dtype=bool)
-                            & window.meta["prediction"].notna().to_numpy()]
+            answered = keep[answered_rows]
             perf_part, prob_part = perf_part[answered], prob_part[answered]
         perf_parts.append(perf_part)
         prob_parts.append(prob_part)
@@ -190,7 +191,10 @@ def evaluate_window(
         labels = perf["label"] if "label" in perf else pd.Series([], dtype=object)
         preds = perf["prediction"] if "prediction" in perf else pd.Series([], dtype=object)
         probs = prob_frame if len(prob_frame.columns) else None
-        return _performance(model, ref.metrics, ref, preds, labels, probs, end=end, now=now)
+        inputs = drift_frame[_concat(answered_parts).astype(bool)] if answered_parts \
+            else drift_frame
+        return _performance(model, ref.metrics, ref, preds, labels, probs, end=end, now=now,
+                            inputs=inputs.reset_index(drop=True))
 
     def service() -> ServiceResult:
         from monitor.checks.health import check_service
@@ -238,12 +242,14 @@ def evaluate_window(
 def _performance(model: ResolvedModel, reference_metrics: Mapping[str, float | None],
                  ref: ReferenceData, preds: pd.Series, labels: pd.Series,
                  probs: pd.DataFrame | None, *, end: datetime, now: datetime,
-                 config: PerformanceConfig | None = None, segment: bool = False
-                 ) -> PerformanceResult:
+                 config: PerformanceConfig | None = None, segment: bool = False,
+                 inputs: pd.DataFrame | None = None) -> PerformanceResult:
     """Realized and estimated performance of answered rows (predictions, labels, and
     probabilities when logged) against ``reference_metrics``: the whole reference's, or
     with ``segment`` a segment's reference rows' (then the estimate is judged against
-    their accuracy too)."""
+    their accuracy too). A regressor's loss is estimated from ``inputs`` (the answered
+    rows' drift frame, aligned with ``preds``); without them it is not estimated (a
+    segment's performance: the loss models are the whole reference's)."""
     from dataclasses import replace
 
     from monitor.checks.estimated import check_estimated, with_estimate
@@ -254,6 +260,14 @@ def _performance(model: ResolvedModel, reference_metrics: Mapping[str, float | N
         preds, labels = label_text(preds), label_text(labels)
     result = check_performance(preds, labels, probs, dict(reference_metrics), schema,
                                config=perf_cfg, window_end=end, now=now)
+    if schema.task == "regression" and inputs is not None:
+        from monitor.checks.estimated_loss import check_estimated_loss
+
+        est_loss = check_estimated_loss(
+            ref.loss_estimator, inputs, preds,
+            realized_mae=result.metrics.get("mae") if result.labelled_rows else None,
+            config=perf_cfg, unavailable=ref.estimator_error)
+        return with_estimate(result, est_loss)
     if schema.task != "classification":
         return result
     realized = result.metrics.get("accuracy") if result.labelled_rows else None

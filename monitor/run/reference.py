@@ -1,10 +1,11 @@
 """What the checks need from a model's reference set, computed once per reference version.
 
-Loading the file, profiling it for drift, its realized metrics and the calibration
-of the accuracy estimator (whether to calibrate each class, decided as NannyML's CBPE,
-then the fit, which needs scikit-learn) cost seconds; windows come every few minutes. So
-the result is built once per key (the file's content hash, the contract, the calibration
-rule ``performance.estimated_calibration`` and the profile's format), stored in the
+Loading the file, profiling it for drift, its realized metrics, the calibration of the
+accuracy estimator (whether to calibrate each class, decided as NannyML's CBPE, then the
+fit, which needs scikit-learn) and a regressor's loss models (DLE) cost seconds; windows
+come every few minutes. So the result is built once per key (the file's content hash, the
+contract, the calibration rule ``performance.estimated_calibration`` and the profile's
+format; a regressor's also the scikit-learn version), stored in the
 store (``monitor.store.profiles``) and kept in memory: a later check, in this process or
 another, reads the stored profile instead of the file, and fits nothing. A changed file
 has another content hash, so its profile is built anew.
@@ -28,11 +29,12 @@ if TYPE_CHECKING:
 
     from monitor.checks.drift import ReferenceProfile
     from monitor.checks.estimated import AccuracyEstimator
+    from monitor.checks.estimated_loss import LossEstimator
     from monitor.config import ModelConfig
     from monitor.store.db import Engine
 
 __all__ = ["ReferenceData", "decode_profile", "drift_columns", "encode_profile",
-           "load_reference_data", "profile_key"]
+           "load_reference_data", "loss_inputs", "profile_key"]
 
 _log = logging.getLogger("mqm.reference")
 
@@ -40,7 +42,7 @@ _CACHE: dict[str, ReferenceData] = {}
 _CACHE_SIZE = 16
 # Part of every profile's key: raise it whenever what a profile holds, or how it is built
 # from the reference, changes, so that profiles stored by an older mqm are built again.
-PROFILE_FORMAT = 1
+PROFILE_FORMAT = 2  # 2: regressors' profiles hold the loss estimator (DLE)
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,9 @@ class ReferenceData:
     metrics: dict[str, float | None]
     estimator: AccuracyEstimator | None
     estimator_error: str | None
+    # Regressors: the loss models of the estimated MAE and RMSE (estimator_error says why
+    # there are none).
+    loss_estimator: LossEstimator | None = None
 
 
 def drift_columns(schema: ModelSchema) -> dict[str, Literal["num", "cat"]]:
@@ -68,6 +73,13 @@ def drift_columns(schema: ModelSchema) -> dict[str, Literal["num", "cat"]]:
     return kinds
 
 
+def loss_inputs(schema: ModelSchema) -> dict[str, Literal["num", "cat"]]:
+    """The inputs the loss estimate (DLE) reads beside the prediction: the features the
+    drift check tests (datetimes left out)."""
+    pred = schema.prediction_column
+    return {name: kind for name, kind in drift_columns(schema).items() if name != pred}
+
+
 def reference_probabilities(frame: pd.DataFrame, schema: ModelSchema) -> pd.DataFrame | None:
     cols = schema.prediction.probability_columns if schema.prediction else {}
     if not cols or any(c not in frame.columns for c in cols.values()):
@@ -79,15 +91,24 @@ def reference_probabilities(frame: pd.DataFrame, schema: ModelSchema) -> pd.Data
 
 def profile_key(model_cfg: ModelConfig, schema: ModelSchema, version: str) -> str:
     """What a reference profile depends on, hashed: the file's content hash, the contract,
-    the calibration rule and the profile's format."""
-    payload = json.dumps([PROFILE_FORMAT, version, schema.model_dump_json(),
-                          model_cfg.performance.estimated_calibration])
+    the calibration rule and the profile's format (a regressor's: and the scikit-learn
+    version)."""
+    parts: list[str | int] = [PROFILE_FORMAT, version, schema.model_dump_json(),
+                              model_cfg.performance.estimated_calibration]
+    if schema.task == "regression":
+        # The loss models are pickled scikit-learn objects: a profile pickled by another
+        # scikit-learn version is never unpickled, but built again.
+        from importlib.metadata import version as installed
+
+        parts.append(f"scikit-learn {installed('scikit-learn')}")
+    payload = json.dumps(parts)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
 def encode_profile(data: ReferenceData) -> bytes:
     """The profile as bytes: an uncompressed ``.npz`` of its arrays, with its figures as
-    JSON in the array ``meta``; read back without pickle (``decode_profile``)."""
+    JSON in the array ``meta``; read back without numpy's pickle (``decode_profile``). A
+    regressor's loss models are pickled bytes in their own arrays (``LossEstimator``)."""
     import numpy as np
 
     drift_meta, drift_arrays = data.drift_profile.to_parts()
@@ -96,9 +117,13 @@ def encode_profile(data: ReferenceData) -> bytes:
     if data.estimator is not None:
         estimator, est_arrays = data.estimator.to_parts()
         arrays |= {f"estimator/{k}": v for k, v in est_arrays.items()}
+    loss = None
+    if data.loss_estimator is not None:
+        loss, loss_arrays = data.loss_estimator.to_parts()
+        arrays |= {f"loss/{k}": v for k, v in loss_arrays.items()}
     meta = {"version": data.version, "rows": data.rows, "drift": drift_meta,
             "metrics": data.metrics, "estimator": estimator,
-            "estimator_error": data.estimator_error}
+            "estimator_error": data.estimator_error, "loss_estimator": loss}
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     out = io.BytesIO()
     np.savez(out, allow_pickle=False, **arrays)
@@ -128,11 +153,16 @@ def _decode(blob: bytes) -> ReferenceData:
 
     estimator = (None if meta["estimator"] is None else
                  AccuracyEstimator.from_parts(meta["estimator"], part("estimator/")))
+    loss = None
+    if meta.get("loss_estimator") is not None:
+        from monitor.checks.estimated_loss import LossEstimator
+
+        loss = LossEstimator.from_parts(meta["loss_estimator"], part("loss/"))
     return ReferenceData(
         version=meta["version"], rows=meta["rows"],
         drift_profile=ReferenceProfile.from_parts(meta["drift"], part("drift/")),
         metrics=meta["metrics"], estimator=estimator,
-        estimator_error=meta["estimator_error"])
+        estimator_error=meta["estimator_error"], loss_estimator=loss)
 
 
 def _stored(engine: Engine, key: str) -> tuple[ReferenceData | None, bool]:
@@ -184,6 +214,7 @@ def _build(model_cfg: ModelConfig, schema: ModelSchema, version: str) -> Referen
     """Read the reference file, profile it and fit the estimator."""
     from monitor.checks.drift import ReferenceProfile
     from monitor.checks.estimated import AccuracyEstimator
+    from monitor.checks.estimated_loss import LossEstimator
     from monitor.checks.performance import performance_metrics
 
     calibration = model_cfg.performance.estimated_calibration
@@ -197,6 +228,7 @@ def _build(model_cfg: ModelConfig, schema: ModelSchema, version: str) -> Referen
     probs = reference_probabilities(frame, schema)
     metrics: dict[str, float | None] = {}
     estimator = None
+    loss_estimator = None
     estimator_error = None
     target = schema.target.column if schema.target else None
     if schema.prediction is None:
@@ -215,9 +247,16 @@ def _build(model_cfg: ModelConfig, schema: ModelSchema, version: str) -> Referen
                                                   calibration=calibration)
             except MonitorError as exc:  # the other checks still have their reference
                 estimator_error = f"{path}: {exc}"
+        elif schema.task == "regression":
+            # The two loss models are fitted here, once per reference version (seconds on
+            # 100k rows: bench/estimate_loss.py), and stored with the profile.
+            try:
+                loss_estimator = LossEstimator.fit(frame, loss_inputs(schema), labels, preds)
+            except MonitorError as exc:
+                estimator_error = f"{path}: {exc}"
         else:
             estimator_error = "the model logs no class probabilities"
     return ReferenceData(
         version=version, rows=len(frame), drift_profile=profile, metrics=metrics,
-        estimator=estimator, estimator_error=estimator_error,
+        estimator=estimator, estimator_error=estimator_error, loss_estimator=loss_estimator,
     )

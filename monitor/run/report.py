@@ -24,6 +24,8 @@ from monitor.results import (
     CheckRun,
     DriftResult,
     ErrorSection,
+    EstimatedLossResult,
+    EstimatedResult,
     NotApplicable,
     PerformanceResult,
     SchemaResult,
@@ -345,11 +347,16 @@ def _sections_table(verdict: _Verdict) -> list[list[str]]:
         elif isinstance(sec, PerformanceResult):
             shown = ", ".join(f"{k} {_num(v)} (reference {_num(sec.reference_metrics.get(k))})"
                               for k, v in sec.metrics.items() if v is not None)
-            est = sec.estimated.estimated_accuracy if sec.estimated else None
+            est = sec.estimated
+            estimated = (f"; estimated accuracy {_num(est.estimated_accuracy)}"
+                         if isinstance(est, EstimatedResult)
+                         and est.estimated_accuracy is not None else
+                         f"; estimated mae {_num(est.estimated_mae)}"
+                         if isinstance(est, EstimatedLossResult)
+                         and est.estimated_mae is not None else "")
             rows.append([name, sec.status, f"labels {_pct(sec.label_coverage)} "
                          f"({'mature' if sec.mature else 'not mature'}); "
-                         f"{shown or 'no labelled rows'}"
-                         + (f"; estimated accuracy {_num(est)}" if est is not None else "")])
+                         f"{shown or 'no labelled rows'}" + estimated])
         elif isinstance(sec, ServiceResult):
             rows.append([name, sec.status, f"errors {_pct(sec.error_rate)}; latency p50/p95/"
                          f"p99 {_num(sec.latency_p50_ms)}/{_num(sec.latency_p95_ms)}/"

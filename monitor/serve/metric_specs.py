@@ -36,8 +36,9 @@ PERCENTILES = ("50", "95", "99")
 # monitor.checks.performance's CLASSIFICATION_METRICS + REGRESSION_METRICS, repeated here
 # so that a scrape does not import pandas; a test keeps them equal.
 PERFORMANCE_METRICS = ("accuracy", "f1", "roc_auc", "mae", "rmse")
-# monitor.checks.estimated_metrics.ESTIMATED_METRICS, likewise.
-ESTIMATED_METRICS = ("accuracy", "f1", "precision", "recall", "roc_auc")
+# monitor.checks.estimated_metrics.ESTIMATED_METRICS (classifiers) + estimated_loss's
+# ESTIMATED_LOSSES (regressors), likewise.
+ESTIMATED_METRICS = ("accuracy", "f1", "precision", "recall", "roc_auc", "mae", "rmse")
 # A segment's statuses (monitor.results.SegmentResult).
 SEGMENT_STATUSES = ("ok", "warn", "critical", "insufficient_data")
 # The tables retention deletes from (monitor.store.retention).
@@ -131,11 +132,25 @@ METRICS: tuple[MetricSpec, ...] = (
                "Upper bound of the band (estimate + 3 sampling errors, at most 1); an "
                "estimated drop warns only when the reference accuracy lies above it "
                "(performance.estimated_band)."),
-    MetricSpec("mqm_estimated_performance_metric", "gauge", (*_RUN, "metric"), "ratio",
-               "Every metric estimated without labels (accuracy, f1, precision, recall, "
-               "roc_auc; binary: of the positive class, multiclass: macro)."),
+    MetricSpec("mqm_estimated_performance_metric", "gauge", (*_RUN, "metric"),
+               "ratio; mae, rmse: the target's unit",
+               "Every metric estimated without labels: classifiers' accuracy, f1, precision, "
+               "recall, roc_auc (CBPE; binary: of the positive class, multiclass: macro); "
+               "regressors' mae and rmse (direct loss estimation)."),
     MetricSpec("mqm_estimated_performance_metric_sampling_error", "gauge", (*_RUN, "metric"),
-               "ratio", "Sampling error of each estimated metric in the window."),
+               "as the metric", "Sampling error of each estimated metric in the window "
+               "(mae: the spread of the absolute error on the reference over the square root "
+               "of the window's rows, NannyML's)."),
+    MetricSpec("mqm_estimated_performance_metric_lower", "gauge", (*_RUN, "metric"),
+               "as the metric", "Lower bound of each estimated metric's band (estimate - 3 "
+               "sampling errors, at least 0)."),
+    MetricSpec("mqm_estimated_performance_metric_upper", "gauge", (*_RUN, "metric"),
+               "as the metric", "Upper bound of each estimated metric's band (estimate + 3 "
+               "sampling errors; at most 1 for ratios)."),
+    MetricSpec("mqm_estimated_performance_metric_drop", "gauge", (*_RUN, "metric"), "ratio",
+               "Worsening of the judged estimate against the reference, positive when worse: "
+               "accuracy's drop (absolute), mae's rise (relative, judged against "
+               "performance.allowed_estimated_rise)."),
     MetricSpec("mqm_estimated_calibrated_classes", "gauge", _RUN, "classes",
                "Classes whose scores the reference calibrates (binary: 0 or 1)."),
     MetricSpec("mqm_label_coverage_ratio", "gauge", _RUN, "ratio",

@@ -63,6 +63,8 @@ from monitor.fallback.flag import served
 from monitor.results import (
     CheckRun,
     DriftResult,
+    EstimatedLossResult,
+    EstimatedResult,
     PerformanceResult,
     SchemaResult,
     SegmentsResult,
@@ -312,20 +314,28 @@ def _run_samples(out: _ModelSamples, run: CheckRun, base: tuple[str, str],
         for name in PERFORMANCE_METRICS:
             out.put("mqm_performance_metric", (*base, name), perf.metrics.get(name))
             out.put("mqm_performance_metric_drop", (*base, name), perf.drops.get(name))
-        if perf.estimated is not None:
-            out.put("mqm_estimated_accuracy_ratio", base, perf.estimated.estimated_accuracy)
-            est = perf.estimated
+        est = perf.estimated
+        if isinstance(est, EstimatedResult):
+            out.put("mqm_estimated_accuracy_ratio", base, est.estimated_accuracy)
             out.put("mqm_estimated_accuracy_drop_ratio", base, est.drop)
             out.put("mqm_estimated_accuracy_sampling_error_ratio", base, est.sampling_error)
             out.put("mqm_estimated_accuracy_lower_ratio", base, est.lower_bound)
             out.put("mqm_estimated_accuracy_upper_ratio", base, est.upper_bound)
+            out.put("mqm_estimated_performance_metric_drop", (*base, "accuracy"), est.drop)
+            if est.status != "skipped":
+                out.put("mqm_estimated_calibrated_classes", base, len(est.calibrated))
+        elif isinstance(est, EstimatedLossResult):
+            out.put("mqm_estimated_performance_metric_drop", (*base, "mae"), est.rise)
+        if est is not None:
             for name in ESTIMATED_METRICS:
                 out.put("mqm_estimated_performance_metric", (*base, name),
                         est.metrics.get(name))
                 out.put("mqm_estimated_performance_metric_sampling_error", (*base, name),
                         est.sampling_errors.get(name))
-            if est.status != "skipped":
-                out.put("mqm_estimated_calibrated_classes", base, len(est.calibrated))
+                out.put("mqm_estimated_performance_metric_lower", (*base, name),
+                        est.lower_bounds.get(name))
+                out.put("mqm_estimated_performance_metric_upper", (*base, name),
+                        est.upper_bounds.get(name))
 
     service = run.section("service")
     if isinstance(service, ServiceResult):
@@ -357,7 +367,7 @@ def _segment_samples(out: _ModelSamples, run: CheckRun, base: tuple[str, str],
             out.put("mqm_segment_accuracy_ratio", labels,
                     seg.performance.metrics.get("accuracy"))
             est = seg.performance.estimated
-            if est is not None:
+            if isinstance(est, EstimatedResult):
                 out.put("mqm_segment_estimated_accuracy_ratio", labels, est.estimated_accuracy)
     return max(0, len(sec.segments) - limit)
 

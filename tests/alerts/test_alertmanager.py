@@ -33,7 +33,7 @@ from tests.alerts.stack import (
 RECEIVER_OF_SEVERITY = {"critical": "mqm-critical", "warning": "mqm-warning",
                         "info": "mqm-info"}
 DRIFT_AND_ACCURACY = {"MqmDatasetDrift", "MqmFeatureDrift", "MqmAccuracyDrop",
-                      "MqmEstimatedAccuracyDrop"}
+                      "MqmEstimatedAccuracyDrop", "MqmEstimatedMaeRise"}
 
 
 def _alerts_with_severity() -> list[tuple[str, str]]:

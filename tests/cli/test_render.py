@@ -101,3 +101,21 @@ def test_an_unknown_model_is_one_line(make_config) -> None:
         assert proc.returncode == 1
         assert (proc.stdout + proc.stderr).splitlines() == [
             "error: unknown model 'nope'; the config declares: loan_default"], command
+
+
+def test_a_run_shows_its_estimate_of_either_kind(capsys) -> None:  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    from monitor.results import EstimatedLossResult, EstimatedResult
+
+    loss = EstimatedLossResult(2.1408, 1.5075, 0.42, None, 500, "warn", ("estimated mae",))
+    run = check_run("m", end=END, performance=replace(
+        performance("regression", {"mae": None, "rmse": None}), estimated=loss))
+    render.print_run(run)
+    shown = capsys.readouterr().out
+    assert "estimated mae 2.141" in shown and "estimated accuracy" not in shown
+    cbpe = EstimatedResult(0.8123, 0.84, 0.03, None, 500, "ok", ())
+    run = check_run("m", end=END, performance=replace(
+        performance("classification", {"accuracy": 0.84}), estimated=cbpe))
+    render.print_run(run)
+    assert "estimated accuracy 0.812" in capsys.readouterr().out

@@ -186,3 +186,18 @@ def test_segment_strip_puts_the_worst_segments_on_top() -> None:
     assert y["field"] == "segment" and y["sort"] == ["a=y", "a=x"]
     assert out["layer"][0]["encoding"]["color"]["scale"]["domain"][:3] == [
         "ok", "warn", "critical"]
+def test_a_regressors_estimated_mae_is_drawn_with_its_band(windows: pd.DataFrame) -> None:
+    """Estimated vs realized MAE over windows: the estimate where labels are missing too,
+    its band under the lines; a metric without an estimate keeps the plain chart."""
+    estimated = pd.Series([0.9, 0.9, 0.95, 1.1, 1.3, 1.4])
+    banded = windows.assign(estimated_mae=estimated, estimated_mae_lower=estimated - 0.05,
+                            estimated_mae_upper=estimated + 0.05)
+    chart = charts.performance_chart(banded, "mae")
+    out = spec(chart)
+    assert out["layer"][0]["mark"]["type"] == "area"
+    assert out["layer"][0]["encoding"]["y"]["field"] == "estimated_mae_lower"
+    long = data_of(chart, 1)
+    assert set(long["series"]) == {"realized", "estimated"}
+    assert list(long.loc[long["series"] == "estimated", "value"]) == list(estimated)
+    assert "estimated without labels" in str(out["title"])
+    assert spec(charts.performance_chart(banded, "rmse"))["layer"][0]["mark"] != "area"

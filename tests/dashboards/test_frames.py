@@ -209,3 +209,41 @@ def test_segment_cells_keep_each_buckets_worst_status() -> None:
     assert cells.loc[(runs[3].window_end, "home=OTHER"), "status"] == "insufficient_data"
     assert len(cells) == 3
     assert frames.segment_cells([], [], []).empty
+def test_estimated_table_lists_every_estimate_with_its_band() -> None:
+    from monitor.results import EstimatedLossResult, EstimatedResult
+
+    loss = EstimatedLossResult(
+        2.0, 1.5, 1 / 3, None, 500, "warn", ("estimated mae ...",), sampling_error=0.05,
+        lower_bound=1.85, upper_bound=2.15, metrics={"mae": 2.0, "rmse": 2.8},
+        sampling_errors={"mae": 0.05, "rmse": 0.07}, lower_bounds={"mae": 1.85, "rmse": 2.59},
+        upper_bounds={"mae": 2.15, "rmse": 3.01}, reference_metrics={"mae": 1.5, "rmse": 2.1})
+    perf = PerformanceResult("regression", 500, 0, 0.0, False, {"mae": None, "rmse": None},
+                             {"mae": 1.5, "rmse": 2.1}, {"mae": None, "rmse": None}, "warn",
+                             (), estimated=loss)
+    table = frames.estimated_table(perf)
+    assert list(table["metric"]) == ["mae", "rmse"]
+    assert list(table["estimated"]) == [2.0, 2.8] and list(table["lower"]) == [1.85, 2.59]
+    assert list(table["upper"]) == [2.15, 3.01] and list(table["reference"]) == [1.5, 2.1]
+    assert table["realized"].isna().all()  # no labels yet
+    # A classifier's: all five metrics, the realized ones where the window has labels.
+    cbpe = EstimatedResult(
+        0.8, 0.84, 0.04, 0.79, 500, "ok", (), sampling_error=0.01, lower_bound=0.77,
+        upper_bound=0.83, metrics={"accuracy": 0.8, "f1": 0.6, "precision": 0.7,
+                                   "recall": 0.5, "roc_auc": 0.85},
+        sampling_errors=dict.fromkeys(("accuracy", "f1", "precision", "recall", "roc_auc"),
+                                      0.01),
+        lower_bounds={"accuracy": 0.77, "f1": 0.57}, upper_bounds={"accuracy": 0.83})
+    perf = PerformanceResult("classification", 500, 500, 1.0, True,
+                             {"accuracy": 0.79, "f1": 0.61, "roc_auc": 0.86},
+                             {"accuracy": 0.84, "f1": 0.65, "roc_auc": 0.9},
+                             {"accuracy": 0.05, "f1": 0.04, "roc_auc": 0.04}, "ok", (),
+                             estimated=cbpe)
+    table = frames.estimated_table(perf).set_index("metric")
+    assert list(table.index) == ["accuracy", "f1", "precision", "recall", "roc_auc"]
+    assert table.loc["accuracy", "reference"] == 0.84  # the estimator's, not the table's
+    assert table.loc["f1", "realized"] == 0.61 and np.isnan(table.loc["precision", "realized"])
+    assert table.loc["f1", "lower"] == 0.57 and np.isnan(table.loc["f1", "upper"])
+    skipped = PerformanceResult("regression", 0, 0, 0.0, False, {}, {}, {}, "skipped", (),
+                                estimated=EstimatedLossResult(None, None, None, None, 0,
+                                                              "skipped", ("no estimator",)))
+    assert frames.estimated_table(skipped).empty

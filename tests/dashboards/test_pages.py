@@ -57,6 +57,7 @@ _COLUMNS = {  # a table by the columns it has (a read-only dataframe keeps no ke
     "metrics": {"metric", "reference"},
     "events": {"event", "kind"},
     "segments": {"segment", "reference", "drifted share"},
+    "estimates": {"metric", "estimated", "lower", "upper", "realized"},
 }
 
 
@@ -166,6 +167,14 @@ def test_run_page_shows_the_run_as_stored(demo_config: Path) -> None:
     assert segments.loc["home_ownership=RENT", "drifted share"] == pytest.approx(
         rent.drift.share_drifted)
     assert segments.loc["home_ownership=RENT", "reference"] == "segment (4,151 rows)"
+    # Every estimate without labels with its band, not only accuracy.
+    est = run.performance.estimated
+    estimates = frame(at, "estimates").set_index("metric")
+    assert list(estimates.index) == ["accuracy", "f1", "precision", "recall", "roc_auc"]
+    for name, value in est.metrics.items():
+        assert estimates.loc[name, "estimated"] == pytest.approx(value)
+        assert estimates.loc[name, "lower"] == pytest.approx(est.lower_bounds[name])
+        assert estimates.loc[name, "upper"] == pytest.approx(est.upper_bounds[name])
 
 
 def test_deep_link_at_the_root_opens_the_run(demo_config: Path) -> None:
@@ -268,6 +277,45 @@ def test_pages_of_a_features_only_model(features_only_config) -> None:  # type: 
     infos = " ".join(i.value for i in at.info)
     assert "The performance check does not apply: the contract declares no prediction" \
         in infos
+
+
+def test_pages_of_a_regressor_show_its_estimated_mae(tmp_path: Path, use_config) -> None:  # type: ignore[no-untyped-def]
+    """A regressor's estimated MAE and RMSE (DLE): on the model page beside the realized
+    ones over the windows (the shifted window has no labels, only the estimate), and on
+    the run page with their bands."""
+    from dashboards import data
+    from monitor.store.db import ensure_schema
+    from tests.regressor import MODEL as REGRESSOR
+    from tests.regressor import checked_regressor
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    ensure_schema(engine)
+    _, _, runs = checked_regressor(engine, tmp_path)
+    use_config(tmp_path / "monitor.yaml")
+    windows = data.model_history(REGRESSOR, None).windows
+    estimated = [r.performance.estimated for r in runs]
+    assert list(windows["estimated_mae"]) == [e.estimated_mae for e in estimated]
+    assert list(windows["estimated_mae_lower"]) == [e.lower_bound for e in estimated]
+    assert list(windows["estimated_rmse_upper"]) == [e.upper_bounds["rmse"]
+                                                     for e in estimated]
+    assert windows["mae"].notna().tolist() == [True, False]  # day 2 has no labels yet
+
+    at = open_page("model", model=REGRESSOR, days="all")
+    no_exception(at)
+    assert at.get("button_group")[0].value == "mae"  # the metric picker
+    titles = [str(c.proto.spec) for c in charts(at)]
+    assert any("mae: realized vs reference (dashed), estimated without labels" in t
+               for t in titles)
+    at = open_page("run", run=runs[-1].run_id)
+    no_exception(at)
+    shifted = estimated[-1]
+    assert metric(at, "Estimated MAE") == f"{shifted.estimated_mae:.4g}"
+    estimates = frame(at, "estimates").set_index("metric")
+    assert list(estimates.index) == ["mae", "rmse"]
+    assert estimates.loc["mae", "lower"] == pytest.approx(shifted.lower_bound)
+    assert estimates.loc["rmse", "reference"] == pytest.approx(
+        shifted.reference_metrics["rmse"])
+    assert estimates["realized"].isna().all()
 
 
 # --- overrides ----------------------------------------------------------------------------

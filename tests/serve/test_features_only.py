@@ -35,6 +35,8 @@ PREDICTION_SERIES = (
     "mqm_estimated_accuracy_sampling_error_ratio", "mqm_estimated_accuracy_lower_ratio",
     "mqm_estimated_accuracy_upper_ratio", "mqm_estimated_performance_metric",
     "mqm_estimated_performance_metric_sampling_error", "mqm_estimated_calibrated_classes",
+    "mqm_estimated_performance_metric_lower", "mqm_estimated_performance_metric_upper",
+    "mqm_estimated_performance_metric_drop",
 )
 
 

@@ -178,6 +178,14 @@ def test_values_equal_the_stored_run(sample) -> None:
     assert get("mqm_estimated_accuracy_sampling_error_ratio") == est["sampling_error"] > 0
     for name, estimate in est["metrics"].items():
         assert get("mqm_estimated_performance_metric", metric=name) == estimate, name
+        # Every estimate with its band: f1, precision, recall and roc_auc too, not only
+        # accuracy.
+        lower, upper = est["lower_bounds"][name], est["upper_bounds"][name]
+        assert get("mqm_estimated_performance_metric_lower", metric=name) == lower, name
+        assert get("mqm_estimated_performance_metric_upper", metric=name) == upper, name
+        assert lower is not None and lower < estimate < upper, name
+    assert get("mqm_estimated_performance_metric_drop", metric="accuracy") == est["drop"]
+    assert get("mqm_estimated_performance_metric", metric="mae") is None  # a classifier
     assert get("mqm_estimated_calibrated_classes") == len(est["calibrated"])
     assert get("mqm_labels_mature") == 1.0
     for name in ("accuracy", "f1", "roc_auc"):
@@ -529,11 +537,12 @@ def test_readme_metric_reference_matches_the_declarations() -> None:
 
 def test_declarations_follow_the_naming_rules() -> None:
     from monitor.checks import estimated_metrics
+    from monitor.checks.estimated_loss import ESTIMATED_LOSSES
     from monitor.checks.performance import CLASSIFICATION_METRICS, REGRESSION_METRICS
     from monitor.serve.metric_specs import ESTIMATED_METRICS
 
     assert PERFORMANCE_METRICS == CLASSIFICATION_METRICS + REGRESSION_METRICS
-    assert ESTIMATED_METRICS == estimated_metrics.ESTIMATED_METRICS
+    assert ESTIMATED_METRICS == estimated_metrics.ESTIMATED_METRICS + ESTIMATED_LOSSES
     names = [s.name for s in METRICS]
     assert len(names) == len(set(names))
     for spec in METRICS:
