@@ -35,6 +35,7 @@ __all__ = [
     "DriftConfig",
     "FallbackConfig",
     "ModelConfig",
+    "MultivariateConfig",
     "PerformanceConfig",
     "ScheduleConfig",
     "SchemaCheckConfig",
@@ -259,6 +260,46 @@ class DriftConfig(_Section):
     )
 
 
+class MultivariateConfig(_Section):
+    """Multivariate drift: a domain classifier (reference rows against the window's rows)
+    and, for the numerical features, PCA reconstruction error (NannyML's method). Catches
+    a change in how features move together that no column's own test can see."""
+
+    enabled: bool = Field(
+        False, description="Run the check. Off by default: it imports scikit-learn and "
+        "fits five gradient-boosting models per window (about a second at the default "
+        "sample, see bench/multivariate.py), and the reference profile keeps a row sample."
+    )
+    sample_rows: int = Field(
+        5000, ge=100, description="Rows per side: a uniform sample of the reference (kept "
+        "in its profile) and of the window (seeded by the window, so a rerun agrees)."
+    )
+    min_rows: int = Field(
+        200, ge=20, description="Fewer rows than this on either side: the section is "
+        "insufficient_data, never a verdict."
+    )
+    folds: int = Field(
+        5, ge=2, le=20, description="Cross-validation folds of the domain classifier."
+    )
+    auc_threshold: float = Field(
+        0.6, gt=0.5, lt=1, description="Cross-validated ROC AUC of the domain classifier "
+        "above which the window has drifted (0.5: the classifier cannot tell the window "
+        "from the reference)."
+    )
+    reconstruction: bool = Field(
+        True, description="Also judge the PCA reconstruction error of the numerical "
+        "features (standardized on the reference, components keeping 65% of the variance): "
+        "drift when the window's mean error leaves the reference's mean +- 3 sigma."
+    )
+    top_features: int = Field(
+        5, ge=1, le=50, description="Features reported by permutation importance (the "
+        "drop of the classifier's held-out AUC when a feature is shuffled)."
+    )
+    severity: Literal["warn", "critical"] = Field(
+        "warn", description="Status of a window with multivariate drift."
+    )
+
+
 class PerformanceConfig(_Section):
     """Accuracy decay: realized metrics on labelled rows against the reference set."""
 
@@ -411,6 +452,7 @@ class ModelConfig(_Section):
     )
     schema_check: SchemaCheckConfig = Field(default_factory=SchemaCheckConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
+    multivariate: MultivariateConfig = Field(default_factory=MultivariateConfig)
     performance: PerformanceConfig = Field(default_factory=PerformanceConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
     fallback: FallbackConfig = Field(default_factory=FallbackConfig)
