@@ -286,10 +286,14 @@ class MultivariateConfig(_Section):
         "above which the window has drifted (0.5: the classifier cannot tell the window "
         "from the reference)."
     )
-    reconstruction: bool = Field(
-        True, description="Also judge the PCA reconstruction error of the numerical "
-        "features (standardized on the reference, components keeping 65% of the variance): "
-        "drift when the window's mean error leaves the reference's mean +- 3 sigma."
+    reconstruction: Literal["off", "report", "judge"] = Field(
+        "report", description="PCA reconstruction error of the numerical features "
+        "(standardized on the reference, components keeping 65% of the variance), NannyML's "
+        "method. report: computed and shown with its band (the reference's mean +- 3 "
+        "sigma); judge: a window outside the band also has multivariate drift; off: not "
+        "computed. report by default: on the sample data a clean window left the band "
+        "(3.1 sigma) while the classifier's AUC stayed 0.506, and the classifier caught "
+        "every shifted window the band did."
     )
     top_features: int = Field(
         5, ge=1, le=50, description="Features reported by permutation importance (the "

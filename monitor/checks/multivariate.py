@@ -17,7 +17,8 @@ checks here look at the rows whole, on a bounded sample of each side:
 - **PCA reconstruction error** (NannyML's DataReconstructionDriftCalculator): the
   numerical features, imputed and standardized on the reference, are projected on the
   components keeping 65% of the reference's variance and back; the window's mean error
-  leaving the reference's mean +- 3 sigma is drift. Categorical features are left out
+  leaving the reference's mean +- 3 sigma is drift (when ``reconstruction: judge``; by
+  default it is reported, not judged). Categorical features are left out
   (one-hot dummies of rare values would dominate the standardized variance; the
   classifier covers categories). The reference's errors are measured on a half of its
   sample held out from the fit, so that a fit's own rows do not set a band too low, and
@@ -284,13 +285,13 @@ def check_multivariate(reference: MultivariateReference, current: pd.DataFrame, 
                        f"{config.auc_threshold}" + (f"; top features: {named}" if named else ""))
     recon: dict[str, Any] = {}
     numeric = [i for i, kind in enumerate(reference.kinds) if kind == "num"]
-    if config.reconstruction and len(numeric) >= 2:
+    if config.reconstruction != "off" and len(numeric) >= 2:
         error, mean, low, high, components = _reconstruction(ref[:, numeric], cur[:, numeric],
                                                              seed)
         recon = {"reconstruction_error": error, "reconstruction_reference": mean,
                  "reconstruction_lower": low, "reconstruction_upper": high,
                  "components": components}
-        if not low <= error <= high:
+        if config.reconstruction == "judge" and not low <= error <= high:
             reasons.append(f"PCA reconstruction error {error:.3f} outside the reference's "
                            f"{low:.3f}..{high:.3f} ({components} components)")
     return MultivariateResult(
