@@ -55,6 +55,8 @@ WINDOW_FIGURES = (
     ("performance", "estimated_accuracy_lower"), ("performance", "estimated_accuracy_upper"),
     ("service", "error_rate"), ("service", "latency_p50_ms"), ("service", "latency_p95_ms"),
     ("service", "latency_p99_ms"), ("service", "fallback_rate"),
+    ("multivariate", "auc"), ("multivariate", "auc_lower"), ("multivariate", "auc_upper"),
+    ("multivariate", "auc_threshold"),
 )
 PERFORMANCE_METRICS = ("accuracy", "f1", "roc_auc", "mae", "rmse")
 

@@ -28,6 +28,7 @@ def write_config(folder: Path, database_url: str, **model: object) -> Path:
         "reference": str(ROOT / "sample_data" / "reference.parquet"),
         "window": "1d", "min_rows": 500,
         "schema_check": {"warn_violation_rate": 0.005, "critical_violation_rate": 0.02},
+        "multivariate": {"enabled": True},
         **model,
     }
     path = folder / "monitor.yaml"

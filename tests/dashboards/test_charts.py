@@ -168,3 +168,22 @@ def test_the_estimate_has_its_band_under_the_lines(windows: pd.DataFrame) -> Non
         pytest.approx([0.06] * len(windows))
     # Without the bounds (runs stored before the band existed) the chart has no band.
     assert spec(charts.performance_chart(windows, "accuracy"))["layer"][0]["mark"] != "area"
+
+
+def test_multivariate_chart_draws_the_auc_its_interval_and_the_threshold(
+        windows: pd.DataFrame, marks: pd.DataFrame) -> None:
+    windows["auc"] = [0.50, 0.51, float("nan"), 0.55, 0.78, 0.80]
+    windows["auc_lower"] = windows["auc"] - 0.02
+    windows["auc_upper"] = windows["auc"] + 0.02
+    windows["auc_threshold"] = [0.6, 0.6, 0.6, 0.6, 0.7, 0.7]
+    chart = charts.multivariate_chart(windows, charts.domain_of(T0, T0 + 6 * DAY), marks)
+    out = spec(chart)
+    band, line, points, threshold = out["layer"][:4]
+    assert band["mark"]["type"] == "area" and band["encoding"]["y2"]["field"] == "auc_upper"
+    assert line["encoding"]["y"]["field"] == "auc"
+    assert threshold["mark"]["strokeDash"] == [5, 4]
+    # A window without the section (NaN) is left out of the line, not drawn at 0.
+    assert list(data_of(chart, 1)["auc"]) == [0.50, 0.51, 0.55, 0.78, 0.80]
+    assert list(data_of(chart, 3)["auc_threshold"]) == [0.6] * 4 + [0.7] * 2
+    assert "95% CI" in out["title"]["text"] if isinstance(out["title"], dict) \
+        else "95% CI" in out["title"]
