@@ -26,6 +26,7 @@ from monitor.results import (
     MultivariateResult,
     NotApplicable,
     PerformanceResult,
+    Section,
     ServiceResult,
     overall_status,
 )
@@ -198,7 +199,7 @@ def evaluate_window(
         return check_multivariate(sample, drift_frame, config=model_cfg.multivariate,
                                   seed=_seed(model.name, start))
 
-    sections = {"schema": schema_result, "drift": _section(drift),
+    sections: dict[str, Section] = {"schema": schema_result, "drift": _section(drift),
                 "performance": NotApplicable(FEATURES_ONLY) if features_only
                 else _section(performance),
                 "service": _section(service)}

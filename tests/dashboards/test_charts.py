@@ -178,7 +178,7 @@ def test_multivariate_chart_draws_the_auc_its_interval_and_the_threshold(
     windows["auc_threshold"] = [0.6, 0.6, 0.6, 0.6, 0.7, 0.7]
     chart = charts.multivariate_chart(windows, charts.domain_of(T0, T0 + 6 * DAY), marks)
     out = spec(chart)
-    band, line, points, threshold = out["layer"][:4]
+    band, line, _points, threshold = out["layer"][:4]
     assert band["mark"]["type"] == "area" and band["encoding"]["y2"]["field"] == "auc_upper"
     assert line["encoding"]["y"]["field"] == "auc"
     assert threshold["mark"]["strokeDash"] == [5, 4]
