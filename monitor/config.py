@@ -267,8 +267,9 @@ class MultivariateConfig(_Section):
 
     enabled: bool = Field(
         False, description="Run the check. Off by default: it imports scikit-learn and "
-        "fits five gradient-boosting models per window (about a second at the default "
-        "sample, see bench/multivariate.py), and the reference profile keeps a row sample."
+        "fits five gradient-boosting models per window (about 2 s with 25 features at the "
+        "default sample on 2 cores, see bench/multivariate.py), and the reference profile "
+        "keeps a row sample."
     )
     sample_rows: int = Field(
         5000, ge=100, description="Rows per side: a uniform sample of the reference (kept "

@@ -188,3 +188,20 @@ def test_result_round_trips_through_its_document() -> None:
 
     result = check_multivariate(reference(), frame(1000, -0.8, 2), config=CONFIG, seed=1)
     assert from_json(MultivariateResult, result.as_dict()) == result
+
+
+def test_large_samples_fit_on_a_bounded_draw_but_score_every_row(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above MAX_TRAIN_ROWS each fold's classifier fits on a draw of its training part;
+    every held-out row is still scored, so the interval stays as narrow."""
+    from monitor.checks import multivariate
+
+    ref, window = reference(1500), frame(1500, -0.5, 2)
+    whole = check_multivariate(ref, window, config=CONFIG, seed=4)
+    monkeypatch.setattr(multivariate, "MAX_TRAIN_ROWS", 400)
+    bounded = check_multivariate(ref, window, config=CONFIG, seed=4)
+    assert bounded.auc != whole.auc  # fitted on fewer rows
+    assert (bounded.rows_reference, bounded.rows_current) == (1500, 1500)
+    assert bounded.auc is not None and whole.auc is not None and bounded.auc > 0.7
+    width = bounded.auc_upper - bounded.auc_lower  # type: ignore[operator]
+    assert width == pytest.approx(whole.auc_upper - whole.auc_lower, rel=0.3)  # type: ignore[operator]
