@@ -120,6 +120,15 @@ def test_a_correlation_flip_passes_univariate_drift_and_warns_here(
     assert not [m for m in run_metrics_of(engine, stored[small.end].id)
                 if m.check == "multivariate"]
 
+    # The HTML report's table of sections has its line.
+    from monitor.run.report import _sections_table, _Verdict
+
+    rows = _sections_table(_Verdict(record=stored[flipped.end], run=flipped, schema=None,
+                                    reasons=()))
+    (line,) = [r for r in rows if r[0] == "multivariate"]
+    assert line[1] == "warn" and line[2].startswith(f"domain classifier AUC {section.auc:.4g}")
+    assert "top features: " in line[2] and "x1" in line[2] and "x2" in line[2]
+
     # One warning does not trip the flag (trip_after 2); the small window kept it off.
     assert not flag_document(engine, config, MODEL, T0 + 4 * DAY)["active"]
 
