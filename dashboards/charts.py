@@ -305,6 +305,36 @@ def performance_chart(windows: pd.DataFrame, metric: str, domain: Domain | None 
     return _finish(layers, marks, height=340, title=title)
 
 
+def multivariate_chart(windows: pd.DataFrame, domain: Domain | None = None,
+                       marks: pd.DataFrame | None = None) -> alt.LayerChart:
+    """The domain classifier's cross-validated AUC per window with its 95% interval (band),
+    against the threshold above which a window has multivariate drift (dashed)."""
+    data = windows[["window_start", "window_end", "auc", "auc_lower", "auc_upper",
+                    "auc_threshold"]].assign(window=_window_text(windows),
+                                             window_mid=_mid(windows))
+    measured = data.dropna(subset=["auc"])
+    x = _x_mid(domain)
+    y = alt.Y("auc:Q", title=None, scale=alt.Scale(zero=False))
+    band = alt.Chart(measured).mark_area(interpolate="monotone", opacity=0.2,
+                                         color="#00897b").encode(
+        x=x, y=alt.Y("auc_lower:Q", title=None, scale=alt.Scale(zero=False)),
+        y2="auc_upper:Q")
+    line = alt.Chart(measured).mark_line(interpolate="monotone", strokeWidth=2.5,
+                                         color="#00897b").encode(x=x, y=y)
+    points = alt.Chart(measured).mark_point(size=50, filled=True, color="#00897b").encode(
+        x=x, y=y, tooltip=_tips("window:N", alt.Tooltip("auc:Q", format=".3f", title="AUC"),
+                                alt.Tooltip("auc_lower:Q", format=".3f", title="95% CI low"),
+                                alt.Tooltip("auc_upper:Q", format=".3f", title="95% CI high"),
+                                alt.Tooltip("auc_threshold:Q", format=".2f",
+                                            title="threshold")))
+    threshold = alt.Chart(data.dropna(subset=["auc_threshold"])).mark_line(
+        interpolate="step-after", strokeDash=[5, 4], strokeWidth=2, color="#c62828").encode(
+        x=x, y=alt.Y("auc_threshold:Q", title=None))
+    return _finish([band, line, points, threshold], marks, height=260,
+                   title="Multivariate drift: domain classifier AUC (band: 95% CI; dashed: "
+                   "threshold; 0.5: the window looks like the reference)")
+
+
 def label_coverage_chart(windows: pd.DataFrame, min_coverage: float,
                          domain: Domain | None = None,
                          marks: pd.DataFrame | None = None) -> alt.LayerChart:

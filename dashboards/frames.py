@@ -70,6 +70,8 @@ WINDOW_FIGURES = (
       for part in ("", "_lower", "_upper")),
     ("service", "error_rate"), ("service", "latency_p50_ms"), ("service", "latency_p95_ms"),
     ("service", "latency_p99_ms"), ("service", "fallback_rate"),
+    ("multivariate", "auc"), ("multivariate", "auc_lower"), ("multivariate", "auc_upper"),
+    ("multivariate", "auc_threshold"),
 )
 PERFORMANCE_METRICS = ("accuracy", "f1", "roc_auc", "mae", "rmse")
 

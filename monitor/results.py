@@ -30,7 +30,9 @@ __all__ = [
     "EstimatedLossResult",
     "EstimatedResult",
     "FeatureDrift",
+    "FeatureImportance",
     "Metric",
+    "MultivariateResult",
     "NotApplicable",
     "PerformanceResult",
     "SchemaResult",
@@ -43,7 +45,7 @@ __all__ = [
     "segment_metrics",
 ]
 
-SECTIONS = ("schema", "drift", "performance", "service", "segments")
+SECTIONS = ("schema", "drift", "performance", "service", "segments", "multivariate")
 RUN_STATUSES = ("ok", "warn", "critical", "insufficient_data", "error")
 _RANK = {"ok": 0, "skipped": 0, "not_applicable": 0, "insufficient_data": 0, "warn": 1,
          "error": 2, "critical": 3}
@@ -406,8 +408,50 @@ class SegmentsResult:
         raise KeyError(f"{column}={value}")
 
 
+@dataclass(frozen=True)
+class FeatureImportance:
+    """How much the domain classifier's held-out ROC AUC drops when one feature is
+    shuffled (permutation importance, mean over repeats): what moved."""
+
+    feature: str
+    importance: float
+
+
+@dataclass(frozen=True)
+class MultivariateResult:
+    """Multivariate drift: a domain classifier telling the window's rows from the
+    reference's, and the PCA reconstruction error of the numerical features.
+
+    ``auc``: the classifier's cross-validated ROC AUC (mean over ``folds``), 0.5 when the
+    two cannot be told apart; ``auc_lower``..``auc_upper`` its 95% confidence interval
+    (DeLong variance per held-out fold). ``reconstruction_*``: the window's mean error,
+    the reference's (held out from the PCA fit) and its 3-sigma band for a mean over
+    ``rows_current`` rows; None when fewer than two numerical features or not asked.
+    """
+
+    rows_reference: int
+    rows_current: int
+    features: tuple[str, ...]
+    status: Literal["ok", "warn", "critical", "insufficient_data"]
+    reasons: tuple[str, ...]
+    auc: float | None = None
+    auc_lower: float | None = None
+    auc_upper: float | None = None
+    auc_threshold: float | None = None
+    folds: int = 0
+    top_features: tuple[FeatureImportance, ...] = ()
+    reconstruction_error: float | None = None
+    reconstruction_reference: float | None = None
+    reconstruction_lower: float | None = None
+    reconstruction_upper: float | None = None
+    components: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 Section = (SchemaResult | DriftResult | PerformanceResult | ServiceResult | SegmentsResult
-           | ErrorSection | NotApplicable)
+           | MultivariateResult | ErrorSection | NotApplicable)
 
 
 # --- the run ----------------------------------------------------------------------------
@@ -484,6 +528,7 @@ class CheckRun:
     run_id: int | None = None
     recomputes: int | None = None
     segments: SegmentsResult | ErrorSection | None = None
+    multivariate: MultivariateResult | ErrorSection | None = None
 
     @property
     def sections(self) -> dict[str, Section]:
@@ -521,7 +566,8 @@ class CheckRun:
         window = data.get("window") or {}
         checks = data.get("checks") or {}
         kinds: dict[str, type] = {"schema": SchemaResult, "drift": DriftResult,
-                                  "performance": PerformanceResult, "service": ServiceResult}
+                                  "performance": PerformanceResult, "service": ServiceResult,
+                                  "multivariate": MultivariateResult}
         sections: dict[str, Any] = {}
         for name, kind in kinds.items():
             raw = checks.get(name)
@@ -607,6 +653,7 @@ class CheckRun:
         segments = self.section("segments")
         if isinstance(segments, SegmentsResult):
             out += segment_metrics(segments)
+        out += _multivariate_metrics(self.section("multivariate"))
         return out
 
 
@@ -639,4 +686,19 @@ def segment_metrics(segments: SegmentsResult) -> list[Metric]:
             if isinstance(est, EstimatedResult) and est.estimated_accuracy is not None:
                 out.append(Metric("segments", "estimated_accuracy", est.estimated_accuracy,
                                   key))
+    return out
+
+
+def _multivariate_metrics(section: Section | None) -> list[Metric]:
+    """The domain classifier's AUC with its interval and threshold, the reconstruction
+    error with its band, and each top feature's importance."""
+    if not isinstance(section, MultivariateResult) or section.status == "insufficient_data":
+        return []
+    out = [Metric("multivariate", name, getattr(section, name)) for name in (
+        "auc", "auc_lower", "auc_upper", "auc_threshold")]
+    if section.reconstruction_error is not None:
+        out += [Metric("multivariate", name, getattr(section, name)) for name in (
+            "reconstruction_error", "reconstruction_lower", "reconstruction_upper")]
+    out += [Metric("multivariate", "importance", f.importance, f.feature)
+            for f in section.top_features]
     return out

@@ -77,6 +77,8 @@ else:
         st.caption(f"{len(w)} windows grouped into columns of up to {cells['windows'].max()}: "
                    "a cell's colour is its most drifted window's; its null-rate change and "
                    "unseen share are its newest window's.")
+if w["auc"].notna().any():  # multivariate.enabled: the windows' rows taken together
+    st.altair_chart(charts.multivariate_chart(w, domain, marks), width="stretch")
 
 if view.segments is not None and not view.segments.empty:
     st.subheader("Segments")
@@ -150,7 +152,7 @@ if button_col.button("Open run", key="open_run", type="primary"):
 table = newest_first.assign(window_end=newest_first["window_end"].map(nav.utc_text))
 st.dataframe(
     table, hide_index=True, width="stretch", key="windows",
-    column_order=["window_end", "status", "rows", "share_drifted", "violation_rate",
+    column_order=["window_end", "status", "rows", "share_drifted", "auc", "violation_rate",
                   *(("mae", "estimated_mae") if view.task == "regression"
                     else ("accuracy", "estimated_accuracy")), "label_coverage",
                   "latency_p99_ms",
@@ -159,6 +161,7 @@ st.dataframe(
         "window_end": "window end",
         "rows": st.column_config.NumberColumn("rows", format="localized"),
         "share_drifted": st.column_config.NumberColumn("drifted share", format="percent"),
+        "auc": st.column_config.NumberColumn("multivariate AUC", format="%.3f"),
         "violation_rate": st.column_config.NumberColumn("schema violations",
                                                         format="percent"),
         "accuracy": st.column_config.NumberColumn("accuracy", format="%.3f"),

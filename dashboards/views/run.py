@@ -13,6 +13,7 @@ from monitor.results import (
     ErrorSection,
     EstimatedLossResult,
     EstimatedResult,
+    MultivariateResult,
     NotApplicable,
     PerformanceResult,
     SchemaResult,
@@ -92,7 +93,8 @@ def shown(section: object, name: str) -> bool:
     return True
 
 
-tabs = st.tabs(["Drift", "Schema", "Performance", "Service", "Segments", "Report"])
+tabs = st.tabs(["Drift", "Schema", "Performance", "Service", "Segments", "Multivariate",
+               "Report"])
 
 with tabs[0]:
     drift = run.drift
@@ -264,6 +266,40 @@ with tabs[4]:
                 f"{n} values of {c}" for c, n in folded.items()))
 
 with tabs[5]:
+    multivariate = run.multivariate
+    if multivariate is None:
+        st.info("This run has no multivariate section (multivariate.enabled is off).")
+    elif shown(multivariate, "multivariate") and isinstance(multivariate, MultivariateResult):
+        cols = st.columns(4)
+        cols[0].metric("Status", multivariate.status)
+        if multivariate.auc is None:
+            st.info("Not judged: " + "; ".join(multivariate.reasons))
+        else:
+            cols[1].metric("Domain classifier AUC", f"{multivariate.auc:.3f}",
+                           help=f"95% CI {multivariate.auc_lower:.3f} .. "
+                           f"{multivariate.auc_upper:.3f}, {multivariate.folds}-fold "
+                           "cross-validated; 0.5: the window looks like the reference")
+            cols[2].metric("AUC threshold", f"{multivariate.auc_threshold}")
+            error = multivariate.reconstruction_error
+            cols[3].metric("PCA reconstruction error",
+                           "n/a" if error is None else f"{error:.3f}",
+                           help=None if error is None else
+                           f"reference band {multivariate.reconstruction_lower:.3f} .. "
+                           f"{multivariate.reconstruction_upper:.3f} (mean +- 3 sigma), "
+                           f"{multivariate.components} components")
+            st.caption(f"95% CI {multivariate.auc_lower:.3f} .. {multivariate.auc_upper:.3f}; "
+                       f"{multivariate.rows_current:,} window rows against "
+                       f"{multivariate.rows_reference:,} reference rows.")
+            if multivariate.top_features:
+                st.markdown("**What moved** (permutation importance: the drop of the "
+                            "held-out AUC when the feature is shuffled)")
+                st.dataframe(pd.DataFrame([{"feature": f.feature, "importance": f.importance}
+                                           for f in multivariate.top_features]),
+                             hide_index=True, width="stretch", key="top_features",
+                             column_config={"importance": st.column_config.NumberColumn(
+                                 format="%.4f")})
+
+with tabs[6]:
     st.markdown("The Evidently report of this window (drift, and classification or "
                 "regression quality on the labelled rows), computed on a bounded sample. "
                 "It takes a few seconds.")

@@ -68,7 +68,7 @@ def _one_thread() -> Any:
     ingest, and on this project's 2-CPU machine, busy, two threads fitted 5x slower than
     one (100,000 rows: 19 s against 3.7 s) and predicted 2x slower (spinning at barriers)."""
     # threadpoolctl is a requirement of scikit-learn, so it is there wherever the fit is.
-    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+    from threadpoolctl import threadpool_limits
 
     return threadpool_limits(limits=1, user_api="openmp")
 

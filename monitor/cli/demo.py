@@ -42,7 +42,8 @@ def run_demo(
     echo("")
     echo(f"checking each {_human(model_cfg.window)} window from {first:%Y-%m-%d} to "
          f"{last:%Y-%m-%d} (schema, drift, accuracy with late labels, estimated accuracy, "
-         "service health):")
+         "service health" + (", multivariate drift" if model_cfg.multivariate.enabled else "")
+         + "):")
     return backfill(engine, config, DEMO_MODEL, first, last + timedelta(microseconds=1))
 
 

@@ -14,6 +14,7 @@ from monitor.results import (
     ErrorSection,
     EstimatedLossResult,
     EstimatedResult,
+    MultivariateResult,
     NotApplicable,
     PerformanceResult,
     SchemaResult,
@@ -143,6 +144,8 @@ def print_run(run: CheckRun) -> None:
                           f"{_ms(sec.latency_p99_ms)} ms")
         elif isinstance(sec, SegmentsResult):
             _print_segments(name, sec)
+        elif isinstance(sec, MultivariateResult):
+            _section_line(name, sec.status, multivariate_summary(sec))
     for reason in run.reasons[:8]:
         click.echo(f"  why: {_readable(reason)}")
 
@@ -180,6 +183,20 @@ def print_segment_timeline(runs: list[CheckRun]) -> None:
     click.echo("  per segment, one mark per window (. ok, W warn, C critical, - too few rows):")
     for key, seen in order.items():
         click.echo(f"  {key[:30]:<31}" + "".join(seen.get(i, " ") for i in range(len(runs))))
+def multivariate_summary(sec: MultivariateResult) -> str:
+    """The domain classifier's AUC with its interval and threshold, the reconstruction
+    error against its band, and what moved; or why it could not judge."""
+    if sec.auc is None:
+        return "; ".join(sec.reasons) or "not judged"
+    text = (f"AUC {sec.auc:.3f} (95% CI {_ratio(sec.auc_lower)}-{_ratio(sec.auc_upper)}, "
+            f"threshold {_num(sec.auc_threshold)}) on {sec.rows_current} vs "
+            f"{sec.rows_reference} rows")
+    if sec.reconstruction_error is not None:
+        text += (f"  PCA error {sec.reconstruction_error:.3f} (band "
+                 f"{_num(sec.reconstruction_lower)}..{_num(sec.reconstruction_upper)})")
+    if sec.top_features:
+        text += "  top: " + ", ".join(f.feature for f in sec.top_features[:3])
+    return text
 
 
 def _task(runs: list[CheckRun]) -> str:
@@ -201,8 +218,11 @@ def print_timeline(runs: list[CheckRun]) -> None:
     if task == "features":
         _features_timeline(runs)
         return
+    # The domain classifier's AUC, only when some run has the (opt-in) section.
+    auc_column = any(run.multivariate is not None for run in runs)
     click.echo(f"  {'window end (UTC)':<18}{'rows':>7}{'schema':>9}{'drifted':>9}"
-               f"{first:>10}{second:>10}{'labels':>8}  {'status':<{_STATUS}}why")
+               + (f"{'mv auc':>8}" if auc_column else "")
+               + f"{first:>10}{second:>10}{'labels':>8}  {'status':<{_STATUS}}why")
     for run in runs:
         schema, drift, perf = run.section("schema"), run.section("drift"), run.section(
             "performance")
@@ -222,9 +242,15 @@ def print_timeline(runs: list[CheckRun]) -> None:
             f"  {run.end:%Y-%m-%d %H:%M}  {run.rows:>7}"
             f"{fmt(schema.violation_rate if isinstance(schema, SchemaResult) else None):>9}"
             f"{fmt(drift.share_drifted if isinstance(drift, DriftResult) else None):>9}"
-            f"{shown[0]:>10}{shown[1]:>10}"
+            + (f"{_auc(run):>8}" if auc_column else "")
+            + f"{shown[0]:>10}{shown[1]:>10}"
             f"{fmt(coverage):>8}  {run.status:<{_STATUS}}{why[:90]}"
         )
+
+
+def _auc(run: CheckRun) -> str:
+    sec = run.section("multivariate")
+    return _ratio(sec.auc) if isinstance(sec, MultivariateResult) else "-"
 
 
 def _features_timeline(runs: list[CheckRun]) -> None:

@@ -1,6 +1,6 @@
 """One full check run over a window: schema, drift, performance (realized and estimated),
-service health. Each check runs on its own; one that fails is recorded as an error
-section and the others still run.
+service health, and multivariate drift when enabled. Each check runs on its own; one that
+fails is recorded as an error section and the others still run.
 
 Windows up to ``drift.max_exact_rows`` rows are read whole and every figure is exact.
 Larger windows are read in chunks with bounded memory: the schema check, row and
@@ -26,6 +26,7 @@ from monitor.results import (
     CheckRun,
     DriftResult,
     ErrorSection,
+    MultivariateResult,
     NotApplicable,
     PerformanceResult,
     Section,
@@ -211,6 +212,14 @@ def evaluate_window(
         return _segments(model, parts, schema_acc, drift_frame, perf, prob_frame,
                          _concat(answered_parts).astype(bool), need_reference(),
                          end=end, now=now)
+    def multivariate() -> MultivariateResult:
+        from monitor.checks.multivariate import check_multivariate
+
+        sample = need_reference().multivariate
+        if sample is None:
+            raise RuntimeError("the reference profile holds no row sample")
+        return check_multivariate(sample, drift_frame, config=model_cfg.multivariate,
+                                  seed=_seed(model.name, start))
 
     sections: dict[str, Section] = {"schema": schema_result, "drift": _section(drift),
                 "performance": NotApplicable(FEATURES_ONLY) if features_only
@@ -218,6 +227,8 @@ def evaluate_window(
                 "service": _section(service)}
     if seg_cfg.columns:
         sections["segments"] = _section(segments)
+    if model_cfg.multivariate.enabled:
+        sections["multivariate"] = _section(multivariate)
     status = overall_status(sections.values(), rows, model_cfg.min_rows)
     reasons: list[str] = []
     if status == "insufficient_data":
@@ -235,6 +246,7 @@ def evaluate_window(
         performance=sections["performance"],  # type: ignore[arg-type]
         service=sections["service"],  # type: ignore[arg-type]
         segments=sections.get("segments"),  # type: ignore[arg-type]
+        multivariate=sections.get("multivariate"),  # type: ignore[arg-type]
         sampled=sampled, sample_rows=len(drift_frame) if sampled else None,
     )
 

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from monitor.checks.drift import ReferenceProfile
     from monitor.checks.estimated import AccuracyEstimator
     from monitor.checks.estimated_loss import LossEstimator
+    from monitor.checks.multivariate import MultivariateReference
     from monitor.config import ModelConfig
     from monitor.store.db import Engine
 
@@ -56,6 +57,8 @@ class ReferenceData:
     # Regressors: the loss models of the estimated MAE and RMSE (estimator_error says why
     # there are none).
     loss_estimator: LossEstimator | None = None
+    # A row sample for the multivariate check; None unless multivariate.enabled.
+    multivariate: MultivariateReference | None = None
 
 
 def drift_columns(schema: ModelSchema) -> dict[str, Literal["num", "cat"]]:
@@ -92,15 +95,17 @@ def reference_probabilities(frame: pd.DataFrame, schema: ModelSchema) -> pd.Data
 def profile_key(model_cfg: ModelConfig, schema: ModelSchema, version: str) -> str:
     """What a reference profile depends on, hashed: the file's content hash, the contract,
     the calibration rule and the profile's format (a regressor's: and the scikit-learn
-    version)."""
-    parts: list[str | int] = [PROFILE_FORMAT, version, schema.model_dump_json(),
-                              model_cfg.performance.estimated_calibration]
+    version; with multivariate.enabled: its sample size)."""
+    parts: list[Any] = [PROFILE_FORMAT, version, schema.model_dump_json(),
+                        model_cfg.performance.estimated_calibration]
     if schema.task == "regression":
         # The loss models are pickled scikit-learn objects: a profile pickled by another
         # scikit-learn version is never unpickled, but built again.
         from importlib.metadata import version as installed
 
         parts.append(f"scikit-learn {installed('scikit-learn')}")
+    if model_cfg.multivariate.enabled:  # off: the key (and profile) of before
+        parts.append(["multivariate", model_cfg.multivariate.sample_rows])
     payload = json.dumps(parts)
     return hashlib.sha256(payload.encode()).hexdigest()
 
@@ -121,9 +126,14 @@ def encode_profile(data: ReferenceData) -> bytes:
     if data.loss_estimator is not None:
         loss, loss_arrays = data.loss_estimator.to_parts()
         arrays |= {f"loss/{k}": v for k, v in loss_arrays.items()}
+    multivariate = None
+    if data.multivariate is not None:
+        multivariate, mv_arrays = data.multivariate.to_parts()
+        arrays |= {f"multivariate/{k}": v for k, v in mv_arrays.items()}
     meta = {"version": data.version, "rows": data.rows, "drift": drift_meta,
             "metrics": data.metrics, "estimator": estimator,
-            "estimator_error": data.estimator_error, "loss_estimator": loss}
+            "estimator_error": data.estimator_error, "loss_estimator": loss,
+            "multivariate": multivariate}
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     out = io.BytesIO()
     np.savez(out, allow_pickle=False, **arrays)
@@ -143,6 +153,7 @@ def _decode(blob: bytes) -> ReferenceData:
 
     from monitor.checks.drift import ReferenceProfile
     from monitor.checks.estimated import AccuracyEstimator
+    from monitor.checks.multivariate import MultivariateReference
 
     with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
         arrays = {name: npz[name] for name in npz.files}
@@ -158,11 +169,15 @@ def _decode(blob: bytes) -> ReferenceData:
         from monitor.checks.estimated_loss import LossEstimator
 
         loss = LossEstimator.from_parts(meta["loss_estimator"], part("loss/"))
+    multivariate = (None if meta.get("multivariate") is None else
+                    MultivariateReference.from_parts(meta["multivariate"],
+                                                     part("multivariate/")))
     return ReferenceData(
         version=meta["version"], rows=meta["rows"],
         drift_profile=ReferenceProfile.from_parts(meta["drift"], part("drift/")),
         metrics=meta["metrics"], estimator=estimator,
-        estimator_error=meta["estimator_error"], loss_estimator=loss)
+        estimator_error=meta["estimator_error"], loss_estimator=loss,
+        multivariate=multivariate)
 
 
 def _stored(engine: Engine, key: str) -> tuple[ReferenceData | None, bool]:
@@ -259,4 +274,20 @@ def _build(model_cfg: ModelConfig, schema: ModelSchema, version: str) -> Referen
     return ReferenceData(
         version=version, rows=len(frame), drift_profile=profile, metrics=metrics,
         estimator=estimator, estimator_error=estimator_error, loss_estimator=loss_estimator,
+        multivariate=_multivariate_reference(model_cfg, schema, frame, version),
     )
+
+
+def _multivariate_reference(model_cfg: ModelConfig, schema: ModelSchema, frame: pd.DataFrame,
+                            version: str) -> MultivariateReference | None:
+    """The reference's row sample for the multivariate check, when it is enabled: the
+    contract's features (not the prediction, a function of them)."""
+    if not model_cfg.multivariate.enabled:
+        return None
+    from monitor.checks.multivariate import MultivariateReference, reference_seed
+
+    pred = schema.prediction_column
+    kinds = {c: k for c, k in drift_columns(schema).items() if c != pred}
+    return MultivariateReference.build(frame, kinds,
+                                       sample_rows=model_cfg.multivariate.sample_rows,
+                                       seed=reference_seed(version))

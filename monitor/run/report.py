@@ -26,6 +26,7 @@ from monitor.results import (
     ErrorSection,
     EstimatedLossResult,
     EstimatedResult,
+    MultivariateResult,
     NotApplicable,
     PerformanceResult,
     SchemaResult,
@@ -361,6 +362,12 @@ def _sections_table(verdict: _Verdict) -> list[list[str]]:
             rows.append([name, sec.status, f"errors {_pct(sec.error_rate)}; latency p50/p95/"
                          f"p99 {_num(sec.latency_p50_ms)}/{_num(sec.latency_p95_ms)}/"
                          f"{_num(sec.latency_p99_ms)} ms"])
+        elif isinstance(sec, MultivariateResult):
+            rows.append([name, sec.status, "; ".join(sec.reasons) if sec.auc is None else
+                         f"domain classifier AUC {_num(sec.auc)} (95% CI {_num(sec.auc_lower)}"
+                         f"-{_num(sec.auc_upper)}, threshold {_num(sec.auc_threshold)}); top "
+                         "features: " + (", ".join(f.feature for f in sec.top_features)
+                                         or "none")])
     return rows
 
 

@@ -67,8 +67,8 @@ METRICS: tuple[MetricSpec, ...] = (
                "Status of the latest check run: 1 for its status, 0 for the others "
                "(ok, warn, critical, insufficient_data, error)."),
     MetricSpec("mqm_check_status", "gauge", (*_RUN, "check", "status"), "1 or 0",
-               "Status of each section (schema, drift, performance, service, segments) of "
-               "the latest "
+               "Status of each section (schema, drift, performance, service, segments and "
+               "multivariate when configured) of the latest "
                "run: 1 for its status, 0 for the others (ok, warn, critical, skipped, "
                "not_applicable, insufficient_data, error); performance is not_applicable "
                "for a features-only model."),
@@ -193,6 +193,28 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("mqm_segment_labels_dropped", "gauge", _MODEL, "segments",
                "Segments of the latest run left out of the per-segment series (beyond "
                "serve.max_segment_labels)."),
+    # multivariate (when multivariate.enabled)
+    MetricSpec("mqm_multivariate_auc", "gauge", _RUN, "ratio",
+               "Cross-validated ROC AUC of the domain classifier telling the window's rows "
+               "from the reference's (0.5: indistinguishable)."),
+    MetricSpec("mqm_multivariate_auc_lower", "gauge", _RUN, "ratio",
+               "Lower bound of the AUC's 95% confidence interval (DeLong)."),
+    MetricSpec("mqm_multivariate_auc_upper", "gauge", _RUN, "ratio",
+               "Upper bound of the AUC's 95% confidence interval (DeLong)."),
+    MetricSpec("mqm_multivariate_auc_threshold", "gauge", _RUN, "ratio",
+               "AUC above which the window has multivariate drift "
+               "(multivariate.auc_threshold)."),
+    MetricSpec("mqm_multivariate_reconstruction_error", "gauge", _RUN, "standard deviations",
+               "Mean PCA reconstruction error of the window's numerical features, "
+               "standardized on the reference; absent with fewer than two."),
+    MetricSpec("mqm_multivariate_reconstruction_lower", "gauge", _RUN, "standard deviations",
+               "Lower bound of the reference's band (its mean error - 3 sigma)."),
+    MetricSpec("mqm_multivariate_reconstruction_upper", "gauge", _RUN, "standard deviations",
+               "Upper bound of the reference's band (its mean error + 3 sigma)."),
+    MetricSpec("mqm_multivariate_feature_importance", "gauge", _FEATURE, "ratio",
+               "Drop of the domain classifier's held-out AUC when the feature is shuffled "
+               "(permutation importance), for the top features "
+               "(multivariate.top_features) only."),
     # Store-level state, per model.
     MetricSpec("mqm_runs_total", "counter", (*_MODEL, "status"), "runs",
                "Check runs stored, by status (counted in the store; pruning runs lowers "

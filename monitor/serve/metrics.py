@@ -65,6 +65,7 @@ from monitor.results import (
     DriftResult,
     EstimatedLossResult,
     EstimatedResult,
+    MultivariateResult,
     PerformanceResult,
     SchemaResult,
     SegmentsResult,
@@ -345,6 +346,14 @@ def _run_samples(out: _ModelSamples, run: CheckRun, base: tuple[str, str],
         out.put("mqm_error_ratio", base, service.error_rate)
         out.put("mqm_throughput_requests_per_second", base, service.throughput_per_s)
         out.put("mqm_fallback_answer_ratio", base, service.fallback_rate)
+
+    multivariate = run.section("multivariate")
+    if isinstance(multivariate, MultivariateResult) and multivariate.auc is not None:
+        for name in ("auc", "auc_lower", "auc_upper", "auc_threshold",
+                     "reconstruction_error", "reconstruction_lower", "reconstruction_upper"):
+            out.put(f"mqm_multivariate_{name}", base, getattr(multivariate, name))
+        for imp in multivariate.top_features:
+            feature("mqm_multivariate_feature_importance", imp.feature, imp.importance)
     return seen
 
 

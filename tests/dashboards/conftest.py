@@ -29,6 +29,7 @@ def write_config(folder: Path, database_url: str, **model: object) -> Path:
         "window": "1d", "min_rows": 500,
         "schema_check": {"warn_violation_rate": 0.005, "critical_violation_rate": 0.02},
         "segments": {"columns": ["home_ownership", "model_version"]},
+        "multivariate": {"enabled": True},
         **model,
     }
     path = folder / "monitor.yaml"

@@ -186,6 +186,8 @@ def test_segment_strip_puts_the_worst_segments_on_top() -> None:
     assert y["field"] == "segment" and y["sort"] == ["a=y", "a=x"]
     assert out["layer"][0]["encoding"]["color"]["scale"]["domain"][:3] == [
         "ok", "warn", "critical"]
+
+
 def test_a_regressors_estimated_mae_is_drawn_with_its_band(windows: pd.DataFrame) -> None:
     """Estimated vs realized MAE over windows: the estimate where labels are missing too,
     its band under the lines; a metric without an estimate keeps the plain chart."""
@@ -201,3 +203,22 @@ def test_a_regressors_estimated_mae_is_drawn_with_its_band(windows: pd.DataFrame
     assert list(long.loc[long["series"] == "estimated", "value"]) == list(estimated)
     assert "estimated without labels" in str(out["title"])
     assert spec(charts.performance_chart(banded, "rmse"))["layer"][0]["mark"] != "area"
+
+
+def test_multivariate_chart_draws_the_auc_its_interval_and_the_threshold(
+        windows: pd.DataFrame, marks: pd.DataFrame) -> None:
+    windows["auc"] = [0.50, 0.51, float("nan"), 0.55, 0.78, 0.80]
+    windows["auc_lower"] = windows["auc"] - 0.02
+    windows["auc_upper"] = windows["auc"] + 0.02
+    windows["auc_threshold"] = [0.6, 0.6, 0.6, 0.6, 0.7, 0.7]
+    chart = charts.multivariate_chart(windows, charts.domain_of(T0, T0 + 6 * DAY), marks)
+    out = spec(chart)
+    band, line, _points, threshold = out["layer"][:4]
+    assert band["mark"]["type"] == "area" and band["encoding"]["y2"]["field"] == "auc_upper"
+    assert line["encoding"]["y"]["field"] == "auc"
+    assert threshold["mark"]["strokeDash"] == [5, 4]
+    # A window without the section (NaN) is left out of the line, not drawn at 0.
+    assert list(data_of(chart, 1)["auc"]) == [0.50, 0.51, 0.55, 0.78, 0.80]
+    assert list(data_of(chart, 3)["auc_threshold"]) == [0.6] * 4 + [0.7] * 2
+    assert "95% CI" in out["title"]["text"] if isinstance(out["title"], dict) \
+        else "95% CI" in out["title"]

@@ -209,6 +209,8 @@ def test_segment_cells_keep_each_buckets_worst_status() -> None:
     assert cells.loc[(runs[3].window_end, "home=OTHER"), "status"] == "insufficient_data"
     assert len(cells) == 3
     assert frames.segment_cells([], [], []).empty
+
+
 def test_estimated_table_lists_every_estimate_with_its_band() -> None:
     from monitor.results import EstimatedLossResult, EstimatedResult
 

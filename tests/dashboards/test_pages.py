@@ -55,6 +55,7 @@ _COLUMNS = {  # a table by the columns it has (a read-only dataframe keeps no ke
     "features": {"feature", "method", "score"},
     "schema_columns": {"column", "examples"},
     "metrics": {"metric", "reference"},
+    "top_features": {"feature", "importance"},
     "events": {"event", "kind"},
     "segments": {"segment", "reference", "drifted share"},
     "estimates": {"metric", "estimated", "lower", "upper", "realized"},
@@ -114,10 +115,17 @@ def test_model_page_shows_each_window_as_stored(demo_config: Path) -> None:
     assert shown["2026-10-12 00:00 UTC"] == "critical"
     assert metric(at, "Critical windows") == str(sum(r.status == "critical" for r in runs))
     assert metric(at, "Fallback flag") == "ON"
-    # status, drift share, heat-map, segments, accuracy, coverage, schema, latency, errors
-    assert len(charts(at)) == 9
-    strip = charts(at)[3].proto.spec
+    # status, drift share, heat-map, multivariate AUC, segments, accuracy, coverage, schema,
+    # latency, errors
+    assert len(charts(at)) == 10
+    strip = charts(at)[4].proto.spec
     assert "Status per segment" in str(strip)
+    auc = next(c for c in charts(at) if "Multivariate drift" in str(c.spec))
+    assert "auc_threshold" in str(auc.spec)
+    shown_auc = dict(zip(table["window_end"], table["auc"], strict=True))
+    for run in runs:
+        section = get_run(engine, run.id).run.multivariate
+        assert shown_auc[f"{run.window_end:%Y-%m-%d %H:%M} UTC"] == pytest.approx(section.auc)
     assert at.query_params["model"] == MODEL and at.query_params["days"] == "all"
 
 
@@ -175,6 +183,14 @@ def test_run_page_shows_the_run_as_stored(demo_config: Path) -> None:
         assert estimates.loc[name, "estimated"] == pytest.approx(value)
         assert estimates.loc[name, "lower"] == pytest.approx(est.lower_bounds[name])
         assert estimates.loc[name, "upper"] == pytest.approx(est.upper_bounds[name])
+    # The multivariate tab: the AUC, its threshold and what moved, as stored.
+    section = run.multivariate
+    assert metric(at, "Domain classifier AUC") == f"{section.auc:.3f}"
+    assert metric(at, "AUC threshold") == "0.6"
+    top = frame(at, "top_features")
+    assert list(top["feature"]) == [f.feature for f in section.top_features]
+    assert list(top["importance"]) == pytest.approx([f.importance for f in section.top_features])
+    assert section.auc > 0.6 and top["feature"].iloc[0] == "annual_income"
 
 
 def test_deep_link_at_the_root_opens_the_run(demo_config: Path) -> None:

@@ -622,3 +622,36 @@ def test_retention_is_exported_from_the_store(engine: sa.Engine, tmp_path: Path)
     assert value(registry, "mqm_retention_deleted_rows_total", model="quiet",
                  table="inference_logs") == 0
     assert value(registry, "mqm_retention_horizon_timestamp_seconds", model="quiet") is None
+
+
+def test_multivariate_figures_equal_the_stored_section(sample, tmp_path: Path) -> None:
+    from monitor.results import MultivariateResult
+
+    engine, _ = sample
+    cfg = write_config(tmp_path, f"sqlite:///{tmp_path / 'store.db'}",
+                       {M: {"min_rows": 500, "multivariate": {"enabled": True}}})
+    run = run_check(engine, cfg, M, at=DRIFTED, now=LATER)
+    assert run is not None
+    section = run.multivariate
+    assert isinstance(section, MultivariateResult) and section.auc is not None
+    registry = build_registry(engine, cfg, clock=lambda: LATER)
+    labels = {"model": M, "version": "1.4.0"}
+    assert value(registry, "mqm_check_status", **labels, check="multivariate",
+                 status=section.status) == 1.0
+    for name in ("auc", "auc_lower", "auc_upper", "auc_threshold", "reconstruction_error",
+                 "reconstruction_lower", "reconstruction_upper"):
+        assert value(registry, f"mqm_multivariate_{name}", **labels) == pytest.approx(
+            getattr(section, name)), name
+    assert value(registry, "mqm_multivariate_auc_threshold", **labels) == 0.6
+    importances = {f.feature: f.importance for f in section.top_features}
+    assert importances and label_values(
+        registry, "mqm_multivariate_feature_importance", "feature") == set(importances)
+    for feature, importance in importances.items():
+        assert value(registry, "mqm_multivariate_feature_importance", **labels,
+                     feature=feature) == pytest.approx(importance)
+
+    # Without the section (multivariate off) no series at all.
+    plain = write_config(tmp_path, f"sqlite:///{tmp_path / 'store.db'}", {M: {"min_rows": 500}})
+    run_check(engine, plain, M, at=DRIFTED, now=LATER)
+    registry = build_registry(engine, plain, clock=lambda: LATER)
+    assert value(registry, "mqm_multivariate_auc", **labels) is None
