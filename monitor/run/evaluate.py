@@ -26,6 +26,7 @@ from monitor.results import (
     NotApplicable,
     PerformanceResult,
     ServiceResult,
+    VersionsResult,
     overall_status,
 )
 from monitor.run.model import ResolvedModel
@@ -116,6 +117,12 @@ def evaluate_window(
     drift_parts: list[pd.DataFrame] = []
     perf_parts: list[pd.DataFrame] = []
     prob_parts: list[pd.DataFrame] = []
+    from monitor.checks.versions import VersionCodes, VersionRows
+
+    version_codes = VersionCodes()
+    code_parts: list[np.ndarray] = []  # every row's version, then the drift and answered rows'
+    drift_code_parts: list[np.ndarray] = []
+    answered_code_parts: list[np.ndarray] = []
     fallback_counts: Counter[str] | None = Counter() if model.counts_fallbacks else None
     rng = np.random.default_rng(_seed(model.name, start))
     chunks = source.iter_chunks(start, end, CHUNK_ROWS) if sampled else iter(
@@ -130,19 +137,26 @@ def evaluate_window(
         if fallback_counts is not None and window.fallback_reasons is not None:
             # "" counts the rows the model answered itself.
             fallback_counts.update(window.fallback_reasons.fillna("").value_counts().to_dict())
+        codes = version_codes.codes(window.meta["model_version"])
+        code_parts.append(codes)
         drift_part = _drift_frame(window, schema)
         if sampled:
             # Bernoulli sample: uniform over the window whatever the chunk order.
             keep = rng.random(len(drift_part)) < limit / rows
             drift_part = drift_part[keep]
         drift_parts.append(drift_part)
+        drift_code_parts.append(codes[keep] if sampled else codes)
         if features_only:
             continue
         perf_part, prob_part = _perf_frames(window)
+        model_answered = (~window.meta["error"].to_numpy(dtype=bool)
+                          & window.meta["prediction"].notna().to_numpy())
+        answered_codes = codes[model_answered]
         if sampled:
-            answered = keep[~window.meta["error"].to_numpy(dtype=bool)
-                            & window.meta["prediction"].notna().to_numpy()]
+            answered = keep[model_answered]
             perf_part, prob_part = perf_part[answered], prob_part[answered]
+            answered_codes = answered_codes[answered]
+        answered_code_parts.append(answered_codes)
         perf_parts.append(perf_part)
         prob_parts.append(prob_part)
     drift_frame, perf, prob_frame = _joined(drift_parts), _joined(perf_parts), _joined(prob_parts)
@@ -188,10 +202,38 @@ def evaluate_window(
                              window_seconds=(end - start).total_seconds(),
                              config=model_cfg.service, fallback_counts=fallback_counts)
 
+    def versions() -> VersionsResult:
+        from monitor.checks.versions import check_versions
+
+        def joined(parts: list[np.ndarray]) -> np.ndarray:
+            return np.concatenate(parts) if parts else np.array([], dtype=np.int32)
+
+        ref = reference
+        pred_name = schema.prediction_column
+        rows_of = VersionRows(
+            names=tuple(version_codes.names), codes=joined(code_parts), errors=error_flags,
+            latency_ms=latency, answered=joined(answered_code_parts),
+            drift=joined(drift_code_parts))
+        empty = pd.Series([], dtype=object)
+        return check_versions(
+            rows_of,
+            predictions=perf["prediction"] if "prediction" in perf else empty,
+            labels=perf["label"] if "label" in perf else empty,
+            probabilities=prob_frame if len(prob_frame.columns) else None,
+            drift_predictions=(drift_frame[pred_name].reset_index(drop=True)
+                               if pred_name is not None and pred_name in drift_frame else None),
+            schema=schema, profile=ref.drift_profile if ref else None,
+            estimator=ref.estimator if ref else None,
+            reference_accuracy=ref.metrics.get("accuracy") if ref else None,
+            drift_config=model_cfg.drift, config=model_cfg.performance, window_end=end,
+            now=now)
+
     sections = {"schema": schema_result, "drift": _section(drift),
                 "performance": NotApplicable(FEATURES_ONLY) if features_only
                 else _section(performance),
-                "service": _section(service)}
+                "service": _section(service),
+                "versions": NotApplicable(FEATURES_ONLY) if features_only
+                else _section(versions)}
     status = overall_status(sections.values(), rows, model_cfg.min_rows)
     reasons: list[str] = []
     if status == "insufficient_data":
@@ -208,5 +250,6 @@ def evaluate_window(
         schema=schema_result, drift=sections["drift"],  # type: ignore[arg-type]
         performance=sections["performance"],  # type: ignore[arg-type]
         service=sections["service"],  # type: ignore[arg-type]
+        versions=sections["versions"],  # type: ignore[arg-type]
         sampled=sampled, sample_rows=len(drift_frame) if sampled else None,
     )
