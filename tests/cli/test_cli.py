@@ -157,7 +157,7 @@ def test_check_json_and_table(sample_cli) -> None:
     assert result.exit_code == 0, result.output
     run = json.loads(result.output)
     assert run["status"] == "critical" and run["run_id"] >= 1
-    assert set(run["checks"]) == {"schema", "drift", "performance", "service"}
+    assert set(run["checks"]) == {"schema", "drift", "performance", "service", "versions"}
     table = sample_cli("check", "-m", "loan_default", "--at", "2026-10-13T00:00:00Z").output
     assert "status CRITICAL" in table
     assert "credit_score" in table and "wasserstein" in table
