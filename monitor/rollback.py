@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from monitor.times import iso_z
+
 __all__ = [
     "ALPHA",
     "RECENT_WINDOWS",
@@ -87,8 +89,8 @@ class VersionSummary:
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        out["first_seen"], out["last_seen"] = (self.first_seen.isoformat(),
-                                               self.last_seen.isoformat())
+        # As the API serves times: UTC with a Z.
+        out["first_seen"], out["last_seen"] = iso_z(self.first_seen), iso_z(self.last_seen)
         return out
 
 
@@ -281,22 +283,33 @@ def verdict(rows: Sequence[VersionWindow], *, recent_windows: int = RECENT_WINDO
                 f"no evidence: {recent[0]} is the only version in the newest "
                 f"{len(newest)} windows, nothing to compare it with")
         return VersionVerdict(None, "none", None, recent, (), text, alpha, tuple(summaries))
-    # The candidate: the best figure over its own windows; it must beat every other one
-    # on the windows both served.
-    ranked = sorted((s for s in summaries if s.version in recent_set), key=_value, reverse=True)
-    top = ranked[0].version
-    evidence = tuple(compare(rows, top, s.version, alpha=alpha, min_labelled=min_labelled)
-                     for s in ranked[1:])
-    if all(e.better == top for e in evidence):
-        p = max(e.p_value for e in evidence if e.p_value is not None)
-        cited = "; ".join(_cite(e) for e in evidence)
-        return VersionVerdict(top, evidence[0].basis, p, recent, evidence,
-                              f"{top} is best on the evidence: {cited}", alpha,
-                              tuple(summaries))
+    # Each pair on the windows both served: the best is the one that beats every other.
+    pairs = {(a, b): compare(rows, a, b, alpha=alpha, min_labelled=min_labelled)
+             for i, a in enumerate(recent) for b in recent[i + 1:]}
+    for top in recent:
+        evidence = tuple(_oriented(pairs, top, other) for other in recent if other != top)
+        if all(e.better == top for e in evidence):
+            p = max(e.p_value for e in evidence if e.p_value is not None)
+            cited = "; ".join(_cite(e) for e in evidence)
+            return VersionVerdict(top, evidence[0].basis, p, recent, evidence,
+                                  f"{top} is best on the evidence: {cited}", alpha,
+                                  tuple(summaries))
+    # Led by the version with the best figure, for the text.
+    lead = max((s for s in summaries if s.version in recent_set), key=_value).version
+    evidence = tuple(_oriented(pairs, lead, other) for other in recent if other != lead)
     cited = "; ".join(_cite(e) for e in evidence)
     return VersionVerdict(None, "none", None, recent, evidence,
                           f"no evidence that one version is better: {cited}", alpha,
                           tuple(summaries))
+
+
+def _oriented(pairs: dict[tuple[str, str], Evidence], a: str, b: str) -> Evidence:
+    """The comparison of ``a`` and ``b`` with ``a`` first."""
+    if (a, b) in pairs:
+        return pairs[(a, b)]
+    e = pairs[(b, a)]
+    return Evidence(a, b, e.basis, e.windows, e.shared, e.rows_b, e.rows_a, e.value_b,
+                    e.value_a, e.p_value, e.better)
 
 
 def _cite(e: Evidence) -> str:

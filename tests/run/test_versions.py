@@ -1,0 +1,178 @@
+"""The versions section of check runs on the sample model (1.5.0 serves half the requests
+from 2026-10-09), on both backends: its figures against the files, the verdict of
+`mqm versions` and `GET /v1/models/{model}/versions` (the same document), and the rollback
+advice in the flag's reason when the flag trips."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from scipy import stats
+
+from monitor.alerting import alerts_for
+from monitor.cli.main import main
+from monitor.fallback.flag import flag_document
+from monitor.ingest import ingest_labels, ingest_logs
+from monitor.results import PerformanceResult, VersionsResult
+from monitor.run.check import backfill
+from monitor.store.runs import get_run
+from tests.conftest import ROOT
+
+DATA = ROOT / "sample_data"
+MODEL = "loan_default"
+SINCE = datetime(2026, 10, 1, tzinfo=UTC)
+UNTIL = datetime(2026, 10, 13, tzinfo=UTC)  # windows ending 10-02 .. 10-13
+LATER = datetime(2026, 11, 27, tzinfo=UTC)  # every label has long arrived
+ADVICE = ("version 1.5.0 since 2026-10-09; 1.4.0 was ok with accuracy 0.84: consider "
+          "rolling back")
+
+
+@pytest.fixture
+def checked(engine, db_url: str, make_config, schema):  # type: ignore[no-untyped-def]
+    """The sample's logs and labels in a fresh store on each backend, checked day by day
+    with the demo's schema limits (the flag trips on the windows ending 10-09 and 10-10)."""
+    ingest_logs(engine, MODEL, schema, DATA / "production_logs.parquet")
+    ingest_labels(engine, MODEL, schema, DATA / "labels.parquet")
+    path, cfg = make_config(db_url, min_rows=500, schema_check={
+        "warn_violation_rate": 0.005, "critical_violation_rate": 0.02})
+    runs = backfill(engine, cfg, MODEL, SINCE, UNTIL, now=LATER)
+    return engine, path, cfg, {r.end: r for r in runs}
+
+
+@pytest.fixture(scope="module")
+def files() -> pd.DataFrame:
+    logs = pd.read_parquet(DATA / "production_logs.parquet")
+    labels = pd.read_parquet(DATA / "labels.parquet")
+    return logs.merge(labels[["request_id", "defaulted"]], on="request_id", how="left")
+
+
+def _day(files: pd.DataFrame, day: str) -> pd.DataFrame:
+    start = pd.Timestamp(day, tz="UTC")
+    return files[(files.timestamp >= start) & (files.timestamp < start + pd.Timedelta(days=1))]
+
+
+def _counts(rows: pd.DataFrame) -> tuple[int, int]:
+    labelled = rows[rows.defaulted.notna() & rows.prediction.notna()]
+    return int((labelled.prediction.astype(int) == labelled.defaulted).sum()), len(labelled)
+
+
+def test_each_version_of_a_window_is_measured_as_the_files_say(checked, files) -> None:
+    engine, _, _, runs = checked
+    run = runs[datetime(2026, 10, 12, tzinfo=UTC)]  # the window of 10-11
+    section = run.versions
+    assert isinstance(section, VersionsResult) and section.mature
+    assert [v.version for v in section.versions] == ["1.4.0", "1.5.0"]  # most rows first
+    day = _day(files, "2026-10-11")
+    for version, rows in day.groupby("model_version"):
+        got = section.version(str(version))
+        correct, labelled = _counts(rows)
+        assert (got.rows, got.errors) == (len(rows), int(rows.error.sum()))
+        assert (got.correct, got.labelled_rows) == (correct, labelled)
+        assert got.accuracy == pytest.approx(correct / labelled)
+        assert got.latency_p95_ms == pytest.approx(np.percentile(rows.latency_ms, 95))
+        assert got.estimated_rows == int((~rows.error).sum())
+        assert got.prediction_drifted is not None
+    # 1.5.0 is worse on this window's traffic, by scipy's test too.
+    [pair] = section.comparisons
+    a, b = (_counts(day[day.model_version == v]) for v in ("1.4.0", "1.5.0"))
+    p = stats.chi2_contingency([[a[0], a[1] - a[0]], [b[0], b[1] - b[0]]],
+                               correction=False).pvalue
+    assert (pair.a, pair.b, pair.basis, pair.better) == ("1.4.0", "1.5.0", "accuracy", "1.4.0")
+    assert pair.p_value == pytest.approx(p, rel=1e-9)
+    assert any(r.startswith("1.4.0 accuracy") for r in section.reasons)
+    # Stored and read back typed; its figures per version in run_metrics.
+    stored = get_run(engine, run.run_id)
+    assert stored is not None and stored.run == run
+
+
+def test_one_version_matches_the_window_figures(checked) -> None:
+    _, _, _, runs = checked
+    run = runs[datetime(2026, 10, 5, tzinfo=UTC)]
+    [only] = run.versions.versions
+    perf = run.performance
+    assert isinstance(perf, PerformanceResult) and perf.estimated is not None
+    assert only.version == "1.4.0" and only.rows == run.rows
+    assert only.accuracy == pytest.approx(perf.metrics["accuracy"])
+    assert only.estimated_accuracy == pytest.approx(perf.estimated.estimated_accuracy)
+    assert only.estimated_sampling_error == pytest.approx(perf.estimated.sampling_error)
+    assert only.prediction_drift_score == pytest.approx(run.drift.feature("prediction").score)
+    assert only.error_rate == pytest.approx(run.service.error_rate)
+    assert run.versions.comparisons == ()
+
+
+def test_the_flag_that_trips_says_which_version_to_roll_back_to(checked) -> None:
+    engine, _, cfg, runs = checked
+    doc = flag_document(engine, cfg, MODEL)
+    assert doc["active"]
+    reason = doc["reason"]
+    assert "run " in reason and ADVICE in reason
+    # The window ending 10-10 tripped it: 1.4.0 and 1.5.0 compared on it.
+    assert "over the 1 window both served" in reason
+    [flag_alert, _] = alerts_for(MODEL, doc, "critical")
+    assert ADVICE in flag_alert.description
+
+
+def test_versions_cli_and_api_give_the_same_verdict(checked, files) -> None:
+    import warnings
+
+    from prometheus_client import CollectorRegistry
+
+    with warnings.catch_warnings():
+        # starlette 1.x warns at import that it prefers httpx2 to httpx; the client works.
+        warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient`")
+        from fastapi.testclient import TestClient
+
+    from monitor.serve.api import create_app
+
+    engine, path, cfg, _ = checked
+    out = CliRunner().invoke(main, ["--config", str(path), "versions", "--model", MODEL,
+                                    "--json"], catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+    doc = json.loads(out.output)
+    with TestClient(create_app(engine, cfg, registry=CollectorRegistry())) as client:
+        answer = client.get(f"/v1/models/{MODEL}/versions")
+        assert answer.status_code == 200
+        assert answer.json() == doc
+        later = client.get(f"/v1/models/{MODEL}/versions",
+                           params={"since": "2026-10-10T00:00:00Z"}).json()
+        assert client.get(f"/v1/models/{MODEL}/versions",
+                          params={"since": "2026-10-10T00:00:00"}).status_code == 422
+        assert client.get("/v1/models/nope/versions").status_code == 404
+    # Against the files: the windows up to 10-13, where both versions served from 10-09.
+    served = files[files.timestamp < "2026-10-13"]
+    versions = {v["version"]: v for v in doc["versions"]}
+    assert versions["1.5.0"]["first_seen"] == "2026-10-09T00:00:00Z"
+    assert versions["1.5.0"]["last_seen"] == "2026-10-13T00:00:00Z"
+    for name, rows in served.groupby("model_version"):
+        assert versions[str(name)]["rows"] == len(rows)
+    shared = served[served.timestamp >= "2026-10-09"]
+    a, b = (_counts(shared[shared.model_version == v]) for v in ("1.4.0", "1.5.0"))
+    p = stats.chi2_contingency([[a[0], a[1] - a[0]], [b[0], b[1] - b[0]]],
+                               correction=False).pvalue
+    assert (doc["best"], doc["basis"]) == ("1.4.0", "accuracy")
+    assert doc["p_value"] == pytest.approx(p, rel=1e-9)
+    assert doc["evidence"][0]["windows"] == 4
+    # --since: only the windows ending after it (10-11 .. 10-13).
+    assert {v["version"]: v["windows"] for v in later["versions"]} == {"1.4.0": 3, "1.5.0": 3}
+    since = CliRunner().invoke(main, ["--config", str(path), "versions", "--model", MODEL,
+                                      "--json", "--since", "2026-10-10T00:00:00Z"])
+    assert json.loads(since.output) == later
+    table = CliRunner().invoke(main, ["--config", str(path), "versions", "--model", MODEL])
+    assert "best recent version: 1.4.0" in table.output and "1.5.0" in table.output
+
+
+def test_versions_of_a_model_without_runs(engine, db_url: str, make_config) -> None:
+    path, _ = make_config(db_url)
+    out = CliRunner().invoke(main, ["--config", str(path), "versions", "--model", MODEL])
+    assert out.exit_code == 0 and "no versions stored yet" in out.output
+    doc: dict[str, Any] = json.loads(CliRunner().invoke(
+        main, ["--config", str(path), "versions", "--model", MODEL, "--json"]).output)
+    assert doc["best"] is None and doc["versions"] == [] and doc["text"].startswith("no ev")
+
+
