@@ -181,7 +181,7 @@ def main(out: Path = ROOT / "docs") -> None:
         with serve(config, log=Path(tmp) / "streamlit.log") as url:
             shots = [
                 (f"{url}/", out / "dashboard-overview.png", 1, None),
-                (f"{url}/model?model=loan_default&days=30", out / "dashboard-model.png", 8,
+                (f"{url}/model?model=loan_default&days=30", out / "dashboard-model.png", 9,
                  "Schema"),
                 (f"{url}/run?model=loan_default&run=10",
                  out / "dashboard-run.png", 1, None),

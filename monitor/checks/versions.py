@@ -49,7 +49,8 @@ class VersionCodes:
                 self.names.append(name)
             mapping[i] = self._code[name]
         # -1 (null) indexes the last entry: the unknown version.
-        return mapping[local]
+        out: np.ndarray = mapping[local]
+        return out
 
 
 @dataclass(frozen=True)

@@ -217,8 +217,8 @@ def evaluate_window(
         empty = pd.Series([], dtype=object)
         return check_versions(
             rows_of,
-            predictions=perf["prediction"] if "prediction" in perf else empty,
-            labels=perf["label"] if "label" in perf else empty,
+            predictions=perf.get("prediction", empty),
+            labels=perf.get("label", empty),
             probabilities=prob_frame if len(prob_frame.columns) else None,
             drift_predictions=(drift_frame[pred_name].reset_index(drop=True)
                                if pred_name is not None and pred_name in drift_frame else None),

@@ -192,3 +192,22 @@ def test_overview_frames_worst_first_with_trends_and_notes() -> None:
     assert table.set_index("model").loc["d", "status"] == "no runs"
     assert list(strip.loc[strip["model"] == "a", "slot"]) == [12, 13, 14]
     assert list(strip.loc[strip["model"] == "a", "run_id"]) == [1, 2, 3]
+
+
+def test_version_table_one_row_per_version_first_seen_first() -> None:
+    from monitor.rollback import VersionWindow, summarize
+
+    t0 = datetime(2026, 10, 1, tzinfo=UTC)
+    day = timedelta(days=1)
+    rows = [VersionWindow(i, t0 + i * day, t0 + (i + 1) * day, "ok", True, version,
+                          {"rows": 100.0, "errors": 1.0, "labelled_rows": 90.0,
+                           "correct": correct, "prediction_drifted": float(i == 2)})
+            for i in range(3) for version, correct in (("1.4.0", 80.0), ("1.5.0", 60.0))
+            if version == "1.4.0" or i > 0]
+    table = frames.version_table(summarize(rows))
+    assert table["version"].tolist() == ["1.4.0", "1.5.0"]
+    assert table["windows"].tolist() == [3, 2] and table["rows"].tolist() == [300, 200]
+    assert table["accuracy"].tolist() == pytest.approx([80 / 90, 60 / 90])
+    assert table["error_rate"].tolist() == pytest.approx([0.01, 0.01])
+    assert table["prediction_drift"].tolist() == ["1 of 3 windows", "1 of 2 windows"]
+    assert table["first_seen"].tolist() == [t0, t0 + day]

@@ -56,6 +56,7 @@ _COLUMNS = {  # a table by the columns it has (a read-only dataframe keeps no ke
     "schema_columns": {"column", "examples"},
     "metrics": {"metric", "reference"},
     "events": {"event", "kind"},
+    "versions": {"version", "first_seen", "prediction_drift"},
 }
 
 
@@ -112,9 +113,21 @@ def test_model_page_shows_each_window_as_stored(demo_config: Path) -> None:
     assert shown["2026-10-12 00:00 UTC"] == "critical"
     assert metric(at, "Critical windows") == str(sum(r.status == "critical" for r in runs))
     assert metric(at, "Fallback flag") == "ON"
-    # status, drift share, heat-map, accuracy, coverage, schema, latency, errors
-    assert len(charts(at)) == 8
+    # status, drift share, heat-map, accuracy, coverage, versions, schema, latency, errors
+    assert len(charts(at)) == 9
     assert at.query_params["model"] == MODEL and at.query_params["days"] == "all"
+    # The versions as `mqm versions` reads them, and the verdict.
+    from monitor.rollback import verdict
+    from monitor.store.versions import version_windows
+
+    found = verdict(version_windows(engine, MODEL))
+    versions = frame(at, "versions").set_index("version")
+    for summary in found.versions:
+        assert versions.loc[summary.version, "rows"] == summary.rows
+        assert versions.loc[summary.version, "windows"] == summary.windows
+    assert found.best == "1.4.0"
+    [success] = [s.value for s in at.success]
+    assert "Best recent version: **1.4.0**" in success and found.text in success
 
 
 def test_model_page_range_and_window_picker_open_the_run(demo_config: Path) -> None:

@@ -107,7 +107,7 @@ def test_one_version_matches_the_window_figures(checked) -> None:
 
 
 def test_the_flag_that_trips_says_which_version_to_roll_back_to(checked) -> None:
-    engine, _, cfg, runs = checked
+    engine, _, cfg, _ = checked
     doc = flag_document(engine, cfg, MODEL)
     assert doc["active"]
     reason = doc["reason"]
