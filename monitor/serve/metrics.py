@@ -63,10 +63,12 @@ from monitor.results import (
     PerformanceResult,
     SchemaResult,
     ServiceResult,
+    VersionsResult,
 )
 from monitor.serve.metric_specs import (
     CHECK_STATUSES,
     ESTIMATED_METRICS,
+    MAX_VERSION_LABELS,
     METRICS,
     PERCENTILES,
     PERFORMANCE_METRICS,
@@ -326,6 +328,21 @@ def _run_samples(out: _ModelSamples, run: CheckRun, base: tuple[str, str],
         out.put("mqm_error_ratio", base, service.error_rate)
         out.put("mqm_throughput_requests_per_second", base, service.throughput_per_s)
         out.put("mqm_fallback_answer_ratio", base, service.fallback_rate)
+
+    versions = run.section("versions")
+    if isinstance(versions, VersionsResult):
+        for ver in versions.versions[:MAX_VERSION_LABELS]:  # most rows first
+            labels = (*base, ver.version)
+            out.put("mqm_model_version_rows", labels, ver.rows)
+            out.put("mqm_model_version_accuracy_ratio", labels, ver.accuracy)
+            out.put("mqm_model_version_estimated_accuracy_ratio", labels,
+                    ver.estimated_accuracy)
+            out.put("mqm_model_version_error_ratio", labels, ver.error_rate)
+            p95 = _number(ver.latency_p95_ms)
+            out.put("mqm_model_version_latency_p95_seconds", labels,
+                    None if p95 is None else p95 / 1000)
+            out.put("mqm_model_version_prediction_drift_detected", labels,
+                    ver.prediction_drifted)
     return seen
 
 
