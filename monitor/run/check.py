@@ -191,6 +191,8 @@ def run_check(
     run = replace(run, recomputes=recomputes)
     if not persist:
         return run
+    # Read before the transaction that stores the run: it needs no lock.
+    advice = _rollback_advice(engine, config, model, run)
     with engine.begin() as conn:
         if fence is not None:  # a stale holder is refused before it touches a row
             bound_transaction(conn, fence)
@@ -207,8 +209,7 @@ def run_check(
             advance_watermark(conn, model, expected=expect_watermark, end=end, run_id=run_id,
                               now=now)
         observe_run(conn, config, model,
-                    RunOutcome(run_id, end, run.status, run.reasons,
-                               advice=_rollback_advice(engine, config, model, run)),
+                    RunOutcome(run_id, end, run.status, run.reasons, advice=advice),
                     now=now)
         if fence is not None:  # again last: the shortest time between check and commit
             check_fence(conn, fence)
@@ -254,8 +255,10 @@ def _rollback_advice(engine: Engine, config: Config, model: str, run: CheckRun) 
         rows += [VersionWindow(0, run.start, run.end, run.status, section.mature, version,
                                figures) for version, figures in own.items()]
         return rollback_advice(rows, [v.version for v in section.versions])
-    except MonitorError as exc:
-        _log.warning("mqm: rollback advice for %s: %s", model, exc)
+    except Exception as exc:
+        _log.warning("mqm: rollback advice for %s could not be worked out: %s", model,
+                     exc if isinstance(exc, MonitorError) else f"{type(exc).__name__}: {exc}",
+                     exc_info=not isinstance(exc, MonitorError))
         return None
 
 

@@ -176,3 +176,52 @@ def test_versions_of_a_model_without_runs(engine, db_url: str, make_config) -> N
     assert doc["best"] is None and doc["versions"] == [] and doc["text"].startswith("no ev")
 
 
+
+
+@pytest.fixture
+def sample_copy(sample_store, tmp_path, make_config):  # type: ignore[no-untyped-def]
+    """A private copy of the sample store (SQLite) with the demo's schema limits."""
+    import shutil
+
+    from monitor.store.db import create_engine
+
+    path = tmp_path / "store.db"
+    shutil.copyfile(sample_store, path)
+    eng = create_engine(f"sqlite:///{path}")
+    _, cfg = make_config(f"sqlite:///{path}", min_rows=500, schema_check={
+        "warn_violation_rate": 0.005, "critical_violation_rate": 0.02})
+    yield eng, cfg
+    eng.dispose()
+
+
+def test_a_versions_check_that_fails_is_an_error_section(sample_copy, monkeypatch) -> None:
+    from monitor.checks import versions as check
+    from monitor.results import ErrorSection
+    from monitor.run.check import run_check
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ValueError("boom")
+
+    engine, cfg = sample_copy
+    monkeypatch.setattr(check, "check_versions", broken)
+    run = run_check(engine, cfg, MODEL, at=datetime(2026, 10, 5, tzinfo=UTC), now=LATER)
+    assert run is not None and isinstance(run.versions, ErrorSection)
+    assert "ValueError: boom" in run.versions.error
+    assert run.status == "error" and any(r.startswith("versions: could not run") for r in
+                                         run.reasons)
+
+
+def test_advice_that_cannot_be_worked_out_leaves_the_flag_as_it_was(
+        sample_copy, monkeypatch, caplog) -> None:
+    from monitor.store import versions as store
+
+    def unreadable(*args: object, **kwargs: object) -> None:
+        raise KeyError("figures")
+
+    engine, cfg = sample_copy
+    monkeypatch.setattr(store, "version_windows", unreadable)
+    backfill(engine, cfg, MODEL, SINCE, datetime(2026, 10, 10, tzinfo=UTC), now=LATER)
+    doc = flag_document(engine, cfg, MODEL)
+    assert doc["active"] and "consider rolling back" not in doc["reason"]
+    assert doc["reason"].startswith("2 consecutive bad runs")
+    assert any("rollback advice" in r.message for r in caplog.records)
