@@ -28,6 +28,7 @@ from monitor.results import (
     PerformanceResult,
     SchemaResult,
     ServiceResult,
+    VersionsResult,
 )
 from monitor.run.model import resolve
 from monitor.run.reference import drift_columns
@@ -354,6 +355,11 @@ def _sections_table(verdict: _Verdict) -> list[list[str]]:
             rows.append([name, sec.status, f"errors {_pct(sec.error_rate)}; latency p50/p95/"
                          f"p99 {_num(sec.latency_p50_ms)}/{_num(sec.latency_p95_ms)}/"
                          f"{_num(sec.latency_p99_ms)} ms"])
+        elif isinstance(sec, VersionsResult):
+            shown = "; ".join(
+                f"{v.version}: {v.rows:,} rows, accuracy {_num(v.accuracy)}, estimated "
+                f"{_num(v.estimated_accuracy)}" for v in sec.versions)
+            rows.append([name, sec.status, "; ".join([shown or "no rows", *sec.reasons])])
     return rows
 
 

@@ -144,6 +144,11 @@ def test_versions_cli_and_api_give_the_same_verdict(checked, files) -> None:
         assert client.get(f"/v1/models/{MODEL}/versions",
                           params={"since": "2026-10-10T00:00:00"}).status_code == 422
         assert client.get("/v1/models/nope/versions").status_code == 404
+        spec = client.get("/openapi.json").json()
+        ok = spec["paths"]["/v1/models/{model}/versions"]["get"]["responses"]["200"]
+        assert ok["content"]["application/json"]["schema"]["$ref"].endswith("/VersionReport")
+        assert {"best", "p_value", "evidence", "versions"} <= set(
+            spec["components"]["schemas"]["VersionReport"]["properties"])
     # Against the files: the windows up to 10-13, where both versions served from 10-09.
     served = files[files.timestamp < "2026-10-13"]
     versions = {v["version"]: v for v in doc["versions"]}
