@@ -28,6 +28,7 @@ __all__ = [
     "VersionSummary",
     "VersionVerdict",
     "VersionWindow",
+    "compare",
     "estimate_test",
     "rollback_advice",
     "summarize",
