@@ -333,7 +333,8 @@ def rollback_advice(rows: Sequence[VersionWindow], current: Sequence[str], *,
     """What to say when the flag trips: the newest version serving now (of ``current``,
     the versions of the window that tripped it), since when, and the latest older
     version that was ok before it, with its accuracy: "consider rolling back". None when
-    no older version was ok, or the evidence says the newest one does better.
+    no older version was ok, or realized accuracy says the newest one does better (an
+    estimate that favours it is cited, not obeyed: a drift fools it).
 
     ``rows`` hold the windows up to and including the current one.
     """
@@ -358,10 +359,14 @@ def rollback_advice(rows: Sequence[VersionWindow], current: Sequence[str], *,
     else:
         figure = f"{len(its)} ok window{'s' if len(its) != 1 else ''}"
     evidence = compare(rows, last_ok, newest.version, alpha=alpha, min_labelled=min_labelled)
-    if evidence.better == newest.version:
-        return None
+    if evidence.better == newest.version and evidence.basis == "accuracy":
+        return None  # labels say the new version does better: rolling back would not help
     text = (f"version {newest.version} since {since:%Y-%m-%d}; {last_ok} was ok with "
             f"{figure}: consider rolling back")
     if evidence.better == last_ok:
         text += f" ({_cite(evidence)})"
+    elif evidence.better == newest.version:
+        # Only the estimate favours the new version: confidence-based, it is the figure a
+        # drift fools (a model confidently wrong on the new data); labels will tell.
+        text += f" (only the estimate favours {newest.version}: {_cite(evidence)})"
     return text

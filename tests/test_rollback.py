@@ -168,3 +168,17 @@ def test_no_rollback_advice_when_the_new_version_does_better_or_nothing_was_ok()
     assert rollback_advice(bad_before + rows[7:], ["1.4.0", "1.5.0"]) is None
     # One version only: nothing to roll back to.
     assert rollback_advice(rows[:9], ["1.4.0"]) is None
+
+
+def test_an_estimate_that_favours_the_new_version_is_cited_not_obeyed() -> None:
+    # Labels not in yet for the windows both served; the estimate (fooled by a drift)
+    # prefers the new version.
+    rows = [window(d, "1.4.0", 840, 1000) for d in range(7)]
+    rows += [window(d, "1.4.0", 0, 0, status="critical", mature=False, rows=1000,
+                    estimated=0.76, error=0.007) for d in range(8, 10)]
+    rows += [window(d, "1.5.0", 0, 0, status="critical", mature=False, rows=1000,
+                    estimated=0.79, error=0.007) for d in range(8, 10)]
+    advice = rollback_advice(rows, ["1.4.0", "1.5.0"])
+    assert advice is not None and "1.4.0 was ok with accuracy 0.84" in advice
+    assert "only the estimate favours 1.5.0: estimated accuracy 1.4.0 0.760 vs 1.5.0 0.790" \
+        in advice
