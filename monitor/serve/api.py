@@ -399,19 +399,27 @@ def create_app(
     def list_versions(
         request: Request,
         model: ModelName,
-        since: Annotated[datetime | None, Query(description=(
-            "Only windows ending after this time (ISO 8601 with an offset)."))] = None,
+        since: Annotated[str | None, Query(
+            description="Only windows ending after this time (ISO 8601 with an offset).",
+            json_schema_extra={"format": "date-time"})] = None,
     ) -> dict[str, Any]:
         from monitor.rollback import verdict
         from monitor.store.versions import version_windows
 
         _refuse_unknown_query(request, "since")
         config.model(model)
-        if since is not None and since.tzinfo is None:
-            raise RequestValidationError([{
-                "type": "value_error", "loc": ("query", "since"), "input": str(since),
-                "msg": "needs a UTC offset, e.g. 2026-10-09T00:00:00Z"}])
-        found = verdict(version_windows(engine, model, since=since))
+        after = None
+        if since is not None:
+            try:
+                after = datetime.fromisoformat(since.replace("Z", "+00:00"))
+            except ValueError:
+                after = None
+            if after is None or after.tzinfo is None:
+                # Numbers and times without an offset too: "0.5" is no time.
+                raise RequestValidationError([{
+                    "type": "value_error", "loc": ("query", "since"), "input": since,
+                    "msg": "an ISO 8601 time with a UTC offset, e.g. 2026-10-09T00:00:00Z"}])
+        found = verdict(version_windows(engine, model, since=after))
         return _finite({"model": model, **found.as_dict()})
 
     @app.get("/v1/runs/{run_id}", response_model=RunDetail, tags=["runs"],

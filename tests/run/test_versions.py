@@ -141,8 +141,9 @@ def test_versions_cli_and_api_give_the_same_verdict(checked, files) -> None:
         assert answer.json() == doc
         later = client.get(f"/v1/models/{MODEL}/versions",
                            params={"since": "2026-10-10T00:00:00Z"}).json()
-        assert client.get(f"/v1/models/{MODEL}/versions",
-                          params={"since": "2026-10-10T00:00:00"}).status_code == 422
+        for bad in ("2026-10-10T00:00:00", "0.5", "yesterday"):
+            assert client.get(f"/v1/models/{MODEL}/versions",
+                              params={"since": bad}).status_code == 422
         assert client.get("/v1/models/nope/versions").status_code == 404
         spec = client.get("/openapi.json").json()
         ok = spec["paths"]["/v1/models/{model}/versions"]["get"]["responses"]["200"]
