@@ -273,7 +273,10 @@ def print_versions(model: str, verdict: VersionVerdict) -> None:
                    f"{_ratio(v.estimated_accuracy):>10}{fmt(v.error_rate):>8}"
                    f"{_ms(v.latency_p95_ms):>8}  {drift}")
     click.echo("")
-    sure = (f" (confidence {verdict.confidence:.1%}, p={verdict.p_value:.2g})"
-            if verdict.p_value is not None and verdict.best else "")
+    sure = ""
+    if verdict.p_value is not None and verdict.confidence is not None and verdict.best:
+        # Rounding must not claim certainty: p=1e-18 is "> 99.9%", not "100.0%".
+        level = ("> 99.9%" if verdict.confidence > 0.999 else f"{verdict.confidence:.1%}")
+        sure = f" (confidence {level}, p={verdict.p_value:.2g})"
     click.echo(f"best recent version: {verdict.best or 'no evidence'}{sure}")
     click.echo(f"  {verdict.text}")
