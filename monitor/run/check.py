@@ -229,9 +229,10 @@ _ADVICE_WINDOWS = 90  # windows back that rollback advice looks at
 
 
 def _rollback_advice(engine: Engine, config: Config, model: str, run: CheckRun) -> str | None:
-    """Rollback advice for a run that could trip the flag (a bad status, more than one
-    version stored): the stored windows before it and its own versions. Advice only: a
-    failure to work it out is logged and the run goes on without it."""
+    """Rollback advice for a run that could trip the flag (a bad status, and versions
+    measured), from the stored windows before it (the last ``_ADVICE_WINDOWS``) and its own
+    versions. Advice only: a failure to work it out is logged and the run goes on
+    without it."""
     from monitor.fallback.flag import rules_of
     from monitor.results import VersionsResult
 
@@ -246,8 +247,7 @@ def _rollback_advice(engine: Engine, config: Config, model: str, run: CheckRun) 
         from monitor.store.versions import version_windows
 
         since = run.start - _ADVICE_WINDOWS * model_cfg.window
-        rows = [r for r in version_windows(engine, model, since=since, until=run.start)
-                if r.window_end < run.end]
+        rows = version_windows(engine, model, since=since, until=run.start)
         own: dict[str, dict[str, float | None]] = {}
         for metric in version_metrics(section):
             if metric.feature:

@@ -106,6 +106,8 @@ def evaluate_window(
     import numpy as np
     import pandas as pd
 
+    from monitor.checks.versions import VersionCodes, VersionRows
+
     source, model_cfg, schema = model.source, model.config, model.schema
     reference = model.reference
     rows = source.count(start, end)
@@ -117,8 +119,6 @@ def evaluate_window(
     drift_parts: list[pd.DataFrame] = []
     perf_parts: list[pd.DataFrame] = []
     prob_parts: list[pd.DataFrame] = []
-    from monitor.checks.versions import VersionCodes, VersionRows
-
     version_codes = VersionCodes()
     code_parts: list[np.ndarray] = []  # every row's version, then the drift and answered rows'
     drift_code_parts: list[np.ndarray] = []
