@@ -6,7 +6,7 @@ advice in the flag's reason when the flag trips."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -29,6 +29,7 @@ MODEL = "loan_default"
 SINCE = datetime(2026, 10, 1, tzinfo=UTC)
 UNTIL = datetime(2026, 10, 13, tzinfo=UTC)  # windows ending 10-02 .. 10-13
 LATER = datetime(2026, 11, 27, tzinfo=UTC)  # every label has long arrived
+ONE_DAY = timedelta(days=1)
 ADVICE = ("version 1.5.0 since 2026-10-09; 1.4.0 was ok with accuracy 0.84: consider "
           "rolling back")
 
@@ -231,3 +232,38 @@ def test_advice_that_cannot_be_worked_out_leaves_the_flag_as_it_was(
     assert doc["active"] and "consider rolling back" not in doc["reason"]
     assert doc["reason"].startswith("2 consecutive bad runs")
     assert any("rollback advice" in r.message for r in caplog.records)
+
+
+def test_a_users_table_names_its_version_column(engine, db_url: str, make_config) -> None:
+    import sqlalchemy as sa
+
+    from monitor.run.check import run_check
+
+    t0 = datetime(2026, 10, 1, tzinfo=UTC)
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "CREATE TABLE serving_log (rid INTEGER, created_at TIMESTAMP, feats TEXT, "
+            "pred INTEGER, p0 FLOAT, p1 FLOAT, ver TEXT)"))
+        conn.execute(sa.text("INSERT INTO serving_log VALUES (:rid, :ts, :feats, :pred, :p0, "
+                             ":p1, :ver)"),
+                     [{"rid": i, "ts": (t0 + i * (ONE_DAY / 300)).replace(tzinfo=None),
+                       "feats": f'{{"age": {20 + i % 50}, "home_ownership": "OWN"}}',
+                       "pred": i % 2, "p0": 0.6 if i % 2 == 0 else 0.3,
+                       "p1": 0.4 if i % 2 == 0 else 0.7,
+                       "ver": "2.0" if i % 3 == 0 else ("1.0" if i % 3 == 1 else None)}
+                      for i in range(300)])
+    columns = {"request_id": "rid", "timestamp": "created_at", "prediction": "pred",
+               "features_json": "feats", "probabilities": {"0": "p0", "1": "p1"}}
+    at = t0 + ONE_DAY
+    _, mapped = make_config(db_url, source={"kind": "sql", "table": "serving_log", "columns": {
+        **columns, "model_version": "ver"}})
+    run = run_check(engine, mapped, MODEL, at=at, now=LATER, persist=False)
+    assert run is not None and isinstance(run.versions, VersionsResult)
+    # Rows without a version count as "unknown".
+    assert {v.version: v.rows for v in run.versions.versions} == {
+        "2.0": 100, "1.0": 100, "unknown": 100}
+    _, unmapped = make_config(db_url, source={"kind": "sql", "table": "serving_log",
+                                              "columns": columns})
+    run = run_check(engine, unmapped, MODEL, at=at, now=LATER, persist=False)
+    assert run is not None and [(v.version, v.rows) for v in run.versions.versions] == [
+        ("unknown", 300)]
