@@ -181,6 +181,8 @@ def test_versions_of_a_model_without_runs(engine, db_url: str, make_config) -> N
     doc: dict[str, Any] = json.loads(CliRunner().invoke(
         main, ["--config", str(path), "versions", "--model", MODEL, "--json"]).output)
     assert doc["best"] is None and doc["versions"] == [] and doc["text"].startswith("no ev")
+    unknown = CliRunner().invoke(main, ["--config", str(path), "versions", "--model", "nope"])
+    assert unknown.exit_code == 1 and "nope" in unknown.output
 
 
 
