@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from monitor.results import CheckRun, DriftResult, PerformanceResult
+from monitor.results import CheckRun, DriftResult, PerformanceResult, VersionsResult
 from monitor.rollback import VersionSummary, VersionWindow
 from monitor.store.flags import FallbackEvent
 from monitor.store.history import BucketFigure, Figure, WindowFigures, WindowRun
@@ -28,6 +28,7 @@ __all__ = [
     "flag_marks",
     "overview_frames",
     "relative_score",
+    "run_versions",
     "status_rank",
     "version_table",
     "version_windows",
@@ -380,3 +381,23 @@ def version_windows(rows: Iterable[VersionWindow]) -> pd.DataFrame:
     for name in ("accuracy", "estimated_accuracy", "rows"):
         frame[name] = pd.to_numeric(frame[name], errors="coerce").astype(float)
     return frame
+
+
+def run_versions(section: VersionsResult) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One run's versions section: a row per version (most rows first) and a row per pair
+    compared (``better`` empty: no significant difference)."""
+    versions = pd.DataFrame([{
+        "version": v.version, "rows": v.rows, "error_rate": v.error_rate,
+        "latency_p95_ms": v.latency_p95_ms, "labelled_rows": v.labelled_rows,
+        "accuracy": v.accuracy, "estimated_accuracy": v.estimated_accuracy,
+        "prediction_drift_score": v.prediction_drift_score,
+        "prediction_drifted": v.prediction_drifted,
+    } for v in section.versions], columns=[
+        "version", "rows", "error_rate", "latency_p95_ms", "labelled_rows", "accuracy",
+        "estimated_accuracy", "prediction_drift_score", "prediction_drifted"])
+    pairs = pd.DataFrame([{
+        "a": c.a, "b": c.b, "basis": c.basis, "value_a": c.value_a, "value_b": c.value_b,
+        "p_value": c.p_value, "better": c.better or "",
+    } for c in section.comparisons], columns=["a", "b", "basis", "value_a", "value_b",
+                                              "p_value", "better"])
+    return versions, pairs

@@ -15,6 +15,7 @@ from monitor.results import (
     PerformanceResult,
     SchemaResult,
     ServiceResult,
+    VersionsResult,
 )
 
 s = data.store()
@@ -89,7 +90,7 @@ def shown(section: object, name: str) -> bool:
     return True
 
 
-tabs = st.tabs(["Drift", "Schema", "Performance", "Service", "Report"])
+tabs = st.tabs(["Drift", "Schema", "Performance", "Service", "Versions", "Report"])
 
 with tabs[0]:
     drift = run.drift
@@ -220,6 +221,35 @@ with tabs[3]:
                                       columns=["fallback reason", "rows"]), hide_index=True)
 
 with tabs[4]:
+    versions = run.versions
+    if shown(versions, "versions") and isinstance(versions, VersionsResult):
+        table, pairs = frames.run_versions(versions)
+        st.caption("Each model version of the window against the reference, and each pair "
+                   "compared on this window's traffic (labels mature: "
+                   f"{'yes' if versions.mature else 'not yet'}; significance "
+                   f"{versions.alpha:g}). Over many windows: the model page.")
+        st.dataframe(table, hide_index=True, width="stretch", key="run_versions",
+                     column_config={
+                         "rows": st.column_config.NumberColumn(format="localized"),
+                         "error_rate": st.column_config.NumberColumn("errors",
+                                                                     format="percent"),
+                         "latency_p95_ms": st.column_config.NumberColumn("p95 ms",
+                                                                         format="%.1f"),
+                         "accuracy": st.column_config.NumberColumn(format="%.4f"),
+                         "estimated_accuracy": st.column_config.NumberColumn(
+                             "estimated", format="%.4f"),
+                         "prediction_drift_score": st.column_config.NumberColumn(
+                             "prediction drift", format="%.4g"),
+                     })
+        if not pairs.empty:
+            st.dataframe(pairs, hide_index=True, width="stretch", key="version_pairs",
+                         column_config={
+                             "value_a": st.column_config.NumberColumn(format="%.4f"),
+                             "value_b": st.column_config.NumberColumn(format="%.4f"),
+                             "p_value": st.column_config.NumberColumn(format="%.3g"),
+                         })
+
+with tabs[5]:
     st.markdown("The Evidently report of this window (drift, and classification or "
                 "regression quality on the labelled rows), computed on a bounded sample. "
                 "It takes a few seconds.")

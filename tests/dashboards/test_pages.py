@@ -57,6 +57,8 @@ _COLUMNS = {  # a table by the columns it has (a read-only dataframe keeps no ke
     "metrics": {"metric", "reference"},
     "events": {"event", "kind"},
     "versions": {"version", "first_seen", "prediction_drift"},
+    "run_versions": {"version", "labelled_rows", "prediction_drift_score"},
+    "version_pairs": {"a", "b", "basis", "p_value"},
 }
 
 
@@ -167,6 +169,15 @@ def test_run_page_shows_the_run_as_stored(demo_config: Path) -> None:
     metrics = frame(at, "metrics").set_index("metric")
     assert metrics.loc["accuracy", "window"] == pytest.approx(run.performance.metrics["accuracy"])
     assert metrics.loc["accuracy", "reference"] == pytest.approx(0.84)
+    # Each model version of the window, and the pair compared.
+    table = frame(at, "run_versions").set_index("version")
+    for version in run.versions.versions:
+        assert table.loc[version.version, "rows"] == version.rows
+        assert table.loc[version.version, "accuracy"] == pytest.approx(version.accuracy)
+    [pair] = run.versions.comparisons
+    pairs = frame(at, "version_pairs")
+    assert pairs["p_value"].tolist() == pytest.approx([pair.p_value])
+    assert pairs["better"].tolist() == [pair.better or ""]
 
 
 def test_deep_link_at_the_root_opens_the_run(demo_config: Path) -> None:
