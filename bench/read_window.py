@@ -108,7 +108,9 @@ def batches(rows: int, seed: int, sqlite: bool) -> Iterator[tuple[list[tuple], l
                 f'"application_channel":{channels[channel[i]]}}}'
             )
             pred = int(p1[i] >= 0.5)
-            logs.append((MODEL, "1.4.0", rid, ts[i], feats, str(pred),
+            # Two model versions, a third of the rows on the newer one, as in a canary.
+            version = "1.5.0" if (lo + i) % 3 == 0 else "1.4.0"
+            logs.append((MODEL, version, rid, ts[i], feats, str(pred),
                          f'{{"0":{1 - p1[i]!r},"1":{p1[i]!r}}}', latency[i], false, None,
                          received))
             if labelled[i]:

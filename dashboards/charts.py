@@ -33,6 +33,7 @@ __all__ = [
     "rates_chart",
     "segment_status_chart",
     "status_strip",
+    "version_chart",
     "violation_chart",
 ]
 
@@ -475,3 +476,32 @@ def distribution_chart(binned: pd.DataFrame, feature: str, kind: str) -> alt.Cha
             tooltip=tooltip)
     return chart.properties(width=_WIDTH, height=360,
                             title=f"{feature}: reference against this window")
+
+
+def version_chart(windows: pd.DataFrame, domain: Domain | None = None,
+                  marks: pd.DataFrame | None = None) -> alt.LayerChart:
+    """Each model version's accuracy per window (``frames.version_windows``): realized
+    (solid, mature windows) and estimated (dashed), one colour per version."""
+    data = windows.assign(window=_window_text(windows), window_mid=_mid(windows))
+    long = data.melt(id_vars=["window_start", "window_end", "window_mid", "window", "version",
+                              "rows"],
+                     value_vars=["accuracy", "estimated_accuracy"], var_name="series",
+                     value_name="value").dropna(subset=["value"])
+    long["series"] = long["series"].map({"accuracy": "realized",
+                                         "estimated_accuracy": "estimated"})
+    colour = alt.Color("version:N", title="version", legend=alt.Legend(orient="top"))
+    x, y = _x_mid(domain), alt.Y("value:Q", title=None, scale=alt.Scale(zero=False))
+    realized = alt.Chart(long[long["series"] == "realized"])
+    estimated = alt.Chart(long[long["series"] == "estimated"])
+    tips = _tips("window:N", "version:N", "series:N", alt.Tooltip("value:Q", format=".4f"),
+                 alt.Tooltip("rows:Q", format=","))
+    layers: list[alt.Chart] = [
+        realized.mark_line(interpolate="monotone", strokeWidth=2.5).encode(
+            x=x, y=y, color=colour),
+        estimated.mark_line(interpolate="monotone", strokeWidth=1.5, strokeDash=[5, 4]
+                            ).encode(x=x, y=y, color=colour),
+        alt.Chart(long).mark_point(size=50, filled=True).encode(
+            x=x, y=y, color=colour, tooltip=tips),
+    ]
+    return _finish(layers, marks, height=260,
+                   title="accuracy by model version: realized (solid), estimated (dashed)")

@@ -29,6 +29,7 @@ from monitor.run.reference_file import read_reference
 from monitor.store import history
 from monitor.store.db import Engine, create_engine, ensure_schema, safe_url
 from monitor.store.runs import get_run
+from monitor.store.versions import version_windows
 
 __all__ = [
     "RECENT",
@@ -38,12 +39,14 @@ __all__ = [
     "Overview",
     "RunView",
     "Store",
+    "VersionsView",
     "apply_override",
     "build_report",
     "clear",
     "feature_sample",
     "flag_view",
     "model_history",
+    "model_versions",
     "overview",
     "run_view",
     "store",
@@ -231,6 +234,37 @@ def _model_history(_s: Store, key: str, model: str, days: int | None) -> ModelHi
         task=task, newest_end=until,
         segments=frames.segment_cells(runs, segment_levels, bounds),
     )
+
+
+@dataclass(frozen=True)
+class VersionsView:
+    """A model's versions over (since, until]: each version's figures per window
+    (``frames.version_windows``), one row per version, and the verdict: which recent
+    version is best on the evidence (``monitor.rollback.verdict``)."""
+
+    windows: pd.DataFrame
+    table: pd.DataFrame
+    best: str | None
+    text: str
+    p_value: float | None
+
+
+def model_versions(model: str, since: datetime | None) -> VersionsView:
+    """The model's versions in its windows ending after ``since`` (None: all)."""
+    s = store()
+    s.config.model(model)
+    return _model_versions(s, s.key, model, since)
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def _model_versions(_s: Store, key: str, model: str, since: datetime | None) -> VersionsView:
+    from monitor.rollback import verdict
+
+    rows = version_windows(_s.engine, model, since=since)
+    found = verdict(rows)
+    return VersionsView(windows=frames.version_windows(rows),
+                        table=frames.version_table(found.versions), best=found.best,
+                        text=found.text, p_value=found.p_value)
 
 
 def _violators(totals: list[history.FeatureTotal]) -> pd.DataFrame:

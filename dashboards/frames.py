@@ -23,7 +23,9 @@ from monitor.results import (
     PerformanceResult,
     SchemaResult,
     SegmentsResult,
+    VersionsResult,
 )
+from monitor.rollback import VersionSummary, VersionWindow
 from monitor.store.flags import FallbackEvent
 from monitor.store.history import BucketFigure, Figure, WindowFigures, WindowRun
 
@@ -37,9 +39,12 @@ __all__ = [
     "flag_marks",
     "overview_frames",
     "relative_score",
+    "run_versions",
     "segment_cells",
     "segment_table",
     "status_rank",
+    "version_table",
+    "version_windows",
     "window_table",
 ]
 
@@ -444,3 +449,53 @@ def binned_distribution(reference: pd.Series, current: pd.Series, kind: str, *,
             rows.append((label, order, np.nan, np.nan, name, count / total, count))
     return pd.DataFrame(rows, columns=["bin", "order", "start", "end", "sample", "share",
                                        "count"])
+
+
+def version_table(versions: Sequence[VersionSummary]) -> pd.DataFrame:
+    """One row per model version (first seen first): when it served and its figures."""
+    columns = ["version", "first_seen", "last_seen", "windows", "rows", "accuracy",
+               "estimated_accuracy", "error_rate", "latency_p95_ms", "prediction_drift"]
+    rows = [{"version": v.version, "first_seen": v.first_seen, "last_seen": v.last_seen,
+             "windows": v.windows, "rows": v.rows, "accuracy": v.accuracy,
+             "estimated_accuracy": v.estimated_accuracy, "error_rate": v.error_rate,
+             "latency_p95_ms": v.latency_p95_ms,
+             "prediction_drift": (f"{v.prediction_drifted_windows} of "
+                                  f"{v.prediction_tested_windows} windows"
+                                  if v.prediction_tested_windows else "-")}
+            for v in versions]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def version_windows(rows: Iterable[VersionWindow]) -> pd.DataFrame:
+    """One row per (window, version): its rows and accuracy, realized (mature windows
+    only) and estimated, for a chart of the versions side by side."""
+    out = [{"window_start": r.window_start, "window_end": r.window_end,
+            "version": r.version, "rows": r.figure("rows"),
+            "accuracy": r.figures.get("accuracy") if r.mature else None,
+            "estimated_accuracy": r.figures.get("estimated_accuracy")} for r in rows]
+    columns = ["window_start", "window_end", "version", "rows", "accuracy",
+               "estimated_accuracy"]
+    frame = pd.DataFrame(out, columns=columns)
+    for name in ("accuracy", "estimated_accuracy", "rows"):
+        frame[name] = pd.to_numeric(frame[name], errors="coerce").astype(float)
+    return frame
+
+
+def run_versions(section: VersionsResult) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One run's versions section: a row per version (most rows first) and a row per pair
+    compared (``better`` empty: no significant difference)."""
+    versions = pd.DataFrame([{
+        "version": v.version, "rows": v.rows, "error_rate": v.error_rate,
+        "latency_p95_ms": v.latency_p95_ms, "labelled_rows": v.labelled_rows,
+        "accuracy": v.accuracy, "estimated_accuracy": v.estimated_accuracy,
+        "prediction_drift_score": v.prediction_drift_score,
+        "prediction_drifted": v.prediction_drifted,
+    } for v in section.versions], columns=[
+        "version", "rows", "error_rate", "latency_p95_ms", "labelled_rows", "accuracy",
+        "estimated_accuracy", "prediction_drift_score", "prediction_drifted"])
+    pairs = pd.DataFrame([{
+        "a": c.a, "b": c.b, "basis": c.basis, "value_a": c.value_a, "value_b": c.value_b,
+        "p_value": c.p_value, "better": c.better or "",
+    } for c in section.comparisons], columns=["a", "b", "basis", "value_a", "value_b",
+                                              "p_value", "better"])
+    return versions, pairs

@@ -85,10 +85,16 @@ class RunOutcome:
     window_end: datetime
     status: str
     reasons: tuple[str, ...] = ()
+    # What to do should this run trip the flag: roll back to the version that was ok
+    # (``monitor.rollback.rollback_advice``); the trip's reason ends with it.
+    advice: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "window_end": iso_utc(self.window_end),
-                "status": self.status, "reasons": list(self.reasons)}
+        out = {"run_id": self.run_id, "window_end": iso_utc(self.window_end),
+               "status": self.status, "reasons": list(self.reasons)}
+        if self.advice:
+            out["advice"] = self.advice
+        return out
 
 
 @dataclass(frozen=True)

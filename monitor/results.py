@@ -21,6 +21,7 @@ __all__ = [
     "RUN_STATUSES",
     "SECTIONS",
     "SEGMENT_STATUS_LEVEL",
+    "VERSION_FIGURES",
     "CheckRun",
     "ColumnKind",
     "ColumnReport",
@@ -40,12 +41,16 @@ __all__ = [
     "SegmentResult",
     "SegmentsResult",
     "ServiceResult",
+    "VersionComparison",
+    "VersionFigures",
+    "VersionsResult",
     "overall_status",
     "schema_metrics",
     "segment_metrics",
+    "version_metrics",
 ]
 
-SECTIONS = ("schema", "drift", "performance", "service", "segments", "multivariate")
+SECTIONS = ("schema", "drift", "performance", "service", "versions", "segments", "multivariate")
 RUN_STATUSES = ("ok", "warn", "critical", "insufficient_data", "error")
 _RANK = {"ok": 0, "skipped": 0, "not_applicable": 0, "insufficient_data": 0, "warn": 1,
          "error": 2, "critical": 3}
@@ -450,8 +455,80 @@ class MultivariateResult:
         return asdict(self)
 
 
-Section = (SchemaResult | DriftResult | PerformanceResult | ServiceResult | SegmentsResult
-           | MultivariateResult | ErrorSection | NotApplicable)
+@dataclass(frozen=True)
+class VersionFigures:
+    """One model version's rows of a window, against the reference.
+
+    ``correct`` of ``labelled_rows`` predictions were right; ``accuracy`` is their share
+    once the window's labels are mature (None before, and for regressors). The estimate
+    is CBPE's on the version's rows, with its sampling error; the prediction drift is the
+    prediction column of the version's rows tested against the reference's.
+    """
+
+    version: str
+    rows: int
+    errors: int
+    error_rate: float
+    latency_p95_ms: float | None
+    labelled_rows: int = 0
+    correct: int = 0
+    accuracy: float | None = None
+    accuracy_drop: float | None = None
+    estimated_accuracy: float | None = None
+    estimated_sampling_error: float | None = None
+    estimated_rows: int = 0
+    prediction_drift_method: str | None = None
+    prediction_drift_score: float | None = None
+    prediction_drift_threshold: float | None = None
+    prediction_drifted: bool | None = None
+
+
+@dataclass(frozen=True)
+class VersionComparison:
+    """Two versions of one window compared on the same traffic period: realized accuracy
+    (two-proportion z-test) once labels are mature, else the estimate (z-test on CBPE's
+    sampling errors). ``better`` is None when the difference is not significant at
+    ``alpha`` or cannot be tested."""
+
+    a: str
+    b: str
+    basis: Literal["accuracy", "estimated_accuracy", "none"]
+    value_a: float | None
+    value_b: float | None
+    p_value: float | None
+    better: str | None
+
+
+@dataclass(frozen=True)
+class VersionsResult:
+    """The versions section: each version seen in the window (most rows first) and each
+    pair compared. Informational: it never judges the run (``ok``), its ``reasons`` say
+    which version did better where the evidence shows it."""
+
+    versions: tuple[VersionFigures, ...]
+    comparisons: tuple[VersionComparison, ...]
+    mature: bool
+    alpha: float
+    status: Literal["ok"] = "ok"
+    reasons: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        for ver in out["versions"]:
+            score = ver["prediction_drift_score"]
+            if score is not None and not math.isfinite(score):
+                ver["prediction_drift_score"] = None
+        return out
+
+    def version(self, name: str) -> VersionFigures:
+        for ver in self.versions:
+            if ver.version == name:
+                return ver
+        raise KeyError(name)
+
+
+Section = (SchemaResult | DriftResult | PerformanceResult | ServiceResult | VersionsResult
+           | SegmentsResult | MultivariateResult | ErrorSection | NotApplicable)
 
 
 # --- the run ----------------------------------------------------------------------------
@@ -527,6 +604,7 @@ class CheckRun:
     sample_rows: int | None = None
     run_id: int | None = None
     recomputes: int | None = None
+    versions: VersionsResult | ErrorSection | NotApplicable | None = None
     segments: SegmentsResult | ErrorSection | None = None
     multivariate: MultivariateResult | ErrorSection | None = None
 
@@ -567,7 +645,8 @@ class CheckRun:
         checks = data.get("checks") or {}
         kinds: dict[str, type] = {"schema": SchemaResult, "drift": DriftResult,
                                   "performance": PerformanceResult, "service": ServiceResult,
-                                  "multivariate": MultivariateResult}
+                                  "multivariate": MultivariateResult,
+                                  "versions": VersionsResult}
         sections: dict[str, Any] = {}
         for name, kind in kinds.items():
             raw = checks.get(name)
@@ -654,6 +733,9 @@ class CheckRun:
         if isinstance(segments, SegmentsResult):
             out += segment_metrics(segments)
         out += _multivariate_metrics(self.section("multivariate"))
+        versions = self.section("versions")
+        if isinstance(versions, VersionsResult):
+            out += version_metrics(versions)
         return out
 
 
@@ -701,4 +783,26 @@ def _multivariate_metrics(section: Section | None) -> list[Metric]:
             "reconstruction_error", "reconstruction_lower", "reconstruction_upper")]
     out += [Metric("multivariate", "importance", f.importance, f.feature)
             for f in section.top_features]
+    return out
+
+
+# Per-version figures stored in ``run_metrics`` (the version where a feature name would
+# be): what ``mqm versions`` and the API add up over windows without reading documents.
+VERSION_FIGURES = ("rows", "errors", "error_rate", "latency_p95_ms", "labelled_rows", "correct",
+                   "accuracy", "accuracy_drop", "estimated_accuracy",
+                   "estimated_sampling_error", "estimated_rows", "prediction_drift_score",
+                   "prediction_drifted")
+
+
+def version_metrics(section: VersionsResult) -> list[Metric]:
+    """Figures of a versions section: the window's count of versions and label maturity,
+    and each version's figures (``VERSION_FIGURES``)."""
+    out = [Metric("versions", "versions", float(len(section.versions))),
+           Metric("versions", "mature", float(section.mature))]
+    for ver in section.versions:
+        for name in VERSION_FIGURES:
+            value = getattr(ver, name)
+            if value is None or (isinstance(value, float) and not math.isfinite(value)):
+                continue
+            out.append(Metric("versions", name, float(value), ver.version))
     return out

@@ -24,6 +24,11 @@ import pandas as pd
 
 SEED = 7
 MODEL_VERSION = "1.4.0"
+# Version 1.5.0 serves a share of the traffic from ROLLOUT_START (a canary that stays): it
+# scores stretched borrowers and unknown home ownership as safer, which the drift punishes.
+NEW_VERSION = "1.5.0"
+ROLLOUT_START = pd.Timestamp("2026-10-09T00:00:00Z")
+ROLLOUT_SHARE = 0.5
 
 REFERENCE_START = pd.Timestamp("2026-09-01T00:00:00Z")
 REFERENCE_DAYS = 30
@@ -315,8 +320,22 @@ def _model_inputs(records: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(cols)
 
 
-def _deployed_proba(records: list[dict[str, Any]]) -> np.ndarray:
-    return np.round(_sigmoid(_logit(_model_inputs(records), DEPLOYED_COEF)), 6)
+# Version 1.5.0: 1.4.0's formula, retrained on data with few stretched borrowers: it takes
+# debt_to_income above the knee as less risky, and the unknown home ownership OTHER as
+# owning outright. Elsewhere it scores as 1.4.0 does.
+NEW_VERSION_COEF: dict[str, Any] = {
+    **DEPLOYED_COEF,
+    "home_ownership": {**DEPLOYED_COEF["home_ownership"], "OTHER": -1.5},
+}
+NEW_VERSION_DTI_EXCESS = -5.0  # per unit of debt_to_income above CONCEPT_SHIFT["dti_knee"]
+
+
+def _deployed_proba(records: list[dict[str, Any]], version: str = MODEL_VERSION) -> np.ndarray:
+    x = _model_inputs(records)
+    if version == MODEL_VERSION:
+        return np.round(_sigmoid(_logit(x, DEPLOYED_COEF)), 6)
+    excess = np.maximum(x["debt_to_income"].to_numpy(float) - CONCEPT_SHIFT["dti_knee"], 0.0)
+    return np.round(_sigmoid(_logit(x, NEW_VERSION_COEF) + NEW_VERSION_DTI_EXCESS * excess), 6)
 
 
 def _to_records(x: pd.DataFrame) -> list[dict[str, Any]]:
@@ -400,6 +419,7 @@ def _production(
     rng_features: np.random.Generator,
     rng_ops: np.random.Generator,
     rng_labels: np.random.Generator,
+    rng_rollout: np.random.Generator,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     day_counts = rng_traffic.poisson(ROWS_PER_DAY, PRODUCTION_DAYS)
     ts = _timestamps(rng_traffic, PRODUCTION_START, day_counts)
@@ -426,12 +446,16 @@ def _production(
     records = _to_records(x)
     _inject(rng_ops, records, week, eligible=~error)
     proba_1 = _deployed_proba(records)
+    # The rollout: a share of the requests from ROLLOUT_START go to the new version.
+    new = np.asarray(ts >= ROLLOUT_START) & (rng_rollout.random(n) < ROLLOUT_SHARE)
+    proba_1[new] = _deployed_proba([records[i] for i in np.flatnonzero(new)], NEW_VERSION)
+    version = np.where(new, NEW_VERSION, MODEL_VERSION).astype(object)
 
     logs = pd.DataFrame(
         {
             "request_id": [f"req-{i:07d}" for i in range(1, n + 1)],
             "timestamp": ts,
-            "model_version": MODEL_VERSION,
+            "model_version": version,
             "features": [json.dumps(r, separators=(",", ":")) for r in records],
             "prediction": pd.array(np.where(error, pd.NA, proba_1 >= 0.5), dtype="Int64"),
             "proba_0": np.where(error, np.nan, np.round(1 - proba_1, 6)),
@@ -462,7 +486,8 @@ def _production(
 def generate(seed: int = SEED) -> dict[str, pd.DataFrame]:
     """Build all frames in memory; same seed gives identical frames."""
     # Independent streams, so tweaking one part (e.g. latency) leaves the others unchanged.
-    rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(5)]
+    # The sixth stream (the rollout) came later; the first five are what they were.
+    rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(6)]
     logs, labels = _production(*rngs[1:])
     return {"reference": _reference(rngs[0]), "production_logs": logs, "labels": labels}
 

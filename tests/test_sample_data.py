@@ -52,3 +52,26 @@ def test_labels_arrive_days_late_and_accuracy_decays() -> None:
     homes = logs["features"].map(lambda s: json.loads(s)["home_ownership"])
     assert not (homes[logs.timestamp < "2026-10-08"] == "OTHER").any()
     assert (homes[logs.timestamp >= "2026-10-10"] == "OTHER").mean() > 0.05
+
+
+def test_version_1_5_0_serves_half_from_10_09_and_is_worse_on_the_drifted_segment() -> None:
+    logs = pd.read_parquet(DATA / "production_logs.parquet")
+    labels = pd.read_parquet(DATA / "labels.parquet")
+    new = logs[logs.model_version == "1.5.0"]
+    assert set(logs.model_version) == {"1.4.0", "1.5.0"}
+    assert new.timestamp.min() >= pd.Timestamp("2026-10-09", tz="UTC")
+    rollout = logs[logs.timestamp >= "2026-10-09"]
+    assert 0.45 < (rollout.model_version == "1.5.0").mean() < 0.55
+    joined = rollout.merge(labels, on="request_id", suffixes=("", "_label"))
+    features = joined["features"].map(json.loads)
+    dti = features.map(lambda r: r["debt_to_income"] if isinstance(r["debt_to_income"], float)
+                       else 0.0)
+    drifted = (dti > 0.35) | (features.map(lambda r: r["home_ownership"]) == "OTHER")
+    correct = joined.prediction.astype(int) == joined.defaulted
+
+    def accuracy(version: str, segment: pd.Series) -> float:
+        return float(correct[(joined.model_version == version) & segment].mean())
+
+    # Clearly worse where the drift bites, about the same elsewhere.
+    assert accuracy("1.4.0", drifted) - accuracy("1.5.0", drifted) > 0.08
+    assert abs(accuracy("1.4.0", ~drifted) - accuracy("1.5.0", ~drifted)) < 0.03

@@ -109,6 +109,30 @@ if view.task != "features":
     st.altair_chart(charts.label_coverage_chart(w, model_cfg.performance.min_label_coverage,
                                                 domain, marks), width="stretch")
 
+if view.task != "features":
+    st.subheader("Model versions")
+    versions = data.model_versions(model, view.since if days else None)
+    if versions.table.empty:
+        st.info("No versions recorded in this range: runs record each version's figures "
+                "from the logs' model_version.")
+    else:
+        if versions.best is not None and versions.p_value is not None:
+            st.success(f"Best recent version: **{versions.best}** (p={versions.p_value:.2g}). "
+                       + versions.text)
+        else:
+            st.info(versions.text)
+        st.altair_chart(charts.version_chart(versions.windows, domain, marks),
+                        width="stretch")
+        table = versions.table.assign(first_seen=versions.table["first_seen"].map(nav.utc_text),
+                                      last_seen=versions.table["last_seen"].map(nav.utc_text))
+        st.dataframe(table, hide_index=True, width="stretch", column_config={
+            "rows": st.column_config.NumberColumn("rows", format="localized"),
+            "accuracy": st.column_config.NumberColumn("accuracy", format="%.3f"),
+            "estimated_accuracy": st.column_config.NumberColumn("estimated", format="%.3f"),
+            "error_rate": st.column_config.NumberColumn("errors", format="percent"),
+            "latency_p95_ms": st.column_config.NumberColumn("p95 ms", format="%.0f"),
+        })
+
 st.subheader("Schema")
 left, right = st.columns([2, 1])
 left.altair_chart(

@@ -19,6 +19,7 @@ from monitor.results import (
     SchemaResult,
     SegmentsResult,
     ServiceResult,
+    VersionsResult,
 )
 
 s = data.store()
@@ -93,8 +94,8 @@ def shown(section: object, name: str) -> bool:
     return True
 
 
-tabs = st.tabs(["Drift", "Schema", "Performance", "Service", "Segments", "Multivariate",
-               "Report"])
+tabs = st.tabs(["Drift", "Schema", "Performance", "Service", "Versions", "Segments",
+               "Multivariate", "Report"])
 
 with tabs[0]:
     drift = run.drift
@@ -242,6 +243,35 @@ with tabs[3]:
                                       columns=["fallback reason", "rows"]), hide_index=True)
 
 with tabs[4]:
+    versions = run.versions
+    if shown(versions, "versions") and isinstance(versions, VersionsResult):
+        table, pairs = frames.run_versions(versions)
+        st.caption("Each model version of the window against the reference, and each pair "
+                   "compared on this window's traffic (labels mature: "
+                   f"{'yes' if versions.mature else 'not yet'}; significance "
+                   f"{versions.alpha:g}). Over many windows: the model page.")
+        st.dataframe(table, hide_index=True, width="stretch", key="run_versions",
+                     column_config={
+                         "rows": st.column_config.NumberColumn(format="localized"),
+                         "error_rate": st.column_config.NumberColumn("errors",
+                                                                     format="percent"),
+                         "latency_p95_ms": st.column_config.NumberColumn("p95 ms",
+                                                                         format="%.1f"),
+                         "accuracy": st.column_config.NumberColumn(format="%.4f"),
+                         "estimated_accuracy": st.column_config.NumberColumn(
+                             "estimated", format="%.4f"),
+                         "prediction_drift_score": st.column_config.NumberColumn(
+                             "prediction drift", format="%.4g"),
+                     })
+        if not pairs.empty:
+            st.dataframe(pairs, hide_index=True, width="stretch", key="version_pairs",
+                         column_config={
+                             "value_a": st.column_config.NumberColumn(format="%.4f"),
+                             "value_b": st.column_config.NumberColumn(format="%.4f"),
+                             "p_value": st.column_config.NumberColumn(format="%.3g"),
+                         })
+
+with tabs[5]:
     segments = run.segments
     if segments is None:
         st.info("This run has no segments (segments.columns in the model's config).")
@@ -265,7 +295,7 @@ with tabs[4]:
             st.caption("Folded into __other__: " + ", ".join(
                 f"{n} values of {c}" for c, n in folded.items()))
 
-with tabs[5]:
+with tabs[6]:
     multivariate = run.multivariate
     if multivariate is None:
         st.info("This run has no multivariate section (multivariate.enabled is off).")
@@ -299,7 +329,7 @@ with tabs[5]:
                              column_config={"importance": st.column_config.NumberColumn(
                                  format="%.4f")})
 
-with tabs[6]:
+with tabs[7]:
     st.markdown("The Evidently report of this window (drift, and classification or "
                 "regression quality on the labelled rows), computed on a bounded sample. "
                 "It takes a few seconds.")

@@ -30,7 +30,8 @@ from monitor.config import DriftConfig
 from monitor.results import DriftResult, DriftStatus, FeatureDrift
 from monitor.schema import label_of
 
-__all__ = ["ColumnKind", "DriftResult", "FeatureDrift", "ReferenceProfile", "check_drift"]
+__all__ = ["ColumnKind", "DriftResult", "FeatureDrift", "ReferenceProfile", "check_column",
+           "check_drift"]
 
 ColumnKind = st.ColumnKind
 _ANY: tuple[ColumnKind, ...] = ("num", "cat")
@@ -405,6 +406,13 @@ def _null_jumps(features: tuple[FeatureDrift, ...], config: DriftConfig) -> list
                        f"{f.null_rate_reference:.1%}: up {f.null_rate_change:.1%} > "
                        f"allowed {limit:.1%}")
     return out
+
+
+def check_column(profile: ReferenceProfile, current: pd.DataFrame, name: str, *,
+                 config: DriftConfig) -> FeatureDrift:
+    """One profiled column of ``current`` tested against the reference, as ``check_drift``
+    tests it (the versions check tests each version's predictions so)."""
+    return _check_column(name, profile.columns[name], profile, current, config)
 
 
 def check_drift(profile: ReferenceProfile, current: pd.DataFrame, *,

@@ -63,6 +63,11 @@ class Context:
             from monitor.store.db import create_engine, ensure_schema
 
             self._engine = create_engine(self.config.database_url)
+            # Its connections closed when the command ends, not left to the collector
+            # (which warns of each open PostgreSQL connection it finds).
+            current = click.get_current_context(silent=True)
+            if current is not None:
+                current.call_on_close(self._engine.dispose)
             if migrate:
                 ensure_schema(self._engine)
         return self._engine

@@ -379,6 +379,26 @@ def runs(ctx: Context, model: str, limit: int, as_json: bool) -> None:
 
 
 @main.command()
+@MODEL_OPTION
+@click.option("--since", default=None,
+              help="Only windows ending after this time (ISO 8601, UTC); default: all stored.")
+@JSON_OPTION
+@pass_ctx
+@fail_cleanly
+def versions(ctx: Context, model: str, since: str | None, as_json: bool) -> None:
+    """List a model's versions over its stored runs and say which recent one is best."""
+    from monitor.rollback import verdict
+    from monitor.store.versions import version_windows
+
+    ctx.config.model(model)  # an unknown model fails here, naming the known ones
+    found = verdict(version_windows(ctx.engine(), model, since=parse_at(since)))
+    if as_json:
+        print_json({"model": model, **found.as_dict()})
+    else:
+        render.print_versions(model, found)
+
+
+@main.command()
 @click.option("--run", "run_id", type=int, required=True, help="Run id (see `mqm runs`).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
               required=True, help="HTML file to write.")
@@ -514,6 +534,12 @@ def demo(ctx: Context, data: Path | None) -> None:
                + (f": {flag['reason']}" if flag.get("reason") else "")
                + ". Serving reads it from `mqm fallback show --model loan_default`, the API or "
                "mqm_client.FallbackFlag.")
+    from monitor.rollback import verdict
+    from monitor.store.versions import version_windows
+
+    click.echo("")
+    click.echo("Model versions (`mqm versions --model loan_default`):")
+    render.print_versions("loan_default", verdict(version_windows(ctx.engine(), "loan_default")))
 
 
 # --- dashboard --------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -20,8 +20,12 @@ from monitor.results import (
     SchemaResult,
     SegmentsResult,
     ServiceResult,
+    VersionsResult,
 )
 from monitor.times import iso_z
+
+if TYPE_CHECKING:
+    from monitor.rollback import VersionVerdict
 
 # Wide enough for the longest status, insufficient_data, and a space.
 _STATUS = 18
@@ -34,6 +38,7 @@ __all__ = [
     "print_schema_run",
     "print_segment_timeline",
     "print_timeline",
+    "print_versions",
     "run_listing",
 ]
 
@@ -146,6 +151,12 @@ def print_run(run: CheckRun) -> None:
             _print_segments(name, sec)
         elif isinstance(sec, MultivariateResult):
             _section_line(name, sec.status, multivariate_summary(sec))
+        elif isinstance(sec, VersionsResult):
+            _section_line(name, sec.status, ", ".join(
+                f"{v.version} {v.rows} rows accuracy {_ratio(v.accuracy)} estimated "
+                f"{_ratio(v.estimated_accuracy)}" for v in sec.versions) or "no rows")
+            for reason in sec.reasons:
+                click.echo(f"    {reason}")
     for reason in run.reasons[:8]:
         click.echo(f"  why: {_readable(reason)}")
 
@@ -316,3 +327,28 @@ def print_runs(records: list[Any]) -> None:
         click.echo(f"  {record.id:>6}  {record.kind:<7}{record.window_end:%Y-%m-%d %H:%M}  "
                    f"{record.rows:>8}  {record.status:<{_STATUS}}"
                    f"{record.finished_at:%Y-%m-%d %H:%M}  {why[:100]}")
+
+
+def print_versions(model: str, verdict: VersionVerdict) -> None:
+    """``mqm versions``: each version's windows and figures, then the verdict."""
+    if not verdict.versions:
+        click.echo(f"{model}: no versions stored yet; check runs record them "
+                   f"(`mqm check --model {model}`)")
+        return
+    click.echo(f"  {'version':<14}{'first seen':<18}{'last seen':<18}{'windows':>8}{'rows':>9}"
+               f"{'accuracy':>10}{'estimated':>10}{'errors':>8}{'p95 ms':>8}  prediction drift")
+    for v in verdict.versions:
+        drift = (f"{v.prediction_drifted_windows} of {v.prediction_tested_windows} windows"
+                 if v.prediction_tested_windows else "-")
+        click.echo(f"  {v.version:<14}{v.first_seen:%Y-%m-%d %H:%M}  {v.last_seen:%Y-%m-%d %H:%M}  "
+                   f"{v.windows:>8}{v.rows:>9}{_ratio(v.accuracy):>10}"
+                   f"{_ratio(v.estimated_accuracy):>10}{fmt(v.error_rate):>8}"
+                   f"{_ms(v.latency_p95_ms):>8}  {drift}")
+    click.echo("")
+    sure = ""
+    if verdict.p_value is not None and verdict.confidence is not None and verdict.best:
+        # Rounding must not claim certainty: p=1e-18 is "> 99.9%", not "100.0%".
+        level = ("> 99.9%" if verdict.confidence > 0.999 else f"{verdict.confidence:.1%}")
+        sure = f" (confidence {level}, p={verdict.p_value:.2g})"
+    click.echo(f"best recent version: {verdict.best or 'no evidence'}{sure}")
+    click.echo(f"  {verdict.text}")

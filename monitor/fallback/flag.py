@@ -141,6 +141,9 @@ def observe_run(
         if transition is not None:  # the same evidence, in words naming the windows
             why = _streak(transition, rules, model_cfg.window)
             auto, transition = replace(auto, reason=why), replace(transition, reason=why)
+    if transition is not None and transition.new_active and run.advice:
+        why = f"{transition.reason}; {run.advice}"
+        auto, transition = replace(auto, reason=why), replace(transition, reason=why)
     if auto is state.auto:
         if events:
             save_flag(conn, model, state)

@@ -191,6 +191,8 @@ def run_check(
     run = replace(run, recomputes=recomputes)
     if not persist:
         return run
+    # Read before the transaction that stores the run: it needs no lock.
+    advice = _rollback_advice(engine, config, model, run)
     with engine.begin() as conn:
         if fence is not None:  # a stale holder is refused before it touches a row
             bound_transaction(conn, fence)
@@ -206,7 +208,8 @@ def run_check(
         if expect_watermark is not None:
             advance_watermark(conn, model, expected=expect_watermark, end=end, run_id=run_id,
                               now=now)
-        observe_run(conn, config, model, RunOutcome(run_id, end, run.status, run.reasons),
+        observe_run(conn, config, model,
+                    RunOutcome(run_id, end, run.status, run.reasons, advice=advice),
                     now=now)
         if fence is not None:  # again last: the shortest time between check and commit
             check_fence(conn, fence)
@@ -220,6 +223,43 @@ def run_check(
             post_alerts(config.alerting, resolved.config,
                         alerts_for(model, doc, run.status, run.reasons), now)
     return replace(run, run_id=run_id)
+
+
+_ADVICE_WINDOWS = 90  # windows back that rollback advice looks at
+
+
+def _rollback_advice(engine: Engine, config: Config, model: str, run: CheckRun) -> str | None:
+    """Rollback advice for a run that could trip the flag (a bad status, and versions
+    measured), from the stored windows before it (the last ``_ADVICE_WINDOWS``) and its own
+    versions. Advice only: a failure to work it out is logged and the run goes on
+    without it."""
+    from monitor.fallback.flag import rules_of
+    from monitor.results import VersionsResult
+
+    model_cfg = config.model(model)
+    section = run.section("versions")
+    if (run.status not in rules_of(model_cfg).bad_statuses
+            or not isinstance(section, VersionsResult) or not section.versions):
+        return None
+    try:
+        from monitor.results import version_metrics
+        from monitor.rollback import VersionWindow, rollback_advice
+        from monitor.store.versions import version_windows
+
+        since = run.start - _ADVICE_WINDOWS * model_cfg.window
+        rows = version_windows(engine, model, since=since, until=run.start)
+        own: dict[str, dict[str, float | None]] = {}
+        for metric in version_metrics(section):
+            if metric.feature:
+                own.setdefault(metric.feature, {})[metric.metric] = metric.value
+        rows += [VersionWindow(0, run.start, run.end, run.status, section.mature, version,
+                               figures) for version, figures in own.items()]
+        return rollback_advice(rows, [v.version for v in section.versions])
+    except Exception as exc:
+        _log.warning("mqm: rollback advice for %s could not be worked out: %s", model,
+                     exc if isinstance(exc, MonitorError) else f"{type(exc).__name__}: {exc}",
+                     exc_info=not isinstance(exc, MonitorError))
+        return None
 
 
 def compact_logs(engine: Engine, config: Config, model: str,

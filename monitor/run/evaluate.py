@@ -32,6 +32,7 @@ from monitor.results import (
     Section,
     SegmentsResult,
     ServiceResult,
+    VersionsResult,
     overall_status,
 )
 from monitor.run.model import ResolvedModel
@@ -113,6 +114,8 @@ def evaluate_window(
     import numpy as np
     import pandas as pd
 
+    from monitor.checks.versions import VersionCodes, VersionRows
+
     source, model_cfg, schema = model.source, model.config, model.schema
     reference = model.reference
     rows = source.count(start, end)
@@ -134,6 +137,10 @@ def evaluate_window(
     # frame): segments split the performance rows by it, and a regressor's loss estimate
     # reads those rows' inputs.
     answered_parts: list[np.ndarray] = []
+    version_codes = VersionCodes()
+    code_parts: list[np.ndarray] = []  # every row's version, then the drift and answered rows'
+    drift_code_parts: list[np.ndarray] = []
+    answered_code_parts: list[np.ndarray] = []
     fallback_counts: Counter[str] | None = Counter() if model.counts_fallbacks else None
     rng = np.random.default_rng(_seed(model.name, start))
     chunks = source.iter_chunks(start, end, CHUNK_ROWS) if sampled else iter(
@@ -151,6 +158,8 @@ def evaluate_window(
         if fallback_counts is not None and window.fallback_reasons is not None:
             # "" counts the rows the model answered itself.
             fallback_counts.update(window.fallback_reasons.fillna("").value_counts().to_dict())
+        codes = version_codes.codes(window.meta["model_version"])
+        code_parts.append(codes)
         drift_part = _drift_frame(window, schema)
         if sampled:
             # Bernoulli sample: uniform over the window whatever the chunk order.
@@ -162,12 +171,16 @@ def evaluate_window(
         answered_parts.append(answered_rows[keep] if sampled else answered_rows)
         for c, (ids, _) in groups.items():
             seg_ids[c].append(ids[keep] if sampled else ids)
+        drift_code_parts.append(codes[keep] if sampled else codes)
         if features_only:
             continue
         perf_part, prob_part = _perf_frames(window)
+        answered_codes = codes[answered_rows]
         if sampled:
             answered = keep[answered_rows]
             perf_part, prob_part = perf_part[answered], prob_part[answered]
+            answered_codes = answered_codes[answered]
+        answered_code_parts.append(answered_codes)
         perf_parts.append(perf_part)
         prob_parts.append(prob_part)
     drift_frame, perf, prob_frame = _joined(drift_parts), _joined(perf_parts), _joined(prob_parts)
@@ -212,6 +225,7 @@ def evaluate_window(
         return _segments(model, parts, schema_acc, drift_frame, perf, prob_frame,
                          _concat(answered_parts).astype(bool), need_reference(),
                          end=end, now=now)
+
     def multivariate() -> MultivariateResult:
         from monitor.checks.multivariate import check_multivariate
 
@@ -221,10 +235,38 @@ def evaluate_window(
         return check_multivariate(sample, drift_frame, config=model_cfg.multivariate,
                                   seed=_seed(model.name, start))
 
-    sections: dict[str, Section] = {"schema": schema_result, "drift": _section(drift),
-                "performance": NotApplicable(FEATURES_ONLY) if features_only
-                else _section(performance),
-                "service": _section(service)}
+
+    def versions() -> VersionsResult:
+        from monitor.checks.versions import check_versions
+
+        def joined(parts: list[np.ndarray]) -> np.ndarray:
+            return np.concatenate(parts) if parts else np.array([], dtype=np.int32)
+
+        ref = reference
+        pred_name = schema.prediction_column
+        rows_of = VersionRows(
+            names=tuple(version_codes.names), codes=joined(code_parts), errors=error_flags,
+            latency_ms=latency, answered=joined(answered_code_parts),
+            drift=joined(drift_code_parts))
+        empty = pd.Series([], dtype=object)
+        return check_versions(
+            rows_of,
+            predictions=perf.get("prediction", empty),
+            labels=perf.get("label", empty),
+            probabilities=prob_frame if len(prob_frame.columns) else None,
+            drift_predictions=(drift_frame[pred_name].reset_index(drop=True)
+                               if pred_name is not None and pred_name in drift_frame else None),
+            schema=schema, profile=ref.drift_profile if ref else None,
+            estimator=ref.estimator if ref else None,
+            reference_accuracy=ref.metrics.get("accuracy") if ref else None,
+            drift_config=model_cfg.drift, config=model_cfg.performance, window_end=end,
+            now=now)
+
+    sections: dict[str, Section] = {
+        "schema": schema_result, "drift": _section(drift),
+        "performance": NotApplicable(FEATURES_ONLY) if features_only else _section(performance),
+        "service": _section(service),
+        "versions": NotApplicable(FEATURES_ONLY) if features_only else _section(versions)}
     if seg_cfg.columns:
         sections["segments"] = _section(segments)
     if model_cfg.multivariate.enabled:
@@ -247,6 +289,7 @@ def evaluate_window(
         service=sections["service"],  # type: ignore[arg-type]
         segments=sections.get("segments"),  # type: ignore[arg-type]
         multivariate=sections.get("multivariate"),  # type: ignore[arg-type]
+        versions=sections["versions"],  # type: ignore[arg-type]
         sampled=sampled, sample_rows=len(drift_frame) if sampled else None,
     )
 

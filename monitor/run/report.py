@@ -31,6 +31,7 @@ from monitor.results import (
     PerformanceResult,
     SchemaResult,
     ServiceResult,
+    VersionsResult,
 )
 from monitor.run.model import resolve
 from monitor.run.reference import drift_columns
@@ -368,6 +369,11 @@ def _sections_table(verdict: _Verdict) -> list[list[str]]:
                          f"-{_num(sec.auc_upper)}, threshold {_num(sec.auc_threshold)}); top "
                          "features: " + (", ".join(f.feature for f in sec.top_features)
                                          or "none")])
+        elif isinstance(sec, VersionsResult):
+            shown = "; ".join(
+                f"{v.version}: {v.rows:,} rows, accuracy {_num(v.accuracy)}, estimated "
+                f"{_num(v.estimated_accuracy)}" for v in sec.versions)
+            rows.append([name, sec.status, "; ".join([shown or "no rows", *sec.reasons])])
     return rows
 
 

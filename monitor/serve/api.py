@@ -88,6 +88,7 @@ from monitor.serve.api_models import (
     Readiness,
     RunDetail,
     RunPage,
+    VersionReport,
 )
 from monitor.serve.batches import read_batch
 from monitor.serve.flag_cache import FlagCache
@@ -391,6 +392,35 @@ def create_app(
         page = reads.run_page(engine, model, limit=limit, before=before, kind=kind)
         return {"model": model, "runs": [_summary_of(r) for r in page.runs],
                 "next": page.next}
+
+    @app.get("/v1/models/{model}/versions", response_model=VersionReport, tags=["models"],
+             summary="The model's versions over its stored runs, and the best recent one",
+             responses={**UNKNOWN, **STORE_DOWN})
+    def list_versions(
+        request: Request,
+        model: ModelName,
+        since: Annotated[str | None, Query(
+            description="Only windows ending after this time (ISO 8601 with an offset).",
+            json_schema_extra={"format": "date-time"})] = None,
+    ) -> dict[str, Any]:
+        from monitor.rollback import verdict
+        from monitor.store.versions import version_windows
+
+        _refuse_unknown_query(request, "since")
+        config.model(model)
+        after = None
+        if since is not None:
+            try:
+                after = datetime.fromisoformat(since.replace("Z", "+00:00"))
+            except ValueError:
+                after = None
+            if after is None or after.tzinfo is None:
+                # Numbers and times without an offset too: "0.5" is no time.
+                raise RequestValidationError([{
+                    "type": "value_error", "loc": ("query", "since"), "input": since,
+                    "msg": "an ISO 8601 time with a UTC offset, e.g. 2026-10-09T00:00:00Z"}])
+        found = verdict(version_windows(engine, model, since=after))
+        return _finite({"model": model, **found.as_dict()})
 
     @app.get("/v1/runs/{run_id}", response_model=RunDetail, tags=["runs"],
              summary="One check run: its summary as stored and its metrics",

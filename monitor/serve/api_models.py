@@ -44,6 +44,9 @@ __all__ = [
     "RunSummary",
     "RunWindow",
     "SchedulerCheck",
+    "VersionEvidence",
+    "VersionFigures",
+    "VersionReport",
 ]
 
 ENV_TOKEN = "MQM_API_TOKEN"
@@ -251,6 +254,61 @@ class MetricValue(BaseModel):
 class RunDetail(RunSummary):
     summary: dict[str, Any] = Field(description="The run as stored (`mqm check --json`).")
     metrics: list[MetricValue]
+
+
+class VersionFigures(BaseModel):
+    """One model version over the stored windows (``mqm versions``)."""
+
+    version: str
+    first_seen: datetime = Field(description="Start of the first window it served in.")
+    last_seen: datetime = Field(description="End of the last window it served in.")
+    windows: int
+    rows: int
+    errors: int
+    error_rate: float
+    latency_p95_ms: float | None = Field(description="Row-weighted mean of the windows' p95.")
+    labelled_rows: int = Field(description="Labelled rows of its mature windows.")
+    correct: int
+    accuracy: float | None = Field(description="Realized, over its mature windows.")
+    ok_windows: int = Field(description="Windows whose run was ok.")
+    ok_accuracy: float | None = Field(description="Realized, over those ok windows.")
+    estimated_accuracy: float | None = Field(description="CBPE, row-weighted over windows.")
+    estimated_sampling_error: float | None
+    prediction_drifted_windows: int
+    prediction_tested_windows: int
+
+
+class VersionEvidence(BaseModel):
+    """Two versions compared, on the windows both served when they did."""
+
+    a: str
+    b: str
+    basis: Literal["accuracy", "estimated_accuracy", "none"] = Field(description=(
+        "accuracy: two-proportion z-test on realized accuracy; estimated_accuracy: z-test "
+        "on CBPE's estimates and sampling errors; none: too little data."))
+    windows: int
+    shared: bool = Field(description="Compared over the windows both served.")
+    rows_a: int
+    rows_b: int
+    value_a: float | None
+    value_b: float | None
+    p_value: float | None
+    better: str | None = Field(description="Null: no significant difference.")
+
+
+class VersionReport(BaseModel):
+    """Each version of a model and which recent one is best on the evidence."""
+
+    model: str
+    best: str | None = Field(description="Null: no evidence that one version is better.")
+    basis: Literal["accuracy", "estimated_accuracy", "none"]
+    p_value: float | None = Field(description="The largest p-value of best's comparisons.")
+    confidence: float | None = Field(description="1 - p_value.")
+    alpha: float
+    recent: list[str] = Field(description="Versions that served in the newest windows.")
+    text: str
+    evidence: list[VersionEvidence]
+    versions: list[VersionFigures] = Field(description="First seen first.")
 
 
 class IngestResult(BaseModel):

@@ -18,6 +18,7 @@ from monitor.results import RUN_STATUSES, SECTIONS
 __all__ = [
     "CHECKS",
     "CHECK_STATUSES",
+    "MAX_VERSION_LABELS",
     "METRICS",
     "PERCENTILES",
     "PERFORMANCE_METRICS",
@@ -41,6 +42,9 @@ PERFORMANCE_METRICS = ("accuracy", "f1", "roc_auc", "mae", "rmse")
 ESTIMATED_METRICS = ("accuracy", "f1", "precision", "recall", "roc_auc", "mae", "rmse")
 # A segment's statuses (monitor.results.SegmentResult).
 SEGMENT_STATUSES = ("ok", "warn", "critical", "insufficient_data")
+# Model versions of the latest run exported per version: the most rows first, at most this
+# many (a window serving more versions than this exports only its main ones).
+MAX_VERSION_LABELS = 10
 # The tables retention deletes from (monitor.store.retention).
 RETENTION_TABLES = ("inference_logs", "ground_truth", "log_blocks")
 
@@ -60,6 +64,7 @@ _RUN = ("model", "version")
 _FEATURE = ("model", "version", "feature")
 _MODEL = ("model",)
 _SEGMENT = ("model", "version", "segment")
+_VERSION = ("model", "version", "model_version")
 
 METRICS: tuple[MetricSpec, ...] = (
     # The latest check run.
@@ -67,8 +72,8 @@ METRICS: tuple[MetricSpec, ...] = (
                "Status of the latest check run: 1 for its status, 0 for the others "
                "(ok, warn, critical, insufficient_data, error)."),
     MetricSpec("mqm_check_status", "gauge", (*_RUN, "check", "status"), "1 or 0",
-               "Status of each section (schema, drift, performance, service, segments and "
-               "multivariate when configured) of the latest "
+               "Status of each section (schema, drift, performance, service, versions, and "
+               "segments and multivariate when configured) of the latest "
                "run: 1 for its status, 0 for the others (ok, warn, critical, skipped, "
                "not_applicable, insufficient_data, error); performance is not_applicable "
                "for a features-only model."),
@@ -215,6 +220,21 @@ METRICS: tuple[MetricSpec, ...] = (
                "Drop of the domain classifier's held-out AUC when the feature is shuffled "
                "(permutation importance), for the top features "
                "(multivariate.top_features) only."),
+    # versions: each model version of the latest run's window (model_version), as the
+    # versions section measured it.
+    MetricSpec("mqm_model_version_rows", "gauge", _VERSION, "rows",
+               "Rows each model version answered in the latest run's window (the "
+               f"{MAX_VERSION_LABELS} versions with the most rows)."),
+    MetricSpec("mqm_model_version_accuracy_ratio", "gauge", _VERSION, "ratio",
+               "Accuracy of each version's labelled rows; absent until the window is mature."),
+    MetricSpec("mqm_model_version_estimated_accuracy_ratio", "gauge", _VERSION, "ratio",
+               "Accuracy of each version estimated from its logged probabilities (CBPE)."),
+    MetricSpec("mqm_model_version_error_ratio", "gauge", _VERSION, "ratio",
+               "Share of each version's requests that failed."),
+    MetricSpec("mqm_model_version_latency_p95_seconds", "gauge", _VERSION, "seconds",
+               "Latency p95 of each version's requests."),
+    MetricSpec("mqm_model_version_prediction_drift_detected", "gauge", _VERSION, "1 or 0",
+               "1 when the predictions of the version drifted from the reference's."),
     # Store-level state, per model.
     MetricSpec("mqm_runs_total", "counter", (*_MODEL, "status"), "runs",
                "Check runs stored, by status (counted in the store; pruning runs lowers "

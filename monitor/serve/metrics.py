@@ -70,10 +70,12 @@ from monitor.results import (
     SchemaResult,
     SegmentsResult,
     ServiceResult,
+    VersionsResult,
 )
 from monitor.serve.metric_specs import (
     CHECK_STATUSES,
     ESTIMATED_METRICS,
+    MAX_VERSION_LABELS,
     METRICS,
     PERCENTILES,
     PERFORMANCE_METRICS,
@@ -354,6 +356,20 @@ def _run_samples(out: _ModelSamples, run: CheckRun, base: tuple[str, str],
             out.put(f"mqm_multivariate_{name}", base, getattr(multivariate, name))
         for imp in multivariate.top_features:
             feature("mqm_multivariate_feature_importance", imp.feature, imp.importance)
+    versions = run.section("versions")
+    if isinstance(versions, VersionsResult):
+        for ver in versions.versions[:MAX_VERSION_LABELS]:  # most rows first
+            labels = (*base, ver.version)
+            out.put("mqm_model_version_rows", labels, ver.rows)
+            out.put("mqm_model_version_accuracy_ratio", labels, ver.accuracy)
+            out.put("mqm_model_version_estimated_accuracy_ratio", labels,
+                    ver.estimated_accuracy)
+            out.put("mqm_model_version_error_ratio", labels, ver.error_rate)
+            p95 = _number(ver.latency_p95_ms)
+            out.put("mqm_model_version_latency_p95_seconds", labels,
+                    None if p95 is None else p95 / 1000)
+            out.put("mqm_model_version_prediction_drift_detected", labels,
+                    ver.prediction_drifted)
     return seen
 
 

@@ -139,6 +139,13 @@ def test_demo_finds_the_documented_drift(make_config, tmp_path: Path) -> None:
     assert all(statuses[f"2026-10-{d}"] == "critical" for d in range(11, 16))
     # The first two bad windows (10-09 and 10-10 ends) trip the flag (trip_after 2).
     assert "Fallback flag: ON (auto): 2 consecutive bad runs" in result.output
+    # 1.5.0 came with the drift and does worse on the same traffic: roll back to 1.4.0.
+    [flag] = [ln for ln in result.output.splitlines() if ln.startswith("Fallback flag:")]
+    assert ("version 1.5.0 since 2026-10-09; 1.4.0 was ok with accuracy 0.84: consider "
+            "rolling back") in flag
+    assert "best recent version: 1.4.0 (confidence" in result.output
+    assert "1.4.0 is best on the evidence: accuracy 1.4.0 0.704 vs 1.5.0 0.639 over the 6 " \
+           "windows both served" in result.output
     accuracy = {cells[0]: float(cells[5]) for cells in lines}
     # Independent: realized accuracy of 10-12 from the files themselves.
     logs = pd.read_parquet(ROOT / "sample_data/production_logs.parquet")
@@ -157,7 +164,7 @@ def test_check_json_and_table(sample_cli) -> None:
     assert result.exit_code == 0, result.output
     run = json.loads(result.output)
     assert run["status"] == "critical" and run["run_id"] >= 1
-    assert set(run["checks"]) == {"schema", "drift", "performance", "service"}
+    assert set(run["checks"]) == {"schema", "drift", "performance", "service", "versions"}
     table = sample_cli("check", "-m", "loan_default", "--at", "2026-10-13T00:00:00Z").output
     assert "status CRITICAL" in table
     assert "credit_score" in table and "wasserstein" in table

@@ -51,5 +51,5 @@ def test_pages_render_in_chromium(demo_config: Path, tmp_path: Path) -> None:
         with Image.open(shot.path) as image:
             assert image.width == 1440 and image.height >= 900, (name, image.size)
     assert shots["overview"].charts == 1
-    assert shots["model"].charts == 10  # with the segments' strip and the multivariate AUC
+    assert shots["model"].charts == 11  # with segments, multivariate AUC and versions
     assert shots["run"].charts == 1  # the distribution of the most drifted column

@@ -222,3 +222,20 @@ def test_multivariate_chart_draws_the_auc_its_interval_and_the_threshold(
     assert list(data_of(chart, 3)["auc_threshold"]) == [0.6] * 4 + [0.7] * 2
     assert "95% CI" in out["title"]["text"] if isinstance(out["title"], dict) \
         else "95% CI" in out["title"]
+
+
+def test_version_chart_draws_each_version_realized_and_estimated(marks: pd.DataFrame) -> None:
+    from monitor.rollback import VersionWindow
+
+    rows = [VersionWindow(i, T0 + i * DAY, T0 + (i + 1) * DAY, "ok", i < 2, version,
+                          {"rows": 100.0, "accuracy": acc, "estimated_accuracy": acc + 0.01})
+            for i in range(3) for version, acc in (("1.4.0", 0.84), ("1.5.0", 0.70))]
+    table = frames.version_windows(rows)
+    # Realized accuracy of immature windows is left out; the estimate stays.
+    assert table["accuracy"].isna().tolist() == [False, False, False, False, True, True]
+    chart = charts.version_chart(table, charts.domain_of(T0, T0 + 3 * DAY), marks)
+    drawn = spec(chart)
+    assert drawn["layer"][1]["mark"]["strokeDash"] == [5, 4]
+    realized, estimated = data_of(chart, 0), data_of(chart, 1)
+    assert set(realized["version"]) == set(estimated["version"]) == {"1.4.0", "1.5.0"}
+    assert len(realized) == 4 and len(estimated) == 6

@@ -249,3 +249,41 @@ def test_estimated_table_lists_every_estimate_with_its_band() -> None:
                                 estimated=EstimatedLossResult(None, None, None, None, 0,
                                                               "skipped", ("no estimator",)))
     assert frames.estimated_table(skipped).empty
+
+
+def test_version_table_one_row_per_version_first_seen_first() -> None:
+    from monitor.rollback import VersionWindow, summarize
+
+    t0 = datetime(2026, 10, 1, tzinfo=UTC)
+    day = timedelta(days=1)
+    rows = [VersionWindow(i, t0 + i * day, t0 + (i + 1) * day, "ok", True, version,
+                          {"rows": 100.0, "errors": 1.0, "labelled_rows": 90.0,
+                           "correct": correct, "prediction_drifted": float(i == 2)})
+            for i in range(3) for version, correct in (("1.4.0", 80.0), ("1.5.0", 60.0))
+            if version == "1.4.0" or i > 0]
+    table = frames.version_table(summarize(rows))
+    assert table["version"].tolist() == ["1.4.0", "1.5.0"]
+    assert table["windows"].tolist() == [3, 2] and table["rows"].tolist() == [300, 200]
+    assert table["accuracy"].tolist() == pytest.approx([80 / 90, 60 / 90])
+    assert table["error_rate"].tolist() == pytest.approx([0.01, 0.01])
+    assert table["prediction_drift"].tolist() == ["1 of 3 windows", "1 of 2 windows"]
+    assert table["first_seen"].tolist() == [t0, t0 + day]
+
+
+def test_run_versions_one_row_per_version_and_per_pair() -> None:
+    from monitor.results import VersionComparison, VersionFigures, VersionsResult
+
+    section = VersionsResult(
+        versions=(VersionFigures("1.4.0", 100, 1, 0.01, 50.0, 90, 80, 80 / 90),
+                  VersionFigures("1.5.0", 60, 0, 0.0, None, 50, 30, 0.6)),
+        comparisons=(VersionComparison("1.4.0", "1.5.0", "accuracy", 80 / 90, 0.6, 1e-4,
+                                       "1.4.0"),), mature=True, alpha=0.05)
+    versions, pairs = frames.run_versions(section)
+    assert versions["version"].tolist() == ["1.4.0", "1.5.0"]
+    assert versions["labelled_rows"].tolist() == [90, 50]
+    assert versions["latency_p95_ms"].isna().tolist() == [False, True]
+    assert pairs.to_dict("records") == [{"a": "1.4.0", "b": "1.5.0", "basis": "accuracy",
+                                         "value_a": 80 / 90, "value_b": 0.6, "p_value": 1e-4,
+                                         "better": "1.4.0"}]
+    empty = VersionsResult(versions=(), comparisons=(), mature=False, alpha=0.05)
+    assert frames.run_versions(empty)[1].empty

@@ -59,6 +59,9 @@ _COLUMNS = {  # a table by the columns it has (a read-only dataframe keeps no ke
     "events": {"event", "kind"},
     "segments": {"segment", "reference", "drifted share"},
     "estimates": {"metric", "estimated", "lower", "upper", "realized"},
+    "versions": {"version", "first_seen", "prediction_drift"},
+    "run_versions": {"version", "labelled_rows", "prediction_drift_score"},
+    "version_pairs": {"a", "b", "basis", "p_value"},
 }
 
 
@@ -115,9 +118,9 @@ def test_model_page_shows_each_window_as_stored(demo_config: Path) -> None:
     assert shown["2026-10-12 00:00 UTC"] == "critical"
     assert metric(at, "Critical windows") == str(sum(r.status == "critical" for r in runs))
     assert metric(at, "Fallback flag") == "ON"
-    # status, drift share, heat-map, multivariate AUC, segments, accuracy, coverage, schema,
-    # latency, errors
-    assert len(charts(at)) == 10
+    # status, drift share, heat-map, multivariate AUC, segments, accuracy, coverage,
+    # versions, schema, latency, errors
+    assert len(charts(at)) == 11
     strip = charts(at)[4].proto.spec
     assert "Status per segment" in str(strip)
     auc = next(c for c in charts(at) if "Multivariate drift" in str(c.spec))
@@ -127,6 +130,18 @@ def test_model_page_shows_each_window_as_stored(demo_config: Path) -> None:
         section = get_run(engine, run.id).run.multivariate
         assert shown_auc[f"{run.window_end:%Y-%m-%d %H:%M} UTC"] == pytest.approx(section.auc)
     assert at.query_params["model"] == MODEL and at.query_params["days"] == "all"
+    # The versions as `mqm versions` reads them, and the verdict.
+    from monitor.rollback import verdict
+    from monitor.store.versions import version_windows
+
+    found = verdict(version_windows(engine, MODEL))
+    versions = frame(at, "versions").set_index("version")
+    for summary in found.versions:
+        assert versions.loc[summary.version, "rows"] == summary.rows
+        assert versions.loc[summary.version, "windows"] == summary.windows
+    assert found.best == "1.4.0"
+    [success] = [s.value for s in at.success]
+    assert "Best recent version: **1.4.0**" in success and found.text in success
 
 
 def test_model_page_range_and_window_picker_open_the_run(demo_config: Path) -> None:
@@ -191,6 +206,15 @@ def test_run_page_shows_the_run_as_stored(demo_config: Path) -> None:
     assert list(top["feature"]) == [f.feature for f in section.top_features]
     assert list(top["importance"]) == pytest.approx([f.importance for f in section.top_features])
     assert section.auc > 0.6 and top["feature"].iloc[0] == "annual_income"
+    # Each model version of the window, and the pair compared.
+    table = frame(at, "run_versions").set_index("version")
+    for version in run.versions.versions:
+        assert table.loc[version.version, "rows"] == version.rows
+        assert table.loc[version.version, "accuracy"] == pytest.approx(version.accuracy)
+    [pair] = run.versions.comparisons
+    pairs = frame(at, "version_pairs")
+    assert pairs["p_value"].tolist() == pytest.approx([pair.p_value])
+    assert pairs["better"].tolist() == [pair.better or ""]
 
 
 def test_deep_link_at_the_root_opens_the_run(demo_config: Path) -> None:

@@ -83,7 +83,7 @@ def test_run_json_shape_and_persistence(loaded) -> None:
     assert run is not None and run.run_id is not None
     data = run.as_dict()
     assert {"model", "window", "rows", "status", "checks"} <= set(data)
-    assert set(data["checks"]) == {"schema", "drift", "performance", "service"}
+    assert set(data["checks"]) == {"schema", "drift", "performance", "service", "versions"}
     assert {"share_drifted", "dataset_drift"} <= set(data["checks"]["drift"])
     feature = data["checks"]["drift"]["features"][0]
     assert {"method", "score", "threshold", "drifted"} <= set(feature)

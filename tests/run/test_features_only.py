@@ -44,6 +44,7 @@ def test_features_only_model_end_to_end(engine: sa.Engine, tmp_path: Path) -> No
         assert [c.role for c in run.schema.columns] == ["feature"] * 11
         assert isinstance(run.service, ServiceResult) and run.service.status == "ok"
         assert run.performance == NotApplicable(FEATURES_ONLY)
+        assert run.versions == NotApplicable(FEATURES_ONLY)
         assert run.as_dict()["checks"]["performance"] == {
             "status": "not_applicable", "reason": FEATURES_ONLY}
         drift = run.drift

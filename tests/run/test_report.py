@@ -68,6 +68,11 @@ def test_the_report_describes_the_window_as_the_run_saw_it(loaded, tmp_path: Pat
     assert in_page(page, f"Quality: the {done.labelled_rows:,} labelled rows of those")
     assert "Schema: the contract, per column" in page
     assert in_page(page, "'OTHER'")  # the unseen category, among the schema's examples
+    # Each model version of the window, with the comparison.
+    for version in run.versions.versions:
+        assert in_page(page, f"{version.version}: {version.rows:,} rows, accuracy ")
+    for reason in run.versions.reasons:  # none on 10-12: the difference is within chance
+        assert in_page(page, reason)
 
 
 def test_a_sampled_report_says_so(loaded, tmp_path: Path) -> None:

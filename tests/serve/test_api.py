@@ -539,7 +539,7 @@ def test_openapi_declares_the_bearer_scheme_on_writes_only(
     assert set(spec["paths"]) == {
         "/healthz", "/readyz", "/metrics", "/v1/models", "/v1/models/{model}/runs",
         "/v1/runs/{run_id}", "/v1/models/{model}/fallback", "/v1/models/{model}/logs",
-        "/v1/models/{model}/labels"}
+        "/v1/models/{model}/labels", "/v1/models/{model}/versions"}
     # The batches are documented as what they are: JSON lines, with their bounds.
     post = spec["paths"]["/v1/models/{model}/logs"]["post"]
     assert set(post["requestBody"]["content"]) == {"application/x-ndjson"}

@@ -139,7 +139,7 @@ def test_values_equal_the_stored_run(sample) -> None:
 
     for status in RUN_STATUSES:
         assert get("mqm_run_status", status=status) == float(status == "critical")
-    for check in ("schema", "drift", "performance", "service"):
+    for check in ("schema", "drift", "performance", "service", "versions"):
         section = run.as_dict()["checks"][check]["status"]
         for status in CHECK_STATUSES:
             assert get("mqm_check_status", check=check, status=status) == float(
@@ -203,6 +203,59 @@ def test_values_equal_the_stored_run(sample) -> None:
     assert value(registry, "mqm_feature_labels_dropped", model=M) == 0.0
     assert value(registry, "mqm_scrape_error") == 0.0
     assert label_values(registry, "mqm_drift_score", "feature") == {*FEATURES, "prediction"}
+
+
+def test_each_model_version_of_the_latest_run_is_exported(sample) -> None:
+    engine, cfg = sample
+    run = run_check(engine, cfg, M, at=DRIFTED, now=LATER)
+    assert run is not None and run.run_id is not None
+    registry = build_registry(engine, cfg, clock=lambda: LATER)
+    stored = {(m.check, m.metric, m.feature): m.value for m in run_metrics_of(engine, run.run_id)}
+    base = {"model": M, "version": value_label(registry)}
+    assert label_values(registry, "mqm_model_version_rows", "model_version") == {
+        "1.4.0", "1.5.0"}
+    for ver in ("1.4.0", "1.5.0"):
+        def get(name: str) -> float | None:
+            return value(registry, name, **base, model_version=ver)  # noqa: B023
+
+        assert get("mqm_model_version_rows") == stored[("versions", "rows", ver)]
+        assert get("mqm_model_version_accuracy_ratio") == stored[("versions", "accuracy", ver)]
+        assert get("mqm_model_version_estimated_accuracy_ratio") == stored[
+            ("versions", "estimated_accuracy", ver)]
+        assert get("mqm_model_version_error_ratio") == stored[("versions", "error_rate", ver)]
+        assert get("mqm_model_version_latency_p95_seconds") == pytest.approx(
+            stored[("versions", "latency_p95_ms", ver)] / 1000)
+        assert get("mqm_model_version_prediction_drift_detected") == stored[
+            ("versions", "prediction_drifted", ver)]
+    assert (value(registry, "mqm_model_version_accuracy_ratio", **base, model_version="1.4.0")
+            > value(registry, "mqm_model_version_accuracy_ratio", **base,
+                    model_version="1.5.0"))
+
+
+def value_label(registry: Any) -> str:
+    """The ``version`` label of the latest run's series (the newest log's version)."""
+    [version] = label_values(registry, "mqm_rows_checked", "version")
+    return version
+
+
+def test_model_version_series_are_bounded(engine: sa.Engine, tmp_path: Path) -> None:
+    from monitor.serve.metric_specs import MAX_VERSION_LABELS
+
+    cfg = write_config(tmp_path, url_of(engine), {M: {}})
+    records = []
+    for v in range(MAX_VERSION_LABELS + 3):  # version v0 has the most rows, v12 the fewest
+        for i in range(30 - v):
+            row = good_row(i)
+            records.append(make_record({
+                "request_id": f"v{v}-{i}", "timestamp": (T0 + timedelta(minutes=i)).isoformat(),
+                "features": {k: row[k] for k in FEATURES}, "prediction": row["prediction"],
+                "latency_ms": 10.0, "model_version": f"v{v}"}))
+    with engine.begin() as conn:
+        insert_logs(conn, M, records)
+    run_check(engine, cfg, M, at=T0 + DAY, now=LATER)
+    registry = build_registry(engine, cfg, clock=lambda: LATER)
+    assert label_values(registry, "mqm_model_version_rows", "model_version") == {
+        f"v{i}" for i in range(MAX_VERSION_LABELS)}
 
 
 def test_the_newest_window_is_exported_and_a_recheck_of_it_wins(sample) -> None:
@@ -551,7 +604,8 @@ def test_declarations_follow_the_naming_rules() -> None:
         assert "quantile" not in spec.labels and "le" not in spec.labels
         assert not spec.name.endswith(("_ms", "_milliseconds")), spec.name
         assert set(spec.labels) <= {"model", "version", "feature", "status", "check",
-                                    "percentile", "metric", "table", "segment"}
+                                    "percentile", "metric", "table", "segment",
+                                    "model_version"}
 
 
 def test_a_window_too_small_to_judge_exports_its_status_and_no_figures(
