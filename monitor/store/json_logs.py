@@ -42,6 +42,9 @@ _FLOAT = r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+(?:[eE][-+]?[0-9]+)?|[eE][-+]?[0-9]+)"
 _STR = r'"(?:[^"\\]|\\.)*"'
 # Fields the row path reads with ``row.get``: absent or null is all one to it.
 _OPTIONAL = ("latency_ms", "error", "error_message", "model_version", "fallback_reason")
+# Read as floats by the row path (``float``, ``fromtimestamp``), ints or not: equal for the
+# ints a float holds exactly, and the times in range are such ints.
+_NUMBERS = ("latency_ms", "timestamp")
 _INTERNAL = "\x00p:"  # prefix of the probability columns built here (no key has a NUL)
 
 
@@ -83,7 +86,7 @@ def _key(name: str) -> str:
     return "(?:" + "|".join(re.escape(s) for s in sorted(spellings)) + ")"
 
 
-def _value(t: Any, nullable: bool = True) -> str:
+def _value(t: Any, nullable: bool = True, numbers: bool = False) -> str:
     """The tokens a value of Arrow type ``t`` was read from, such that the row path reads
     the same: a float column holds no int token (Arrow would read 3 as 3.0), an int
     column no float; an object keeps its keys in one order."""
@@ -97,7 +100,8 @@ def _value(t: Any, nullable: bool = True) -> str:
     if pa.types.is_int64(t):
         return f"(?:{_INT}{null})"
     if pa.types.is_float64(t):
-        return f"(?:{_FLOAT}|NaN{null})"
+        # ``numbers``: a field the row path reads as a float whatever its token.
+        return f"(?:{_FLOAT}|{_INT}|NaN{null})" if numbers else f"(?:{_FLOAT}|NaN{null})"
     if pa.types.is_string(t):
         return f"(?:{_STR}{null})"
     if pa.types.is_struct(t):
@@ -105,13 +109,14 @@ def _value(t: Any, nullable: bool = True) -> str:
     raise NotFast(f"a value of type {t}")
 
 
-def _object(fields: list[tuple[str, Any, bool]], nullable: bool = False) -> str:
-    """An object of these (key, type, optional) fields in this order."""
+def _object(fields: list[tuple[str, Any, bool]], nullable: bool = False,
+            top: bool = False) -> str:
+    """An object of these (key, type, optional) fields in this order (``top``: a line)."""
     if not fields or fields[0][2]:
         raise NotFast("an object without keys, or one whose first key is optional")
     parts = []
     for i, (name, t, optional) in enumerate(fields):
-        item = rf"{_key(name)}\s*:\s*{_value(t)}"
+        item = rf"{_key(name)}\s*:\s*{_value(t, numbers=name in _NUMBERS and top)}"
         if i:
             item = rf"\s*,\s*{item}"
         parts.append(f"(?:{item})?" if optional else item)
@@ -119,11 +124,24 @@ def _object(fields: list[tuple[str, Any, bool]], nullable: bool = False) -> str:
     return f"(?:{body}|null)" if nullable else body
 
 
+_ORDER = ("probabilities", *_OPTIONAL)
+
+
+def _rank(field: tuple[str, Any, bool]) -> int:
+    return _ORDER.index(field[0])
+
+
 def _check_lines(body: bytes, table: Any, optional: set[str]) -> None:
     """Refuses a body unless each of its non-blank lines is one object whose keys and
     values Arrow read as ``json.loads`` does (``_value``)."""
     pc = _pc()
-    template = rf"^\s*{_object([(f.name, f.type, f.name in optional) for f in table.schema])}\s*$"
+    fields = [(f.name, f.type, f.name in optional) for f in table.schema]
+    # Arrow orders keys by first appearance; the client writes the optional ones in one
+    # order (``_ORDER``), any of them left out: where they stand, put them in that order.
+    places = [i for i, f in enumerate(fields) if f[2]]
+    for i, item in zip(places, sorted((fields[i] for i in places), key=_rank), strict=True):
+        fields[i] = item
+    template = rf"^\s*{_object(fields, top=True)}\s*$"
     lines = _lines(body)
     good = pc.sum(pc.match_substring_regex(lines, template)).as_py() or 0
     if good != table.num_rows:
