@@ -79,6 +79,8 @@ def ordinary() -> dict[str, bytes]:
             [client_row(i) for i in range(6)] + [unicode_row], separators=(",", ":"),
             ensure_ascii=False),
         "flat rows": lines([flat_row(i) for i in range(12)]),
+        "flat rows, the version before the features (as pandas writes them)": lines(
+            [{"model_version": "3", **flat_row(i, model_version=None)} for i in range(6)]),
         "flat rows, blank lines and CRLF": b"\n  \n" + lines(
             [flat_row(i) for i in range(4)]).replace(b"\n", b"\r\n") + b"\n",
         "nulls and NaN in features": lines(
@@ -143,6 +145,9 @@ def hostile() -> dict[str, bytes]:
             [client_row(0, features={"b": 2, "age": 1})]
             + [client_row(i, features={"age": 1, "b": 2}) for i in range(1, 4)]),
         "an extra key in one row": lines([with_features(0, extra=1), *rows[1:]]),
+        "optional fields in other orders": lines(
+            [client_row(0, error=True, latency_ms=1.5),
+             {"error": True, **client_row(1, latency_ms=1.5)}, client_row(2)]),
         "an extra top-level key": lines([client_row(i, note="x") for i in range(4)]),
         "a probability class missing in one row": lines(
             [client_row(0, probabilities={"1": 0.5}), *rows[1:]]),
