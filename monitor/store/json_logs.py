@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import re
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -79,6 +80,7 @@ def _lines(body: bytes) -> Any:
     return lines
 
 
+@lru_cache(maxsize=4096)
 def _key(name: str) -> str:
     """A key as a line may spell it: as ``json.dumps`` writes it, with or without
     non-ASCII characters escaped."""
@@ -121,6 +123,12 @@ def _object(fields: list[tuple[str, Any, bool]], nullable: bool = False,
     return f"(?:{body}|null)" if nullable else body
 
 
+@lru_cache(maxsize=64)
+def _template(fields: tuple[tuple[str, Any, bool], ...]) -> str:
+    """The pattern of a line (one per shape of batch: the clients send few)."""
+    return rf"^\s*{_object(list(fields), top=True)}\s*$"
+
+
 _ORDER = ("probabilities", *_OPTIONAL)
 
 
@@ -144,7 +152,7 @@ def _check_lines(body: bytes, table: Any, optional: set[str]) -> None:
     for i, item in zip(places, sorted((fields[i] for i in places), key=_rank), strict=True):
         ordered[i] = item
     for keys in [fields] if ordered == fields else [fields, ordered]:
-        template = rf"^\s*{_object(keys, top=True)}\s*$"
+        template = _template(tuple(keys))
         if (pc.sum(pc.match_substring_regex(lines, template)).as_py() or 0) == table.num_rows:
             return
     raise NotFast("a line whose keys or values Arrow may read otherwise")
