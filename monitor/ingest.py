@@ -619,7 +619,7 @@ def _not_stored(engine: Engine, model: str, logs: ArrowLogs) -> Any:
 
 
 _BOM = b"\xef\xbb\xbf"
-FAST_JSON_BYTES = 32 << 20  # text per chunk of a JSON-lines file on the fast path
+FAST_JSON_BYTES = 8 << 20  # text per chunk of a JSON-lines file on the fast path (memory)
 _DONE = object()
 
 

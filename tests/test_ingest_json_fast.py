@@ -59,6 +59,14 @@ def flat_row(i: int, **change: Any) -> dict[str, Any]:
     return row
 
 
+def _digits(seed: int) -> str:
+    """A float token with more digits than a float holds, so that parsers must round."""
+    rng = random.Random(seed)
+    mantissa = "".join(rng.choice("0123456789") for _ in range(rng.randint(15, 30)))
+    sign, whole = rng.choice(["", "-"]), rng.randint(0, 99999)
+    return f"{sign}{whole}.{mantissa}e{rng.randint(-300, 300)}"
+
+
 def lines(rows: list[Any], **dumps: Any) -> bytes:
     return "".join((r if isinstance(r, str) else json.dumps(r, **dumps)) + "\n"
                    for r in rows).encode()
@@ -109,6 +117,12 @@ def ordinary() -> dict[str, bytes]:
         "unicode keys": lines([with_features(i, **{"größe": i, "名": "x"}) for i in range(4)]),
         "a prediction named by the contract": lines(
             [flat_row(i) for i in range(3)]),
+        "keys with spaces and signs": lines([with_features(i, **{"a b#&~-.*(": i, "": 1})
+                                             for i in range(3)]),
+        "floats of many digits": lines([
+            f'{{"request_id":"d-{i}","timestamp":{T0}.{i:06d}{i},"features":{{'
+            + ",".join(f'"x{k}":{_digits(i * 10 + k)}' for k in range(10))
+            + '},"prediction":1}' for i in range(40)]),
         "a large int that fits 64 bits": lines([with_features(i, age=2 ** 62 + i)
                                                 for i in range(3)]),
         "a feature named prediction beside the contract's column": lines(
