@@ -45,6 +45,7 @@ from monitor.store.logs import (
     LogRecord,
     RowProblem,
     clean_value,
+    insert_log_batch,
     label_load,
     log_load,
     make_record,
@@ -809,11 +810,9 @@ def _fast_log_batch(engine: Engine, model: str, schema: ModelSchema, body: bytes
     if pc.count_distinct(logs.ids).as_py() != logs.n:
         raise NotFast("repeated request ids")
     report = IngestReport(file=source, rows=logs.n)
-    with log_load(engine, model) as load:
-        # No look-up of stored ids first, as on the row path: a batch is small and mostly
-        # new, and the publish skips stored ids by itself.
-        load.add_arrow(logs.encode())
-        report.added = load.publish()
+    # No look-up of stored ids first, as on the row path: a batch is small and mostly new,
+    # and the insert skips stored ids by itself.
+    report.added = insert_log_batch(engine, model, logs.encode())
     report.already_stored = report.rows - report.added
     return report
 
