@@ -643,16 +643,19 @@ def insert_log_batch(engine: sa.Engine, model: str, rows: Encoded) -> int:
     if not len(rows):
         return 0
     names = ", ".join(_LOG_COLUMNS)
+    sqlite = engine.dialect.name == "sqlite"
+    # SQLite: the tuples made before the write lock is taken, to hold it the shortest time.
+    tuples = list(sqlite_rows(rows, model)) if sqlite else []
     with engine.connect() as conn:
         dbapi = conn.dialect.loaded_dbapi
         try:
             with conn.begin():
                 raw = driver_connection(conn)
-                if conn.dialect.name == "sqlite":
+                if sqlite:
                     before = raw.total_changes
                     marks = ", ".join("?" * len(_LOG_COLUMNS))
                     raw.executemany(f"INSERT OR IGNORE INTO inference_logs ({names}) "
-                                    f"VALUES ({marks})", sqlite_rows(rows, model))
+                                    f"VALUES ({marks})", tuples)
                     return int(raw.total_changes - before)
                 from psycopg.errors import UniqueViolation
 
