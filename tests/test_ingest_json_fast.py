@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+import monitor.ingest
 from monitor.ingest import IngestError, ingest_log_batch, ingest_logs
 from monitor.store.json_logs import _micros_of_seconds
 from monitor.times import EPOCH
@@ -360,3 +361,44 @@ def test_a_jsonl_file_takes_the_fast_path(engine, schema, tmp_path, monkeypatch)
     slow = ingest_logs(engine, "slow", schema, path, fast=False)
     assert fast.as_dict() == slow.as_dict()
     assert stored(engine, "fast") == stored(engine, "slow")
+
+
+def test_a_jsonl_file_in_chunks_is_all_or_nothing(engine, schema, tmp_path,
+                                                  monkeypatch) -> None:
+    """Several chunks staged apart: stopped midway, nothing is stored; an id repeated in a
+    later chunk is the row path's report."""
+    from monitor.store.logs import LogLoad
+
+    monkeypatch.setattr(monitor.ingest, "FAST_JSON_BYTES", 2000)  # about 6 rows a chunk
+    path = tmp_path / "logs.jsonl"
+    path.write_bytes(lines([flat_row(i) for i in range(40)]))
+    add = LogLoad.add_arrow
+    calls = [0]
+
+    def interrupted(self: LogLoad, rows: Any) -> int:
+        calls[0] += 1
+        if calls[0] == 3:
+            raise KeyboardInterrupt
+        return add(self, rows)
+
+    monkeypatch.setattr(LogLoad, "add_arrow", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        ingest_logs(engine, "m", schema, path)
+    assert stored(engine, "m") == []
+    staged: list[int] = []
+
+    def counting(self: LogLoad, rows: Any) -> int:
+        staged.append(len(rows))
+        return add(self, rows)
+
+    monkeypatch.setattr(LogLoad, "add_arrow", counting)
+    read = row_path_calls(monkeypatch)
+    assert ingest_logs(engine, "m", schema, path).added == 40
+    assert read[0] == 0 and len(staged) > 3 and sum(staged) == 40
+    assert len(stored(engine, "m")) == 40
+
+    repeated = tmp_path / "repeated.jsonl"
+    repeated.write_bytes(lines([flat_row(i) for i in range(30)] + [flat_row(3)]))
+    report = ingest_logs(engine, "r", schema, repeated, on_error="skip")
+    assert report.problems == ["line 31: field 'request_id': 'f-3' repeats line 4"]
+    assert report.added == 30
