@@ -792,6 +792,11 @@ def ingest_log_batch(
             return _fast_log_batch(engine, model, schema, body, source, default_version)
         except NotFast as exc:
             _log.debug("%s: read row by row (%s)", source, exc)
+        except DatabaseError:
+            raise
+        except Exception as exc:  # hostile input must get the row path's answer, never a 500
+            _log.warning("%s: the fast path failed, read row by row (%s: %s)", source,
+                         type(exc).__name__, shown(str(exc), 200))
     return _load_logs(engine, model, schema, IngestReport(file=source), _body_rows(body),
                       False, on_error, default_version)
 

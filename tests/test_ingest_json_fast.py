@@ -402,3 +402,16 @@ def test_a_jsonl_file_in_chunks_is_all_or_nothing(engine, schema, tmp_path,
     report = ingest_logs(engine, "r", schema, repeated, on_error="skip")
     assert report.problems == ["line 31: field 'request_id': 'f-3' repeats line 4"]
     assert report.added == 30
+
+
+def test_an_unexpected_failure_of_the_fast_path_gets_the_row_paths_answer(
+        engine, schema, monkeypatch) -> None:
+    import pyarrow as pa
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise pa.ArrowInvalid("an input no test foresaw")
+
+    monkeypatch.setattr(monitor.ingest, "_json_logs", broken)
+    body = lines([client_row(i) for i in range(5)])
+    report = ingest_log_batch(engine, "m", schema, body)
+    assert (report.added, report.problems) == (5, [])
