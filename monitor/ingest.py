@@ -585,6 +585,8 @@ def _checked_json_chunks(engine: Engine, model: str, schema: ModelSchema, path: 
                          layout: LogLayout) -> Iterator[tuple[ArrowLogs, Encoded]]:
     """A JSON-lines file read ``FAST_JSON_BYTES`` of whole lines at a time, each chunk as an
     HTTP batch is (``_json_logs``)."""
+    import pyarrow as pa
+
     first = True
     try:
         with _open_bytes(path) as handle:
@@ -592,8 +594,13 @@ def _checked_json_chunks(engine: Engine, model: str, schema: ModelSchema, path: 
                 if first and chunk.startswith(_BOM):  # as utf-8-sig reads it
                     chunk = chunk[len(_BOM):]
                 first = False
-                logs = _json_logs(chunk, schema, layout)
-                yield logs, logs.encode(_not_stored(engine, model, logs))
+                try:
+                    logs = _json_logs(chunk, schema, layout)
+                    rows = logs.encode(_not_stored(engine, model, logs))
+                except (pa.ArrowException, ValueError, TypeError, ArithmeticError) as exc:
+                    # Unforeseen input: the row path answers for it.
+                    raise NotFast(f"{type(exc).__name__}: {exc}") from None
+                yield logs, rows
     except _READ_ERRORS as exc:
         raise NotFast(f"read: {exc}") from None
 
