@@ -415,3 +415,37 @@ def test_an_unexpected_failure_of_the_fast_path_gets_the_row_paths_answer(
     body = lines([client_row(i) for i in range(5)])
     report = ingest_log_batch(engine, "m", schema, body)
     assert (report.added, report.problems) == (5, [])
+
+
+def test_a_contract_naming_its_prediction_otherwise(engine, tmp_path, schema_path,
+                                                    monkeypatch) -> None:
+    """A line may name the prediction ``prediction`` or the contract's column; a flat
+    line's target column is no feature."""
+    from monitor.schema import load_schema
+
+    text = schema_path.read_text().replace("  column: prediction", "  column: will_default")
+    (tmp_path / "schema.yaml").write_text(text)
+    other = load_schema(tmp_path / "schema.yaml")
+    assert other.prediction is not None and other.prediction.column == "will_default"
+
+    def renamed(i: int) -> dict[str, Any]:
+        row = flat_row(i, defaulted=i % 2)
+        row["will_default"] = row.pop("prediction")
+        return row
+
+    bodies = {
+        "the alias": lines([flat_row(i, defaulted=1) for i in range(4)]),
+        "the contract's column": lines([renamed(i) for i in range(4)]),
+        "both, prediction then a feature": lines([{**renamed(i), "prediction": 7}
+                                                  for i in range(4)]),
+        "client rows": lines([client_row(i) for i in range(4)]),
+    }
+    calls = row_path_calls(monkeypatch)
+    for k, (case, body) in enumerate(bodies.items()):
+        calls[0] = 0
+        fast = outcome(engine, other, f"fast-{k}", body, True, "skip")
+        assert calls[0] == 0, case
+        assert fast == outcome(engine, other, f"slow-{k}", body, False, "skip"), case
+        assert fast[0]["added"] == 4, case
+    features = json.loads(stored(engine, "fast-2")[0][3])
+    assert features["prediction"] == 7 and "defaulted" not in features
