@@ -449,3 +449,75 @@ def test_a_contract_naming_its_prediction_otherwise(engine, tmp_path, schema_pat
         assert fast[0]["added"] == 4, case
     features = json.loads(stored(engine, "fast-2")[0][3])
     assert features["prediction"] == 7 and "defaulted" not in features
+
+
+def _random_body(rng: random.Random, n: int) -> bytes:
+    """A batch of a random shape: mostly uniform columns (so that the fast path takes many),
+    with now and then a mixed kind, a missing or reordered key, an odd value."""
+    keys = rng.sample(["age", "income", "home", "cosigner", "score", "note", "x"],
+                      rng.randint(1, 6))
+    kinds = {k: rng.choice(["int", "float", "str", "bool", "whole"]) for k in keys}
+    client = rng.random() < 0.5
+
+    def value(kind: str) -> Any:
+        roll = rng.random()
+        if roll < 0.08:
+            return None
+        if roll < 0.10:
+            return rng.choice([math.nan, 2 ** 63, -(2 ** 63), 2 ** 64, 1e300, 'é\\"q', [1],
+                               {"a": 1}, 3, 3.5, True, ""])
+        if kind == "int":
+            return rng.randint(-10 ** 6, 10 ** 6)
+        if kind == "float":
+            return rng.uniform(-1e6, 1e6)
+        if kind == "whole":
+            return float(rng.randint(-100, 100))
+        if kind == "bool":
+            return rng.random() < 0.5
+        return rng.choice(["RENT", "OWN", "naïve", "2026-10-01", "a b", "日本"])
+
+    rows = []
+    for i in range(n):
+        feats = {k: value(kinds[k]) for k in keys}
+        if rng.random() < 0.03 and feats:
+            feats.pop(rng.choice(list(feats)))
+        if rng.random() < 0.03:
+            items = list(feats.items())
+            rng.shuffle(items)
+            feats = dict(items)
+        ts: Any = T0 + rng.uniform(0, 86400)
+        if rng.random() < 0.05:
+            ts = rng.choice([T0 + i, "2026-10-01T00:00:00Z", None, 1e20])
+        row: dict[str, Any] = {"request_id": f"z-{i}" if rng.random() > 0.02 else "z-0",
+                               "timestamp": ts}
+        pred: Any = i % 2 if rng.random() > 0.05 else rng.choice([None, 0.5, "yes"])
+        if client:
+            row.update(features=feats, prediction=pred)
+            if rng.random() < 0.9:
+                p = rng.random()
+                row["probabilities"] = {"0": 1 - p, "1": p} if rng.random() > 0.05 else {
+                    "1": 1}
+        else:
+            row.update(feats)
+            row["prediction"] = pred
+            row["proba_1"] = rng.random()
+        if rng.random() < 0.5:
+            row["latency_ms"] = rng.choice([rng.uniform(0, 50), rng.randint(0, 50)])
+        if rng.random() < 0.05:
+            row["error"] = True
+        rows.append(row)
+    return lines(rows, ensure_ascii=rng.random() < 0.5,
+                 separators=rng.choice([(",", ":"), (", ", ": ")]))
+
+
+def test_random_batches_get_the_row_paths_answer_and_rows(engine, schema, monkeypatch) -> None:
+    calls = row_path_calls(monkeypatch)
+    rng = random.Random(20261205)
+    fast_taken = 0
+    for k in range(120):
+        body = _random_body(rng, rng.randint(1, 12))
+        calls[0] = 0
+        fast = outcome(engine, schema, f"fast-{k}", body, True, "skip")
+        fast_taken += calls[0] == 0
+        assert fast == outcome(engine, schema, f"slow-{k}", body, False, "skip"), body
+    assert fast_taken >= 20  # the comparison covers batches the fast path took
