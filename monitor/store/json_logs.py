@@ -17,8 +17,11 @@ batch is refused with ``NotFast`` and the caller reads it row by row:
 - Arrow takes ``-NaN`` and ``Inf``, which ``json.loads`` refuses, and reads ISO-looking
   text as times: neither is let through.
 
-Both questions are answered without Python per line: each line is reduced by one regular
-expression (Arrow's RE2) to its keys and one character per value (its JSON kind).
+These are answered without Python per line: from the types Arrow inferred, one pattern
+of a line is built (its keys in order, each value's tokens: a float column takes no int
+token, and no ``-NaN``), and Arrow's RE2 matches every line against it; all must match.
+Inferred rather than explicit types: a batch's shape is not known before it is read
+(an explicit schema saved 0.3 ms of Arrow's 1.1 ms per 500 rows, not worth a cache).
 """
 
 from __future__ import annotations
