@@ -69,6 +69,22 @@ def rows_of(tag: str, client: int, batch: int, size: int) -> list[dict[str, Any]
     return out
 
 
+def as_client_row(row: dict[str, Any]) -> dict[str, Any]:
+    """The row as ``mqm_client``'s ``InferenceLogger`` posts it: the features as one
+    object, the probabilities as another, the time as epoch seconds with a fraction."""
+    out: dict[str, Any] = {"request_id": row["request_id"],
+                           "timestamp": row["timestamp"] + 0.123456,
+                           "features": {k: v for k, v in row.items() if k not in _NOT_FEATURES},
+                           "prediction": row["prediction"],
+                           "probabilities": {"0": row["proba_0"], "1": row["proba_1"]},
+                           "latency_ms": row["latency_ms"], "model_version": row["model_version"]}
+    return out
+
+
+_NOT_FEATURES = {"request_id", "timestamp", "prediction", "proba_0", "proba_1", "latency_ms",
+                 "model_version"}
+
+
 def client(port: int, bodies: list[bytes], start: Any, results: Any) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     headers = {"Authorization": f"Bearer {TOKEN}", "Content-Encoding": "gzip",
@@ -121,7 +137,10 @@ def one_run(ports: list[int], pids: list[int], args: argparse.Namespace
             ) -> tuple[float, float]:
     """(rows per second, server CPU microseconds per row) of one run."""
     tag = uuid.uuid4().hex[:8]
-    bodies = [[gzip.compress(("\n".join(json.dumps(r) for r in rows_of(tag, c, b, args.batch))
+    shape = as_client_row if args.shape == "client" else (lambda row: row)
+    dumps = json.JSONEncoder(separators=(",", ":")).encode if args.shape == "client" else (
+        json.dumps)
+    bodies = [[gzip.compress(("\n".join(dumps(shape(r)) for r in rows_of(tag, c, b, args.batch))
                               + "\n").encode(), compresslevel=1)
                for b in range(args.batches)] for c in range(args.clients)]
     ctx = mp.get_context("fork")
@@ -173,10 +192,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--pg-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--only", choices=["sqlite", "postgresql"])
+    parser.add_argument("--shape", choices=["flat", "client"], default="flat",
+                        help="rows with the features as top-level keys (flat), or as the "
+                        "Python client posts them (a features object, epoch-float times)")
     parser.add_argument("--replicas", type=int, default=1,
                         help="mqm serve --no-scheduler processes on the same store")
     args = parser.parse_args()
-    print(f"{args.clients} clients x {args.batches} batches x {args.batch} rows per run, "
+    print(f"{args.shape} rows; "
+          f"{args.clients} clients x {args.batches} batches x {args.batch} rows per run, "
           f"{os.cpu_count()} CPUs; "
           f"load average {os.getloadavg()[0]:.2f} before")
     with tempfile.TemporaryDirectory() as tmp:

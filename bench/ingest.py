@@ -124,11 +124,16 @@ def make_logs(schema: ModelSchema, n: int, seed: int) -> pd.DataFrame:
 
 
 def write_files(schema_path: str, rows: int, seed: int, folder: str) -> dict[str, str]:
-    """Write the rows as Parquet and CSV; runs in a child so the frame's memory goes with it."""
+    """Write the rows as Parquet, CSV and JSON lines; runs in a child so the frame's memory
+    goes with it."""
     frame = make_logs(load_schema(schema_path), rows, seed)
-    files = {"parquet": Path(folder) / "logs.parquet", "csv": Path(folder) / "logs.csv"}
+    files = {"parquet": Path(folder) / "logs.parquet", "csv": Path(folder) / "logs.csv",
+             "jsonl": Path(folder) / "logs.jsonl"}
     frame.to_parquet(files["parquet"], index=False)
     frame.to_csv(files["csv"], index=False)
+    # As the HTTP client writes times: epoch seconds (pandas would write milliseconds).
+    epoch = frame.assign(timestamp=frame["timestamp"].astype("int64") / 1e9)
+    epoch.to_json(files["jsonl"], orient="records", lines=True, double_precision=15)
     return {kind: str(path) for kind, path in files.items()}
 
 
@@ -448,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=["sqlite", "postgresql"], default=None,
                         help="measure one backend only")
     parser.add_argument("--files", default="parquet,csv",
-                        help="file kinds to load (default parquet,csv)")
+                        help="file kinds to load: parquet, csv, jsonl (default parquet,csv)")
     parser.add_argument("--row-path", action="store_true",
                         help="also time the row-by-row path (ingest_logs(fast=False)), the "
                         "path every file took before the fast one")

@@ -14,8 +14,9 @@ same file twice adds nothing.
 
 A Parquet file of plain columns takes a fast path first (``_fast_logs``,
 ``monitor.store.arrow_logs``): whole columns checked and encoded in Arrow, stored ids
-looked up a batch at a time before anything is encoded. Any file it cannot vouch for is
-read row by row from the start, so the report of a bad file is the row path's.
+looked up a batch at a time before anything is encoded. So do JSON lines, files and HTTP
+batches, parsed by Arrow (``monitor.store.json_logs``). Any file or batch it cannot vouch
+for is read row by row from the start, so the report of a bad one is the row path's.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Literal, TypeVar
+from typing import IO, Any, Literal, TypeVar, cast
 
 from monitor.errors import DatabaseError, IngestError, shown
 from monitor.schema import ModelSchema, parse_text
@@ -44,6 +45,7 @@ from monitor.store.logs import (
     LogRecord,
     RowProblem,
     clean_value,
+    insert_log_batch,
     label_load,
     log_load,
     make_record,
@@ -573,6 +575,59 @@ def _checked_batches(engine: Engine, model: str, path: Path, layout: LogLayout
         raise NotFast(f"read: {exc}") from None
 
 
+def _open_bytes(path: Path) -> IO[bytes]:
+    if path.suffix.lower() == ".gz":
+        return cast(IO[bytes], gzip.open(path, "rb"))
+    return path.open("rb")
+
+
+def _checked_json_chunks(engine: Engine, model: str, schema: ModelSchema, path: Path,
+                         layout: LogLayout) -> Iterator[tuple[ArrowLogs, Encoded]]:
+    """A JSON-lines file read ``FAST_JSON_BYTES`` of whole lines at a time, each chunk as an
+    HTTP batch is (``_json_logs``)."""
+    import pyarrow as pa
+
+    first = True
+    try:
+        with _open_bytes(path) as handle:
+            while chunk := b"".join(handle.readlines(FAST_JSON_BYTES)):
+                if first and chunk.startswith(_BOM):  # as utf-8-sig reads it
+                    chunk = chunk[len(_BOM):]
+                first = False
+                try:
+                    logs = _json_logs(chunk, schema, layout)
+                    rows = logs.encode(_not_stored(engine, model, logs))
+                except (pa.ArrowException, ValueError, TypeError, ArithmeticError) as exc:
+                    # Unforeseen input: the row path answers for it.
+                    raise NotFast(f"{type(exc).__name__}: {exc}") from None
+                yield logs, rows
+    except _READ_ERRORS as exc:
+        raise NotFast(f"read: {exc}") from None
+
+
+def _json_logs(body: bytes, schema: ModelSchema, layout: LogLayout) -> ArrowLogs:
+    """The rows of a JSON-lines body checked (``NotFast`` as ``read_json_batch``)."""
+    from monitor.store.json_logs import read_json_batch
+
+    assert schema.prediction is not None  # _layout refused a contract without one
+    parsed = read_json_batch(body, schema.prediction.column,
+                             dict(schema.prediction.probability_columns),
+                             layout.not_features, layout.default_version)
+    return ArrowLogs(parsed.batch, parsed.layout)
+
+
+def _not_stored(engine: Engine, model: str, logs: ArrowLogs) -> Any:
+    """A mask of the rows whose request id is not stored yet (None: all of them)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    stored = stored_request_ids(engine, model, logs.ids.to_pylist())
+    return None if not stored else pc.invert(
+        pc.is_in(logs.ids, value_set=pa.array(stored, type=pa.string())))
+
+
+_BOM = b"\xef\xbb\xbf"
+FAST_JSON_BYTES = 8 << 20  # text per chunk of a JSON-lines file on the fast path (memory)
 _DONE = object()
 
 
@@ -625,16 +680,19 @@ def _fast_logs(engine: Engine, model: str, schema: ModelSchema, path: Path,
     (``monitor.store.arrow_logs``); rows already stored are found by their ids first and
     neither encoded nor staged. Raises ``NotFast`` for a file the row path must read: any
     row that may be bad, types it does not handle, an empty file, repeated ids."""
-    if _kind(path) != "parquet":
-        raise NotFast("not Parquet")
+    kind = _kind(path)
+    if kind not in ("parquet", "jsonl"):
+        raise NotFast("not Parquet nor JSON lines")
     import pyarrow as pa
     import pyarrow.compute as pc
 
     layout = _layout(schema, default_version)
     report = IngestReport(file=str(path))
     ids: list[Any] = []
+    batches = (_checked_batches(engine, model, path, layout) if kind == "parquet"
+               else _checked_json_chunks(engine, model, schema, path, layout))
     with log_load(engine, model) as load:
-        for logs, rows in _ahead(_checked_batches(engine, model, path, layout)):
+        for logs, rows in _ahead(batches):
             report.rows += logs.n
             ids.append(logs.ids)
             load.add_arrow(rows)
@@ -660,7 +718,8 @@ def ingest_logs(
     """Load an inference-log file for ``model``: all of it (or its good rows under
     ``skip``), published at once, or nothing.
 
-    A Parquet file of plain columns takes a fast path (whole columns checked at once);
+    A Parquet or JSON-lines file of plain columns takes a fast path (whole columns
+    checked at once);
     any file it cannot vouch for is read row by row, which reports each bad row, with
     the same result. ``fast=False`` reads row by row always (tests compare the two).
     """
@@ -724,14 +783,50 @@ def ingest_log_batch(
     source: str = "batch",
     on_error: OnError = "skip",
     default_version: str | None = None,
+    fast: bool = True,
 ) -> IngestReport:
     """Load one batch of inference logs, JSON lines as a log file holds them (``body``,
     already uncompressed): the same row rules, the same report per bad row, the same
     idempotence on ``request_id`` as ``ingest_logs``. ``source`` names the batch in
     messages. Raises ``IngestError`` (under ``fail``, a bad row or no rows) or
-    ``DatabaseError``; nothing is written then."""
+    ``DatabaseError``; nothing is written then.
+
+    A batch whose lines Arrow reads as the row path would takes a fast path
+    (``_fast_log_batch``); any other is read row by row, with the same result.
+    ``fast=False`` reads row by row always (tests compare the two)."""
+    if fast:
+        try:
+            return _fast_log_batch(engine, model, schema, body, source, default_version)
+        except NotFast as exc:
+            _log.debug("%s: read row by row (%s)", source, exc)
+        except DatabaseError:
+            raise
+        except Exception as exc:  # hostile input must get the row path's answer, never a 500
+            _log.warning("%s: the fast path failed, read row by row (%s: %s)", source,
+                         type(exc).__name__, shown(str(exc), 200))
     return _load_logs(engine, model, schema, IngestReport(file=source), _body_rows(body),
                       False, on_error, default_version)
+
+
+def _fast_log_batch(engine: Engine, model: str, schema: ModelSchema, body: bytes, source: str,
+                    default_version: str | None) -> IngestReport:
+    """A JSON-lines batch parsed by Arrow and checked column by column
+    (``monitor.store.json_logs``, ``monitor.store.arrow_logs``); rows already stored are
+    found by their ids first. Raises ``NotFast`` for a batch the row path must read: any
+    row that may be bad or be read otherwise, repeated ids, no rows."""
+    import pyarrow.compute as pc
+
+    if body.startswith(_BOM):  # as utf-8-sig reads it
+        body = body[len(_BOM):]
+    logs = _json_logs(body, schema, _layout(schema, default_version))
+    if pc.count_distinct(logs.ids).as_py() != logs.n:
+        raise NotFast("repeated request ids")
+    report = IngestReport(file=source, rows=logs.n)
+    # No look-up of stored ids first, as on the row path: a batch is small and mostly new,
+    # and the insert skips stored ids by itself.
+    report.added = insert_log_batch(engine, model, logs.encode())
+    report.already_stored = report.rows - report.added
+    return report
 
 
 def ingest_label_batch(

@@ -28,6 +28,17 @@ from tests.conftest import good_row
 ROWS = 25_000  # more than two staging batches (10,000 rows each)
 
 
+@pytest.fixture(autouse=True)
+def row_path_for_json_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests act while the row path reads a given row (``at_row``): JSON-lines files
+    take it here, not the Arrow fast path (whose staging ``test_ingest_fast`` tests)."""
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise monitor.ingest.NotFast("tests of the row path")
+
+    monkeypatch.setattr(monitor.ingest, "_checked_json_chunks", refuse)
+
+
 def write_logs(path: Path, n: int = ROWS) -> Path:
     path.write_text("".join(json.dumps(good_row(i)) + "\n" for i in range(n)), encoding="utf-8")
     return path

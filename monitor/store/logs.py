@@ -34,6 +34,7 @@ __all__ = [
     "RowProblem",
     "clean_value",
     "insert_labels",
+    "insert_log_batch",
     "insert_logs",
     "label_load",
     "log_load",
@@ -625,6 +626,61 @@ def _column(raw: Any, sql: str, params: tuple[Any, ...]) -> list[Any]:
         return [row[0] for row in cur.fetchall()]
     finally:
         cur.close()
+
+
+def insert_log_batch(engine: sa.Engine, model: str, rows: Encoded) -> int:
+    """One batch of rows checked and encoded by ``monitor.store.arrow_logs`` (an HTTP
+    batch: small), stored in one short transaction, skipping request ids already stored;
+    return rows added. What ``log_load`` does for a batch, without a staging table made and
+    dropped per batch (on PostgreSQL, catalog work that cost more than the rows).
+
+    PostgreSQL: a plain COPY into the table first; a stored id makes it roll back to a
+    COPY into a temporary table (dropped at commit) and INSERT ... ON CONFLICT DO NOTHING.
+    SQLite: one executemany of INSERT OR IGNORE."""
+    from monitor.store.arrow_logs import copy_text, sqlite_rows
+    from monitor.store.staging import database_error
+
+    if not len(rows):
+        return 0
+    names = ", ".join(_LOG_COLUMNS)
+    sqlite = engine.dialect.name == "sqlite"
+    # SQLite: the tuples made before the write lock is taken, to hold it the shortest time.
+    tuples = list(sqlite_rows(rows, model)) if sqlite else []
+    with engine.connect() as conn:
+        dbapi = conn.dialect.loaded_dbapi
+        try:
+            with conn.begin():
+                raw = driver_connection(conn)
+                if sqlite:
+                    before = raw.total_changes
+                    marks = ", ".join("?" * len(_LOG_COLUMNS))
+                    raw.executemany(f"INSERT OR IGNORE INTO inference_logs ({names}) "
+                                    f"VALUES ({marks})", tuples)
+                    return int(raw.total_changes - before)
+                from psycopg.errors import UniqueViolation
+
+                data = copy_text(rows, model)
+                with raw.cursor() as cur:
+                    cur.execute("SAVEPOINT mqm_batch")
+                    try:
+                        with cur.copy(f"COPY inference_logs ({names}) FROM STDIN") as copy:
+                            copy.write(data)
+                    except UniqueViolation:
+                        cur.execute("ROLLBACK TO SAVEPOINT mqm_batch")
+                    else:
+                        cur.execute("RELEASE SAVEPOINT mqm_batch")
+                        return len(rows)
+                    cur.execute(f"CREATE TEMP TABLE mqm_batch_logs ON COMMIT DROP AS "
+                                f"SELECT {names} FROM inference_logs LIMIT 0")
+                    with cur.copy(f"COPY mqm_batch_logs ({names}) FROM STDIN") as copy:
+                        copy.write(data)
+                    cur.execute(f"INSERT INTO inference_logs ({names}) SELECT {names} FROM "
+                                "mqm_batch_logs ON CONFLICT (model, request_id) DO NOTHING")
+                    return max(int(cur.rowcount), 0)
+        except dbapi.Error as exc:
+            raise database_error(conn, exc) from exc
+        except sa.exc.DBAPIError as exc:
+            raise database_error(conn, exc.orig or exc) from exc
 
 
 @contextmanager

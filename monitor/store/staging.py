@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from monitor.errors import DatabaseError, first_line
 from monitor.store.db import driver_connection, safe_url
 
-__all__ = ["StagedLoad", "staged_load"]
+__all__ = ["StagedLoad", "database_error", "staged_load"]
 
 
 class StagedLoad:
@@ -203,6 +203,11 @@ def staged_load(engine: sa.Engine, table: sa.Table, columns: tuple[str, ...]
                 # The connection is going back to the pool broken or about to be closed;
                 # its temporary table goes with the session.
                 conn.invalidate()
+
+
+def database_error(conn: sa.Connection, exc: BaseException) -> DatabaseError:
+    """A driver's error on ``conn`` as mqm's ``DatabaseError`` (a load's words)."""
+    return _database_error(conn, exc)
 
 
 def _database_error(conn: sa.Connection, exc: BaseException) -> DatabaseError:
