@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from monitor.checks.segments import Segmentation, SegmentReference
-    from monitor.store.sources import LogWindow
+    from monitor.store.sources import LogSource, LogWindow
 
 __all__ = ["CHUNK_ROWS", "FEATURES_ONLY", "evaluate_window"]
 
@@ -89,6 +89,19 @@ def _drift_frame(window: LogWindow, schema: ModelSchema) -> pd.DataFrame:
     if pred is not None:
         columns[pred] = window.meta["prediction"].to_numpy()
     return pd.DataFrame(columns, index=features.index, copy=False)
+
+
+# Meta columns no check reads: a read from log blocks leaves them out (a million request
+# ids are a million Python strings, 70 MB).
+_UNREAD_META = ("request_id", "ts", "error_message", "label_time")
+
+
+def _read_whole(source: LogSource, start: datetime, end: datetime) -> LogWindow:
+    from monitor.store.sources import BuiltinSource
+
+    if isinstance(source, BuiltinSource):
+        return source.read_window(start, end, skip=_UNREAD_META)
+    return source.read_window(start, end)
 
 
 def _perf_frames(window: LogWindow) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -154,7 +167,7 @@ def evaluate_window(
     fallback_counts: Counter[str] | None = Counter() if model.counts_fallbacks else None
     rng = np.random.default_rng(_seed(model.name, start))
     chunks = source.iter_chunks(start, end, CHUNK_ROWS) if sampled else iter(
-        [source.read_window(start, end)])
+        [_read_whole(source, start, end)])
     features_only = schema.features_only
     for window in chunks:
         groups = {c: (labeler.add(_segment_values(model, window, c)), labeler.size)

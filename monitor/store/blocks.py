@@ -14,7 +14,7 @@ writes them. Blocks are derived data: deleting them all loses nothing.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -225,10 +225,15 @@ def encode_rows(part: Part) -> bytes:
                                 "proba_keys": json.dumps(part.proba_keys.orders)})
 
 
-def decode_part(data: bytes, labels: bytes) -> Part:
+def decode_part(data: bytes, labels: bytes, skip: Collection[str] = ()) -> Part:
+    """A block's rows; ``skip``: meta columns left out (not decoded: a million request
+    ids are a million Python strings)."""
     from monitor.store.columnar import from_arrow
 
     columns, metadata = _columns(data)
+    if skip:
+        dropped = tuple(f"m:{name}\x00" for name in skip)
+        columns = {k: v for k, v in columns.items() if not k.startswith(dropped)}
     ids = columns.pop("id").to_numpy()
     ts = columns.pop("ts").to_numpy()
     feature_keys = KeyOrders(columns.pop("feature_keys").to_numpy(),
@@ -273,9 +278,11 @@ def _index(micros: np.ndarray) -> pd.DatetimeIndex:
     return pd.DatetimeIndex(stamps.astype("datetime64[ns]")).tz_localize("UTC")
 
 
-def frames_of(part: Part, late: Sequence[tuple[int, Any, Any]] = ()) -> WindowFrames:
+def frames_of(part: Part, late: Sequence[tuple[int, Any, Any]] = (),
+              skip: Collection[str] = ()) -> WindowFrames:
     """The frames the row reader builds from the same rows; ``late`` labels (row id,
-    label JSON text, label time as the driver gives it) are applied on top."""
+    label JSON text, label time as the driver gives it) are applied on top. ``skip``:
+    meta columns left out of ``meta`` (the others stay in their order)."""
     import pandas as pd
 
     order = _in_order(part.ids, part.ts)
@@ -295,13 +302,16 @@ def frames_of(part: Part, late: Sequence[tuple[int, Any, Any]] = ()) -> WindowFr
                                                    count=len(texts))
             label_time[positions[found]] = _micros(
                 [when for (_, _, when), ok in zip(late, found, strict=True) if ok])
-    meta = {
-        "request_id": decode(part.meta["request_id"]), "ts": _index(part.ts),
-        "model_version": decode(part.meta["model_version"]),
-        "prediction": decode(part.meta["prediction"]),
-        "latency_ms": decode(part.meta["latency_ms"]), "error": decode(part.meta["error"]),
-        "error_message": decode(part.meta["error_message"]), "label_time": _index(label_time),
+    makers: dict[str, Callable[[], Any]] = {
+        "request_id": lambda: decode(part.meta["request_id"]), "ts": lambda: _index(part.ts),
+        "model_version": lambda: decode(part.meta["model_version"]),
+        "prediction": lambda: decode(part.meta["prediction"]),
+        "latency_ms": lambda: decode(part.meta["latency_ms"]),
+        "error": lambda: decode(part.meta["error"]),
+        "error_message": lambda: decode(part.meta["error_message"]),
+        "label_time": lambda: _index(label_time),
     }
+    meta = {name: make() for name, make in makers.items() if name not in skip}
     return WindowFrames(
         pd.DataFrame(meta, index=index, copy=False),
         _frame(part.features, part.feature_keys, n),
