@@ -24,12 +24,12 @@ from sqlalchemy.engine import Engine
 
 from monitor.store.blocks import (
     Part,
+    PartFiller,
     _Block,
     _blocks,
     _in_order,
     _uncovered,
     _us,
-    concat_parts,
     decode_part,
     fetch_all,
     frames_of,
@@ -120,10 +120,11 @@ def read_window(engine: Engine, model: str, start: datetime, end: datetime,
             return None
         total = _count(raw, mark, model, low, high)
         low_us, high_us = _us(start), _us(end)
-        parts = []
-        # One block's blobs in memory at a time (a block is about 16 MB compressed).
+        # One block in memory at a time (a block is about 16 MB compressed): each is
+        # copied into the window's arrays, then goes.
+        filler = PartFiller(total)
         for (block_id,) in found:
-            parts.append(_cut(_fetch(raw, mark, block_id, skip), low_us, high_us))
+            filler.add(_cut(_fetch(raw, mark, block_id, skip), low_us, high_us))
         gaps = _uncovered(blocks)
         builder = WindowBuilder(key_orders=True)
         fetch_into(raw, sqlite, _window_sql(dialect, False, False, id_ranges=len(gaps)),
@@ -132,15 +133,16 @@ def read_window(engine: Engine, model: str, start: datetime, end: datetime,
             rows = part_of(builder)
             for name in skip:
                 rows.meta.pop(name, None)
-            parts.append(rows)
-        part = concat_parts(parts)
-        parts.clear()  # the blocks' own columns go as soon as they are joined
-        if len(part) != total:
+            filler.add(rows)
+            del rows
+        if filler.count != total:
             # Blocks that disagree with the rows; all of the window's if none can be
             # named (a block read twice leaves no odd id).
-            stale = _disagreeing(raw, mark, model, low, high, part.ids, blocks) or \
+            stale = _disagreeing(raw, mark, model, low, high, filler.ids(), blocks) or \
                 [block_id for (block_id,) in found]
         else:
+            part = filler.part()
+            del filler
             by_id = {b.id: b for b in blocks}
             after = min(by_id[block_id].labels_hw for (block_id,) in found)
             late = _late_labels(raw, dialect, model, after, low, high)
