@@ -112,8 +112,13 @@ def _perf_frames(window: LogWindow) -> tuple[pd.DataFrame, pd.DataFrame]:
     frame = pd.DataFrame({"prediction": window.meta["prediction"].to_numpy(),
                           "label": window.labels.to_numpy()})
     keep = ~window.meta["error"].to_numpy(dtype=bool) & frame["prediction"].notna().to_numpy()
-    probs = window.probabilities.reset_index(drop=True)[keep].reset_index(drop=True)
-    return frame[keep].reset_index(drop=True), probs
+    # The window's frames are numbered 0..n-1 already; a mask's result is a new frame,
+    # renumbered in place (``reset_index`` copies every column).
+    probs = window.probabilities[keep]
+    probs.index = pd.RangeIndex(len(probs))
+    answered = frame[keep]
+    answered.index = pd.RangeIndex(len(answered))
+    return answered, probs
 
 
 def _joined(parts: list[pd.DataFrame]) -> pd.DataFrame:
