@@ -263,6 +263,29 @@ def label_of(value: Any) -> str:
     return str(value)
 
 
+def _small_int_range(values: np.ndarray) -> bool:
+    """Non-empty ints (int64, or Python ints in an object array) within int64 that span
+    fewer than 2**16."""
+    if not len(values) or values.dtype not in (np.int64, object):
+        return False
+    low, high = values.min(), values.max()
+    if values.dtype == object and not (type(low) is int and type(high) is int):
+        return False
+    return bool(int(low) >= -2**63 and int(high) < 2**63 and int(high) - int(low) < 2**16)
+
+
+def _int_texts(ints: np.ndarray) -> np.ndarray:
+    """Each int64 as ``label_of``'s text: its offset from the smallest picks the text,
+    without factorize's hash table sized by the rows (32 MB per million)."""
+    low = ints.min()
+    offsets = ints - low
+    present = np.flatnonzero(np.bincount(offsets))
+    table = np.full(int(present[-1]) + 1, None, dtype=object)
+    table[present] = [label_of(u) for u in (present + low).astype(np.int64)]
+    out: np.ndarray = table[offsets]
+    return out
+
+
 def label_text(values: pd.Series) -> pd.Series:
     """``label_of`` over a series (object dtype), None where missing."""
     import numpy as np
@@ -277,12 +300,21 @@ def label_text(values: pd.Series) -> pd.Series:
         if kind in ("string", "empty"):
             return values.where(values.notna(), None).astype(object)
         if kind == "integer":  # ints only: factorizing merges nothing, and is C
+            null = values.isna().to_numpy()
+            raw = values.to_numpy()
+            ints = raw[~null] if null.any() else raw
+            if _small_int_range(ints):
+                text = np.full(len(values), None, dtype=object)
+                text[~null] = _int_texts(ints.astype(np.int64))
+                return pd.Series(text, index=values.index, dtype=object)
             codes, uniques = pd.factorize(values)
             text = np.array([label_of(u) for u in uniques] + [None], dtype=object)[codes]
         else:
             # Mixed: per value, since factorizing would merge 1, 1.0 and True (equal
             # hashes).
             text = np.array([label_of(v) for v in values], dtype=object)
+    elif _small_int_range(values.to_numpy()):
+        text = _int_texts(values.to_numpy())
     else:
         # Typed columns hold few distinct labels: convert those, not every row.
         codes, uniques = pd.factorize(values)

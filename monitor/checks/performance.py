@@ -132,11 +132,16 @@ def _labelled(predictions: pd.Series, labels: pd.Series,
         raise ValueError("predictions, labels and probabilities must have the same length")
     has_pred = predictions.notna().to_numpy()
     keep = has_pred & labels.notna().to_numpy()
+    # Each pick is a new object, renamed and renumbered in place (``rename`` and
+    # ``reset_index`` copy every value).
     proba = None
     if probabilities is not None:
-        proba = probabilities.iloc[keep].rename(columns=str).reset_index(drop=True)
-    return (predictions.iloc[keep].reset_index(drop=True),
-            labels.iloc[keep].reset_index(drop=True), proba, int(has_pred.sum()))
+        proba = probabilities.iloc[keep]
+        proba.columns = pd.Index([str(c) for c in proba.columns], dtype=object)
+        proba.index = pd.RangeIndex(len(proba))
+    pred, label = predictions.iloc[keep], labels.iloc[keep]
+    pred.index = label.index = pd.RangeIndex(len(pred))
+    return pred, label, proba, int(has_pred.sum())
 
 
 def performance_metrics(predictions: pd.Series, labels: pd.Series,

@@ -14,7 +14,7 @@ blocks that disagree are deleted so that the compactor builds them again.
 from __future__ import annotations
 
 import logging
-from collections.abc import Generator, Sequence
+from collections.abc import Collection, Generator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -24,12 +24,12 @@ from sqlalchemy.engine import Engine
 
 from monitor.store.blocks import (
     Part,
+    PartFiller,
     _Block,
     _blocks,
     _in_order,
     _uncovered,
     _us,
-    concat_parts,
     decode_part,
     fetch_all,
     frames_of,
@@ -97,11 +97,12 @@ def _meeting(raw: Any, mark: str, model: str, low: Any, high: Any, columns: str
                      [model, high, low])
 
 
-def read_window(engine: Engine, model: str, start: datetime, end: datetime
-                ) -> WindowFrames | None:
+def read_window(engine: Engine, model: str, start: datetime, end: datetime,
+                skip: Collection[str] = ()) -> WindowFrames | None:
     """The window from blocks and the rows they do not cover; None when no block meets
     the window, or when blocks and rows disagree (then the blocks that disagree are
-    deleted). The caller then reads the rows."""
+    deleted). The caller then reads the rows. ``skip``: meta columns the caller does not
+    read, left out of ``meta`` and not decoded."""
     dialect = engine.dialect.name
     sqlite = dialect == "sqlite"
     mark, _ = sql_marks(dialect)
@@ -119,24 +120,29 @@ def read_window(engine: Engine, model: str, start: datetime, end: datetime
             return None
         total = _count(raw, mark, model, low, high)
         low_us, high_us = _us(start), _us(end)
-        parts = []
-        # One block's blobs in memory at a time (a block is about 16 MB compressed).
+        # One block in memory at a time (a block is about 16 MB compressed): each is
+        # copied into the window's arrays, then goes.
+        filler = PartFiller(total)
         for (block_id,) in found:
-            parts.append(_cut(_fetch(raw, mark, block_id), low_us, high_us))
+            filler.add(_cut(_fetch(raw, mark, block_id, skip), low_us, high_us))
         gaps = _uncovered(blocks)
         builder = WindowBuilder(key_orders=True)
         fetch_into(raw, sqlite, _window_sql(dialect, False, False, id_ranges=len(gaps)),
                    [model, low, high, *(b for gap in gaps for b in gap)], builder)
         if builder.rows:
-            parts.append(part_of(builder))
-        part = concat_parts(parts)
-        parts.clear()  # the blocks' own columns go as soon as they are joined
-        if len(part) != total:
+            rows = part_of(builder)
+            for name in skip:
+                rows.meta.pop(name, None)
+            filler.add(rows)
+            del rows
+        if filler.count != total:
             # Blocks that disagree with the rows; all of the window's if none can be
             # named (a block read twice leaves no odd id).
-            stale = _disagreeing(raw, mark, model, low, high, part.ids, blocks) or \
+            stale = _disagreeing(raw, mark, model, low, high, filler.ids(), blocks) or \
                 [block_id for (block_id,) in found]
         else:
+            part = filler.part()
+            del filler
             by_id = {b.id: b for b in blocks}
             after = min(by_id[block_id].labels_hw for (block_id,) in found)
             late = _late_labels(raw, dialect, model, after, low, high)
@@ -147,7 +153,7 @@ def read_window(engine: Engine, model: str, start: datetime, end: datetime
         delete_blocks(engine, model, stale)
         return None
     with gc_paused():
-        return frames_of(part, late)
+        return frames_of(part, late, skip)
 
 
 def window_chunks(engine: Engine, model: str, start: datetime, end: datetime,
@@ -210,10 +216,10 @@ def _cut(part: Part, low_us: int, high_us: int) -> Part:
     return part if keep.all() else part.take(keep)
 
 
-def _fetch(raw: Any, mark: str, block_id: int) -> Part:
+def _fetch(raw: Any, mark: str, block_id: int, skip: Collection[str] = ()) -> Part:
     ((data, labels),) = fetch_all(raw, f"SELECT data, labels FROM log_blocks WHERE id = {mark}",
                                   [block_id])
-    return decode_part(data, labels)
+    return decode_part(data, labels, skip)
 
 
 def _chunks(engine: Engine, conn: Any, raw: Any, model: str, block_ids: list[int],

@@ -14,7 +14,7 @@ writes them. Blocks are derived data: deleting them all loses nothing.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -28,7 +28,7 @@ from monitor.times import EPOCH
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["BLOCK_ROWS", "FORMAT", "KeyOrders", "Part", "concat_parts", "decode_ids",
+__all__ = ["BLOCK_ROWS", "FORMAT", "KeyOrders", "Part", "PartFiller", "concat_parts", "decode_ids",
            "decode_labels", "decode_part", "encode_part", "fetch_all", "frames_of", "part_of"]
 
 FORMAT = 1
@@ -150,6 +150,102 @@ def concat_parts(parts: Sequence[Part]) -> Part:
                 KeyOrders.concat([p.proba_keys for p in parts]))
 
 
+class _ColumnFiller:
+    """One coded column of a window, filled part after part (``concat``'s result)."""
+
+    def __init__(self, rows: int) -> None:
+        self.rows = rows
+        self.codes = np.zeros(rows, dtype=np.int8)  # MISSING: a part without the column
+        self.f: np.ndarray | None = None
+        self.i: np.ndarray | None = None
+        self.s: np.ndarray | None = None
+        self.j: np.ndarray | None = None
+        self.words: list[np.ndarray] = []
+        self.shift = 0
+
+    def put(self, at: int, coded: Coded) -> None:
+        rows = slice(at, at + len(coded))
+        self.codes[rows] = coded.codes
+        if coded.f is not None:
+            if self.f is None:
+                self.f = np.zeros(self.rows)
+            self.f[rows] = coded.f
+        if coded.i is not None:
+            if self.i is None:
+                self.i = np.zeros(self.rows, dtype=np.int64)
+            self.i[rows] = coded.i
+        if coded.j is not None:
+            if self.j is None:
+                self.j = np.full(self.rows, None, dtype=object)
+            self.j[rows] = coded.j
+        if coded.words is not None:
+            # The parts' dictionaries one after another, indices shifted to match.
+            if self.s is None:
+                self.s = np.full(self.rows, -1, dtype=np.int32)
+            s = coded.s if coded.s is not None else np.full(len(coded), -1, dtype=np.int32)
+            here = s >= 0
+            self.s[rows][here] = s[here] + self.shift
+            self.words.append(coded.words)
+            self.shift += len(coded.words)
+
+    def coded(self) -> Coded:
+        return Coded(self.codes, self.f, self.i, self.s,
+                     np.concatenate(self.words) if self.words else None, self.j)
+
+
+class PartFiller:
+    """Parts (a window's blocks, then the rows no block covers) copied one after another
+    into arrays of the window's size: ``concat_parts``'s result, but each block's own
+    columns can go as soon as they are copied (``concat_parts`` holds every block and
+    their concatenation at once: 330 MB per million rows instead of 160)."""
+
+    def __init__(self, rows: int) -> None:
+        self.rows = rows
+        self.count = 0  # rows added, also beyond ``rows`` (then only their ids are kept)
+        self._ids: list[np.ndarray] = []
+        self._ts = np.zeros(rows, dtype=np.int64)
+        self._label_time = np.zeros(rows, dtype=np.int64)
+        self._groups: dict[str, dict[str, _ColumnFiller]] = {
+            "meta": {}, "features": {}, "probabilities": {}}
+        self._labels = _ColumnFiller(rows)
+        self._feature_keys: list[KeyOrders] = []
+        self._proba_keys: list[KeyOrders] = []
+
+    def add(self, part: Part) -> None:
+        at, n = self.count, len(part)
+        self.count += n
+        self._ids.append(part.ids)
+        if self.count > self.rows:
+            return  # more rows than counted: the caller reads the rows instead
+        self._ts[at:at + n] = part.ts
+        self._label_time[at:at + n] = part.label_time
+        for attr, fillers in self._groups.items():
+            for name, coded in getattr(part, attr).items():
+                filler = fillers.get(name)
+                if filler is None:
+                    filler = fillers[name] = _ColumnFiller(self.rows)
+                filler.put(at, coded)
+        self._labels.put(at, part.labels)
+        self._feature_keys.append(part.feature_keys)
+        self._proba_keys.append(part.proba_keys)
+
+    def ids(self) -> np.ndarray:
+        """The ids of every row added."""
+        return np.concatenate(self._ids) if self._ids else np.zeros(0, dtype=np.int64)
+
+    def part(self) -> Part:
+        """The rows added; only when they are exactly ``rows``."""
+        if self.count != self.rows:
+            raise ValueError(f"{self.count} rows added, {self.rows} expected")
+
+        def coded(attr: str) -> dict[str, Coded]:
+            return {name: f.coded() for name, f in self._groups[attr].items()}
+
+        return Part(self.ids(), self._ts, coded("meta"), coded("features"),
+                    coded("probabilities"), self._labels.coded(), self._label_time,
+                    KeyOrders.concat(self._feature_keys), KeyOrders.concat(self._proba_keys))
+
+
 # --- Arrow form --------------------------------------------------------------------
 
 
@@ -164,9 +260,21 @@ def _ipc(names: list[str], arrays: list[Any], metadata: dict[str, str]) -> bytes
     return bytes(sink.getvalue().to_pybytes())
 
 
+def _system_pool() -> None:
+    """Arrow allocates with the C library's allocator from here on, as numpy does.
+    Arrow's default (mimalloc) keeps what Arrow frees for Arrow alone: a window's blocks,
+    decompressed (200 MB per million rows), stayed in the process after the frames were
+    built from them, out of numpy's reach (peak RSS of a 1M-row check 760 -> 600 MB)."""
+    import pyarrow as pa
+
+    if pa.default_memory_pool().backend_name != "system":
+        pa.set_memory_pool(pa.system_memory_pool())
+
+
 def _columns(data: bytes) -> tuple[dict[str, Any], dict[bytes, bytes]]:
     import pyarrow as pa
 
+    _system_pool()
     table = pa.ipc.open_stream(pa.py_buffer(data)).read_all()
     return ({name: table.column(name).combine_chunks() for name in table.column_names},
             table.schema.metadata or {})
@@ -225,10 +333,15 @@ def encode_rows(part: Part) -> bytes:
                                 "proba_keys": json.dumps(part.proba_keys.orders)})
 
 
-def decode_part(data: bytes, labels: bytes) -> Part:
+def decode_part(data: bytes, labels: bytes, skip: Collection[str] = ()) -> Part:
+    """A block's rows; ``skip``: meta columns left out (not decoded: a million request
+    ids are a million Python strings)."""
     from monitor.store.columnar import from_arrow
 
     columns, metadata = _columns(data)
+    if skip:
+        dropped = tuple(f"m:{name}\x00" for name in skip)
+        columns = {k: v for k, v in columns.items() if not k.startswith(dropped)}
     ids = columns.pop("id").to_numpy()
     ts = columns.pop("ts").to_numpy()
     feature_keys = KeyOrders(columns.pop("feature_keys").to_numpy(),
@@ -273,9 +386,11 @@ def _index(micros: np.ndarray) -> pd.DatetimeIndex:
     return pd.DatetimeIndex(stamps.astype("datetime64[ns]")).tz_localize("UTC")
 
 
-def frames_of(part: Part, late: Sequence[tuple[int, Any, Any]] = ()) -> WindowFrames:
+def frames_of(part: Part, late: Sequence[tuple[int, Any, Any]] = (),
+              skip: Collection[str] = ()) -> WindowFrames:
     """The frames the row reader builds from the same rows; ``late`` labels (row id,
-    label JSON text, label time as the driver gives it) are applied on top."""
+    label JSON text, label time as the driver gives it) are applied on top. ``skip``:
+    meta columns left out of ``meta`` (the others stay in their order)."""
     import pandas as pd
 
     order = _in_order(part.ids, part.ts)
@@ -295,13 +410,16 @@ def frames_of(part: Part, late: Sequence[tuple[int, Any, Any]] = ()) -> WindowFr
                                                    count=len(texts))
             label_time[positions[found]] = _micros(
                 [when for (_, _, when), ok in zip(late, found, strict=True) if ok])
-    meta = {
-        "request_id": decode(part.meta["request_id"]), "ts": _index(part.ts),
-        "model_version": decode(part.meta["model_version"]),
-        "prediction": decode(part.meta["prediction"]),
-        "latency_ms": decode(part.meta["latency_ms"]), "error": decode(part.meta["error"]),
-        "error_message": decode(part.meta["error_message"]), "label_time": _index(label_time),
+    makers: dict[str, Callable[[], Any]] = {
+        "request_id": lambda: decode(part.meta["request_id"]), "ts": lambda: _index(part.ts),
+        "model_version": lambda: decode(part.meta["model_version"]),
+        "prediction": lambda: decode(part.meta["prediction"]),
+        "latency_ms": lambda: decode(part.meta["latency_ms"]),
+        "error": lambda: decode(part.meta["error"]),
+        "error_message": lambda: decode(part.meta["error_message"]),
+        "label_time": lambda: _index(label_time),
     }
+    meta = {name: make() for name, make in makers.items() if name not in skip}
     return WindowFrames(
         pd.DataFrame(meta, index=index, copy=False),
         _frame(part.features, part.feature_keys, n),

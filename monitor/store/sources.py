@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -117,11 +117,14 @@ class BuiltinSource:
         self.engine = engine
         self.model = model
 
-    def read_window(self, start: datetime, end: datetime) -> LogWindow:
+    def read_window(self, start: datetime, end: datetime, *, skip: Collection[str] = ()
+                    ) -> LogWindow:
+        """``skip``: meta columns the caller does not read; a read from log blocks leaves
+        them out of ``meta`` (the rows' read keeps them)."""
         from monitor.store import block_reader
 
         with _reading(self.engine, "inference logs"):
-            frames = block_reader.read_window(self.engine, self.model, start, end)
+            frames = block_reader.read_window(self.engine, self.model, start, end, skip)
             if frames is None:  # no block meets the window yet: the rows themselves
                 frames, _ = read_builtin(self.engine, self.model, start, end)
         return _window(start, end, frames)

@@ -16,7 +16,7 @@ from monitor.checks.performance import (
     performance_metrics,
 )
 from monitor.config import PerformanceConfig
-from monitor.schema import FeatureSpec, ModelSchema, PredictionSpec
+from monitor.schema import FeatureSpec, ModelSchema, PredictionSpec, label_of
 
 END = datetime(2026, 10, 1, tzinfo=UTC)
 FRESH = END + timedelta(hours=1)  # an hour after the window: labels still arriving
@@ -66,6 +66,26 @@ def test_label_text_reads_integral_floats_as_ints_and_bools_as_words() -> None:
     assert label_text(pd.Series([1, 0])).tolist() == ["1", "0"]
     mixed = pd.Series([1, 1.0, True, "a", np.float64(2.0), 2.5, None], dtype=object)
     assert label_text(mixed).tolist() == ["1", "1", "True", "a", "2", "2.5", None]
+
+
+@pytest.mark.parametrize("ints", [[0, 1, 1, 0], [-5, 6, 0, -5, 3], [7], [-2**63, -2**63 + 4],
+                                  [2**63 - 1, 2**63 - 3], [0, 70_000, 5], [-2**63, 2**63 - 1]])
+def test_label_text_of_int_columns_equals_each_value_as_text(ints: list[int]) -> None:
+    # Short ranges take the offset path, wide ones factorize: the same texts either way.
+    rng = np.random.default_rng(len(ints))
+    values = pd.Series(rng.choice(np.array(ints, dtype=np.int64), 500))
+    assert label_text(values).tolist() == [label_of(int(v)) for v in values]
+    assert label_text(values).dtype == object
+    # The same as Python ints among nulls (labels as read from JSON).
+    objects = pd.Series([int(v) if i % 3 else None for i, v in enumerate(values)],
+                        dtype=object)
+    assert label_text(objects).tolist() == [None if v is None else label_of(v)
+                                            for v in objects]
+
+
+def test_label_text_of_python_ints_beyond_64_bits_is_their_text() -> None:
+    values = pd.Series([2**70, None, -2**70, 1], dtype=object)
+    assert label_text(values).tolist() == [str(2**70), None, str(-2**70), "1"]
 
 
 # --- metrics against scikit-learn ----------------------------------------------------
