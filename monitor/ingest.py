@@ -676,10 +676,10 @@ def _ahead(items: Iterator[T]) -> Iterator[T]:
 
 def _fast_logs(engine: Engine, model: str, schema: ModelSchema, path: Path,
                default_version: str | None) -> IngestReport:
-    """A Parquet file loaded a batch at a time, checked and encoded column by column
-    (``monitor.store.arrow_logs``); rows already stored are found by their ids first and
-    neither encoded nor staged. Raises ``NotFast`` for a file the row path must read: any
-    row that may be bad, types it does not handle, an empty file, repeated ids."""
+    """A Parquet or JSON-lines file loaded a batch at a time, checked and encoded column
+    by column (``monitor.store.arrow_logs``); rows already stored are found by their ids
+    first and neither encoded nor staged. Raises ``NotFast`` for a file the row path must
+    read: any row that may be bad, types it does not handle, an empty file, repeated ids."""
     kind = _kind(path)
     if kind not in ("parquet", "jsonl"):
         raise NotFast("not Parquet nor JSON lines")
@@ -811,9 +811,9 @@ def ingest_log_batch(
 def _fast_log_batch(engine: Engine, model: str, schema: ModelSchema, body: bytes, source: str,
                     default_version: str | None) -> IngestReport:
     """A JSON-lines batch parsed by Arrow and checked column by column
-    (``monitor.store.json_logs``, ``monitor.store.arrow_logs``); rows already stored are
-    found by their ids first. Raises ``NotFast`` for a batch the row path must read: any
-    row that may be bad or be read otherwise, repeated ids, no rows."""
+    (``monitor.store.json_logs``, ``monitor.store.arrow_logs``) and inserted at once, the
+    insert skipping ids already stored. Raises ``NotFast`` for a batch the row path must
+    read: any row that may be bad or be read otherwise, repeated ids, no rows."""
     import pyarrow.compute as pc
 
     if body.startswith(_BOM):  # as utf-8-sig reads it

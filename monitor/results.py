@@ -647,17 +647,9 @@ class CheckRun:
                                   "performance": PerformanceResult, "service": ServiceResult,
                                   "multivariate": MultivariateResult,
                                   "versions": VersionsResult}
-        sections: dict[str, Any] = {}
-        for name, kind in kinds.items():
-            raw = checks.get(name)
-            if raw is None:
-                continue
-            if not isinstance(raw, dict):
-                raise ValueError(f"checks.{name}: expected an object")
-            status = raw.get("status")
-            target = (ErrorSection if status == "error" else
-                      NotApplicable if status == "not_applicable" else kind)
-            sections[name] = from_json(target, raw, f"checks.{name}")
+        sections: dict[str, Any] = {
+            name: _section_from(kind, checks.get(name), f"checks.{name}")
+            for name, kind in kinds.items()}
         raw_segments = checks.get("segments")
         if raw_segments is not None:
             if not isinstance(raw_segments, dict):

@@ -104,14 +104,13 @@ def _read_whole(source: LogSource, start: datetime, end: datetime) -> LogWindow:
     return source.read_window(start, end)
 
 
-def _perf_frames(window: LogWindow) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _perf_frames(window: LogWindow, keep: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Predictions with their labels, and the probabilities (one column per class), of
-    the rows the model answered: two aligned frames."""
+    the rows the model answered (``keep``): two aligned frames."""
     import pandas as pd
 
     frame = pd.DataFrame({"prediction": window.meta["prediction"].to_numpy(),
                           "label": window.labels.to_numpy()})
-    keep = ~window.meta["error"].to_numpy(dtype=bool) & frame["prediction"].notna().to_numpy()
     # The window's frames are numbered 0..n-1 already; a mask's result is a new frame,
     # renumbered in place (``reset_index`` copies every column).
     probs = window.probabilities[keep]
@@ -166,9 +165,8 @@ def evaluate_window(
     # reads those rows' inputs.
     answered_parts: list[np.ndarray] = []
     version_codes = VersionCodes()
-    code_parts: list[np.ndarray] = []  # every row's version, then the drift and answered rows'
+    code_parts: list[np.ndarray] = []  # every row's version, then the drift rows'
     drift_code_parts: list[np.ndarray] = []
-    answered_code_parts: list[np.ndarray] = []
     fallback_counts: Counter[str] | None = Counter() if model.counts_fallbacks else None
     rng = np.random.default_rng(_seed(model.name, start))
     chunks = source.iter_chunks(start, end, CHUNK_ROWS) if sampled else iter(
@@ -202,13 +200,10 @@ def evaluate_window(
         drift_code_parts.append(codes[keep] if sampled else codes)
         if features_only:
             continue
-        perf_part, prob_part = _perf_frames(window)
-        answered_codes = codes[answered_rows]
+        perf_part, prob_part = _perf_frames(window, answered_rows)
         if sampled:
             answered = keep[answered_rows]
             perf_part, prob_part = perf_part[answered], prob_part[answered]
-            answered_codes = answered_codes[answered]
-        answered_code_parts.append(answered_codes)
         perf_parts.append(perf_part)
         prob_parts.append(prob_part)
     drift_frame, perf, prob_frame = _joined(drift_parts), _joined(perf_parts), _joined(prob_parts)
@@ -268,7 +263,6 @@ def evaluate_window(
         return check_multivariate(sample, drift_frame, config=model_cfg.multivariate,
                                   seed=_seed(model.name, start))
 
-
     def versions() -> VersionsResult:
         from monitor.checks.versions import check_versions
 
@@ -277,10 +271,11 @@ def evaluate_window(
 
         ref = reference
         pred_name = schema.prediction_column
+        drift_codes = joined(drift_code_parts)
         rows_of = VersionRows(
             names=tuple(version_codes.names), codes=joined(code_parts), errors=error_flags,
-            latency_ms=latency, answered=joined(answered_code_parts),
-            drift=joined(drift_code_parts))
+            latency_ms=latency, answered=drift_codes[_concat(answered_parts).astype(bool)],
+            drift=drift_codes)
         empty = pd.Series([], dtype=object)
         return check_versions(
             rows_of,
