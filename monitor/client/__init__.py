@@ -21,7 +21,7 @@ from mqm_client import (
 
 # ``import monitor.client.logger`` (and ``from monitor.client.flag import ...``) finds the
 # client's own modules, not copies: one FallbackFlag class, one set of counters.
-for _name in ("flag", "guard", "logger", "pool", "protocols"):
+for _name in ("counters", "flag", "guard", "logger", "pool", "protocols"):
     sys.modules[f"{__name__}.{_name}"] = importlib.import_module(f"mqm_client.{_name}")
 
 __all__ = ["FallbackFlag", "FlagState", "GuardLogger", "Guarded", "InferenceLogger",

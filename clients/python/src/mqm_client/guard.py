@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any, overload
 
+from mqm_client.counters import peek
 from mqm_client.flag import MISSING as _MISSING
 from mqm_client.flag import FallbackFlag
 from mqm_client.pool import Call, Pool
@@ -458,8 +459,8 @@ def _build(
     }
 
     def stats() -> dict[str, int | None]:
-        out: dict[str, int | None] = {name: _peek(c) for name, c in counters.items()}
-        out["calls"] = sum(_peek(counters[p]) for p in PATHS)
+        out: dict[str, int | None] = {name: peek(c) for name, c in counters.items()}
+        out["calls"] = sum(peek(counters[p]) for p in PATHS)
         out["in_flight"] = None if tokens is None else max_in_flight - len(tokens)  # type: ignore[operator]
         out["shadow_in_flight"] = (None if shadow_tokens is None
                                    else shadows - len(shadow_tokens))  # type: ignore[operator]
@@ -471,7 +472,3 @@ def _build(
     wrapper.last_path = last.get  # type: ignore[attr-defined]
     return wrapper  # type: ignore[return-value]
 
-
-def _peek(counter: itertools.count[int]) -> int:
-    # count's repr is "count(N)": reading it does not advance it.
-    return int(repr(counter)[6:-1])

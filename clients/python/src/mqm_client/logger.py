@@ -33,6 +33,8 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any, TypedDict
 
+from mqm_client.counters import peek
+
 __all__ = ["ENV_MONITOR_URL", "ENV_TOKEN", "InferenceLogger", "LoggerStats"]
 
 ENV_MONITOR_URL = "MQM_MONITOR_URL"
@@ -235,7 +237,7 @@ class InferenceLogger:
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Write everything queued so far; True if it was written within ``timeout``."""
-        target = _peek(self._logged)
+        target = peek(self._logged)
         deadline = time.monotonic() + timeout
         self._flush_now.set()
         while self._done < target:
@@ -257,9 +259,9 @@ class InferenceLogger:
     def stats(self) -> LoggerStats:
         """Counters: logged, written, dropped (queue full or closed), invalid, write failures."""
         return {
-            "logged": _peek(self._logged),
+            "logged": peek(self._logged),
             "written": self._written,
-            "dropped": _peek(self._dropped),
+            "dropped": peek(self._dropped),
             "invalid": self._invalid,
             "write_failures": self._failures,
             "queued": len(self._queue),
@@ -375,10 +377,6 @@ def _one_line(exc: BaseException) -> str:
     line = f"{type(exc).__name__}: {text}".strip().splitlines()[0]
     return line if len(line) <= 300 else line[:300] + "..."
 
-
-def _peek(counter: itertools.count[int]) -> int:
-    # count's repr is "count(N)": reading it does not advance it.
-    return int(repr(counter)[6:-1])
 
 
 def _request_id(value: Any) -> Any:
