@@ -306,15 +306,16 @@ def retention(ctx: Context, model: str | None, dry_run: bool, as_json: bool) -> 
                                "held_by_watermark": plan.held_by_watermark,
                                "dry_run": dry_run}
         if plan.pending is None:
-            doc.update(logs=0, labels=0, blocks=0)
+            doc.update(logs=0, labels=0, blocks=0, profiles=0)
         elif dry_run:
             doc.update(logs=plan.pending.logs, labels=plan.pending.labels,
-                       blocks=plan.pending.blocks)
+                       blocks=plan.pending.blocks, profiles=0)
         else:
             result = apply_retention(engine, ctx.config, name)
             assert result is not None  # the plan had a horizon
             doc.update(horizon=iso_z(result.horizon), logs=result.logs,
-                       labels=result.labels, blocks=result.blocks, batches=result.batches,
+                       labels=result.labels, blocks=result.blocks, profiles=result.profiles,
+                       batches=result.batches,
                        longest_batch_seconds=round(result.longest_batch, 4),
                        seconds=round(result.seconds, 3), complete=result.complete)
         out.append(doc)
@@ -332,9 +333,11 @@ def retention(ctx: Context, model: str | None, dry_run: bool, as_json: bool) -> 
         if dry_run:
             click.echo(f"{doc['model']}: would delete {counts}")
         else:
+            profiles = (f"; {doc['profiles']} reference profiles no configured reference uses"
+                        if doc["profiles"] else "")
             click.echo(f"{doc['model']}: deleted {counts}, in {doc['seconds']:.2f} s "
                        f"({doc['batches']} batches, the longest "
-                       f"{doc['longest_batch_seconds']:.3f} s)")
+                       f"{doc['longest_batch_seconds']:.3f} s){profiles}")
 
 
 @main.command()

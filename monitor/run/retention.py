@@ -6,13 +6,17 @@ go, and every one of them ended at least ``retention`` ago, which the config kee
 above ``performance.max_label_delay + window``, so no window still awaiting labels (or a
 recheck, which looks back that far) loses a row. It never passes the scheduler's
 watermark either: a window ``mqm serve`` has not checked yet keeps its logs however old.
+
+A complete pass also deletes the stored reference profiles that no configured model's
+reference uses any more (a reference replaced by another leaves its profile behind),
+once they are older than ``PROFILE_GRACE``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from monitor.config import Config, ModelConfig
 from monitor.store.db import Engine
@@ -21,7 +25,12 @@ from monitor.store.retention import Pending, RetentionResult, delete_older, pend
 from monitor.store.watermarks import read_watermark
 from monitor.times import floor_window
 
-__all__ = ["RetentionPlan", "apply_retention", "retention_horizon", "retention_plan"]
+__all__ = ["PROFILE_GRACE", "RetentionPlan", "apply_retention", "current_profile_keys",
+           "prune_reference_profiles", "retention_horizon", "retention_plan"]
+
+# A profile of no configured reference is kept this long after it was built: during a
+# rolling deploy another replica's config may name a reference this one does not.
+PROFILE_GRACE = timedelta(days=1)
 
 
 def retention_horizon(model_cfg: ModelConfig, now: datetime,
@@ -77,5 +86,40 @@ def apply_retention(
     if horizon is None:
         return None
     extra = {} if batch is None else {"batch": batch}
-    return delete_older(engine, model, horizon, fence=fence, keep_going=keep_going, now=now,
-                        **extra)
+    result = delete_older(engine, model, horizon, fence=fence, keep_going=keep_going, now=now,
+                          **extra)
+    if result.complete:
+        result.profiles = prune_reference_profiles(engine, config, now)
+    return result
+
+
+def current_profile_keys(config: Config) -> set[str] | None:
+    """The reference profile key of every configured model as its files are now; None
+    when some model's cannot be known (an unreadable contract, a missing reference)."""
+    from monitor.errors import MonitorError
+    from monitor.run.model import reference_version
+    from monitor.run.reference import profile_key
+    from monitor.schema import load_schema
+
+    keys = set()
+    for model_cfg in config.models.values():
+        version = reference_version(model_cfg.reference)
+        if version is None:
+            return None
+        try:
+            keys.add(profile_key(model_cfg, load_schema(model_cfg.schema_path), version))
+        except MonitorError:
+            return None
+    return keys
+
+
+def prune_reference_profiles(engine: Engine, config: Config, now: datetime) -> int:
+    """Delete stored reference profiles that no configured model's reference uses and
+    that are older than ``PROFILE_GRACE`` (each is a built reference set: 146 MB per
+    million rows); nothing while some model's key cannot be known."""
+    from monitor.store.profiles import prune_profiles
+
+    keys = current_profile_keys(config)
+    if keys is None:
+        return 0
+    return prune_profiles(engine, keys, now - PROFILE_GRACE)

@@ -518,11 +518,13 @@ class MonitorScheduler:
                                      keep_going=lambda: self._may_continue(model))
             self._seen[model].update(last_retention_at=self._clock(),
                                      last_retention_error=None)
-            if result is not None and (result.logs or result.labels or result.blocks):
+            if result is not None and (result.logs or result.labels or result.blocks
+                                       or result.profiles):
                 _log.info("mqm: %s: retention deleted %d logs, %d labels and %d log blocks "
-                          "before %s in %.2f s (longest batch %.3f s)", model, result.logs,
-                          result.labels, result.blocks, iso_z(result.horizon),
-                          result.seconds, result.longest_batch)
+                          "before %s in %.2f s (longest batch %.3f s), and %d unused "
+                          "reference profiles", model, result.logs, result.labels,
+                          result.blocks, iso_z(result.horizon), result.seconds,
+                          result.longest_batch, result.profiles)
             return result
         except Exception as exc:
             self._seen[model].update(last_retention_error=_describe(exc))

@@ -6,6 +6,7 @@ the store only keeps them, one row per key, written once.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -14,7 +15,7 @@ from monitor.store.db import Engine
 from monitor.store.tables import reference_profiles
 from monitor.store.upsert import insert_if_absent
 
-__all__ = ["load_profile", "save_profile"]
+__all__ = ["load_profile", "prune_profiles", "save_profile"]
 
 
 def load_profile(engine: Engine, key: str) -> bytes | None:
@@ -36,3 +37,15 @@ def save_profile(engine: Engine, key: str, *, reference_version: str, data: byte
         insert_if_absent(conn, reference_profiles, {
             "key": key, "reference_version": reference_version, "data": data,
             "created_at": now or datetime.now(UTC)}, "key")
+
+
+def prune_profiles(engine: Engine, keep: Collection[str], created_before: datetime) -> int:
+    """Delete the profiles created before ``created_before`` whose key is not in ``keep``
+    (the keys of the references configured now); return how many went. A profile is a
+    cache: one deleted while some process still uses it is built again, never wrong."""
+    t = reference_profiles
+    with engine.begin() as conn:
+        query = sa.delete(t).where(t.c.created_at < created_before)
+        if keep:
+            query = query.where(t.c.key.not_in(list(keep)))
+        return int(conn.execute(query).rowcount or 0)

@@ -90,6 +90,7 @@ class RetentionResult:
     logs: int = 0
     labels: int = 0
     blocks: int = 0
+    profiles: int = 0  # stored reference profiles no configured reference uses
     batches: int = 0
     longest_batch: float = 0.0
     seconds: float = 0.0

@@ -14,11 +14,18 @@ import sqlalchemy as sa
 
 from monitor.errors import ConfigError
 from monitor.run.check import run_check
-from monitor.run.retention import apply_retention, retention_horizon, retention_plan
+from monitor.run.retention import (
+    PROFILE_GRACE,
+    apply_retention,
+    current_profile_keys,
+    retention_horizon,
+    retention_plan,
+)
 from monitor.store import compaction
 from monitor.store.blocks import _blocks, _uncovered
 from monitor.store.db import driver_connection
 from monitor.store.logs import insert_labels, insert_logs, log_load
+from monitor.store.profiles import save_profile
 from monitor.store.reading import sql_marks
 from monitor.store.retention import delete_older, retention_rows
 from monitor.store.tables import (
@@ -27,6 +34,7 @@ from monitor.store.tables import (
     ground_truth,
     inference_logs,
     log_blocks,
+    reference_profiles,
     run_metrics,
 )
 from monitor.store.watermarks import start_watermark
@@ -246,6 +254,38 @@ def test_retention_off_deletes_nothing(filled: sa.Engine, make_config, db_url: s
     assert apply_retention(filled, cfg, MODEL, now=NOW + 3650 * DAY) is None
     assert retention_plan(filled, cfg, MODEL, now=NOW).horizon is None
     assert (_count(filled, inference_logs), _count(filled, ground_truth)) == before
+
+
+def _profile_keys(engine: sa.Engine) -> set[str]:
+    with engine.connect() as conn:
+        return set(conn.execute(sa.select(reference_profiles.c.key)).scalars())
+
+
+def test_profiles_of_references_no_longer_configured_go(filled: sa.Engine, config: Any,
+                                                        tmp_path: Any) -> None:
+    """A replaced reference leaves its profile (146 MB per million rows) behind: a complete
+    pass deletes it once older than the grace period; the profile of the configured
+    reference stays however old, as does a recent one (another replica's, mid-deploy)."""
+    engine = filled
+    keys = current_profile_keys(config)
+    assert keys is not None and len(keys) == 1
+    (current,) = keys
+    old, recent = NOW - PROFILE_GRACE - DAY, NOW - PROFILE_GRACE + timedelta(hours=1)
+    for key, when in ((current, old), ("a" * 64, old), ("b" * 64, recent)):
+        save_profile(engine, key, reference_version="v", data=b"x", now=when)
+
+    result = apply_retention(engine, config, MODEL, now=NOW, batch=7)
+    assert result is not None and result.profiles == 1
+    assert _profile_keys(engine) == {current, "b" * 64}
+
+    # With a model whose reference is missing, its key is unknown: nothing goes.
+    model_cfg = config.models[MODEL].model_copy(
+        update={"reference": tmp_path / "missing.parquet"})
+    moved = config.model_copy(update={"models": {**config.models, MODEL: model_cfg}})
+    assert current_profile_keys(moved) is None
+    later = apply_retention(engine, moved, MODEL, now=NOW + 3 * PROFILE_GRACE, batch=7)
+    assert later is not None and later.profiles == 0
+    assert _profile_keys(engine) == {current, "b" * 64}
 
 
 def test_an_ingest_and_a_write_commit_while_retention_is_midway(filled: sa.Engine) -> None:
