@@ -375,7 +375,7 @@ def create_app(
             })
         return {"models": out}
 
-    @app.get("/v1/models/{model}/runs", response_model=RunPage, tags=["models"],
+    @app.get("/v1/models/{model:path}/runs", response_model=RunPage, tags=["models"],
              summary="A model's check runs, newest first, a page at a time",
              responses={**UNKNOWN, **STORE_DOWN})
     def list_runs(
@@ -393,7 +393,7 @@ def create_app(
         return {"model": model, "runs": [_summary_of(r) for r in page.runs],
                 "next": page.next}
 
-    @app.get("/v1/models/{model}/versions", response_model=VersionReport, tags=["models"],
+    @app.get("/v1/models/{model:path}/versions", response_model=VersionReport, tags=["models"],
              summary="The model's versions over its stored runs, and the best recent one",
              responses={**UNKNOWN, **STORE_DOWN})
     def list_versions(
@@ -445,7 +445,7 @@ def create_app(
 
     # --- the fallback flag ------------------------------------------------------------
 
-    @app.get("/v1/models/{model}/fallback", response_model=FlagDocument, tags=["fallback"],
+    @app.get("/v1/models/{model:path}/fallback", response_model=FlagDocument, tags=["fallback"],
              summary="The model's fallback flag, as serving reads it",
              responses={**UNKNOWN, **STORE_DOWN})
     async def get_fallback(request: Request, model: ModelName) -> Response:
@@ -458,7 +458,7 @@ def create_app(
             body = await anyio.to_thread.run_sync(cache.refresh, model)
         return _json_body(body)
 
-    @app.put("/v1/models/{model}/fallback", response_model=FlagDocument, tags=["fallback"],
+    @app.put("/v1/models/{model:path}/fallback", response_model=FlagDocument, tags=["fallback"],
              summary="Force the flag on or off (a manual override)",
              dependencies=[Depends(require_token)], max_body_size=MAX_BODY,
              responses={**AUTH, **UNKNOWN, **STORE_DOWN, **BAD_BODY})
@@ -477,7 +477,7 @@ def create_app(
                            reason=override.reason, until=override.until, now=now)
         return _json_body(cache.put(model, doc))
 
-    @app.delete("/v1/models/{model}/fallback", response_model=FlagDocument,
+    @app.delete("/v1/models/{model:path}/fallback", response_model=FlagDocument,
                 tags=["fallback"], summary="Clear the override: the automatic state is "
                 "served again", dependencies=[Depends(require_token)],
                 responses={**AUTH, **UNKNOWN, **STORE_DOWN})
@@ -513,7 +513,7 @@ def create_app(
     batch_responses = {**INGEST_AUTH, **UNKNOWN, **STORE_DOWN, **BATCH_ERRORS,
                        **UNKNOWN_QUERY}
 
-    @app.post("/v1/models/{model}/logs", response_model=IngestResult, tags=["ingest"],
+    @app.post("/v1/models/{model:path}/logs", response_model=IngestResult, tags=["ingest"],
               summary="Store a batch of inference logs (JSON lines, optionally gzip)",
               description="Each line is one inference, as in a JSON-lines log file: "
               "`request_id`, `timestamp`, the prediction column of the model's contract, "
@@ -531,7 +531,7 @@ def create_app(
         body = await batch_of(request)
         return await anyio.to_thread.run_sync(functools.partial(load_logs, model, body))
 
-    @app.post("/v1/models/{model}/labels", response_model=IngestResult, tags=["ingest"],
+    @app.post("/v1/models/{model:path}/labels", response_model=IngestResult, tags=["ingest"],
               summary="Store a batch of ground-truth labels (JSON lines, optionally gzip)",
               description="Each line is one label, as in a JSON-lines label file: "
               "`request_id`, the contract's target column, and optionally `timestamp` "

@@ -337,6 +337,43 @@ def test_unknown_model_is_404(engine: sa.Engine, cfg: Config,
             "detail": "unknown model 'churn'; the config declares: loan_default"}
 
 
+def test_a_model_name_with_a_slash_is_reachable(engine: sa.Engine, tmp_path: Path,
+                                               schema_path: Path,
+                                               client) -> None:  # type: ignore[no-untyped-def]
+    """Clients quote a model name whole (``team%2Fchurn``); the server sees the decoded
+    path, so each route takes the rest of the path up to its last segment as the name."""
+    from urllib.parse import quote
+
+    import yaml
+
+    from monitor.config import load_config
+
+    name = "team/churn"
+    path = tmp_path / "slash.yaml"
+    path.write_text(yaml.safe_dump({
+        "database_url": engine.url.render_as_string(hide_password=False),
+        "models": {name: {"schema": str(schema_path),
+                          "reference": str(Path(__file__).parents[2] / "sample_data"
+                                           / "reference.parquet"),
+                          "window": "1d", "fallback": {"default_prediction": 0}}}}),
+        encoding="utf-8")
+    api = client(engine, load_config(path))
+    assert [m["name"] for m in api.get("/v1/models").json()["models"]] == [name]
+    for spelled in (quote(name, safe=""), name):
+        base = f"/v1/models/{spelled}"
+        assert api.get(f"{base}/runs").status_code == 200
+        assert api.get(f"{base}/versions").status_code == 200
+        assert api.get(f"{base}/fallback").json()["model"] == name
+    put = api.put(f"/v1/models/{quote(name, safe='')}/fallback", headers=AUTH,
+                  json={"active": True, "reason": "slash test"})
+    assert put.status_code == 200, put.text
+    assert flag_document(engine, load_config(path), name)["active"] is True
+    assert api.delete(f"/v1/models/{name}/fallback", headers=AUTH).json()["active"] is False
+    missing = api.get("/v1/models/team%2Fother/fallback")
+    assert missing.status_code == 404
+    assert missing.json()["detail"].startswith("unknown model 'team/other'")
+
+
 # --- the fallback flag ----------------------------------------------------------------
 
 
