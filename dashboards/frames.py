@@ -307,9 +307,16 @@ def segment_table(segments: SegmentsResult) -> pd.DataFrame:
 
 
 # Whole-window figures the overview shows per model: (check, metric) -> its name there.
+# "performance" is a classifier's accuracy or a regressor's MAE (``performance_metric``
+# says which), "estimated" its estimate before labels.
 OVERVIEW_FIGURES = (("drift", "share_drifted"), ("performance", "accuracy"),
-                    ("performance", "estimated_accuracy"), ("schema", "violation_rate"))
-_OVERVIEW_NAMES = ("drifted", "accuracy", "estimated", "violations")
+                    ("performance", "mae"), ("performance", "estimated_accuracy"),
+                    ("performance", "estimated_mae"), ("schema", "violation_rate"))
+_OVERVIEW_NAMES = {"drifted": (("drift", "share_drifted"),),
+                   "performance": (("performance", "accuracy"), ("performance", "mae")),
+                   "estimated": (("performance", "estimated_accuracy"),
+                                 ("performance", "estimated_mae")),
+                   "violations": (("schema", "violation_rate"),)}
 
 
 def overview_frames(models: Sequence[str], recent: Mapping[str, Sequence[WindowRun]],
@@ -338,9 +345,15 @@ def overview_frames(models: Sequence[str], recent: Mapping[str, Sequence[WindowR
             note = ""
         status = latest.status if latest else "no runs"
         oldest_first = runs[::-1]
-        trends = {name: [_finite(values.get((r.id, check, metric))) for r in oldest_first]
-                  for name, (check, metric) in zip(_OVERVIEW_NAMES, OVERVIEW_FIGURES,
-                                                   strict=True)}
+        trends, metric_of = {}, {}
+        for name, choices in _OVERVIEW_NAMES.items():
+            # The first of the choices the model has figures of (accuracy, else MAE).
+            for check, metric in choices:
+                trend = [_finite(values.get((r.id, check, metric))) for r in oldest_first]
+                if any(v is not None for v in trend) or (check, metric) == choices[-1]:
+                    break
+            trends[name] = trend
+            metric_of[name] = metric if any(v is not None for v in trend) else None
         rows.append({
             "model": model, "status": status,
             "window_end": latest.window_end if latest else None,
@@ -350,7 +363,7 @@ def overview_frames(models: Sequence[str], recent: Mapping[str, Sequence[WindowR
             "since": flag["since"], "reason": flag["reason"],
             "expires_at": flag["expires_at"], "stale": bool(flag["stale"]),
             "last_success": success.finished_at if success else None,
-            "note": note,
+            "note": note, "performance_metric": metric_of["performance"] or "",
             **{f"{name}_latest": trend[-1] if trend else None
                for name, trend in trends.items()},
             **{f"{name}_trend": trend for name, trend in trends.items()},

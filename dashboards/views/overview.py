@@ -56,8 +56,9 @@ st.dataframe(
     hide_index=True,
     width="stretch",
     column_order=["link", "status", "fallback", "since", "window_end",
-                  "drifted_latest", "drifted_trend", "accuracy_latest", "accuracy_trend",
-                  "estimated_latest", "violations_latest", "last_success", "source",
+                  "drifted_latest", "drifted_trend", "performance_metric",
+                  "performance_latest", "performance_trend", "estimated_latest",
+                  "violations_latest", "last_success", "source",
                   "expires_at", "reason", "note"],
     column_config={
         "link": st.column_config.LinkColumn("model", display_text=r"model\?model=(.*)"),
@@ -68,9 +69,12 @@ st.dataframe(
         "window_end": st.column_config.TextColumn("latest window end"),
         "drifted_latest": st.column_config.NumberColumn("drifted", format="percent"),
         "drifted_trend": trend("drift trend", y_min=0.0, y_max=1.0, width="small"),
-        "accuracy_latest": st.column_config.NumberColumn("accuracy", format="%.3f"),
-        "accuracy_trend": trend("accuracy trend", width="small"),
-        "estimated_latest": st.column_config.NumberColumn("estimated", format="%.3f"),
+        "performance_metric": st.column_config.TextColumn(
+            "metric", help="accuracy for a classifier, MAE for a regressor"),
+        "performance_latest": st.column_config.NumberColumn("performance", format="%.3f"),
+        "performance_trend": trend("performance trend", width="small"),
+        "estimated_latest": st.column_config.NumberColumn(
+            "estimated", format="%.3f", help="the metric estimated before labels arrive"),
         "violations_latest": st.column_config.NumberColumn("violations", format="percent"),
         "last_success": st.column_config.TextColumn("last successful check"),
         "source": st.column_config.TextColumn("flag source"),

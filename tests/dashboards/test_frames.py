@@ -178,7 +178,9 @@ def test_overview_frames_worst_first_with_trends_and_notes() -> None:
     bad = [WindowRun(**{**window(5, "critical").__dict__, "id": 9, "model": "b"})]
     figures = [Figure(1, "performance", "accuracy", "", 0.84),
                Figure(3, "performance", "accuracy", "", 0.70),
-               Figure(3, "drift", "share_drifted", "", float("nan"))]
+               Figure(3, "drift", "share_drifted", "", float("nan")),
+               Figure(9, "performance", "mae", "", 1.5),  # b is a regressor
+               Figure(9, "performance", "estimated_mae", "", 1.2)]
     table, strip = frames.overview_frames(
         ["a", "b", "c", "d"], {"a": ok, "b": bad}, {"a": ok[0]},
         {"a": flag(False), "b": flag(False), "c": flag(True), "d": flag(False, stale=True)},
@@ -186,7 +188,12 @@ def test_overview_frames_worst_first_with_trends_and_notes() -> None:
     assert list(table["model"]) == ["c", "b", "d", "a"]  # flag on, critical, no runs, ok
     row = table.set_index("model").loc["a"]
     assert row["status"] == "ok" and row["run_id"] == 3 and row["fallback"] == "off"
-    assert row["accuracy_trend"] == [0.84, None, 0.70] and row["accuracy_latest"] == 0.70
+    assert row["performance_trend"] == [0.84, None, 0.70] and row["performance_latest"] == 0.70
+    assert row["performance_metric"] == "accuracy" and pd.isna(row["estimated_latest"])
+    regressor = table.set_index("model").loc["b"]
+    assert (regressor["performance_metric"], regressor["performance_latest"],
+            regressor["estimated_latest"]) == ("mae", 1.5, 1.2)
+    assert table.set_index("model").loc["d", "performance_metric"] == ""
     assert row["drifted_latest"] is None  # NaN is no figure
     assert table.set_index("model").loc["c", "note"] == "no logs"
     assert table.set_index("model").loc["d", "status"] == "no runs"
