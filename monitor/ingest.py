@@ -17,6 +17,10 @@ A Parquet file of plain columns takes a fast path first (``_fast_logs``,
 looked up a batch at a time before anything is encoded. So do JSON lines, files and HTTP
 batches, parsed by Arrow (``monitor.store.json_logs``). Any file or batch it cannot vouch
 for is read row by row from the start, so the report of a bad one is the row path's.
+A chunk of a JSON-lines file whose request ids, read first without parsing its lines
+(``line_ids``), are all stored is not parsed at all: a file loaded again costs about a
+read of it, and a line whose id is stored counts as stored whatever it holds past its id
+(the row path, which reads it, would report such a line if it were bad).
 """
 
 from __future__ import annotations

@@ -22,6 +22,9 @@ of a line is built (its keys in order, each value's tokens: a float column takes
 token, and no ``-NaN``), and Arrow's RE2 matches every line against it; all must match.
 Inferred rather than explicit types: a batch's shape is not known before it is read
 (an explicit schema saved 0.3 ms of Arrow's 1.1 ms per 500 rows, not worth a cache).
+
+``line_ids`` reads only the request id that starts each line, for a file loaded again:
+a chunk whose ids are all stored needs no parse (which costs five times that scan).
 """
 
 from __future__ import annotations
@@ -114,8 +117,9 @@ def line_ids(body: bytes) -> Any | None:
         return None
     pc = _pc()
     found = pc.struct_field(pc.extract_regex(lines, _ID_FIRST), [0])
-    blank = pc.sum(pc.match_substring_regex(lines, r"^\s*$")).as_py() or 0
     ids = found.drop_null()
+    blank = (pc.sum(pc.match_substring_regex(lines, r"^\s*$")).as_py() or 0
+             if found.null_count else 0)
     if found.null_count != blank or body.count(b'"request_id"') != len(ids):
         return None
     if len(ids) and pc.any(pc.match_substring_regex(lines, _ESCAPED_ASCII)).as_py():
