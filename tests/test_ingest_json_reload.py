@@ -8,6 +8,7 @@ without being read past its id)."""
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,14 @@ from monitor.ingest import ingest_logs
 from monitor.store.json_logs import line_ids
 from tests.test_ingest_fast import row_path_calls, stored
 from tests.test_ingest_hostile import HOSTILE_JSON
-from tests.test_ingest_json_fast import client_row, flat_row, hostile, lines, ordinary
+from tests.test_ingest_json_fast import (
+    _random_body,
+    client_row,
+    flat_row,
+    hostile,
+    lines,
+    ordinary,
+)
 
 CHUNK = 2000  # bytes of lines per chunk: about 6 flat rows
 
@@ -194,3 +202,30 @@ def test_line_ids_reads_only_lines_it_can_vouch_for() -> None:
     ]:
         body = text.encode("latin-1" if "\xff" in text else "utf-8")
         assert line_ids(body + b"\n" + (good + "\n").encode()) is None, text
+
+
+def test_random_files_partly_stored_get_the_row_paths_answer(engine, schema, tmp_path,
+                                                             monkeypatch) -> None:
+    """Random files (odd values, mixed kinds, repeated ids) of which a random share of
+    lines was stored before, loaded again in small chunks: the row path's report and rows."""
+    monkeypatch.setattr(monitor.ingest, "FAST_JSON_BYTES", 600)
+    all_stored = monitor.ingest._all_stored
+    skipped = [0]
+
+    def counting(*args: Any) -> bool:
+        answer = all_stored(*args)
+        skipped[0] += answer
+        return answer
+
+    monkeypatch.setattr(monitor.ingest, "_all_stored", counting)
+    rng = random.Random(20261206)
+    for k in range(40):
+        body = _random_body(rng, rng.randint(4, 30))
+        kept = [text for text in body.splitlines(keepends=True) if rng.random() < 0.7]
+        before = write(tmp_path / f"before-{k}.jsonl", b"".join(kept))
+        path = write(tmp_path / f"{k}.jsonl", body)
+        for model in (f"fast-{k}", f"slow-{k}"):
+            ingest_logs(engine, model, schema, before, on_error="skip", fast=False)
+        fast = load(engine, schema, f"fast-{k}", path, True, "skip")
+        assert fast == load(engine, schema, f"slow-{k}", path, False, "skip"), body
+    assert skipped[0] >= 20  # the comparison covers chunks skipped on their ids
