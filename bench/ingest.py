@@ -5,10 +5,10 @@ Run by hand, not by pytest::
     .venv/bin/python bench/ingest.py --rows 100000 --repeats 3
 
 It writes N synthetic wide log rows of the sample model (one column per feature of
-``schemas/loan_default.yaml``) to a Parquet and a CSV file, then loads each file into
-fresh databases and reloads it into the now-full one (which must add nothing). Besides
-the wall time it reports the load's CPU time (user + system of the whole child), which
-other jobs on a busy machine disturb far less.
+``schemas/loan_default.yaml``) to a Parquet, a CSV and a JSON-lines file, then loads each
+file ``--files`` names into fresh databases and reloads it into the now-full one (which
+must add nothing). Besides the wall time it reports the load's CPU time (user + system of
+the whole child), which other jobs on a busy machine disturb far less.
 
 ``--probe`` also measures what a load does to other writers (issue 13, item 5: the
 operator's ``mqm fallback set`` during a long SQLite load): a thread of the child

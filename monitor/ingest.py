@@ -17,6 +17,10 @@ A Parquet file of plain columns takes a fast path first (``_fast_logs``,
 looked up a batch at a time before anything is encoded. So do JSON lines, files and HTTP
 batches, parsed by Arrow (``monitor.store.json_logs``). Any file or batch it cannot vouch
 for is read row by row from the start, so the report of a bad one is the row path's.
+A chunk of a JSON-lines file whose request ids, read first without parsing its lines
+(``line_ids``), are all stored is not parsed at all: a file loaded again costs about a
+read of it, and a line whose id is stored counts as stored whatever it holds past its id
+(the row path, which reads it, would report such a line if it were bad).
 """
 
 from __future__ import annotations
@@ -582,27 +586,67 @@ def _open_bytes(path: Path) -> IO[bytes]:
 
 
 def _checked_json_chunks(engine: Engine, model: str, schema: ModelSchema, path: Path,
-                         layout: LogLayout) -> Iterator[tuple[ArrowLogs, Encoded]]:
+                         layout: LogLayout) -> Iterator[tuple[ArrowLogs | _Stored, Encoded]]:
     """A JSON-lines file read ``FAST_JSON_BYTES`` of whole lines at a time, each chunk as an
-    HTTP batch is (``_json_logs``)."""
+    HTTP batch is (``_json_logs``), unless its request ids, read first (``line_ids``), are
+    all stored: then the chunk is neither parsed nor checked, and a file loaded again
+    costs about a read of it. A line whose id is stored is not read past its id."""
     import pyarrow as pa
+
+    from monitor.store.json_logs import line_ids
 
     first = True
     try:
         with _open_bytes(path) as handle:
-            while chunk := b"".join(handle.readlines(FAST_JSON_BYTES)):
+            while chunk := _whole_lines(handle):
                 if first and chunk.startswith(_BOM):  # as utf-8-sig reads it
                     chunk = chunk[len(_BOM):]
                 first = False
                 try:
+                    ids = line_ids(chunk)
+                    stored = None
+                    if ids is not None:
+                        stored = _stored_among(engine, model, ids)
+                        if _all_stored(ids, stored):
+                            yield _Stored(ids), _nothing()
+                            continue
                     logs = _json_logs(chunk, schema, layout)
-                    rows = logs.encode(_not_stored(engine, model, logs))
+                    # Every line's id was read: the ids looked up are the parsed ones.
+                    rows = logs.encode(_not_stored(engine, model, logs, stored))
                 except (pa.ArrowException, ValueError, TypeError, ArithmeticError) as exc:
                     # Unforeseen input: the row path answers for it.
                     raise NotFast(f"{type(exc).__name__}: {exc}") from None
                 yield logs, rows
     except _READ_ERRORS as exc:
         raise NotFast(f"read: {exc}") from None
+
+
+def _whole_lines(handle: IO[bytes]) -> bytes:
+    """About ``FAST_JSON_BYTES`` of the file, to the end of a line (b"" at its end)."""
+    chunk = handle.read(FAST_JSON_BYTES)
+    return chunk + handle.readline() if chunk and not chunk.endswith(b"\n") else chunk
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """A chunk whose every request id is stored: its ids, for the report and the check of
+    ids repeated across chunks."""
+
+    ids: Any
+
+    @property
+    def n(self) -> int:
+        return len(self.ids)
+
+
+def _nothing() -> Encoded:
+    import pyarrow as pa
+
+    text = pa.array([], pa.string())
+    return Encoded(request_id=text, ts=text, features=text, prediction=text,
+                   probabilities=text, latency_ms=pa.array([], pa.float64()),
+                   error=pa.array([], pa.bool_()), error_message=text, model_version=text,
+                   fallback_reason=text)
 
 
 def _json_logs(body: bytes, schema: ModelSchema, layout: LogLayout) -> ArrowLogs:
@@ -616,12 +660,28 @@ def _json_logs(body: bytes, schema: ModelSchema, layout: LogLayout) -> ArrowLogs
     return ArrowLogs(parsed.batch, parsed.layout)
 
 
-def _not_stored(engine: Engine, model: str, logs: ArrowLogs) -> Any:
-    """A mask of the rows whose request id is not stored yet (None: all of them)."""
+def _stored_among(engine: Engine, model: str, ids: Any) -> list[str]:
+    """The stored request ids of the model, among them all of ``ids`` that are."""
+    return stored_request_ids(engine, model, ids.to_pylist())
+
+
+def _all_stored(ids: Any, stored: list[str]) -> bool:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    stored = stored_request_ids(engine, model, logs.ids.to_pylist())
+    return len(ids) > 0 and bool(stored) and bool(pc.all(pc.is_in(ids, value_set=pa.array(
+        stored, type=pa.string()))).as_py())
+
+
+def _not_stored(engine: Engine, model: str, logs: ArrowLogs,
+                stored: list[str] | None = None) -> Any:
+    """A mask of the rows whose request id is not stored yet (None: all of them);
+    ``stored``: the look-up made already for these ids."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if stored is None:
+        stored = _stored_among(engine, model, logs.ids)
     return None if not stored else pc.invert(
         pc.is_in(logs.ids, value_set=pa.array(stored, type=pa.string())))
 

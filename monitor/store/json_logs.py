@@ -22,6 +22,9 @@ of a line is built (its keys in order, each value's tokens: a float column takes
 token, and no ``-NaN``), and Arrow's RE2 matches every line against it; all must match.
 Inferred rather than explicit types: a batch's shape is not known before it is read
 (an explicit schema saved 0.3 ms of Arrow's 1.1 ms per 500 rows, not worth a cache).
+
+``line_ids`` reads only the request id that starts each line, for a file loaded again:
+a chunk whose ids are all stored needs no parse (which costs five times that scan).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from monitor.store.arrow_logs import LogLayout, NotFast
 from monitor.store.logs import EARLIEST, LATEST, record_time
 from monitor.times import EPOCH
 
-__all__ = ["JsonBatch", "read_json_batch"]
+__all__ = ["JsonBatch", "line_ids", "read_json_batch"]
 
 # JSON tokens as ``json.loads`` reads them (RE2 syntax).
 _INT = r"-?(?:0|[1-9][0-9]*)"
@@ -67,7 +70,8 @@ class JsonBatch:
 
 
 def _lines(body: bytes) -> Any:
-    """The body's lines as an Arrow string array (no copy of the text)."""
+    """The body's lines as an Arrow string array (no copy of the text), each with its
+    line feed."""
     import pyarrow as pa
 
     data = np.frombuffer(body, dtype=np.uint8)
@@ -81,6 +85,54 @@ def _lines(body: bytes) -> Any:
     except pa.ArrowException:
         raise NotFast("not UTF-8") from None
     return lines
+
+
+# A line that starts with its request id, a plain JSON string: no escape (its text is its
+# value), no control character (json.loads refuses one), printable ASCII at both ends (as
+# the stored ids, which are stripped), more keys after it.
+_EDGE = r"[!#-\[\]-~]"
+_ID_FIRST = (rf'^[ \t]*\{{[ \t]*"request_id"[ \t]*:[ \t]*'
+             rf'"(?P<id>{_EDGE}(?:[^"\\\x00-\x1f]*{_EDGE})?)"[ \t]*,')
+# ``\u0041``: an escaped ASCII character, which could spell a second ``request_id`` key.
+_ESCAPED_ASCII = r"\\u00[2-7][0-9a-fA-F]"
+
+
+def line_ids(body: bytes) -> Any | None:
+    """The request id of each non-blank line of a JSON-lines ``body``, read without parsing
+    the lines: None unless every such line starts with its id (``_ID_FIRST``), names
+    ``request_id`` nowhere else, and ends with the ``}`` of a whole object.
+
+    What a line holds past its id is not read. For a line that is one JSON object, the id
+    found is the one ``json.loads`` reads (the last ``request_id`` key wins there, so the
+    key may occur once only, spelled without escapes). A line cut short or no object at
+    all is refused here, whatever its id, so that its report is still the row path's.
+    """
+    import pyarrow as pa
+
+    if b"\r" in body and body.count(b"\r") != body.count(b"\r\n"):
+        return None  # a lone carriage return: Python reads it as a line break
+    try:
+        lines = _lines(body)
+    except NotFast:
+        return None
+    pc = _pc()
+    found = pc.struct_field(pc.extract_regex(lines, _ID_FIRST), [0])
+    ids = found.drop_null()
+    blank = (pc.sum(pc.match_substring_regex(lines, r"^\s*$")).as_py() or 0
+             if found.null_count else 0)
+    if found.null_count != blank or body.count(b'"request_id"') != len(ids):
+        return None
+    if len(ids) and pc.any(pc.match_substring_regex(lines, _ESCAPED_ASCII)).as_py():
+        return None
+    # The last character of each line before its line break (a CRLF's too) is a brace.
+    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)[:len(lines) + 1]
+    data = np.frombuffer(body, dtype=np.uint8)
+    last = offsets[1:][found.is_valid().to_numpy(zero_copy_only=False)] - 1
+    last = last - (data[last] == 0x0A)
+    last = last - (data[last] == 0x0D)
+    if not (data[last] == ord("}")).all():
+        return None
+    return ids.cast(pa.string())
 
 
 @lru_cache(maxsize=4096)
