@@ -173,7 +173,10 @@ def steps(url: str, parquet: str) -> dict[str, float]:
     monitor.ingest.ingest_logs(engine, MODEL, load_schema(SCHEMA_PATH), parquet, blocks=True)
     spent["load in all"] = time.perf_counter() - t0
     spent["peak RSS MB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return spent
+    first = [k for k in spent if not k.startswith(" ") and k != "blocks written"]
+    return {k: spent[k] for k in [*first[:-2], "blocks written",
+                                  *(k for k in spent if k.startswith(" ")), *first[-2:]]
+            if k in spent}
 
 
 def main() -> int:
