@@ -712,7 +712,7 @@ def _fast_logs(engine: Engine, model: str, schema: ModelSchema, path: Path,
             ids.append(logs.ids)
             load.add_arrow(rows)
             if loaded is not None and part is not None:
-                loaded.add(part)
+                loaded.add(part, rows.request_id)
         if not report.rows:
             raise NotFast("no rows")
         if pc.count_distinct(pa.chunked_array(ids)).as_py() != report.rows:
@@ -735,7 +735,8 @@ def _coded(batches: Iterator[tuple[ArrowLogs, Any, Encoded]], loaded: LoadedRows
     from monitor.store.arrow_blocks import coded_rows
 
     for logs, keep, rows in batches:
-        part = None if loaded is None else coded_rows(logs, keep, sqlite=loaded.sqlite)
+        part = None if loaded is None else coded_rows(logs, keep, sqlite=loaded.sqlite,
+                                                      request_ids=False)
         yield logs, rows, part
 
 

@@ -102,11 +102,13 @@ def _absent(coded: Coded, rows: np.ndarray) -> Coded:
     return Coded(codes, coded.f, coded.i, coded.s, coded.words, coded.j)
 
 
-def coded_rows(logs: ArrowLogs, keep: Any = None, *, sqlite: bool) -> Part:
+def coded_rows(logs: ArrowLogs, keep: Any = None, *, sqlite: bool,
+               request_ids: bool = True) -> Part:
     """The rows of a checked batch (those ``keep`` is true for, as ``logs.encode(keep)``)
     as the row reader reads them back once stored (``blocks.part_of``), without ids
     (zeros) and without labels. On SQLite a float prediction is left out of ``meta``:
-    ``write_load_blocks`` reads it back."""
+    ``write_load_blocks`` reads it back. ``request_ids=False`` leaves them out too
+    (``LoadedRows`` codes them later)."""
     import pyarrow as pa
 
     pc = _pc()
@@ -121,10 +123,9 @@ def coded_rows(logs: ArrowLogs, keep: Any = None, *, sqlite: bool) -> Part:
     ts = np.asarray(pick(logs.ts).cast(pa.int64()).to_numpy(zero_copy_only=False),
                     dtype=np.int64)
 
-    meta: dict[str, Coded] = {
-        "request_id": coded_column(ids),
-        "model_version": coded_column(pick(logs.model_version)),
-    }
+    meta: dict[str, Coded] = {"model_version": coded_column(pick(logs.model_version))}
+    if request_ids:
+        meta["request_id"] = coded_column(ids)
     prediction = pick(columns[layout.prediction])
     if not (sqlite and _kind(prediction.type) == "float"):
         meta["prediction"] = coded_column(prediction)
@@ -167,10 +168,15 @@ class LoadedRows:
     sqlite: bool
     batches: list[Part] = field(default_factory=list)
     rows: int = 0
+    request_ids: list[Any] = field(default_factory=list)
 
-    def add(self, part: Part) -> None:
+    def add(self, part: Part, request_ids: Any = None) -> None:
+        """A batch's rows (``coded_rows``); ``request_ids``, their ids as an Arrow array,
+        if the part was coded without them: a million ids are 60 MB more as Python
+        texts, made only once the load has let go of what it staged."""
         if len(part):
             self.batches.append(part)
+            self.request_ids.append(request_ids)
             self.rows += len(part)
 
     def parts(self, ids: Sequence[int]) -> list[Part] | None:
@@ -179,14 +185,17 @@ class LoadedRows:
         (another writer stored some first, and which is not known here). The batches
         are handed over: this holds none of them afterwards."""
         parts, self.batches = self.batches, []
+        request_ids, self.request_ids = self.request_ids, []
         given = (np.arange(ids.start, ids.stop, dtype=np.int64) if isinstance(ids, range)
                  else np.asarray(ids, dtype=np.int64))
         if len(given) != self.rows or (len(given) > 1 and not (np.diff(given) > 0).all()):
             return None
         at = 0
-        for part in parts:
+        for part, texts in zip(parts, request_ids, strict=True):
             part.ids = given[at:at + len(part)]
             at += len(part)
+            if texts is not None:
+                part.meta["request_id"] = coded_column(texts)
         return parts
 
 
