@@ -163,6 +163,7 @@ def steps(url: str, parquet: str) -> dict[str, float]:
     timed(staging.StagedLoad, "add_copy", "staging (PostgreSQL COPY)")
     timed(staging.StagedLoad, "publish_ids", "publish (INSERT ... SELECT)")
     timed(monitor.ingest, "stored_request_ids", "stored ids looked up")
+    timed(arrow_blocks, "coded_rows", "rows coded for blocks (reading thread)")
     timed(arrow_blocks, "write_load_blocks", "blocks written")
     timed(compaction, "_write", "  of which block writes (encode, insert)")
     timed(compaction, "_model_ids", "  of which the load's ids checked")

@@ -97,7 +97,7 @@ def _read(engine: Engine, model: str, lo: int, hi: int, limit: int) -> Part | No
     return part_of(builder) if builder.rows else None
 
 
-MAX_RUNS = 64  # runs of another writer's rows among a load's before the load is read back
+MAX_RUNS = 64  # runs of the load's rows and of others' in turn: past that, read it all back
 
 
 class _Rows:
@@ -121,17 +121,15 @@ class _Rows:
             # Rows of the load deleted since (retention, by hand) go in no block.
             known = [p.take(np.flatnonzero(np.isin(p.ids, stored))) for p in known]
             known = [p for p in known if len(p)]
+            self.segments = [(0, _TOP, False)]
             if known:
                 ours = np.isin(stored, np.concatenate([p.ids for p in known]))
-                self.segments = _segments(stored, ours)
-            else:
-                self.segments = [(0, _TOP, False)]
+                segments = _segments(stored, ours)
+                if len(segments) - 2 <= MAX_RUNS:
+                    self.segments = segments
+                else:  # another writer's rows all through the load: read it all back
+                    known = []
         self.parts = _with_labels(engine, model, known)
-
-    @property
-    def runs(self) -> int:
-        """Ranges read from the table within the load's ids."""
-        return len(self.segments) - 2
 
     def read(self, lo: int, hi: int, limit: int) -> Part | None:
         """The model's first ``limit`` rows with lo < id <= hi, in id order."""
@@ -273,8 +271,6 @@ def compact(engine: Engine, model: str, *, block_rows: int | None = None,
                          model)
     # After the high marks: the labels read with the known rows are at least labels_hw's.
     rows = _Rows(engine, model, known) if known else None
-    if rows is not None and rows.runs > MAX_RUNS:
-        rows = None  # another writer's rows all through the load: read it all back
     for lo, hi in _uncovered(blocks, top):
         last = blocks[-1] if blocks and blocks[-1].hi == lo else None
         while lo < hi:
