@@ -707,7 +707,7 @@ def _fast_logs(engine: Engine, model: str, schema: ModelSchema, path: Path,
         loaded = LoadedRows(engine.dialect.name == "sqlite")
     published: Sequence[int] = ()
     with log_load(engine, model) as load:
-        for logs, rows, part in _ahead(_coded(batches, loaded)):
+        for logs, rows, part in _ahead(_coded(model, batches, loaded)):
             report.rows += logs.n
             ids.append(logs.ids)
             load.add_arrow(rows)
@@ -723,20 +723,28 @@ def _fast_logs(engine: Engine, model: str, schema: ModelSchema, path: Path,
             published = load.publish_ids(checked=True)
             report.added = len(published)
     report.already_stored = report.rows - report.added
-    if loaded is not None and published:
+    if loaded is not None and published and not loaded.failed:
         _write_blocks(engine, model, loaded, published)
     return report
 
 
-def _coded(batches: Iterator[tuple[ArrowLogs, Any, Encoded]], loaded: LoadedRows | None
-           ) -> Iterator[tuple[ArrowLogs, Encoded, Part | None]]:
+def _coded(model: str, batches: Iterator[tuple[ArrowLogs, Any, Encoded]],
+           loaded: LoadedRows | None) -> Iterator[tuple[ArrowLogs, Encoded, Part | None]]:
     """Each batch with its staged rows in block form (``loaded``: else None), made on the
-    reading thread."""
+    reading thread. A failure to code them is logged and ends the coding, never the load:
+    compaction writes the blocks later."""
     from monitor.store.arrow_blocks import coded_rows
 
     for logs, keep, rows in batches:
-        part = None if loaded is None else coded_rows(logs, keep, sqlite=loaded.sqlite,
-                                                      request_ids=False)
+        part = None
+        if loaded is not None and not loaded.failed:
+            try:
+                part = coded_rows(logs, keep, sqlite=loaded.sqlite, request_ids=False)
+            except Exception as exc:
+                loaded.fail()
+                _log.warning("%s: the rows are loaded without their log blocks (compaction "
+                             "will write them): %s: %s", model, type(exc).__name__,
+                             shown(str(exc), 200), exc_info=_log.isEnabledFor(logging.DEBUG))
         yield logs, rows, part
 
 

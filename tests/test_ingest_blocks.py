@@ -340,6 +340,31 @@ def test_an_error_writing_blocks_fails_nothing(engine, schema, tmp_path, monkeyp
     assert blocks(engine) == []
 
 
+def test_an_error_coding_the_rows_fails_nothing(engine, schema, tmp_path, monkeypatch,
+                                                caplog) -> None:
+    from monitor.store import arrow_blocks
+
+    calls: list[int] = []
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:
+            raise TypeError("a type no one foresaw")
+        return real(*args, **kwargs)
+
+    real = arrow_blocks.coded_rows
+    monkeypatch.setattr(arrow_blocks, "coded_rows", broken)
+    monkeypatch.setattr(monitor.ingest, "FAST_BATCH", 4)
+    with caplog.at_level(logging.WARNING, logger="mqm.ingest"):
+        report = load(engine, schema, write(tmp_path / "logs.parquet", base(13)))
+    assert report.added == 13
+    assert "without their log blocks" in caplog.text and "no one foresaw" in caplog.text
+    assert len(calls) == 2  # no more coding after the failure
+    assert blocks(engine) == []
+    compaction.compact(engine, MODEL)
+    assert_window_as_rows(engine, *EVERYTHING)
+
+
 # --- the command --------------------------------------------------------------------------
 
 

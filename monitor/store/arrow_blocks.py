@@ -169,12 +169,17 @@ class LoadedRows:
     batches: list[Part] = field(default_factory=list)
     rows: int = 0
     request_ids: list[Any] = field(default_factory=list)
+    failed: bool = False  # a batch could not be coded: the load writes no blocks
+
+    def fail(self) -> None:
+        self.failed = True
+        self.batches, self.request_ids = [], []
 
     def add(self, part: Part, request_ids: Any = None) -> None:
         """A batch's rows (``coded_rows``); ``request_ids``, their ids as an Arrow array,
         if the part was coded without them: a million ids are 60 MB more as Python
         texts, made only once the load has let go of what it staged."""
-        if len(part):
+        if len(part) and not self.failed:
             self.batches.append(part)
             self.request_ids.append(request_ids)
             self.rows += len(part)
