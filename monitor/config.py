@@ -549,6 +549,12 @@ class ModelConfig(_Section):
     )
 
     @property
+    def compacted(self) -> bool:
+        """Whether the model's logs are copied into log blocks: they are in mqm's own
+        table and ``schedule.compact_every`` is set."""
+        return self.source.kind == "builtin" and self.schedule.compact_every is not None
+
+    @property
     def stale_after(self) -> timedelta:
         """``fallback.stale_after``, or three windows when unset."""
         return self.fallback.stale_after or 3 * self.window

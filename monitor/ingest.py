@@ -34,11 +34,11 @@ import queue
 import re
 import threading
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Literal, TypeVar, cast
+from typing import IO, TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 from monitor.errors import DatabaseError, IngestError, shown
 from monitor.schema import ModelSchema, parse_text
@@ -57,6 +57,10 @@ from monitor.store.logs import (
     request_id_of,
     stored_request_ids,
 )
+
+if TYPE_CHECKING:
+    from monitor.store.arrow_blocks import LoadedRows
+    from monitor.store.blocks import Part
 
 __all__ = ["BadRow", "IngestReport", "ingest_label_batch", "ingest_labels", "ingest_log_batch",
            "ingest_logs", "read_rows"]
@@ -562,8 +566,9 @@ def _layout(schema: ModelSchema, default_version: str | None) -> LogLayout:
 
 
 def _checked_batches(engine: Engine, model: str, path: Path, layout: LogLayout
-                     ) -> Iterator[tuple[ArrowLogs, Encoded]]:
-    """Each batch of the file checked, and its rows not stored yet encoded."""
+                     ) -> Iterator[tuple[ArrowLogs, Any, Encoded]]:
+    """Each batch of the file checked, a mask of its rows not stored yet (None: all),
+    and those rows encoded."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -574,7 +579,7 @@ def _checked_batches(engine: Engine, model: str, path: Path, layout: LogLayout
             stored = stored_request_ids(engine, model, logs.ids.to_pylist())
             keep = None if not stored else pc.invert(
                 pc.is_in(logs.ids, value_set=pa.array(stored, type=pa.string())))
-            yield logs, logs.encode(keep)
+            yield logs, keep, logs.encode(keep)
     except (*_READ_ERRORS, pa.ArrowException) as exc:
         raise NotFast(f"read: {exc}") from None
 
@@ -586,7 +591,8 @@ def _open_bytes(path: Path) -> IO[bytes]:
 
 
 def _checked_json_chunks(engine: Engine, model: str, schema: ModelSchema, path: Path,
-                         layout: LogLayout) -> Iterator[tuple[ArrowLogs | _Stored, Encoded]]:
+                         layout: LogLayout
+                         ) -> Iterator[tuple[ArrowLogs | _Stored, Any, Encoded]]:
     """A JSON-lines file read ``FAST_JSON_BYTES`` of whole lines at a time, each chunk as an
     HTTP batch is (``_json_logs``), unless its request ids, read first (``line_ids``), are
     all stored: then the chunk is neither parsed nor checked, and a file loaded again
@@ -608,15 +614,16 @@ def _checked_json_chunks(engine: Engine, model: str, schema: ModelSchema, path: 
                     if ids is not None:
                         stored = _stored_among(engine, model, ids)
                         if _all_stored(ids, stored):
-                            yield _Stored(ids), _nothing()
+                            yield _Stored(ids), None, _nothing()
                             continue
                     logs = _json_logs(chunk, schema, layout)
                     # Every line's id was read: the ids looked up are the parsed ones.
-                    rows = logs.encode(_not_stored(engine, model, logs, stored))
+                    keep = _not_stored(engine, model, logs, stored)
+                    rows = logs.encode(keep)
                 except (pa.ArrowException, ValueError, TypeError, ArithmeticError) as exc:
                     # Unforeseen input: the row path answers for it.
                     raise NotFast(f"{type(exc).__name__}: {exc}") from None
-                yield logs, rows
+                yield logs, keep, rows
     except _READ_ERRORS as exc:
         raise NotFast(f"read: {exc}") from None
 
@@ -735,11 +742,14 @@ def _ahead(items: Iterator[T]) -> Iterator[T]:
 
 
 def _fast_logs(engine: Engine, model: str, schema: ModelSchema, path: Path,
-               default_version: str | None) -> IngestReport:
+               default_version: str | None, blocks: bool = False) -> IngestReport:
     """A Parquet or JSON-lines file loaded a batch at a time, checked and encoded column
     by column (``monitor.store.arrow_logs``); rows already stored are found by their ids
     first and neither encoded nor staged. Raises ``NotFast`` for a file the row path must
-    read: any row that may be bad, types it does not handle, an empty file, repeated ids."""
+    read: any row that may be bad, types it does not handle, an empty file, repeated ids.
+
+    ``blocks``: the rows are also coded for log blocks as they are read, and once the
+    load is published the blocks are written from them (``_write_blocks``)."""
     kind = _kind(path)
     if kind not in ("parquet", "jsonl"):
         raise NotFast("not Parquet nor JSON lines")
@@ -751,18 +761,67 @@ def _fast_logs(engine: Engine, model: str, schema: ModelSchema, path: Path,
     ids: list[Any] = []
     batches = (_checked_batches(engine, model, path, layout) if kind == "parquet"
                else _checked_json_chunks(engine, model, schema, path, layout))
+    loaded = None
+    if blocks:
+        from monitor.store.arrow_blocks import LoadedRows
+
+        loaded = LoadedRows(engine.dialect.name == "sqlite")
+    published: Sequence[int] = ()
     with log_load(engine, model) as load:
-        for logs, rows in _ahead(batches):
+        for logs, rows, part in _ahead(_coded(model, batches, loaded)):
             report.rows += logs.n
             ids.append(logs.ids)
             load.add_arrow(rows)
+            if loaded is not None and part is not None:
+                loaded.add(part, rows.request_id)
         if not report.rows:
             raise NotFast("no rows")
         if pc.count_distinct(pa.chunked_array(ids)).as_py() != report.rows:
             raise NotFast("repeated request ids")
-        report.added = load.publish(checked=True)
+        if loaded is None:
+            report.added = load.publish(checked=True)
+        else:
+            published = load.publish_ids(checked=True)
+            report.added = len(published)
     report.already_stored = report.rows - report.added
+    if loaded is not None and published and not loaded.failed:
+        _write_blocks(engine, model, loaded, published)
     return report
+
+
+def _coded(model: str, batches: Iterator[tuple[ArrowLogs | _Stored, Any, Encoded]],
+           loaded: LoadedRows | None
+           ) -> Iterator[tuple[ArrowLogs | _Stored, Encoded, Part | None]]:
+    """Each batch with its staged rows in block form (``loaded``: else None), made on the
+    reading thread. A failure to code them is logged and ends the coding, never the load:
+    compaction writes the blocks later."""
+    from monitor.store.arrow_blocks import coded_rows
+
+    for logs, keep, rows in batches:
+        part = None
+        # A chunk whose every row is stored (``_Stored``) stages nothing: nothing to code.
+        if loaded is not None and not loaded.failed and isinstance(logs, ArrowLogs):
+            try:
+                part = coded_rows(logs, keep, sqlite=loaded.sqlite, request_ids=False)
+            except Exception as exc:
+                loaded.fail()
+                _log.warning("%s: the rows are loaded without their log blocks (compaction "
+                             "will write them): %s: %s", model, type(exc).__name__,
+                             shown(str(exc), 200), exc_info=_log.isEnabledFor(logging.DEBUG))
+        yield logs, rows, part
+
+
+def _write_blocks(engine: Engine, model: str, loaded: LoadedRows, ids: Sequence[int]) -> None:
+    """Log blocks for a published load's rows. The load is stored whatever happens here:
+    a failure is logged, and compaction copies the rows later."""
+    from monitor.store.arrow_blocks import write_load_blocks
+
+    try:
+        write_load_blocks(engine, model, loaded, ids)
+    except Exception as exc:
+        _log.warning("%s: the loaded rows are stored; their log blocks were not written "
+                     "(compaction will write them): %s: %s", model, type(exc).__name__,
+                     shown(str(exc), 200), exc_info=_log.isEnabledFor(logging.DEBUG))
 
 
 def ingest_logs(
@@ -774,6 +833,7 @@ def ingest_logs(
     on_error: OnError = "fail",
     default_version: str | None = None,
     fast: bool = True,
+    blocks: bool = False,
 ) -> IngestReport:
     """Load an inference-log file for ``model``: all of it (or its good rows under
     ``skip``), published at once, or nothing.
@@ -782,6 +842,11 @@ def ingest_logs(
     checked at once);
     any file it cannot vouch for is read row by row, which reports each bad row, with
     the same result. ``fast=False`` reads row by row always (tests compare the two).
+
+    ``blocks`` (a model whose logs are compacted): on the fast path, the rows' log
+    blocks are written from the columns already in memory once the load is stored, so
+    that the first check need not wait for compaction. Writing them never fails the
+    load (compaction catches up).
     """
     path = Path(path)
     columns, rows, as_text = read_rows(path)
@@ -791,7 +856,7 @@ def ingest_logs(
                                          else [schema.prediction.column])])
     if fast:
         try:
-            return _fast_logs(engine, model, schema, path, default_version)
+            return _fast_logs(engine, model, schema, path, default_version, blocks)
         except NotFast as exc:
             _log.debug("%s: read row by row (%s)", path, exc)
         except DatabaseError as exc:

@@ -103,7 +103,7 @@ def ingest(ctx: Context, model: str, file: Path, on_error: str, as_json: bool) -
     model_cfg = ctx.config.model(model)
     schema = load_schema(model_cfg.schema_path)
     report = ingest_logs(ctx.engine(), model, schema, file, on_error=on_error,  # type: ignore[arg-type]
-                         default_version=model_cfg.version)
+                         default_version=model_cfg.version, blocks=model_cfg.compacted)
     _report(report, as_json, "log")
 
 

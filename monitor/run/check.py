@@ -267,8 +267,7 @@ def compact_logs(engine: Engine, config: Config, model: str,
     """Copy the model's new logs and labels into log blocks (``monitor.store.compaction``);
     returns the ``CompactResult``, or None when the model's logs are not in mqm's own
     table or ``schedule.compact_every`` is null. ``fence``: as ``compact``'s."""
-    model_cfg = config.model(model)
-    if model_cfg.source.kind != "builtin" or model_cfg.schedule.compact_every is None:
+    if not config.model(model).compacted:
         return None
     from monitor.store.compaction import compact_or_fail
 

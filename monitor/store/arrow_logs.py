@@ -318,6 +318,11 @@ class ArrowLogs:
         elif fixed > MAX_ROW_CHARS:
             raise NotFast("a row's text exceeds the limit")
 
+    @property
+    def columns(self) -> dict[str, Any]:
+        """The batch's columns by name, as read (``features`` names the feature columns)."""
+        return self._cols
+
     def encode(self, keep: Any = None) -> Encoded:
         """The rows (those ``keep``, a boolean mask, is true for) in stored form."""
         import pyarrow as pa

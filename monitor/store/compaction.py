@@ -25,6 +25,7 @@ from sqlalchemy.engine import Engine
 from monitor.errors import DatabaseError, first_line
 from monitor.store.blocks import (
     _EPOCH,
+    _TOP,
     BLOCK_ROWS,
     FORMAT,
     Part,
@@ -90,13 +91,163 @@ def _read_rows(engine: Engine, model: str, lo: int, hi: int, limit: int) -> Wind
     return builder
 
 
+def _read(engine: Engine, model: str, lo: int, hi: int, limit: int) -> Part | None:
+    """The model's first ``limit`` rows with lo < id <= hi, read from the table."""
+    builder = _read_rows(engine, model, lo, hi, limit)
+    return part_of(builder) if builder.rows else None
+
+
+MAX_RUNS = 64  # runs of the load's rows and of others' in turn: past that, read it all back
+
+
+class _Rows:
+    """The model's rows by id: those of a load (``known``: parts in id order, their rows
+    in id order, without labels) from memory, the others (stored before, after, or by
+    another writer between the load's rows) from the table.
+
+    ``segments``: id ranges (a, b] in order, each read from memory (it holds no row of
+    the model but the load's) or from the table (it holds none of the load's rows).
+    Reads go up in id order; a part is let go once read.
+    """
+
+    def __init__(self, engine: Engine, model: str, known: list[Part]) -> None:
+        self.engine = engine
+        self.model = model
+        lo, hi = int(known[0].ids[0]), int(known[-1].ids[-1])
+        stored = _model_ids(engine, model, lo, hi, sum(map(len, known)))
+        if stored is None:  # exactly the load's rows in [lo, hi]
+            self.segments = [(0, lo - 1, False), (lo - 1, hi, True), (hi, _TOP, False)]
+        else:
+            # Rows of the load deleted since (retention, by hand) go in no block.
+            known = [p.take(np.flatnonzero(np.isin(p.ids, stored))) for p in known]
+            known = [p for p in known if len(p)]
+            self.segments = [(0, _TOP, False)]
+            if known:
+                ours = np.isin(stored, np.concatenate([p.ids for p in known]))
+                segments = _segments(stored, ours)
+                if len(segments) - 2 <= MAX_RUNS:
+                    self.segments = segments
+                else:  # another writer's rows all through the load: read it all back
+                    known = []
+        self.parts = _with_labels(engine, model, known)
+
+    def read(self, lo: int, hi: int, limit: int) -> Part | None:
+        """The model's first ``limit`` rows with lo < id <= hi, in id order."""
+        parts: list[Part] = []
+        count = 0
+        for a, b, memory in self.segments:
+            a, b = max(a, lo), min(b, hi)
+            if a >= b:
+                continue
+            got = (self._known(a, b, limit - count) if memory
+                   else [p for p in [_read(self.engine, self.model, a, b, limit - count)]
+                         if p is not None])
+            parts += got
+            count += sum(map(len, got))
+            if count >= limit:
+                break
+        return concat_parts(parts) if parts else None
+
+    def _known(self, lo: int, hi: int, limit: int) -> list[Part]:
+        """The load's first ``limit`` rows with lo < id <= hi; the parts before ``lo``
+        are let go (no read goes below it again)."""
+        while self.parts and self.parts[0].ids[-1] <= lo:
+            self.parts.pop(0)
+        out = []
+        for part in self.parts:
+            if limit <= 0 or part.ids[0] > hi:
+                break
+            first = int(np.searchsorted(part.ids, lo, side="right"))
+            last = min(int(np.searchsorted(part.ids, hi, side="right")), first + limit)
+            if last > first:
+                out.append(part if (first, last) == (0, len(part))
+                           else part.take(np.arange(first, last)))
+                limit -= last - first
+        return out
+
+
+def _segments(stored: np.ndarray, ours: np.ndarray) -> list[tuple[int, int, bool]]:
+    """``_Rows.segments`` for the model's ids ``stored`` in the load's id range, ``ours``
+    telling the load's."""
+    out = [(0, int(stored[0]) - 1, False)]
+    at = int(stored[0]) - 1
+    # Where a run of the load's rows or of others' ends: the last id of each run.
+    ends = np.flatnonzero(np.diff(ours.astype(np.int8))) if len(ours) > 1 else np.array([], int)
+    for end in [*ends.tolist(), len(stored) - 1]:
+        out.append((at, int(stored[end]), bool(ours[end])))
+        at = int(stored[end])
+    out.append((at, _TOP, False))
+    return out
+
+
+def _model_ids(engine: Engine, model: str, lo: int, hi: int, n: int) -> np.ndarray | None:
+    """The ids of the model's rows with lo <= id <= hi, in order; None when the load's
+    ``n`` ids are every id from lo to hi: ids are unique, so no other row has one.
+
+    (A row of the load deleted since is then not noticed, as the compactor does not
+    notice one deleted between its read and its write: the window read that counts
+    the rows drops the block.)"""
+    if hi - lo + 1 == n:
+        return None
+    dialect = engine.dialect.name
+    mark, _ = sql_marks(dialect)
+    # On SQLite the unary + keeps the planner on the id range: by the model's index it
+    # would walk every row the model ever stored.
+    by_model = f"{'+' if dialect == 'sqlite' else ''}model = {mark}"
+    with engine.connect() as conn, driver_errors(engine, "reading inference logs"):
+        rows = fetch_all(driver_connection(conn), f"SELECT id FROM inference_logs WHERE "
+                         f"{by_model} AND id >= {mark} AND id <= {mark} ORDER BY id",
+                         [model, lo, hi])
+    return np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+
+
+def _with_labels(engine: Engine, model: str, known: list[Part]) -> list[Part]:
+    """``known`` with the labels stored for its rows (as the row reader joins them)."""
+    if not known:
+        return known
+    dialect = engine.dialect.name
+    mark, text = sql_marks(dialect)
+    by_model = f"{'+' if dialect == 'sqlite' else ''}l.model = {mark}"
+    with engine.connect() as conn, driver_errors(engine, "reading labels"):
+        found = fetch_all(
+            driver_connection(conn),
+            f"SELECT l.id, COALESCE(g.label{text}, 'null'), g.ts FROM inference_logs AS l "
+            "JOIN ground_truth AS g ON g.model = l.model AND g.request_id = l.request_id "
+            f"WHERE {by_model} AND l.id >= {mark} AND l.id <= {mark} ORDER BY l.id",
+            [model, int(known[0].ids[0]), int(known[-1].ids[-1])])
+    if not found:
+        return known
+    found_ids = np.fromiter((row[0] for row in found), dtype=np.int64, count=len(found))
+    out = []
+    for part in known:
+        # The range may hold another writer's rows too: only the load's take labels.
+        here = np.flatnonzero((found_ids >= part.ids[0]) & (found_ids <= part.ids[-1]))
+        positions = np.searchsorted(part.ids, found_ids[here])
+        mine = part.ids[np.minimum(positions, len(part) - 1)] == found_ids[here]
+        if not mine.any():
+            out.append(part)
+            continue
+        rows = [found[k] for k in here[mine]]
+        at = positions[mine]
+        values = np.full(len(part), None, dtype=object)
+        values[at] = np.fromiter(loads_each([row[1] for row in rows]), dtype=object,
+                                 count=len(rows))
+        label_time = part.label_time.copy()
+        label_time[at] = _micros([row[2] for row in rows])
+        out.append(Part(part.ids, part.ts, part.meta, part.features, part.probabilities,
+                        encode(values.tolist()), label_time, part.feature_keys,
+                        part.proba_keys))
+    return out
+
+
 def _times_of(part: Part) -> tuple[datetime, datetime]:
     low, high = int(part.ts.min()), int(part.ts.max())
     return _EPOCH + timedelta(microseconds=low), _EPOCH + timedelta(microseconds=high)
 
 
-def compact(engine: Engine, model: str, *, block_rows: int = BLOCK_ROWS,
-            now: datetime | None = None, fence: Fence | None = None) -> CompactResult:
+def compact(engine: Engine, model: str, *, block_rows: int | None = None,
+            now: datetime | None = None, fence: Fence | None = None,
+            known: list[Part] | None = None) -> CompactResult:
     """Write blocks for the model's rows that no block covers, and bring the blocks'
     labels up to date. Safe to run while others write rows or compact: a block that
     another compactor wrote first makes this one stop (it finds the rows covered next
@@ -105,23 +256,31 @@ def compact(engine: Engine, model: str, *, block_rows: int = BLOCK_ROWS,
     ``fence``: each block write checks, in its own transaction, that this replica still
     holds the model's lease, and raises ``LeaseLost`` (nothing of that write kept) when
     it does not: a stalled leader that wakes up does no more work on the model.
+
+    ``known``: rows of the model just stored, as the row reader would read them
+    (``monitor.store.arrow_blocks``): parts in id order, each in id order, without
+    labels. They are taken from memory instead of read back (and let go as they go
+    into blocks); their labels, and every other row, come from the tables.
     """
     t0 = time.perf_counter()
+    block_rows = block_rows or BLOCK_ROWS
     result = CompactResult(model)
     top, labels_hw = _high_marks(engine)
     with engine.connect() as conn:
         blocks = _blocks(driver_connection(conn), sql_marks(engine.dialect.name)[0],
                          model)
+    # After the high marks: the labels read with the known rows are at least labels_hw's.
+    rows = _Rows(engine, model, known) if known else None
     for lo, hi in _uncovered(blocks, top):
         last = blocks[-1] if blocks and blocks[-1].hi == lo else None
         while lo < hi:
             room = block_rows - last.rows if last is not None and last.rows < block_rows \
                 else block_rows
-            builder = _read_rows(engine, model, lo, hi, room)
-            if not builder.rows:
+            new = (rows.read(lo, hi, room) if rows is not None
+                   else _read(engine, model, lo, hi, room))
+            if new is None:
                 break
-            new = part_of(builder)
-            end = hi if builder.rows < room else int(new.ids[-1])
+            end = hi if len(new) < room else int(new.ids[-1])
             grow = last is not None and last.rows < block_rows
             if not _store(engine, model, new, lo, end, labels_hw, last if grow else None,
                           now, fence):

@@ -10,7 +10,7 @@ import json
 import math
 import re
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -541,6 +541,11 @@ class LogLoad:
         """Store the staged records, skipping request ids already stored; return rows added.
         ``checked``: the rows staged are those ``stored_request_ids`` did not find."""
         return self._stage.publish(checked=checked)
+
+    def publish_ids(self, *, checked: bool = False) -> Sequence[int]:
+        """``publish``, returning the ids of the rows added, ascending (with every row
+        added, in the order staged)."""
+        return self._stage.publish_ids(checked=checked)
 
 
 class LabelLoad:
