@@ -163,6 +163,26 @@ def test_json_lines_write_blocks_as_they_load(engine, schema, tmp_path, monkeypa
     assert_blocks_as_compacted(engine)
 
 
+def test_json_lines_chunks_already_stored_add_no_rows_to_the_blocks(
+        engine, schema, tmp_path, monkeypatch) -> None:
+    """A JSON-lines file loaded again with new lines at its end: its first chunks are all
+    stored (skipped unparsed), its last one has new rows, and the blocks get those only."""
+    monkeypatch.setattr(monitor.ingest, "FAST_JSON_BYTES", 2_000)  # several chunks
+    read = no_compaction(monkeypatch)
+    rows = [flat_row(i) for i in range(40)]
+    path = tmp_path / "logs.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows[:30]))
+    assert load(engine, schema, path).added == 30
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    report = load(engine, schema, path)
+    assert (report.added, report.already_stored) == (10, 30)
+    assert sum(read) == 0
+    assert sum(b[0][2] for b in blocks(engine)) == 40
+    first = datetime.fromtimestamp(T0, UTC)
+    assert_window_as_rows(engine, first, first + timedelta(seconds=60))
+    assert_blocks_as_compacted(engine)
+
+
 def test_rows_already_stored_are_left_to_the_blocks_they_are_in(engine, schema, tmp_path,
                                                                  monkeypatch) -> None:
     """A file whose first rows are stored (by a load with blocks, then by one without)
