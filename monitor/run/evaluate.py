@@ -172,12 +172,13 @@ def evaluate_window(
     chunks = source.iter_chunks(start, end, CHUNK_ROWS) if sampled else iter(
         [_read_whole(source, start, end)])
     features_only = schema.features_only
+    window: LogWindow | None = None
     for window in chunks:
         groups = {c: (labeler.add(_segment_values(model, window, c)), labeler.size)
                   for c, labeler in labelers.items()}
         # A features-only model's logs have no prediction to check (stored as null).
         schema_acc.add(window.features, None if features_only else window.meta["prediction"],
-                       groups=groups or None)
+                       groups=groups or None, texts=window.texts)
         latencies.append(pd.to_numeric(window.meta["latency_ms"], errors="coerce").to_numpy(
             dtype=float))
         error_parts.append(window.meta["error"].to_numpy(dtype=bool))
@@ -207,6 +208,11 @@ def evaluate_window(
         perf_parts.append(perf_part)
         prob_parts.append(prob_part)
     drift_frame, perf, prob_frame = _joined(drift_parts), _joined(perf_parts), _joined(prob_parts)
+    # A window read whole is its drift frame's rows: its text columns' codes hold for it
+    # (the prediction's column is the meta's, not a feature's).
+    drift_texts = None if sampled or window is None or not window.texts else {
+        name: codes for name, codes in window.texts.items()
+        if name != schema.prediction_column}
     latency = np.concatenate(latencies) if latencies else np.array([], dtype=float)
     error_flags = np.concatenate(error_parts) if error_parts else np.array([], dtype=bool)
 
@@ -221,7 +227,7 @@ def evaluate_window(
         from monitor.checks.drift import check_drift
 
         return check_drift(need_reference().drift_profile, drift_frame, config=model_cfg.drift,
-                           prediction=schema.prediction_column)
+                           prediction=schema.prediction_column, texts=drift_texts)
 
     def performance() -> PerformanceResult:
         ref = need_reference()
