@@ -17,7 +17,7 @@ import json
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -498,7 +498,32 @@ def _blocks(raw: Any, mark: str, model: str) -> list[_Block]:
         "ORDER BY lo_id", [model])]
 
 
-def _uncovered(blocks: Sequence[_Block], top: int = _TOP) -> list[tuple[int, int]]:
+class _Range(NamedTuple):
+    """A block's id range, without the rest of its row (see ``_ranges``)."""
+
+    id: int
+    lo: int
+    hi: int
+
+
+def _ranges(raw: Any, mark: str, model: str) -> list[_Range]:
+    """The model's blocks' id ranges, by ``lo_id``. Cheaper than ``_blocks`` on SQLite:
+    ``labels_hw`` is stored after a block's blobs, and reaching it walks their overflow
+    pages (80 MB per million rows, 0.08 s)."""
+    return [_Range(*row) for row in fetch_all(
+        raw, f"SELECT id, lo_id, hi_id FROM log_blocks WHERE model = {mark} ORDER BY lo_id",
+        [model])]
+
+
+class _IdRange(Protocol):
+    @property
+    def lo(self) -> int: ...
+
+    @property
+    def hi(self) -> int: ...
+
+
+def _uncovered(blocks: Sequence[_IdRange], top: int = _TOP) -> list[tuple[int, int]]:
     """Id ranges (lo, hi] that no block covers, up to ``top``."""
     gaps, at = [], 0
     for block in blocks:
