@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
+    from monitor.checks.estimated import EstimateRows
     from monitor.checks.segments import Segmentation, SegmentReference
     from monitor.store.sources import LogSource, LogWindow
 
@@ -208,6 +209,11 @@ def evaluate_window(
         perf_parts.append(perf_part)
         prob_parts.append(prob_part)
     drift_frame, perf, prob_frame = _joined(drift_parts), _joined(perf_parts), _joined(prob_parts)
+    if schema.task == "classification" and "prediction" in perf:
+        # Class labels as text once, for performance, its estimate, versions and
+        # segments (each conversion is a pass over a million values).
+        perf = pd.DataFrame({"prediction": label_text(perf["prediction"]),
+                             "label": label_text(perf["label"])}, copy=False)
     # A window read whole is its drift frame's rows: its text columns' codes hold for it
     # (the prediction's column is the meta's, not a feature's).
     drift_texts = None if sampled or window is None or not window.texts else {
@@ -222,6 +228,18 @@ def evaluate_window(
         if reference is None:
             raise RuntimeError(model.reference_error or "reference set unavailable")
         return reference
+
+    prepared: list[EstimateRows] = []
+
+    def estimate_rows() -> EstimateRows | None:
+        """The answered rows as the accuracy estimate reads them, prepared once for the
+        performance and versions sections (a classifier's, when it logs probabilities)."""
+        estimator = reference.estimator if reference is not None else None
+        if estimator is None or not len(prob_frame.columns) or "prediction" not in perf:
+            return None
+        if not prepared:
+            prepared.append(estimator.rows(prob_frame, perf["prediction"]))
+        return prepared[0]
 
     def drift() -> DriftResult:
         from monitor.checks.drift import check_drift
@@ -242,7 +260,9 @@ def evaluate_window(
                 else drift_frame
             inputs = inputs.reset_index(drop=True)
         return _performance(model, ref.metrics, ref, preds, labels, probs, end=end, now=now,
-                            inputs=inputs)
+                            inputs=inputs, as_text=True,
+                            estimate_rows=estimate_rows() if schema.task == "classification"
+                            else None)
 
     def service() -> ServiceResult:
         from monitor.checks.health import check_service
@@ -294,7 +314,7 @@ def evaluate_window(
             estimator=ref.estimator if ref else None,
             reference_accuracy=ref.metrics.get("accuracy") if ref else None,
             drift_config=model_cfg.drift, config=model_cfg.performance, window_end=end,
-            now=now)
+            now=now, estimate_rows=estimate_rows() if schema.task == "classification" else None)
 
     sections: dict[str, Section] = {
         "schema": schema_result, "drift": _section(drift),
@@ -332,20 +352,23 @@ def _performance(model: ResolvedModel, reference_metrics: Mapping[str, float | N
                  ref: ReferenceData, preds: pd.Series, labels: pd.Series,
                  probs: pd.DataFrame | None, *, end: datetime, now: datetime,
                  config: PerformanceConfig | None = None, segment: bool = False,
-                 inputs: pd.DataFrame | None = None) -> PerformanceResult:
+                 inputs: pd.DataFrame | None = None, as_text: bool = False,
+                 estimate_rows: EstimateRows | None = None) -> PerformanceResult:
     """Realized and estimated performance of answered rows (predictions, labels, and
     probabilities when logged) against ``reference_metrics``: the whole reference's, or
     with ``segment`` a segment's reference rows' (then the estimate is judged against
     their accuracy too). A regressor's loss is estimated from ``inputs`` (the answered
     rows' drift frame, aligned with ``preds``); without them it is not estimated (a
-    segment's performance: the loss models are the whole reference's)."""
+    segment's performance: the loss models are the whole reference's). ``as_text``: a
+    classifier's predictions and labels are ``label_text``'s already. ``estimate_rows``:
+    ``preds`` and ``probs`` as the accuracy estimator prepared them, when at hand."""
     from dataclasses import replace
 
     from monitor.checks.estimated import check_estimated, with_estimate
     from monitor.checks.performance import check_performance
 
     schema, perf_cfg = model.schema, config or model.config.performance
-    if schema.task == "classification":
+    if schema.task == "classification" and not as_text:
         preds, labels = label_text(preds), label_text(labels)
     result = check_performance(preds, labels, probs, dict(reference_metrics), schema,
                                config=perf_cfg, window_end=end, now=now)
@@ -365,7 +388,8 @@ def _performance(model: ResolvedModel, reference_metrics: Mapping[str, float | N
     if estimator is not None and accuracy is not None and segment:
         estimator = replace(estimator, reference_accuracy=accuracy)
     est = check_estimated(estimator, probs, preds, realized_accuracy=realized,
-                          config=perf_cfg, unavailable=ref.estimator_error)
+                          config=perf_cfg, unavailable=ref.estimator_error,
+                          rows=estimate_rows if estimator is ref.estimator else None)
     return with_estimate(result, est)
 
 
@@ -414,7 +438,6 @@ def _segments(model: ResolvedModel, parts: list[Segmentation], schema_acc: Schem
               ) -> SegmentsResult:
     """The segment checks over the rows drift and performance saw (the window, or its
     sample), the schema's from the window's one pass."""
-    import pandas as pd
 
     from monitor.checks.segments import check_segments
     from monitor.run.segments import segment_lookup
@@ -425,14 +448,11 @@ def _segments(model: ResolvedModel, parts: list[Segmentation], schema_acc: Schem
 
     def performance(against: SegmentReference, preds: pd.Series, labels: pd.Series,
                     probs: pd.DataFrame | None) -> PerformanceResult:
+        # A classifier's predictions and labels are text already (``evaluate_window``).
         return _performance(model, against.metrics, ref, preds, labels, probs, end=end,
-                            now=now, config=perf_cfg, segment=not against.whole)
+                            now=now, config=perf_cfg, segment=not against.whole, as_text=True)
 
     features_only = schema.features_only
-    if schema.task == "classification" and "prediction" in perf:
-        # As text once, not once per segment.
-        perf = pd.DataFrame({"prediction": label_text(perf["prediction"]),
-                             "label": label_text(perf["label"])}, copy=False)
     return check_segments(
         parts, drift_kinds=drift_columns(schema),
         schema_of=lambda column, ids: schema_acc.group_result(column, ids),
