@@ -23,7 +23,7 @@ class TextCodes:
     ``numbers[i]``, a float, or null where that is NaN (every such row is null when
     ``numbers`` is None). ``words`` are distinct."""
 
-    codes: np.ndarray  # int32 (or any signed int), one per row
+    codes: np.ndarray  # a signed int type, one per row
     words: np.ndarray  # object array of distinct str
     numbers: np.ndarray | None = None  # float64, one per row; NaN at texts and nulls
 

@@ -75,16 +75,25 @@ def _full(scores: np.ndarray) -> np.ndarray:
     return scores
 
 
+def _pick(matrix: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """The rows ``keep`` picks, column-major as the estimate lays its scores out, in one
+    copy (a mask gives a row-major copy that ``asfortranarray`` would copy again)."""
+    out = np.empty((int(keep.sum()), matrix.shape[1]), order="F")
+    for col in range(matrix.shape[1]):
+        out[:, col] = matrix[:, col][keep]
+    return out
+
+
 @dataclass(frozen=True, eq=False)
 class EstimateRows:
     """A window's rows as the estimate reads them: which are usable (a prediction and
-    every probability), and for those the calibrated and raw probabilities (rows x
-    classes, column-major) and the predicted class's column. Prepared once, it serves the
-    window's estimate and each version's (``AccuracyEstimator.estimate_rows``)."""
+    every probability), and for those the scores (rows x scored classes, column-major)
+    and the predicted class's column. Prepared once, it serves the window's estimate and
+    each version's (``AccuracyEstimator.estimate_rows``); calibrating is left to each
+    (kept, the calibrated matrices would hold 50 MB per million rows through the check)."""
 
     usable: np.ndarray  # bool, one per row of the window
-    calibrated: np.ndarray
-    raw: np.ndarray
+    scores: np.ndarray
     pred: np.ndarray
 
 
@@ -223,17 +232,11 @@ class AccuracyEstimator:
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The usable rows (a prediction and every probability), and for them the calibrated
         and raw probabilities (rows x classes) and the predicted class's column."""
-        if len(probabilities) != len(predictions):
-            raise ValueError("probabilities and predictions must have the same length")
-        scores = _scores(probabilities, self.classes)
-        usable = np.isfinite(scores).all(axis=1) & predictions.notna().to_numpy()
-        if not usable.all():
-            scores = np.asfortranarray(scores[usable])
-            predictions = predictions.iloc[usable]
-        pred = _codes(predictions, self.classes)
-        calibrated = (self._calibrated(scores) if len(scores)
-                      else np.empty((0, len(self.classes))))
-        return usable, calibrated, _full(scores), pred
+        rows = self.rows(probabilities, predictions)
+        return rows.usable, self._calibrated_of(rows.scores), _full(rows.scores), rows.pred
+
+    def _calibrated_of(self, scores: np.ndarray) -> np.ndarray:
+        return self._calibrated(scores) if len(scores) else np.empty((0, len(self.classes)))
 
     def correct_probability(self, probabilities: pd.DataFrame,
                             predictions: pd.Series) -> np.ndarray:
@@ -257,7 +260,14 @@ class AccuracyEstimator:
 
     def rows(self, probabilities: pd.DataFrame, predictions: pd.Series) -> EstimateRows:
         """The window's rows prepared for ``estimate_rows``."""
-        return EstimateRows(*self._window(probabilities, predictions))
+        if len(probabilities) != len(predictions):
+            raise ValueError("probabilities and predictions must have the same length")
+        scores = _scores(probabilities, self.classes)
+        usable = np.isfinite(scores).all(axis=1) & predictions.notna().to_numpy()
+        if not usable.all():
+            scores = np.asfortranarray(scores[usable])
+            predictions = predictions.iloc[usable]
+        return EstimateRows(usable, scores, _codes(predictions, self.classes))
 
     def estimate_rows(self, rows: EstimateRows, among: np.ndarray | None = None
                       ) -> tuple[int, dict[str, float | None], dict[str, float | None]]:
@@ -265,13 +275,13 @@ class AccuracyEstimator:
         over the window's rows): the same figures as ``estimate_metrics`` of those rows'
         frames, since every step before the sums is row by row (the picked columns are
         laid out as that path lays them out, so the sums add in the same order)."""
-        calibrated, raw, pred = rows.calibrated, rows.raw, rows.pred
+        scores, pred = rows.scores, rows.pred
         if among is not None:
             keep = among[rows.usable]
-            calibrated, raw = np.asfortranarray(calibrated[keep]), np.asfortranarray(raw[keep])
-            pred = pred[keep]
+            scores, pred = _pick(scores, keep), pred[keep]
         used = len(pred)
-        return used, estimated_metrics(calibrated, raw, pred), self.sampling.at(used)
+        return used, estimated_metrics(self._calibrated_of(scores), _full(scores), pred), \
+            self.sampling.at(used)
 
 
 def check_estimated(

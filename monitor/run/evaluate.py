@@ -214,6 +214,9 @@ def evaluate_window(
         # segments (each conversion is a pass over a million values).
         perf = pd.DataFrame({"prediction": label_text(perf["prediction"]),
                              "label": label_text(perf["label"])}, copy=False)
+        # The values as logged (the parts, and the loop's last one): no check reads them.
+        perf_parts.clear()
+        perf_part = None
     # A window read whole is its drift frame's rows: its text columns' codes hold for it
     # (the prediction's column is the meta's, not a feature's).
     drift_texts = None if sampled or window is None or not window.texts else {
@@ -321,6 +324,7 @@ def evaluate_window(
         "performance": NotApplicable(FEATURES_ONLY) if features_only else _section(performance),
         "service": _section(service),
         "versions": NotApplicable(FEATURES_ONLY) if features_only else _section(versions)}
+    prepared.clear()  # versions was the last reader
     if seg_cfg.columns:
         sections["segments"] = _section(segments)
     if model_cfg.multivariate.enabled:

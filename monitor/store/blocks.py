@@ -399,8 +399,10 @@ def _text_codes(coded: Coded) -> TextCodes | None:
     if not {code for code, count in enumerate(counts) if count} <= _TEXT_FLOAT_OR_NULL:
         return None
     remap, words = pd.factorize(coded.words)
+    # The smallest signed type that holds every code and -1 (a category: one byte a row).
+    small = np.min_scalar_type(-max(len(words), 1))
     s = coded.s
-    codes = np.where(s >= 0, remap.astype(np.int32)[np.maximum(s, 0)], np.int32(-1))
+    codes = np.where(s >= 0, remap.astype(small)[np.maximum(s, 0)], small.type(-1))
     numbers = None
     if counts[FLOAT]:
         numbers = np.where(coded.codes == FLOAT, _need(coded.f), np.nan)
