@@ -184,8 +184,14 @@ def evaluate_window(
             dtype=float))
         error_parts.append(window.meta["error"].to_numpy(dtype=bool))
         if fallback_counts is not None and window.fallback_reasons is not None:
-            # "" counts the rows the model answered itself.
-            fallback_counts.update(window.fallback_reasons.fillna("").value_counts().to_dict())
+            # "" counts the rows the model answered itself (null: no fallback); only the
+            # few others are counted by value (filling a million nulls with "" to count
+            # them took three times as long).
+            why = window.fallback_reasons
+            answered_itself = why.isna().to_numpy()
+            fallback_counts.update(why[~answered_itself].value_counts().to_dict())
+            if answered_itself.any():
+                fallback_counts[""] += int(answered_itself.sum())
         codes = version_codes.codes(window.meta["model_version"])
         code_parts.append(codes)
         drift_part = _drift_frame(window, schema)
