@@ -104,8 +104,10 @@ def check_versions(
     has_label = labels.notna().to_numpy() & predictions.notna().to_numpy()
     right = np.zeros(len(predictions), dtype=bool)
     if classifier and has_label.any():
-        right[has_label] = (label_text(predictions[has_label]).to_numpy()
-                            == label_text(labels[has_label]).to_numpy())
+        # Whole columns compared, then masked: texts already (the run gives them so) pass
+        # through ``label_text`` as they are, and no labelled rows are copied out.
+        right = (label_text(predictions).to_numpy() == label_text(labels).to_numpy()) \
+            & has_label
     mature = _mature(int(has_label.sum()), len(predictions), config=config,
                      window_end=window_end, now=now)
     pred_name = schema.prediction_column

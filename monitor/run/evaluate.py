@@ -112,6 +112,8 @@ def _perf_frames(window: LogWindow, keep: np.ndarray) -> tuple[pd.DataFrame, pd.
 
     frame = pd.DataFrame({"prediction": window.meta["prediction"].to_numpy(),
                           "label": window.labels.to_numpy()})
+    if keep.all():  # every row answered: the window's own probabilities, not a copy
+        return frame, window.probabilities
     # The window's frames are numbered 0..n-1 already; a mask's result is a new frame,
     # renumbered in place (``reset_index`` copies every column).
     probs = window.probabilities[keep]
