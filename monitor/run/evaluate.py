@@ -450,7 +450,6 @@ def _segments(model: ResolvedModel, parts: list[Segmentation], schema_acc: Schem
               ) -> SegmentsResult:
     """The segment checks over the rows drift and performance saw (the window, or its
     sample), the schema's from the window's one pass."""
-
     from monitor.checks.segments import check_segments
     from monitor.run.segments import segment_lookup
 
