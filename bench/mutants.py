@@ -57,9 +57,9 @@ MUTANTS = (
            "    return end - size + timedelta(seconds=1), end\n",
            ("tests/run/test_check_run.py",)),
     Mutant("late labels after the newest label mark", "monitor/store/block_reader.py",
-           "after = min(by_id[block_id].labels_hw for (block_id,) in found)\n"
+           "after = min(marks)\n"
            "            late = _late_labels(raw, dialect, model, after, low, high)\n    if stale",
-           "after = max(by_id[block_id].labels_hw for (block_id,) in found)\n"
+           "after = max(marks)\n"
            "            late = _late_labels(raw, dialect, model, after, low, high)\n    if stale",
            ("tests/store/test_blocks.py",)),
     Mutant("mature only after max_label_delay", "monitor/checks/performance.py",

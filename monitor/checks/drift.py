@@ -29,6 +29,7 @@ from monitor.checks import stattests as st
 from monitor.config import DriftConfig
 from monitor.results import DriftResult, DriftStatus, FeatureDrift
 from monitor.schema import label_of
+from monitor.text_codes import TextCodes
 
 __all__ = ["ColumnKind", "DriftResult", "FeatureDrift", "ReferenceProfile", "check_column",
            "check_drift"]
@@ -57,6 +58,29 @@ def _encode(series: pd.Series) -> tuple[np.ndarray, list[str]]:
     lut = lut.astype(np.min_scalar_type(max(len(ids) - 1, 0)))
     present = codes[codes >= 0]
     return (lut[present] if len(lut) else present.astype(lut.dtype)), list(ids)
+
+
+def _text_numbers(texts: TextCodes) -> np.ndarray | None:
+    """``_numbers`` of a column of texts, floats and nulls, when none of its texts reads
+    as a number (a stray "N/A": every text becomes NaN); None otherwise."""
+    if len(texts.words) and pd.to_numeric(pd.Series(texts.words, dtype=object),
+                                          errors="coerce").notna().any():
+        return None
+    if texts.numbers is None:
+        return np.full(len(texts), np.nan)
+    return np.array(texts.numbers, dtype=np.float64)
+
+
+def _encode_texts(texts: TextCodes) -> tuple[np.ndarray, list[str]]:
+    """``_encode`` of a column of texts and nulls, from its codes: the same labels in the
+    same order (of their first row)."""
+    present = texts.codes[texts.codes >= 0]
+    codes, order = pd.factorize(present)
+    ids: dict[str, int] = {}
+    lut = np.array([ids.setdefault(label_of(v), len(ids)) for v in texts.words[order]],
+                   dtype=np.int64)
+    lut = lut.astype(np.min_scalar_type(max(len(ids) - 1, 0)))
+    return (lut[codes] if len(lut) else codes.astype(lut.dtype)), list(ids)
 
 
 def _rate(count: int, total: int) -> float:
@@ -202,16 +226,19 @@ class _CatCur:
     unseen_share: float | None
 
 
-def _num_cur(series: pd.Series) -> _NumCur:
-    raw = _numbers(series)
+def _num_cur(series: pd.Series, texts: TextCodes | None = None) -> _NumCur:
+    raw = _text_numbers(texts) if texts is not None else None
+    if raw is None:
+        raw = _numbers(series)
     finite = np.isfinite(raw)
     values = raw[finite] if not finite.all() else raw.copy()
     values.sort()
     return _NumCur(values, _rate(int(np.isnan(raw).sum()), len(raw)))
 
 
-def _cat_cur(series: pd.Series, ref: _CatRef) -> _CatCur:
-    codes, labels = _encode(series)
+def _cat_cur(series: pd.Series, ref: _CatRef, texts: TextCodes | None = None) -> _CatCur:
+    codes, labels = (_encode_texts(texts) if texts is not None and texts.numbers is None
+                     else _encode(series))
     known, union = dict(ref.index), list(ref.labels)
     for label in labels:
         if label not in known:
@@ -324,7 +351,8 @@ def _delegated(method: str, ref: _NumRef | _CatRef, cur: _NumCur | _CatCur,
 
 
 def _check_column(name: str, kind: ColumnKind, profile: ReferenceProfile,
-                  current: pd.DataFrame, config: DriftConfig) -> FeatureDrift:
+                  current: pd.DataFrame, config: DriftConfig,
+                  texts: TextCodes | None = None) -> FeatureDrift:
     ref = profile._stats[name]
     null_ref = profile.null_rate(name)
 
@@ -335,12 +363,14 @@ def _check_column(name: str, kind: ColumnKind, profile: ReferenceProfile,
     if name not in current.columns:
         return untested("column missing in the current window")
     series = current[name]
+    if texts is not None and len(texts) != len(series):
+        texts = None
     cur: _NumCur | _CatCur
     if kind == "num":
-        cur = _num_cur(series)
+        cur = _num_cur(series, texts)
         unseen = None
     else:
-        cur = _cat_cur(series, ref if isinstance(ref, _CatRef) else _NO_CATEGORIES)
+        cur = _cat_cur(series, ref if isinstance(ref, _CatRef) else _NO_CATEGORIES, texts)
         unseen = cur.unseen_share
     if isinstance(ref, str):
         return untested(ref, cur.null_rate, unseen)
@@ -416,8 +446,11 @@ def check_column(profile: ReferenceProfile, current: pd.DataFrame, name: str, *,
 
 
 def check_drift(profile: ReferenceProfile, current: pd.DataFrame, *,
-                config: DriftConfig, prediction: str | None = None) -> DriftResult:
+                config: DriftConfig, prediction: str | None = None,
+                texts: Mapping[str, TextCodes] | None = None) -> DriftResult:
     """Test each profiled column of ``current`` against the reference; pure, no I/O.
+    ``texts``: columns of ``current`` whose rows are all texts, floats or nulls, as codes
+    into their distinct texts (the same result, without a pass over each row's value).
 
     Each column's score and verdict are Evidently's. The section's status: ``severity``
     when the share of drifted columns reaches ``drift_share`` (the prediction column,
@@ -426,7 +459,7 @@ def check_drift(profile: ReferenceProfile, current: pd.DataFrame, *,
     jumped (``max_null_rate_change``); else ``ok``.
     """
     features = tuple(
-        _check_column(name, kind, profile, current, config)
+        _check_column(name, kind, profile, current, config, (texts or {}).get(name))
         for name, kind in profile.columns.items()
     )
     counted = [f for f in features if f.method is not None

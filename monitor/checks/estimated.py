@@ -32,7 +32,8 @@ from monitor.errors import MonitorError
 from monitor.results import EstimatedLossResult, EstimatedResult, PerformanceResult
 from monitor.schema import ModelSchema, label_text
 
-__all__ = ["AccuracyEstimator", "EstimatedResult", "check_estimated", "with_estimate"]
+__all__ = ["AccuracyEstimator", "EstimateRows", "EstimatedResult", "check_estimated",
+           "with_estimate"]
 
 
 def _scores(probabilities: pd.DataFrame, classes: tuple[str, ...]) -> np.ndarray:
@@ -72,6 +73,28 @@ def _full(scores: np.ndarray) -> np.ndarray:
         full[:, 0], full[:, 1] = 1.0 - scores[:, 0], scores[:, 0]
         return full
     return scores
+
+
+def _pick(matrix: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """The rows ``keep`` picks, column-major as the estimate lays its scores out, in one
+    copy (a mask gives a row-major copy that ``asfortranarray`` would copy again)."""
+    out = np.empty((int(keep.sum()), matrix.shape[1]), order="F")
+    for col in range(matrix.shape[1]):
+        out[:, col] = matrix[:, col][keep]
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class EstimateRows:
+    """A window's rows as the estimate reads them: which are usable (a prediction and
+    every probability), and for those the scores (rows x scored classes, column-major)
+    and the predicted class's column. Prepared once, it serves the window's estimate and
+    each version's (``AccuracyEstimator.estimate_rows``); calibrating is left to each
+    (kept, the calibrated matrices would hold 50 MB per million rows through the check)."""
+
+    usable: np.ndarray  # bool, one per row of the window
+    scores: np.ndarray
+    pred: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -209,17 +232,11 @@ class AccuracyEstimator:
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The usable rows (a prediction and every probability), and for them the calibrated
         and raw probabilities (rows x classes) and the predicted class's column."""
-        if len(probabilities) != len(predictions):
-            raise ValueError("probabilities and predictions must have the same length")
-        scores = _scores(probabilities, self.classes)
-        usable = np.isfinite(scores).all(axis=1) & predictions.notna().to_numpy()
-        if not usable.all():
-            scores = np.asfortranarray(scores[usable])
-            predictions = predictions.iloc[usable]
-        pred = _codes(predictions, self.classes)
-        calibrated = (self._calibrated(scores) if len(scores)
-                      else np.empty((0, len(self.classes))))
-        return usable, calibrated, _full(scores), pred
+        rows = self.rows(probabilities, predictions)
+        return rows.usable, self._calibrated_of(rows.scores), _full(rows.scores), rows.pred
+
+    def _calibrated_of(self, scores: np.ndarray) -> np.ndarray:
+        return self._calibrated(scores) if len(scores) else np.empty((0, len(self.classes)))
 
     def correct_probability(self, probabilities: pd.DataFrame,
                             predictions: pd.Series) -> np.ndarray:
@@ -239,9 +256,32 @@ class AccuracyEstimator:
                          ) -> tuple[int, dict[str, float | None], dict[str, float | None]]:
         """Rows used, the expected accuracy, F1, precision, recall and ROC AUC of a window,
         and the sampling error of each."""
-        usable, calibrated, raw, pred = self._window(probabilities, predictions)
-        rows = int(usable.sum())
-        return rows, estimated_metrics(calibrated, raw, pred), self.sampling.at(rows)
+        return self.estimate_rows(self.rows(probabilities, predictions))
+
+    def rows(self, probabilities: pd.DataFrame, predictions: pd.Series) -> EstimateRows:
+        """The window's rows prepared for ``estimate_rows``."""
+        if len(probabilities) != len(predictions):
+            raise ValueError("probabilities and predictions must have the same length")
+        scores = _scores(probabilities, self.classes)
+        usable = np.isfinite(scores).all(axis=1) & predictions.notna().to_numpy()
+        if not usable.all():
+            scores = np.asfortranarray(scores[usable])
+            predictions = predictions.iloc[usable]
+        return EstimateRows(usable, scores, _codes(predictions, self.classes))
+
+    def estimate_rows(self, rows: EstimateRows, among: np.ndarray | None = None
+                      ) -> tuple[int, dict[str, float | None], dict[str, float | None]]:
+        """``estimate_metrics`` of the prepared rows, or of those ``among`` picks (a mask
+        over the window's rows): the same figures as ``estimate_metrics`` of those rows'
+        frames, since every step before the sums is row by row (the picked columns are
+        laid out as that path lays them out, so the sums add in the same order)."""
+        scores, pred = rows.scores, rows.pred
+        if among is not None:
+            keep = among[rows.usable]
+            scores, pred = _pick(scores, keep), pred[keep]
+        used = len(pred)
+        return used, estimated_metrics(self._calibrated_of(scores), _full(scores), pred), \
+            self.sampling.at(used)
 
 
 def check_estimated(
@@ -252,11 +292,14 @@ def check_estimated(
     realized_accuracy: float | None,
     config: PerformanceConfig,
     unavailable: str | None = None,
+    rows: EstimateRows | None = None,
 ) -> EstimatedResult:
     """Estimate a window's performance without labels and judge its accuracy drop; pure.
 
     ``realized_accuracy`` is only carried along, to be shown next to the estimate;
-    ``unavailable`` says why there is no estimator, when there is none.
+    ``unavailable`` says why there is no estimator, when there is none. ``rows``: the
+    window's rows as ``estimator.rows`` prepared them from ``probabilities`` and
+    ``predictions``, when the caller has them.
     """
     reference = estimator.reference_accuracy if estimator is not None else None
     calibrated = estimator.calibrated_classes if estimator is not None else ()
@@ -271,8 +314,10 @@ def check_estimated(
                        "probabilities or labels)")
     if probabilities is None:
         return skipped("the model logs no probabilities")
-    rows, metrics, errors = estimator.estimate_metrics(probabilities, predictions)
-    if not rows:
+    if rows is None:
+        rows = estimator.rows(probabilities, predictions)
+    used, metrics, errors = estimator.estimate_rows(rows)
+    if not used:
         return skipped("no row of the window has a prediction and probabilities")
     estimated = metrics["accuracy"]
     assert estimated is not None  # defined whenever a row is
@@ -285,7 +330,7 @@ def check_estimated(
         said = (f"estimated accuracy {estimated:.3f} vs reference "
                 f"{estimator.reference_accuracy:.3f}: drop {drop:.3f} > allowed "
                 f"{config.allowed_estimated_drop:.3f}")
-        where = f"the {BAND_SIGMAS:g}-sigma band {lower:.3f}..{upper:.3f} of {rows} rows"
+        where = f"the {BAND_SIGMAS:g}-sigma band {lower:.3f}..{upper:.3f} of {used} rows"
         if not config.estimated_band:
             warn, reasons = True, (said,)
         elif upper is not None and estimator.reference_accuracy > upper:
@@ -294,7 +339,7 @@ def check_estimated(
             reasons = (f"{said}, within sampling error: the reference lies in {where}",)
     bands = {name: band(value, errors.get(name)) for name, value in metrics.items()}
     return EstimatedResult(
-        estimated, reference, drop, realized_accuracy, rows,
+        estimated, reference, drop, realized_accuracy, used,
         "warn" if warn else "ok", reasons,
         sampling_error=error, lower_bound=lower, upper_bound=upper, metrics=metrics,
         sampling_errors=errors, calibrated=calibrated, calibration=notes,

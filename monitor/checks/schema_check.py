@@ -8,7 +8,7 @@ whole window is a missing column; a column the contract does not know is unexpec
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -18,6 +18,7 @@ import pandas as pd
 from monitor.config import SchemaCheckConfig
 from monitor.results import ColumnReport, SchemaResult
 from monitor.schema import ModelSchema, is_of_type, label_of, label_text
+from monitor.text_codes import TextCodes
 
 __all__ = ["ColumnReport", "SchemaAccumulator", "SchemaResult", "check_schema"]
 
@@ -36,7 +37,7 @@ def _type_ok(values: pd.Series, ftype: str) -> np.ndarray:
         if pd.api.types.is_integer_dtype(dtype):
             return np.ones(len(values), dtype=bool)
         if pd.api.types.is_float_dtype(dtype):
-            return np.asarray(values.to_numpy() % 1 == 0, dtype=bool)
+            return _integral(values.to_numpy())
     if ftype == "bool" and pd.api.types.is_bool_dtype(dtype):
         return np.ones(len(values), dtype=bool)
     if pd.api.types.is_object_dtype(dtype) and ftype != "datetime":
@@ -54,12 +55,18 @@ def _type_ok(values: pd.Series, ftype: str) -> np.ndarray:
             if ftype == "float":
                 return every
             if ftype == "int":
-                return np.asarray(values.to_numpy(dtype=float) % 1 == 0, dtype=bool)
+                return _integral(values.to_numpy(dtype=float))
             if kind == "floating" or ftype != "category":
                 return ~every
             # A category column with ints and floats: the ints fit; judged by type below.
         return _type_ok_mixed(values, ftype)
     return np.fromiter((is_of_type(v, ftype) for v in values), dtype=bool, count=len(values))
+
+
+def _integral(floats: np.ndarray) -> np.ndarray:
+    """Per float, whether it is a whole number (infinities and NaN are not; quietly)."""
+    with np.errstate(invalid="ignore"):
+        return np.asarray(floats % 1 == 0, dtype=bool)
 
 
 def _type_ok_mixed(values: pd.Series, ftype: str) -> np.ndarray:
@@ -75,7 +82,7 @@ def _type_ok_mixed(values: pd.Series, ftype: str) -> np.ndarray:
     elif ftype == "int":
         ok = is_int.copy()
         floats = raw[is_float].astype(float)
-        ok[is_float] = floats % 1 == 0
+        ok[is_float] = _integral(floats)
     elif ftype == "bool":
         ok = is_bool
     elif ftype == "string":
@@ -128,10 +135,15 @@ _PATTERNS = 32
 def _measure(
     series: pd.Series, counts: _Counts, *, ftype: str, nullable: bool,
     low: float | None, high: float | None, allowed: list[Any] | None,
-    bits: list[np.ndarray] | None = None,
+    bits: list[np.ndarray] | None = None, texts: TextCodes | None = None,
 ) -> np.ndarray:
     """Add one chunk of a column to ``counts``; return the chunk's violating-row mask.
-    ``bits``: receives each row's violations as one byte (``_NULL`` ... ``_VIOLATING``)."""
+    ``bits``: receives each row's violations as one byte (``_NULL`` ... ``_VIOLATING``).
+    ``texts``: the column as codes into its distinct texts (every row a text or null),
+    when the read has them: each distinct text is then judged once."""
+    if texts is not None and ftype != "datetime" and (texts.numbers is None or allowed is None):
+        return _measure_texts(texts, series, counts, ftype=ftype, nullable=nullable, low=low,
+                              high=high, allowed=allowed, bits=bits)
     n = len(series)
     null = series.isna().to_numpy()
     # Masks copy every value (a million objects in a text column): only where they drop one.
@@ -146,34 +158,117 @@ def _measure(
     examples: list[pd.Series] = [] if every_typed else [present[~type_ok]]
     idx_typed = np.flatnonzero(~null)[type_ok]
     if ftype in ("int", "float") and (low is not None or high is not None) and len(typed):
-        nums = pd.to_numeric(typed, errors="coerce").to_numpy(dtype=float)
-        bad = np.zeros(len(nums), dtype=bool)
-        if low is not None:
-            bad |= nums < low
-        if high is not None:
-            bad |= nums > high
+        bad = _out_of_range(typed, low, high)
         out_of_range[idx_typed[bad]] = True
         examples.append(typed[bad])
     if allowed is not None and len(typed):
-        known = {label_of(a) for a in allowed}
-        bad = ~label_text(typed).isin(known).to_numpy()
+        bad = _unseen(typed, allowed)
         unseen[idx_typed[bad]] = True
         examples.append(typed[bad])
-    violating = mismatch | out_of_range | unseen
+    return _count(counts, null, mismatch, out_of_range, unseen, nullable=nullable, bits=bits,
+                  examples=lambda: pd.concat(examples) if any(len(e) for e in examples)
+                  else None)
+
+
+def _out_of_range(typed: pd.Series, low: float | None, high: float | None) -> np.ndarray:
+    nums = pd.to_numeric(typed, errors="coerce").to_numpy(dtype=float)
+    bad = np.zeros(len(nums), dtype=bool)
+    if low is not None:
+        bad |= nums < low
+    if high is not None:
+        bad |= nums > high
+    return bad
+
+
+def _unseen(typed: pd.Series, allowed: list[Any]) -> np.ndarray:
+    known = {label_of(a) for a in allowed}
+    bad: np.ndarray = ~label_text(typed).isin(known).to_numpy()
+    return bad
+
+
+def _measure_texts(
+    texts: TextCodes, series: pd.Series, counts: _Counts, *, ftype: str, nullable: bool,
+    low: float | None, high: float | None, allowed: list[Any] | None,
+    bits: list[np.ndarray] | None,
+) -> np.ndarray:
+    """``_measure`` of a column of texts, floats and nulls: texts judged per distinct
+    text (each test is elementwise, so a text's verdict is each of its rows'), floats as
+    one float64 array, with ``_type_ok_mixed``'s rules (a float fits a float column, an
+    integral one an int column, nothing else). Not for datetime columns, nor for floats
+    against allowed values."""
+    words = pd.Series(texts.words, dtype=object)
+    codes = texts.codes
+    type_ok = _type_ok(words, ftype) if len(words) else np.zeros(0, dtype=bool)
+    out_of_range = np.zeros(len(words), dtype=bool)
+    unseen = np.zeros(len(words), dtype=bool)
+    typed = words[type_ok]
+    bounded = ftype in ("int", "float") and (low is not None or high is not None)
+    if bounded and len(typed):
+        out_of_range[np.flatnonzero(type_ok)[_out_of_range(typed, low, high)]] = True
+    if allowed is not None and len(typed):
+        unseen[np.flatnonzero(type_ok)[_unseen(typed, allowed)]] = True
+
+    def per_row(flags: np.ndarray) -> np.ndarray:
+        # Code -1 (not a text) picks the appended False.
+        return np.append(flags, False)[codes] if flags.any() else np.zeros(len(codes), bool)
+
+    null = texts.null()
+    rows_mismatch, rows_range = per_row(~type_ok), per_row(out_of_range)
+    numbers = texts.numbers
+    if numbers is not None:
+        floats = (codes < 0) & ~null
+        if ftype == "float":
+            fits = floats
+        elif ftype == "int":
+            fits = floats & _integral(numbers)
+        else:
+            fits = np.zeros(len(codes), dtype=bool)
+        rows_mismatch |= floats & ~fits
+        if bounded:
+            bad = np.zeros(len(codes), dtype=bool)
+            with np.errstate(invalid="ignore"):
+                if low is not None:
+                    bad |= numbers < low
+                if high is not None:
+                    bad |= numbers > high
+            rows_range |= fits & bad
+    rows_unseen = per_row(unseen)
+
+    def examples() -> pd.Series | None:
+        # Mismatches, then values out of range, then unseen ones, each in row order (as
+        # ``_measure`` lists them); texts alone by the order of their first row.
+        if numbers is not None:
+            return pd.concat([series[rows_mismatch], series[rows_range], series[rows_unseen]])
+        order = texts.first_seen()
+        picked = [order[flags[order]] for flags in (~type_ok, out_of_range, unseen)]
+        return words.iloc[np.concatenate(picked)] if sum(map(len, picked)) else None
+
+    return _count(counts, null, rows_mismatch, rows_range, rows_unseen, nullable=nullable,
+                  bits=bits, examples=examples)
+
+
+def _count(counts: _Counts, null: np.ndarray, mismatch: np.ndarray, out_of_range: np.ndarray,
+           unseen: np.ndarray, *, nullable: bool, bits: list[np.ndarray] | None,
+           examples: Callable[[], pd.Series | None]) -> np.ndarray:
+    """Add a chunk's masks to ``counts`` (and ``bits``); its violating-row mask.
+    ``examples``: the offending values, mismatches first, asked only while too few."""
+    violating: np.ndarray = mismatch | out_of_range | unseen
     if not nullable:
         violating |= null
     if bits is not None:
         bits.append(null * np.uint8(_NULL) | mismatch * np.uint8(_MISMATCH)
                     | out_of_range * np.uint8(_RANGE) | unseen * np.uint8(_UNSEEN)
                     | violating * np.uint8(_VIOLATING))
-    counts.rows += n
+    counts.rows += len(null)
     counts.nulls += int(null.sum())
     counts.mismatches += int(mismatch.sum())
     counts.out_of_range += int(out_of_range.sum())
     counts.unseen += int(unseen.sum())
     counts.violating += int(violating.sum())
-    if len(counts.examples) < _EXAMPLES and any(len(e) for e in examples):
-        for text in _examples(pd.concat(examples)):
+    if len(counts.examples) < _EXAMPLES and (mismatch.any() or out_of_range.any()
+                                             or unseen.any()):
+        found = examples()
+        for text in _examples(found) if found is not None else ():
             if text not in counts.examples and len(counts.examples) < _EXAMPLES:
                 counts.examples.append(text)
     return violating
@@ -202,14 +297,17 @@ class SchemaAccumulator:
         self._group_violating: dict[str, np.ndarray] = {}
 
     def add(self, features: pd.DataFrame, predictions: pd.Series | None,
-            groups: dict[str, tuple[np.ndarray, int]] | None = None) -> None:
+            groups: dict[str, tuple[np.ndarray, int]] | None = None,
+            texts: Mapping[str, TextCodes] | None = None) -> None:
         """Measure one chunk. ``groups``: per grouping, each row's group id and the number
         of ids so far (ids stay the same across chunks), so that ``group_result`` can say
-        what a one-pass check of a group's rows alone would."""
+        what a one-pass check of a group's rows alone would. ``texts``: features whose
+        rows are all texts or nulls, as codes into their distinct texts (the same figures,
+        each distinct text judged once)."""
         n = len(features) if predictions is None else max(len(features), len(predictions))
         violating = np.zeros(n, dtype=bool)
         bits: list[np.ndarray] | None = [] if groups else None
-        self._measure_columns(features, predictions, n, violating, bits)
+        self._measure_columns(features, predictions, n, violating, bits, texts or {})
         if groups and bits is not None:
             self._count_groups(groups, bits, violating)
 
@@ -283,18 +381,23 @@ class SchemaAccumulator:
                       min_rows)
 
     def _measure_columns(self, features: pd.DataFrame, predictions: pd.Series | None, n: int,
-                         violating: np.ndarray, bits: list[np.ndarray] | None) -> None:
+                         violating: np.ndarray, bits: list[np.ndarray] | None,
+                         texts: Mapping[str, TextCodes]) -> None:
         for spec in self.schema.features:
             counts = self._features[spec.name]
+            coded = None
             if spec.name in features.columns:
                 counts.seen = True
                 series = features[spec.name].reset_index(drop=True)
+                coded = texts.get(spec.name)
+                if coded is not None and len(coded) != n:
+                    coded = None
             else:
                 series = pd.Series([None] * n, dtype=object)
             violating |= _measure(
                 series, counts, ftype=spec.type, nullable=spec.nullable, low=spec.min,
                 high=spec.max, allowed=spec.allowed if spec.type == "category" else None,
-                bits=bits,
+                bits=bits, texts=coded,
             )
         pred = self.schema.prediction
         if predictions is not None and pred is not None:

@@ -22,7 +22,7 @@ from monitor.schema import label_text
 
 if TYPE_CHECKING:
     from monitor.checks.drift import ReferenceProfile
-    from monitor.checks.estimated import AccuracyEstimator
+    from monitor.checks.estimated import AccuracyEstimator, EstimateRows
     from monitor.config import DriftConfig, PerformanceConfig
     from monitor.schema import ModelSchema
 
@@ -90,19 +90,24 @@ def check_versions(
     window_end: datetime,
     now: datetime,
     alpha: float = 0.05,
+    estimate_rows: EstimateRows | None = None,
 ) -> VersionsResult:
     """Each version of the window, most rows first, and each pair compared: realized
     accuracy (two-proportion z-test) when the labels are mature and both have
     ``config.min_labelled_rows`` labelled rows, else the estimate (z-test on CBPE's
-    sampling errors). Informational: the section is always ``ok``."""
+    sampling errors). Informational: the section is always ``ok``. ``estimate_rows``:
+    the answered rows as ``estimator.rows`` prepared them from ``probabilities`` and
+    ``predictions``, when the caller has them (each version's estimate picks its rows)."""
     if len(rows.answered) != len(predictions) or len(labels) != len(predictions):
         raise ValueError("answered version codes, predictions and labels must align")
     classifier = schema.task == "classification"
     has_label = labels.notna().to_numpy() & predictions.notna().to_numpy()
     right = np.zeros(len(predictions), dtype=bool)
     if classifier and has_label.any():
-        right[has_label] = (label_text(predictions[has_label]).to_numpy()
-                            == label_text(labels[has_label]).to_numpy())
+        # Whole columns compared, then masked: texts already (the run gives them so) pass
+        # through ``label_text`` as they are, and no labelled rows are copied out.
+        right = (label_text(predictions).to_numpy() == label_text(labels).to_numpy()) \
+            & has_label
     mature = _mature(int(has_label.sum()), len(predictions), config=config,
                      window_end=window_end, now=now)
     pred_name = schema.prediction_column
@@ -122,9 +127,12 @@ def check_versions(
         estimated = error = None
         used = 0
         if classifier and estimator is not None and probabilities is not None and answered.any():
-            used, metrics, errs = estimator.estimate_metrics(
-                probabilities[answered].reset_index(drop=True),
-                predictions[answered].reset_index(drop=True))
+            if estimate_rows is not None:
+                used, metrics, errs = estimator.estimate_rows(estimate_rows, answered)
+            else:
+                used, metrics, errs = estimator.estimate_metrics(
+                    probabilities[answered].reset_index(drop=True),
+                    predictions[answered].reset_index(drop=True))
             if used:
                 estimated, error = metrics["accuracy"], errs["accuracy"]
         drift = None

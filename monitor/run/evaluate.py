@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
+    from monitor.checks.estimated import EstimateRows
     from monitor.checks.segments import Segmentation, SegmentReference
     from monitor.store.sources import LogSource, LogWindow
 
@@ -111,6 +112,8 @@ def _perf_frames(window: LogWindow, keep: np.ndarray) -> tuple[pd.DataFrame, pd.
 
     frame = pd.DataFrame({"prediction": window.meta["prediction"].to_numpy(),
                           "label": window.labels.to_numpy()})
+    if keep.all():  # every row answered: the window's own probabilities, not a copy
+        return frame, window.probabilities
     # The window's frames are numbered 0..n-1 already; a mask's result is a new frame,
     # renumbered in place (``reset_index`` copies every column).
     probs = window.probabilities[keep]
@@ -172,18 +175,25 @@ def evaluate_window(
     chunks = source.iter_chunks(start, end, CHUNK_ROWS) if sampled else iter(
         [_read_whole(source, start, end)])
     features_only = schema.features_only
+    window: LogWindow | None = None
     for window in chunks:
         groups = {c: (labeler.add(_segment_values(model, window, c)), labeler.size)
                   for c, labeler in labelers.items()}
         # A features-only model's logs have no prediction to check (stored as null).
         schema_acc.add(window.features, None if features_only else window.meta["prediction"],
-                       groups=groups or None)
+                       groups=groups or None, texts=window.texts)
         latencies.append(pd.to_numeric(window.meta["latency_ms"], errors="coerce").to_numpy(
             dtype=float))
         error_parts.append(window.meta["error"].to_numpy(dtype=bool))
         if fallback_counts is not None and window.fallback_reasons is not None:
-            # "" counts the rows the model answered itself.
-            fallback_counts.update(window.fallback_reasons.fillna("").value_counts().to_dict())
+            # "" counts the rows the model answered itself (null: no fallback); only the
+            # few others are counted by value (filling a million nulls with "" to count
+            # them took three times as long).
+            why = window.fallback_reasons
+            answered_itself = why.isna().to_numpy()
+            fallback_counts.update(why[~answered_itself].value_counts().to_dict())
+            if answered_itself.any():
+                fallback_counts[""] += int(answered_itself.sum())
         codes = version_codes.codes(window.meta["model_version"])
         code_parts.append(codes)
         drift_part = _drift_frame(window, schema)
@@ -207,6 +217,19 @@ def evaluate_window(
         perf_parts.append(perf_part)
         prob_parts.append(prob_part)
     drift_frame, perf, prob_frame = _joined(drift_parts), _joined(perf_parts), _joined(prob_parts)
+    if schema.task == "classification" and "prediction" in perf:
+        # Class labels as text once, for performance, its estimate, versions and
+        # segments (each conversion is a pass over a million values).
+        perf = pd.DataFrame({"prediction": label_text(perf["prediction"]),
+                             "label": label_text(perf["label"])}, copy=False)
+        # The values as logged (the parts, and the loop's last one): no check reads them.
+        perf_parts.clear()
+        perf_part = None
+    # A window read whole is its drift frame's rows: its text columns' codes hold for it
+    # (the prediction's column is the meta's, not a feature's).
+    drift_texts = None if sampled or window is None or not window.texts else {
+        name: codes for name, codes in window.texts.items()
+        if name != schema.prediction_column}
     latency = np.concatenate(latencies) if latencies else np.array([], dtype=float)
     error_flags = np.concatenate(error_parts) if error_parts else np.array([], dtype=bool)
 
@@ -217,11 +240,23 @@ def evaluate_window(
             raise RuntimeError(model.reference_error or "reference set unavailable")
         return reference
 
+    prepared: list[EstimateRows] = []
+
+    def estimate_rows() -> EstimateRows | None:
+        """The answered rows as the accuracy estimate reads them, prepared once for the
+        performance and versions sections (a classifier's, when it logs probabilities)."""
+        estimator = reference.estimator if reference is not None else None
+        if estimator is None or not len(prob_frame.columns) or "prediction" not in perf:
+            return None
+        if not prepared:
+            prepared.append(estimator.rows(prob_frame, perf["prediction"]))
+        return prepared[0]
+
     def drift() -> DriftResult:
         from monitor.checks.drift import check_drift
 
         return check_drift(need_reference().drift_profile, drift_frame, config=model_cfg.drift,
-                           prediction=schema.prediction_column)
+                           prediction=schema.prediction_column, texts=drift_texts)
 
     def performance() -> PerformanceResult:
         ref = need_reference()
@@ -236,7 +271,9 @@ def evaluate_window(
                 else drift_frame
             inputs = inputs.reset_index(drop=True)
         return _performance(model, ref.metrics, ref, preds, labels, probs, end=end, now=now,
-                            inputs=inputs)
+                            inputs=inputs, as_text=True,
+                            estimate_rows=estimate_rows() if schema.task == "classification"
+                            else None)
 
     def service() -> ServiceResult:
         from monitor.checks.health import check_service
@@ -288,13 +325,14 @@ def evaluate_window(
             estimator=ref.estimator if ref else None,
             reference_accuracy=ref.metrics.get("accuracy") if ref else None,
             drift_config=model_cfg.drift, config=model_cfg.performance, window_end=end,
-            now=now)
+            now=now, estimate_rows=estimate_rows() if schema.task == "classification" else None)
 
     sections: dict[str, Section] = {
         "schema": schema_result, "drift": _section(drift),
         "performance": NotApplicable(FEATURES_ONLY) if features_only else _section(performance),
         "service": _section(service),
         "versions": NotApplicable(FEATURES_ONLY) if features_only else _section(versions)}
+    prepared.clear()  # versions was the last reader
     if seg_cfg.columns:
         sections["segments"] = _section(segments)
     if model_cfg.multivariate.enabled:
@@ -326,20 +364,23 @@ def _performance(model: ResolvedModel, reference_metrics: Mapping[str, float | N
                  ref: ReferenceData, preds: pd.Series, labels: pd.Series,
                  probs: pd.DataFrame | None, *, end: datetime, now: datetime,
                  config: PerformanceConfig | None = None, segment: bool = False,
-                 inputs: pd.DataFrame | None = None) -> PerformanceResult:
+                 inputs: pd.DataFrame | None = None, as_text: bool = False,
+                 estimate_rows: EstimateRows | None = None) -> PerformanceResult:
     """Realized and estimated performance of answered rows (predictions, labels, and
     probabilities when logged) against ``reference_metrics``: the whole reference's, or
     with ``segment`` a segment's reference rows' (then the estimate is judged against
     their accuracy too). A regressor's loss is estimated from ``inputs`` (the answered
     rows' drift frame, aligned with ``preds``); without them it is not estimated (a
-    segment's performance: the loss models are the whole reference's)."""
+    segment's performance: the loss models are the whole reference's). ``as_text``: a
+    classifier's predictions and labels are ``label_text``'s already. ``estimate_rows``:
+    ``preds`` and ``probs`` as the accuracy estimator prepared them, when at hand."""
     from dataclasses import replace
 
     from monitor.checks.estimated import check_estimated, with_estimate
     from monitor.checks.performance import check_performance
 
     schema, perf_cfg = model.schema, config or model.config.performance
-    if schema.task == "classification":
+    if schema.task == "classification" and not as_text:
         preds, labels = label_text(preds), label_text(labels)
     result = check_performance(preds, labels, probs, dict(reference_metrics), schema,
                                config=perf_cfg, window_end=end, now=now)
@@ -359,7 +400,8 @@ def _performance(model: ResolvedModel, reference_metrics: Mapping[str, float | N
     if estimator is not None and accuracy is not None and segment:
         estimator = replace(estimator, reference_accuracy=accuracy)
     est = check_estimated(estimator, probs, preds, realized_accuracy=realized,
-                          config=perf_cfg, unavailable=ref.estimator_error)
+                          config=perf_cfg, unavailable=ref.estimator_error,
+                          rows=estimate_rows if estimator is ref.estimator else None)
     return with_estimate(result, est)
 
 
@@ -408,8 +450,6 @@ def _segments(model: ResolvedModel, parts: list[Segmentation], schema_acc: Schem
               ) -> SegmentsResult:
     """The segment checks over the rows drift and performance saw (the window, or its
     sample), the schema's from the window's one pass."""
-    import pandas as pd
-
     from monitor.checks.segments import check_segments
     from monitor.run.segments import segment_lookup
 
@@ -419,14 +459,11 @@ def _segments(model: ResolvedModel, parts: list[Segmentation], schema_acc: Schem
 
     def performance(against: SegmentReference, preds: pd.Series, labels: pd.Series,
                     probs: pd.DataFrame | None) -> PerformanceResult:
+        # A classifier's predictions and labels are text already (``evaluate_window``).
         return _performance(model, against.metrics, ref, preds, labels, probs, end=end,
-                            now=now, config=perf_cfg, segment=not against.whole)
+                            now=now, config=perf_cfg, segment=not against.whole, as_text=True)
 
     features_only = schema.features_only
-    if schema.task == "classification" and "prediction" in perf:
-        # As text once, not once per segment.
-        perf = pd.DataFrame({"prediction": label_text(perf["prediction"]),
-                             "label": label_text(perf["label"])}, copy=False)
     return check_segments(
         parts, drift_kinds=drift_columns(schema),
         schema_of=lambda column, ids: schema_acc.group_result(column, ids),

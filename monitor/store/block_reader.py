@@ -28,6 +28,8 @@ from monitor.store.blocks import (
     _Block,
     _blocks,
     _in_order,
+    _Range,
+    _ranges,
     _uncovered,
     _us,
     decode_part,
@@ -112,7 +114,7 @@ def read_window(engine: Engine, model: str, start: datetime, end: datetime,
     with engine.connect() as conn, driver_errors(engine, "reading log blocks"):
         raw = driver_connection(conn)
         _snapshot(raw, sqlite)
-        blocks = _blocks(raw, mark, model)
+        blocks = _ranges(raw, mark, model)
         if not blocks:
             return None
         found = _meeting(raw, mark, model, low, high, "id")
@@ -121,13 +123,19 @@ def read_window(engine: Engine, model: str, start: datetime, end: datetime,
         total = _count(raw, mark, model, low, high)
         low_us, high_us = _us(start), _us(end)
         # One block in memory at a time (a block is about 16 MB compressed): each is
-        # copied into the window's arrays, then goes.
+        # copied into the window's arrays, then goes. Its label mark comes with it.
         filler = PartFiller(total)
+        marks = []
         for (block_id,) in found:
-            filler.add(_cut(_fetch(raw, mark, block_id, skip), low_us, high_us))
+            block, labels_hw = _fetch_marked(raw, mark, block_id, skip)
+            filler.add(_cut(block, low_us, high_us))
+            marks.append(labels_hw)
+            del block
         gaps = _uncovered(blocks)
         builder = WindowBuilder(key_orders=True)
-        fetch_into(raw, sqlite, _window_sql(dialect, False, False, id_ranges=len(gaps)),
+        by_rowid = sqlite and _id_span(raw, gaps) <= total
+        fetch_into(raw, sqlite, _window_sql(dialect, False, False, id_ranges=len(gaps),
+                                            by_rowid=by_rowid),
                    [model, low, high, *(b for gap in gaps for b in gap)], builder)
         if builder.rows:
             rows = part_of(builder)
@@ -143,8 +151,7 @@ def read_window(engine: Engine, model: str, start: datetime, end: datetime,
         else:
             part = filler.part()
             del filler
-            by_id = {b.id: b for b in blocks}
-            after = min(by_id[block_id].labels_hw for (block_id,) in found)
+            after = min(marks)
             late = _late_labels(raw, dialect, model, after, low, high)
     if stale:
         _log.warning("mqm: %d log block(s) of %s disagree with inference_logs (rows deleted "
@@ -222,6 +229,22 @@ def _fetch(raw: Any, mark: str, block_id: int, skip: Collection[str] = ()) -> Pa
     return decode_part(data, labels, skip)
 
 
+def _fetch_marked(raw: Any, mark: str, block_id: int, skip: Collection[str] = ()
+                  ) -> tuple[Part, int]:
+    """``_fetch``, and the block's ``labels_hw`` (read with its blobs, it costs nothing)."""
+    ((data, labels, labels_hw),) = fetch_all(
+        raw, f"SELECT data, labels, labels_hw FROM log_blocks WHERE id = {mark}", [block_id])
+    return decode_part(data, labels, skip), int(labels_hw)
+
+
+def _id_span(raw: Any, gaps: Sequence[tuple[int, int]]) -> int:
+    """How many ids the ranges ``gaps`` hold up to the table's largest id: the rows a
+    search of them by id would visit at most."""
+    ((top,),) = fetch_all(raw, "SELECT max(id) FROM inference_logs", [])
+    top = int(top or 0)
+    return sum(max(0, min(hi, top) - lo) for lo, hi in gaps)
+
+
 def _chunks(engine: Engine, conn: Any, raw: Any, model: str, block_ids: list[int],
             late: list[tuple[int, Any, Any]], gaps: list[tuple[int, int]],
             bounds: tuple[Any, Any, int, int], chunk_rows: int
@@ -262,7 +285,7 @@ def _chunks(engine: Engine, conn: Any, raw: Any, model: str, block_ids: list[int
 
 
 def _disagreeing(raw: Any, mark: str, model: str, low: Any, high: Any, have: np.ndarray,
-                 blocks: Sequence[_Block]) -> list[int]:
+                 blocks: Sequence[_Block] | Sequence[_Range]) -> list[int]:
     """Blocks holding rows that are gone, or covering rows they lack."""
     stored = np.array([row[0] for row in fetch_all(
         raw, f"SELECT id FROM inference_logs WHERE model = {mark} AND ts >= {mark} "

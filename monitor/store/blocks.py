@@ -17,12 +17,25 @@ import json
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
 
-from monitor.store.columnar import MISSING, Coded, concat, decode, decode_objects, encode
+from monitor.store.columnar import (
+    FLOAT,
+    MISSING,
+    NONE,
+    OTHER,
+    STR,
+    Coded,
+    _need,
+    concat,
+    decode,
+    decode_objects,
+    encode,
+)
 from monitor.store.frames import _NAN, WindowBuilder, WindowFrames, _times, gc_paused, loads_each
+from monitor.text_codes import TextCodes
 from monitor.times import EPOCH
 
 if TYPE_CHECKING:
@@ -371,6 +384,31 @@ def _in_order(ids: np.ndarray, ts: np.ndarray) -> np.ndarray | None:
     return np.lexsort((ids, ts))
 
 
+_TEXT_FLOAT_OR_NULL = frozenset({MISSING, NONE, FLOAT, STR})
+
+
+def _text_codes(coded: Coded) -> TextCodes | None:
+    """A column of texts, floats and nulls as codes into its distinct texts (a window's
+    blocks each bring their own dictionary, so equal texts may repeat in
+    ``coded.words``), and its floats."""
+    import pandas as pd
+
+    if coded.words is None or coded.s is None:
+        return None
+    counts = np.bincount(coded.codes.view(np.uint8), minlength=OTHER + 1)
+    if not {code for code, count in enumerate(counts) if count} <= _TEXT_FLOAT_OR_NULL:
+        return None
+    remap, words = pd.factorize(coded.words)
+    # The smallest signed type that holds every code and -1 (a category: one byte a row).
+    small = np.min_scalar_type(-max(len(words), 1))
+    s = coded.s
+    codes = np.where(s >= 0, remap.astype(small)[np.maximum(s, 0)], small.type(-1))
+    numbers = None
+    if counts[FLOAT]:
+        numbers = np.where(coded.codes == FLOAT, _need(coded.f), np.nan)
+    return TextCodes(codes, np.asarray(words, dtype=object), numbers)
+
+
 def _frame(columns: dict[str, Coded], keys: KeyOrders, n: int) -> pd.DataFrame:
     import pandas as pd
 
@@ -420,13 +458,17 @@ def frames_of(part: Part, late: Sequence[tuple[int, Any, Any]] = (),
         "label_time": lambda: _index(label_time),
     }
     meta = {name: make() for name, make in makers.items() if name not in skip}
+    features = _frame(part.features, part.feature_keys, n)
+    text_codes = {name: coded for name in features.columns
+                  if (coded := _text_codes(part.features[name])) is not None}
     return WindowFrames(
         pd.DataFrame(meta, index=index, copy=False),
-        _frame(part.features, part.feature_keys, n),
+        features,
         _frame(part.probabilities, part.proba_keys, n),
         pd.Series(labels, index=index, dtype=object, name="label"),
         pd.Series(decode_objects(part.meta["fallback_reason"]), index=index, dtype=object,
                   name="fallback_reason"),
+        text_codes,
     )
 
 
@@ -458,7 +500,32 @@ def _blocks(raw: Any, mark: str, model: str) -> list[_Block]:
         "ORDER BY lo_id", [model])]
 
 
-def _uncovered(blocks: Sequence[_Block], top: int = _TOP) -> list[tuple[int, int]]:
+class _Range(NamedTuple):
+    """A block's id range, without the rest of its row (see ``_ranges``)."""
+
+    id: int
+    lo: int
+    hi: int
+
+
+def _ranges(raw: Any, mark: str, model: str) -> list[_Range]:
+    """The model's blocks' id ranges, by ``lo_id``. Cheaper than ``_blocks`` on SQLite:
+    ``labels_hw`` is stored after a block's blobs, and reaching it walks their overflow
+    pages (80 MB per million rows, 0.08 s)."""
+    return [_Range(*row) for row in fetch_all(
+        raw, f"SELECT id, lo_id, hi_id FROM log_blocks WHERE model = {mark} ORDER BY lo_id",
+        [model])]
+
+
+class _IdRange(Protocol):
+    @property
+    def lo(self) -> int: ...
+
+    @property
+    def hi(self) -> int: ...
+
+
+def _uncovered(blocks: Sequence[_IdRange], top: int = _TOP) -> list[tuple[int, int]]:
     """Id ranges (lo, hi] that no block covers, up to ``top``."""
     gaps, at = [], 0
     for block in blocks:

@@ -46,6 +46,7 @@ MISSING, NONE, FLOAT, INT, BOOL, STR, OTHER = range(7)
 _CODE: dict[type, int] = {type(None): NONE, float: FLOAT, int: INT, bool: BOOL, str: STR}
 _NAN = float("nan")
 _INT64 = np.iinfo(np.int64)
+_SCALAR_CODES = frozenset({MISSING, NONE, FLOAT, INT, BOOL, STR})
 
 
 @dataclass
@@ -227,8 +228,14 @@ def decode(coded: Coded) -> Any:
         return _need(coded.i).astype(bool)
     if kinds == {NONE}:  # what pandas makes of a list of None
         return np.full(len(coded), None, dtype=object)
-    if kinds == {STR} and not pd.get_option("future.infer_string"):
+    if pd.get_option("future.infer_string"):
+        return typed_column(decode_objects(coded).tolist())
+    if kinds == {STR}:
         return _need(coded.words)[_need(coded.s)]
+    if STR in kinds and kinds <= _SCALAR_CODES:
+        # Scalars with a text among them: ``typed_column`` keeps them as they are (an
+        # object array of the same values), so its pass over a list of them is skipped.
+        return decode_objects(coded)
     return typed_column(decode_objects(coded).tolist())
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import gc
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from itertools import compress, repeat
 from operator import is_, itemgetter
@@ -18,6 +18,8 @@ from monitor.errors import DatabaseError
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from monitor.text_codes import TextCodes
 
 __all__ = [
     "FETCH_ROWS",
@@ -47,6 +49,9 @@ class WindowFrames(NamedTuple):
     # Why the serving guard answered with its default (None: the model answered); only
     # mqm's own table records it.
     fallback_reasons: pd.Series | None = None
+    # Features whose rows are all texts or nulls, as codes into their distinct texts;
+    # only a read from log blocks has them (the blocks store them so).
+    texts: Mapping[str, TextCodes] | None = None
 
 
 @contextmanager

@@ -77,11 +77,14 @@ def id_ranges_sql(mark: str, ranges: int, column: str = "id") -> str:
 
 
 def _window_sql(dialect: str, keyset: bool, limit: bool, *, by_id: bool = False,
-                id_ranges: int = 0) -> str:
+                id_ranges: int = 0, by_rowid: bool = False) -> str:
     """The rows of a window in (ts, id) order; ``by_id``: of an id range in id order.
 
     ``id_ranges``: only rows in that many ranges ``lo < id <= hi`` (their bounds are
-    parameters after the window's).
+    parameters after the window's). ``by_rowid`` (SQLite): search those ranges by id
+    rather than the window by time, for ranges that hold fewer rows than the window (the
+    rows log blocks do not cover yet: SQLite would otherwise pick the time index and
+    visit every row of the window, 0.1-0.2 s per million).
     """
     mark, text = sql_marks(dialect)
     # JSON comes as text (parsed here, not per value by SQLAlchemy); COALESCE spares
@@ -91,7 +94,8 @@ def _window_sql(dialect: str, keyset: bool, limit: bool, *, by_id: bool = False,
         f"COALESCE(l.prediction{text}, 'null'), l.latency_ms, l.error, l.error_message, "
         f"g.ts, l.features{text}, COALESCE(l.probabilities{text}, 'null'), "
         f"COALESCE(g.label{text}, 'null'), l.fallback_reason "
-        "FROM inference_logs AS l LEFT JOIN ground_truth AS g "
+        f"FROM inference_logs AS l{' NOT INDEXED' if by_rowid else ''} "
+        "LEFT JOIN ground_truth AS g "
         "ON g.model = l.model AND g.request_id = l.request_id "
     )
     if by_id:

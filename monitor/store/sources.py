@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from monitor.config import SourceConfig
     from monitor.schema import ModelSchema
+    from monitor.text_codes import TextCodes
 
 __all__ = [
     "META_COLUMNS",
@@ -56,6 +57,10 @@ class LogWindow:
     # mqm's own table only: why the serving guard answered with its default (None: the
     # model answered), per row; None for other sources, which do not record it.
     fallback_reasons: pd.Series | None = None
+    # Features whose rows are all texts or nulls, as codes into their distinct texts
+    # (``TextCodes``), when the read has them (from log blocks); checks judge each
+    # distinct text once with them.
+    texts: Mapping[str, TextCodes] | None = None
 
     @property
     def rows(self) -> int:
@@ -91,7 +96,7 @@ class LogSource(Protocol):
 def _window(start: datetime, end: datetime, frames: WindowFrames) -> LogWindow:
     return LogWindow(start=start, end=end, meta=frames.meta, features=frames.features,
                      probabilities=frames.probabilities, labels=frames.labels,
-                     fallback_reasons=frames.fallback_reasons)
+                     fallback_reasons=frames.fallback_reasons, texts=frames.texts)
 
 
 @contextmanager

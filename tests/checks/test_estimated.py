@@ -321,3 +321,31 @@ def test_every_estimated_metric_is_the_expected_one_by_monte_carlo(spread: float
         assert res.metrics[name] == pytest.approx(expected, abs=0.005), name
         moved = max(moved, abs(expected - ref_res.metrics[name]))  # type: ignore[operator]
     assert moved > 0.05 if (spread, shift) != (1.5, 0.0) else moved < 0.02
+
+
+@pytest.mark.parametrize("classes", [[0, 1], [0, 1, 2]], ids=["binary", "multiclass"])
+def test_rows_prepared_once_estimate_each_subset_as_its_own_frames(classes: list) -> None:
+    # The window's estimate and each version's share one preparation of the rows; every
+    # figure must be the one the subset's own frames give, bit for bit.
+    schema = make_schema(classes)
+    model = binary_model if len(classes) == 2 else multiclass_model
+    kwargs: dict = {"squash": 0.5} if len(classes) == 2 else {"temperature": 2.0}
+    ref_p, ref_y, ref_pred = model(6, spread=1.5, **kwargs)
+    est = AccuracyEstimator.fit(ref_p, ref_y, ref_pred, schema)
+    assert est.calibrated_classes  # the calibrated path is the one exercised
+    cur_p, _, cur_pred = model(7, spread=0.7, **kwargs)
+    cur_p, cur_pred = cur_p.iloc[:20_000].copy(), cur_pred.iloc[:20_000].astype(object)
+    rng = np.random.default_rng(8)
+    cur_p.iloc[rng.choice(len(cur_p), 500, replace=False), 0] = np.nan  # unusable rows
+    cur_pred.iloc[rng.choice(len(cur_pred), 300, replace=False)] = None
+    cur_pred.iloc[rng.choice(len(cur_pred), 200, replace=False)] = 9  # outside the classes
+    rows = est.rows(cur_p, cur_pred)
+    assert est.estimate_rows(rows) == est.estimate_metrics(cur_p, cur_pred)
+    for share in (0.7, 0.3, 0.001):
+        among = rng.uniform(size=len(cur_p)) < share
+        want = est.estimate_metrics(cur_p[among].reset_index(drop=True),
+                                    cur_pred[among].reset_index(drop=True))
+        assert est.estimate_rows(rows, among) == want
+    res = check_estimated(est, cur_p, cur_pred, realized_accuracy=None, config=CONFIG,
+                          rows=rows)
+    assert res == check_estimated(est, cur_p, cur_pred, realized_accuracy=None, config=CONFIG)

@@ -397,6 +397,33 @@ def test_compacted_windows_equal_the_row_path(store: sa.Engine,
     assert_same_frames(frames_of(BuiltinSource(engine, MODEL).read_window(*EVERYTHING)), want)
 
 
+def test_rows_searched_by_id_are_the_rows_searched_by_time(store: sa.Engine) -> None:
+    # The rows no block covers are searched by id on SQLite when their ranges are small:
+    # another plan for the same query, so the same rows in the same order.
+    from monitor.store.blocks import fetch_all
+    from monitor.store.db import driver_connection
+    from monitor.store.reading import _bound, _window_sql
+
+    if store.dialect.name != "sqlite":
+        pytest.skip("a SQLite query plan")
+    gap_sets = [[(0, 2**62)], [(3, 9), (20, 40)], [(50, 2**62)], [(10, 11)], []]
+    with store.connect() as conn:
+        raw = driver_connection(conn)
+        for start, end in WINDOWS:
+            for gaps in gap_sets:
+                params = [MODEL, _bound(start, True), _bound(end, True),
+                          *(b for gap in gaps for b in gap)]
+                by_time, by_id = (fetch_all(raw, _window_sql(
+                    "sqlite", False, False, id_ranges=len(gaps), by_rowid=rowid), params)
+                    for rowid in (False, True))
+                assert by_id == by_time, (start, gaps)
+                if gaps == [(0, 2**62)] and start == EVERYTHING[0]:
+                    assert len(by_id) == N
+        plan = fetch_all(raw, "EXPLAIN QUERY PLAN " + _window_sql(
+            "sqlite", False, False, id_ranges=1, by_rowid=True), [MODEL, "a", "b", 1, 2])
+        assert any("PRIMARY KEY" in str(row) for row in plan)
+
+
 def test_plain_rows_compacted_equal_the_row_path(plain: sa.Engine) -> None:
     # The same as above on rows without lists or keys in varying order: the block reader
     # itself, apart from the typing and column-order cases the tricky rows add.
