@@ -753,6 +753,25 @@ def _fast_logs(engine: Engine, model: str, schema: ModelSchema, path: Path,
     kind = _kind(path)
     if kind not in ("parquet", "jsonl"):
         raise NotFast("not Parquet nor JSON lines")
+    if engine.dialect.name == "postgresql":
+        from monitor.store.staging import DirectConflict
+
+        try:
+            return _fast_load(engine, model, schema, path, kind, default_version, blocks,
+                              direct=True)
+        except DirectConflict as exc:
+            # Another writer stored one of the keys since they were looked up (or the
+            # file repeats one): the staged load skips what is stored, or says why not.
+            _log.info("%s: %s: loading through a staged load: %s", model, path, exc)
+    return _fast_load(engine, model, schema, path, kind, default_version, blocks,
+                      direct=False)
+
+
+def _fast_load(engine: Engine, model: str, schema: ModelSchema, path: Path, kind: str,
+               default_version: str | None, blocks: bool, *, direct: bool) -> IngestReport:
+    """``_fast_logs``'s load; ``direct``: copied straight into the table (PostgreSQL,
+    ``monitor.store.staging.DirectLoad``), which raises ``DirectConflict`` when a key
+    is stored already."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -767,7 +786,7 @@ def _fast_logs(engine: Engine, model: str, schema: ModelSchema, path: Path,
 
         loaded = LoadedRows(engine.dialect.name == "sqlite")
     published: Sequence[int] = ()
-    with log_load(engine, model) as load:
+    with log_load(engine, model, direct=direct) as load:
         for logs, rows, part in _ahead(_coded(model, batches, loaded)):
             report.rows += logs.n
             ids.append(logs.ids)
@@ -784,7 +803,7 @@ def _fast_logs(engine: Engine, model: str, schema: ModelSchema, path: Path,
             published = load.publish_ids(checked=True)
             report.added = len(published)
     report.already_stored = report.rows - report.added
-    if loaded is not None and published and not loaded.failed:
+    if loaded is not None and len(published) and not loaded.failed:
         _write_blocks(engine, model, loaded, published)
     return report
 

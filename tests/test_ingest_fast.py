@@ -253,8 +253,8 @@ def test_a_fast_load_stopped_midway_leaves_nothing(engine, schema, tmp_path,
 
 def test_nothing_is_visible_nor_locked_until_the_fast_load_publishes(engine, schema, tmp_path,
                                                                    monkeypatch) -> None:
-    """Between batches another writer writes at once (SQLite: no busy wait at all) and
-    sees none of the load."""
+    """Between batches another writer writes at once (SQLite: no busy wait at all; on
+    PostgreSQL with no lock wait either) and sees none of the load."""
     monkeypatch.setattr(monitor.ingest, "FAST_BATCH", 5)
     path = write(tmp_path / "logs.parquet", base(20))
     add = LogLoad.add_arrow
@@ -267,7 +267,6 @@ def test_nothing_is_visible_nor_locked_until_the_fast_load_publishes(engine, sch
                 conn.exec_driver_sql("PRAGMA busy_timeout=0")
             else:
                 conn.exec_driver_sql("SET LOCAL lock_timeout = '100ms'")
-                conn.exec_driver_sql("LOCK TABLE inference_logs IN SHARE MODE")
             conn.execute(sa.insert(inference_logs).values(
                 model="other", request_id=f"o-{len(seen)}", ts=START, features={},
                 prediction=1, received_at=START))
@@ -294,3 +293,71 @@ def test_rows_another_writer_stored_after_the_check_are_still_skipped(
     assert (report.rows, report.added, report.already_stored) == (12, 7, 5)
     rows = stored(engine, "m")
     assert rows[:5] == before and len(rows) == 12
+
+
+# --- PostgreSQL: a load copied straight into the table -------------------------------
+
+
+def _pg_only(engine: sa.Engine) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("a direct load is PostgreSQL's")
+
+
+def test_a_direct_load_knows_its_ids_when_another_writer_draws_between(
+        engine, schema, tmp_path, monkeypatch) -> None:
+    """The ids a batch's COPY draws are contiguous unless another writer draws from the
+    sequence at the same time; then they are found by the transaction that wrote them.
+    Either way the ids given are exactly the load's rows', in the order copied."""
+    _pg_only(engine)
+    from monitor.store.staging import DirectLoad
+
+    monkeypatch.setattr(monitor.ingest, "FAST_BATCH", 5)
+    real = DirectLoad._copy
+    calls = [0]
+
+    def interleaved(self: DirectLoad, cur: Any, data: Any) -> None:
+        calls[0] += 1
+        if calls[0] == 2:  # another writer commits a row of the model just before
+            with engine.begin() as conn:
+                conn.execute(sa.insert(inference_logs).values(
+                    model="m", request_id="other", ts=START, features={}, prediction=1,
+                    received_at=START))
+        real(self, cur, data)
+
+    published: list[Any] = []
+    publish = DirectLoad.publish_ids
+
+    def keep(self: DirectLoad, *args: Any, **kwargs: Any) -> Any:
+        ids = publish(self, *args, **kwargs)
+        published.append(list(ids))
+        return ids
+
+    monkeypatch.setattr(DirectLoad, "_copy", interleaved)
+    monkeypatch.setattr(DirectLoad, "publish_ids", keep)
+    path = write(tmp_path / "logs.parquet", base(15))
+    report = ingest_logs(engine, "m", schema, path, blocks=True)
+    assert (report.rows, report.added) == (15, 15)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(inference_logs.c.id, inference_logs.c.request_id)
+                            .where(inference_logs.c.model == "m")
+                            .order_by(inference_logs.c.id)).all()
+    load = [row.id for row in rows if row.request_id != "other"]
+    assert published == [load]
+    assert [row.request_id for row in rows if row.request_id != "other"] == [
+        f"r-{i}" for i in range(15)]
+    other = next(row.id for row in rows if row.request_id == "other")
+    assert load[4] < other < load[5]  # between the first batch and the second
+
+
+def test_a_direct_load_is_invisible_until_it_commits_and_gone_if_it_fails(
+        engine, schema, tmp_path, monkeypatch) -> None:
+    """A batch the fast path refuses half-way (after rows were copied) rolls the copied
+    rows back: the row path then loads the file, and each row is stored once."""
+    _pg_only(engine)
+    monkeypatch.setattr(monitor.ingest, "FAST_BATCH", 5)
+    cols = base(15)
+    cols["annual_income"] = [*cols["annual_income"][:12], float("inf"), 1.0, 2.0]
+    path = write(tmp_path / "logs.parquet", cols)
+    report = ingest_logs(engine, "m", schema, path, on_error="skip")
+    assert (report.rows, report.added) == (15, 14)
+    assert [r[1] for r in stored(engine, "m")] == [f"r-{i}" for i in range(15) if i != 12]

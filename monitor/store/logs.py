@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from monitor.errors import DatabaseError, RowProblem, first_line, shown
 from monitor.store.db import driver_connection
-from monitor.store.staging import StagedLoad, staged_load
+from monitor.store.staging import DirectLoad, StagedLoad, direct_load, staged_load
 from monitor.store.tables import ground_truth, inference_logs
 from monitor.times import parse_time
 
@@ -518,12 +518,14 @@ class LogLoad:
     """The log rows of one load (see ``monitor.store.staging``): ``add`` stages them,
     ``publish`` makes them visible in one short transaction."""
 
-    def __init__(self, stage: StagedLoad, model: str) -> None:
+    def __init__(self, stage: StagedLoad | DirectLoad, model: str) -> None:
         self._stage = stage
         self.model = model
 
     def add(self, records: Iterable[LogRecord]) -> int:
         """Stage records, a bounded batch per transaction; return how many."""
+        if isinstance(self._stage, DirectLoad):
+            raise TypeError("a direct load takes rows encoded by add_arrow only")
         return self._stage.add(_log_rows(self.model, records, self._stage.sqlite))
 
     def add_arrow(self, rows: Encoded) -> int:
@@ -533,7 +535,7 @@ class LogLoad:
 
         if not len(rows):
             return 0
-        if self._stage.sqlite:
+        if isinstance(self._stage, StagedLoad) and self._stage.sqlite:
             return self._stage.add_many(sqlite_rows(rows, self.model), len(rows))
         return self._stage.add_copy(copy_text(rows, self.model), len(rows))
 
@@ -689,8 +691,14 @@ def insert_log_batch(engine: sa.Engine, model: str, rows: Encoded) -> int:
 
 
 @contextmanager
-def log_load(engine: sa.Engine, model: str) -> Iterator[LogLoad]:
-    """A load of log records for ``model``; what is not published by the end is dropped."""
+def log_load(engine: sa.Engine, model: str, *, direct: bool = False) -> Iterator[LogLoad]:
+    """A load of log records for ``model``; what is not published by the end is dropped.
+    ``direct`` (PostgreSQL, rows added by ``add_arrow`` only, published ``checked``): the
+    rows are copied straight into the table in one transaction (``DirectLoad``)."""
+    if direct and engine.dialect.name == "postgresql":
+        with direct_load(engine, inference_logs, _LOG_COLUMNS) as load:
+            yield LogLoad(load, model)
+        return
     with staged_load(engine, inference_logs, _LOG_COLUMNS) as stage:
         yield LogLoad(stage, model)
 
