@@ -17,6 +17,10 @@ lock other writers wait for is held for that statement only (SQL speed, no Pytho
 row). A crash before the end leaves nothing behind: the temporary table goes with its
 connection. The Parquet fast path (``monitor.store.arrow_logs``) fills the same table
 with whole batches (``add_many``, ``add_copy``) and reuses ``publish()``.
+
+On PostgreSQL that fast path uses ``DirectLoad`` instead: its rows are checked before
+they are copied and nothing reads them before the commit, so they are copied straight
+into the table in one transaction, each row written once.
 """
 
 from __future__ import annotations
