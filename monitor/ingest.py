@@ -42,7 +42,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 from monitor.errors import DatabaseError, IngestError, shown
 from monitor.schema import ModelSchema, parse_text
-from monitor.store.arrow_logs import ArrowLogs, Encoded, LogLayout, NotFast
+from monitor.store.arrow_logs import ArrowLogs, Encoded, LogLayout, NotFast, request_ids
 from monitor.store.db import Engine
 from monitor.store.logs import (
     MAX_DEPTH,
@@ -565,8 +565,31 @@ def _layout(schema: ModelSchema, default_version: str | None) -> LogLayout:
                      default_version)
 
 
+def _parquet_stored(engine: Engine, model: str, path: Path) -> list[Any] | None:
+    """Each batch's request ids when every one of them is stored (a file loaded again),
+    read from that column alone, so that such a file is neither decoded nor checked;
+    None at the first batch with an id not stored (a first load pays for one batch's
+    ids) or ids the fast path would not take."""
+    import pyarrow.parquet as pq
+
+    pfile = pq.ParquetFile(path)
+    if "request_id" not in pfile.schema_arrow.names:
+        return None
+    out = []
+    for batch in pfile.iter_batches(batch_size=FAST_BATCH, columns=["request_id"]):
+        try:
+            ids = request_ids(batch.column(0))
+        except NotFast:
+            return None
+        stored = stored_request_ids(engine, model, ids.to_pylist())
+        if not _all_stored(ids, stored):
+            return None
+        out.append(ids)
+    return out or None
+
+
 def _checked_batches(engine: Engine, model: str, path: Path, layout: LogLayout
-                     ) -> Iterator[tuple[ArrowLogs, Any, Encoded]]:
+                     ) -> Iterator[tuple[ArrowLogs | _Stored, Any, Encoded]]:
     """Each batch of the file checked, a mask of its rows not stored yet (None: all),
     and those rows encoded."""
     import pyarrow as pa
@@ -574,6 +597,11 @@ def _checked_batches(engine: Engine, model: str, path: Path, layout: LogLayout
     import pyarrow.parquet as pq
 
     try:
+        stored_file = _parquet_stored(engine, model, path)
+        if stored_file is not None:
+            for ids in stored_file:
+                yield _Stored(ids), None, _nothing()
+            return
         for batch in pq.ParquetFile(path).iter_batches(batch_size=FAST_BATCH):
             logs = ArrowLogs(batch, layout)
             stored = stored_request_ids(engine, model, logs.ids.to_pylist())

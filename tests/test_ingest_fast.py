@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 import monitor.ingest
+from monitor.errors import IngestError
 from monitor.ingest import ingest_logs
 from monitor.store.logs import LogLoad
 from monitor.store.reading import read_builtin
@@ -361,3 +362,48 @@ def test_a_direct_load_is_invisible_until_it_commits_and_gone_if_it_fails(
     report = ingest_logs(engine, "m", schema, path, on_error="skip")
     assert (report.rows, report.added) == (15, 14)
     assert [r[1] for r in stored(engine, "m")] == [f"r-{i}" for i in range(15) if i != 12]
+
+
+# --- a Parquet file loaded again --------------------------------------------------------
+
+
+def test_a_stored_parquet_file_is_reloaded_from_its_ids_alone(engine, schema, tmp_path,
+                                                              monkeypatch) -> None:
+    """Every request id stored: the file's other columns are neither decoded nor checked,
+    and the report is the row path's."""
+    monkeypatch.setattr(monitor.ingest, "FAST_BATCH", 7)
+    path = write(tmp_path / "logs.parquet", base(30))
+    for model in ("fast", "slow"):
+        assert ingest_logs(engine, model, schema, path).added == 30
+    built = [0]
+    real = monitor.ingest.ArrowLogs
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        built[0] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(monitor.ingest, "ArrowLogs", counting)
+    fast = ingest_logs(engine, "fast", schema, path).as_dict()
+    assert built[0] == 0
+    slow = ingest_logs(engine, "slow", schema, path, fast=False).as_dict()
+    assert fast == slow and (fast["added"], fast["already_stored"]) == (0, 30)
+
+    # One new row at the end: the file is read whole again, and only that row added.
+    grown = write(tmp_path / "grown.parquet", base(31))
+    report = ingest_logs(engine, "fast", schema, grown)
+    assert built[0] > 0 and (report.added, report.already_stored) == (1, 30)
+    assert stored(engine, "fast") == stored(engine, "slow") + stored(engine, "fast")[-1:]
+
+
+def test_a_bad_row_whose_id_is_stored_counts_as_stored(engine, schema, tmp_path) -> None:
+    """As for JSON lines: a stored id's row is not read again, so a row edited into a bad
+    one after it was stored counts as stored (the row path reports it; either way it
+    stores nothing)."""
+    ingest_logs(engine, "m", schema, write(tmp_path / "logs.parquet", base(6)))
+    cols = base(6)
+    cols["latency_ms"] = [*cols["latency_ms"][:5], -1.0]
+    edited = write(tmp_path / "edited.parquet", cols)
+    report = ingest_logs(engine, "m", schema, edited)
+    assert (report.rows, report.added, report.already_stored, report.problems) == (6, 0, 6, [])
+    with pytest.raises(IngestError, match="latency_ms"):
+        ingest_logs(engine, "m", schema, edited, fast=False)

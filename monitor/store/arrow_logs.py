@@ -34,7 +34,8 @@ from monitor.store.logs import (
 )
 from monitor.times import EPOCH
 
-__all__ = ["ArrowLogs", "Encoded", "LogLayout", "NotFast", "copy_text", "sqlite_rows"]
+__all__ = ["ArrowLogs", "Encoded", "LogLayout", "NotFast", "copy_text", "request_ids",
+           "sqlite_rows"]
 
 
 class NotFast(Exception):
@@ -182,6 +183,28 @@ class Encoded:
         return len(self.request_id)
 
 
+def request_ids(rid: Any) -> Any:
+    """A batch's ``request_id`` column as the ids stored: text (plain at both ends, short,
+    no NUL) or integers as text, no nulls; ``NotFast`` for anything else."""
+    import pyarrow as pa
+
+    pc = _pc()
+    if rid is None or rid.null_count:
+        raise NotFast("request_id: missing")
+    kind = _kind(rid.type)
+    if kind == "int":
+        return rid.cast(pa.string())
+    if kind != "str":
+        raise NotFast(f"request_id: type {rid.type}")
+    rid = _text(rid)
+    if len(rid) and not pc.all(pc.match_substring_regex(rid, _PLAIN_EDGES)).as_py():
+        raise NotFast("request_id: blank, or a space or non-ASCII at an end")
+    _no_nul("request_id", rid)
+    if len(rid) and pc.max(pc.utf8_length(rid)).as_py() > MAX_ID_LENGTH:
+        raise NotFast("request_id: too long")
+    return rid
+
+
 class ArrowLogs:
     """One batch checked as ``make_record`` checks each of its rows (``NotFast`` instead of
     judging a row); ``encode`` gives its rows, or those a mask keeps, in stored form."""
@@ -209,23 +232,7 @@ class ArrowLogs:
         # Characters of the row's text, an upper bound of what make_record counts.
         chars: list[Any] = []
 
-        # request_id: text (plain at both ends, short, no NUL) or integers; no nulls.
-        rid = cols.get("request_id")
-        if rid is None or rid.null_count:
-            raise NotFast("request_id: missing")
-        kind = _kind(rid.type)
-        if kind == "int":
-            rid = rid.cast(pa.string())
-        elif kind == "str":
-            rid = _text(rid)
-            if n and not pc.all(pc.match_substring_regex(rid, _PLAIN_EDGES)).as_py():
-                raise NotFast("request_id: blank, or a space or non-ASCII at an end")
-            _no_nul("request_id", rid)
-            if n and pc.max(pc.utf8_length(rid)).as_py() > MAX_ID_LENGTH:
-                raise NotFast("request_id: too long")
-        else:
-            raise NotFast(f"request_id: type {rid.type}")
-        self.ids = rid
+        self.ids = request_ids(cols.get("request_id"))
 
         # timestamp: a timestamp column without nulls (text and epoch seconds: row path).
         ts = cols.get("timestamp")
