@@ -29,14 +29,21 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ingest import DEFAULT_PG_URL, MODEL, SCHEMA_PATH, SPAN_DAYS, START, PgServer, in_child
+from ingest import (
+    DEFAULT_PG_URL,
+    MODEL,
+    SCHEMA_PATH,
+    SPAN_DAYS,
+    START,
+    PgServer,
+    fresh_sqlite,
+    in_child,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 AT = (START + timedelta(days=SPAN_DAYS)).isoformat()
@@ -116,16 +123,6 @@ def pair_side(side: str, url: str, folder: Path, parquet: str) -> dict[str, floa
             "total": ingest["seconds"] + check["seconds"], "ingest_cpu": ingest["cpu"],
             "check_cpu": check["cpu"], "ingest_rss": ingest["rss_mb"],
             "check_rss": check["rss_mb"], "blocks_after_ingest": after_ingest}
-
-
-@contextmanager
-def fresh_sqlite(folder: Path, tag: str) -> Iterator[str]:
-    db = folder / f"{tag}.db"
-    try:
-        yield f"sqlite:///{db}"
-    finally:
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{db}{suffix}").unlink(missing_ok=True)
 
 
 def loadavg() -> str:

@@ -304,3 +304,16 @@ def load_features_only(engine: sa.Engine, folder: Path, days: list[bool], rows: 
     schema = load_schema(load_config(config).model(FEATURES_MODEL).schema_path)
     report = ingest_logs(engine, FEATURES_MODEL, schema, path)
     return config, report.added
+
+
+def call_counter(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str) -> list[int]:
+    """A counter of the calls to ``owner.name``, which still runs: ``[calls]``."""
+    calls = [0]
+    real = getattr(owner, name)
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, counting)
+    return calls

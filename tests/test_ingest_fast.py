@@ -21,6 +21,7 @@ from monitor.ingest import ingest_logs
 from monitor.store.logs import LogLoad
 from monitor.store.reading import read_builtin
 from monitor.store.tables import inference_logs
+from tests.conftest import call_counter
 
 START = datetime(2026, 10, 1, tzinfo=UTC)
 _COLUMNS = ("model_version", "request_id", "ts", "features", "prediction", "probabilities",
@@ -95,15 +96,7 @@ def stored(engine: sa.Engine, model: str) -> list[tuple[Any, ...]]:
 
 def row_path_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """A counter of rows read by the row path."""
-    calls = [0]
-    parse = monitor.ingest._log_record
-
-    def counting(*args: Any, **kwargs: Any) -> Any:
-        calls[0] += 1
-        return parse(*args, **kwargs)
-
-    monkeypatch.setattr(monitor.ingest, "_log_record", counting)
-    return calls
+    return call_counter(monkeypatch, monitor.ingest, "_log_record")
 
 
 def test_the_fast_path_stores_what_the_row_path_stores(engine, schema, tmp_path,
@@ -375,14 +368,7 @@ def test_a_stored_parquet_file_is_reloaded_from_its_ids_alone(engine, schema, tm
     path = write(tmp_path / "logs.parquet", base(30))
     for model in ("fast", "slow"):
         assert ingest_logs(engine, model, schema, path).added == 30
-    built = [0]
-    real = monitor.ingest.ArrowLogs
-
-    def counting(*args: Any, **kwargs: Any) -> Any:
-        built[0] += 1
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(monitor.ingest, "ArrowLogs", counting)
+    built = call_counter(monkeypatch, monitor.ingest, "ArrowLogs")
     fast = ingest_logs(engine, "fast", schema, path).as_dict()
     assert built[0] == 0
     slow = ingest_logs(engine, "slow", schema, path, fast=False).as_dict()

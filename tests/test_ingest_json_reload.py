@@ -18,6 +18,7 @@ import monitor.ingest
 from monitor.errors import IngestError
 from monitor.ingest import ingest_logs
 from monitor.store.json_logs import line_ids
+from tests.conftest import call_counter
 from tests.test_ingest_fast import row_path_calls, stored
 from tests.test_ingest_hostile import HOSTILE_JSON
 from tests.test_ingest_json_fast import (
@@ -34,15 +35,7 @@ CHUNK = 2000  # bytes of lines per chunk: about 6 flat rows
 
 def parse_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """A counter of the chunks Arrow parsed and checked."""
-    calls = [0]
-    parse = monitor.ingest._json_logs
-
-    def counting(*args: Any, **kwargs: Any) -> Any:
-        calls[0] += 1
-        return parse(*args, **kwargs)
-
-    monkeypatch.setattr(monitor.ingest, "_json_logs", counting)
-    return calls
+    return call_counter(monkeypatch, monitor.ingest, "_json_logs")
 
 
 def load(engine: Any, schema: Any, model: str, path: Path, fast: bool,
