@@ -814,11 +814,12 @@ def _fast_load(engine: Engine, model: str, schema: ModelSchema, path: Path, kind
 
         loaded = LoadedRows(engine.dialect.name == "sqlite")
     published: Sequence[int] = ()
+    copy = engine.dialect.name == "postgresql"
     with log_load(engine, model, direct=direct) as load:
-        for logs, rows, part in _ahead(_coded(model, batches, loaded)):
+        for logs, rows, part, text in _ahead(_coded(model, batches, loaded, copy)):
             report.rows += logs.n
             ids.append(logs.ids)
-            load.add_arrow(rows)
+            load.add_arrow(rows, text=text)
             if loaded is not None and part is not None:
                 loaded.add(part, rows.request_id)
         if not report.rows:
@@ -837,12 +838,14 @@ def _fast_load(engine: Engine, model: str, schema: ModelSchema, path: Path, kind
 
 
 def _coded(model: str, batches: Iterator[tuple[ArrowLogs | _Stored, Any, Encoded]],
-           loaded: LoadedRows | None
-           ) -> Iterator[tuple[ArrowLogs | _Stored, Encoded, Part | None]]:
-    """Each batch with its staged rows in block form (``loaded``: else None), made on the
-    reading thread. A failure to code them is logged and ends the coding, never the load:
-    compaction writes the blocks later."""
+           loaded: LoadedRows | None, copy: bool
+           ) -> Iterator[tuple[ArrowLogs | _Stored, Encoded, Part | None, Any]]:
+    """Each batch with its staged rows in block form (``loaded``: else None) and, with
+    ``copy``, as PostgreSQL's COPY text (else None), made on the reading thread, so that
+    the database is never kept waiting for them. A failure to code the rows for blocks is
+    logged and ends that coding, never the load: compaction writes the blocks later."""
     from monitor.store.arrow_blocks import coded_rows
+    from monitor.store.arrow_logs import copy_text
 
     for logs, keep, rows in batches:
         part = None
@@ -855,7 +858,7 @@ def _coded(model: str, batches: Iterator[tuple[ArrowLogs | _Stored, Any, Encoded
                 _log.warning("%s: the rows are loaded without their log blocks (compaction "
                              "will write them): %s: %s", model, type(exc).__name__,
                              shown(str(exc), 200), exc_info=_log.isEnabledFor(logging.DEBUG))
-        yield logs, rows, part
+        yield logs, rows, part, copy_text(rows, model) if copy and len(rows) else None
 
 
 def _write_blocks(engine: Engine, model: str, loaded: LoadedRows, ids: Sequence[int]) -> None:

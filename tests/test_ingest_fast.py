@@ -184,9 +184,9 @@ def test_a_reload_stages_nothing_and_a_partial_overlap_adds_only_new_rows(
     staged: list[int] = []
     add = LogLoad.add_arrow
 
-    def counting(self: LogLoad, rows: Any) -> int:
+    def counting(self: LogLoad, rows: Any, **kwargs: Any) -> int:
         staged.append(len(rows))
-        return add(self, rows)
+        return add(self, rows, **kwargs)
 
     monkeypatch.setattr(LogLoad, "add_arrow", counting)
     again = ingest_logs(engine, "m", schema, path)
@@ -231,11 +231,11 @@ def test_a_fast_load_stopped_midway_leaves_nothing(engine, schema, tmp_path,
     add = LogLoad.add_arrow
     calls = [0]
 
-    def interrupted(self: LogLoad, rows: Any) -> int:
+    def interrupted(self: LogLoad, rows: Any, **kwargs: Any) -> int:
         calls[0] += 1
         if calls[0] == 3:  # two batches staged
             raise KeyboardInterrupt
-        return add(self, rows)
+        return add(self, rows, **kwargs)
 
     monkeypatch.setattr(LogLoad, "add_arrow", interrupted)
     with pytest.raises(KeyboardInterrupt):
@@ -254,8 +254,8 @@ def test_nothing_is_visible_nor_locked_until_the_fast_load_publishes(engine, sch
     add = LogLoad.add_arrow
     seen: list[int] = []
 
-    def between(self: LogLoad, rows: Any) -> int:
-        out = add(self, rows)
+    def between(self: LogLoad, rows: Any, **kwargs: Any) -> int:
+        out = add(self, rows, **kwargs)
         with engine.connect() as conn, conn.begin():
             if conn.dialect.name == "sqlite":
                 conn.exec_driver_sql("PRAGMA busy_timeout=0")

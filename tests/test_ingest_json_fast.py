@@ -375,11 +375,11 @@ def test_a_jsonl_file_in_chunks_is_all_or_nothing(engine, schema, tmp_path,
     add = LogLoad.add_arrow
     calls = [0]
 
-    def interrupted(self: LogLoad, rows: Any) -> int:
+    def interrupted(self: LogLoad, rows: Any, **kwargs: Any) -> int:
         calls[0] += 1
         if calls[0] == 3:
             raise KeyboardInterrupt
-        return add(self, rows)
+        return add(self, rows, **kwargs)
 
     monkeypatch.setattr(LogLoad, "add_arrow", interrupted)
     with pytest.raises(KeyboardInterrupt):
@@ -387,9 +387,9 @@ def test_a_jsonl_file_in_chunks_is_all_or_nothing(engine, schema, tmp_path,
     assert stored(engine, "m") == []
     staged: list[int] = []
 
-    def counting(self: LogLoad, rows: Any) -> int:
+    def counting(self: LogLoad, rows: Any, **kwargs: Any) -> int:
         staged.append(len(rows))
-        return add(self, rows)
+        return add(self, rows, **kwargs)
 
     monkeypatch.setattr(LogLoad, "add_arrow", counting)
     read = row_path_calls(monkeypatch)

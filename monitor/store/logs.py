@@ -528,16 +528,19 @@ class LogLoad:
             raise TypeError("a direct load takes rows encoded by add_arrow only")
         return self._stage.add(_log_rows(self.model, records, self._stage.sqlite))
 
-    def add_arrow(self, rows: Encoded) -> int:
+    def add_arrow(self, rows: Encoded, *, text: Any = None) -> int:
         """Stage rows checked and encoded by ``monitor.store.arrow_logs``, in one
-        transaction; return how many."""
+        transaction; return how many. ``text``: on PostgreSQL, the rows' ``copy_text``
+        made already (on another thread)."""
         from monitor.store.arrow_logs import copy_text, sqlite_rows
 
         if not len(rows):
             return 0
         if isinstance(self._stage, StagedLoad) and self._stage.sqlite:
             return self._stage.add_many(sqlite_rows(rows, self.model), len(rows))
-        return self._stage.add_copy(copy_text(rows, self.model), len(rows))
+        if text is None:
+            text = copy_text(rows, self.model)
+        return self._stage.add_copy(text, len(rows))
 
     def publish(self, *, checked: bool = False) -> int:
         """Store the staged records, skipping request ids already stored; return rows added.
