@@ -577,6 +577,21 @@ class LabelLoad:
         return self._stage.publish()
 
 
+_BYTE_ORDER: dict[str, bool] = {}
+
+
+def _byte_order(engine: sa.Engine, raw: Any) -> bool:
+    """Whether the PostgreSQL database orders text by its bytes (collation C or POSIX),
+    as Python orders ``str`` (UTF-8 keeps code point order); asked once per database."""
+    key = engine.url.render_as_string(hide_password=True)
+    if key not in _BYTE_ORDER:
+        collation = _column(raw, "SELECT datcollate FROM pg_database "
+                            "WHERE datname = current_database()", ())
+        _BYTE_ORDER[key] = bool(collation) and (
+            collation[0] in ("C", "POSIX") or str(collation[0]).lower().startswith("c."))
+    return _BYTE_ORDER[key]
+
+
 def stored_request_ids(engine: sa.Engine, model: str, request_ids: list[str]) -> list[str]:
     """Request ids of the model stored already, among them all of ``request_ids`` that
     are (and possibly others): a reload skips them before it encodes or stages anything.
@@ -608,13 +623,16 @@ def stored_request_ids(engine: sa.Engine, model: str, request_ids: list[str]) ->
                 # The range in the database's own collation, read in index order so that
                 # the LIMIT stops the scan; then an array, not a join, so that the
                 # planner probes the index instead of scanning the model.
-                cur = raw.cursor()
-                try:
-                    cur.execute("SELECT min(i), max(i) FROM json_array_elements_text(%s::json) "
-                                "AS i", (ids,))
-                    low, high = cur.fetchone()
-                finally:
-                    cur.close()
+                if _byte_order(engine, raw):  # the database orders text as Python does
+                    low, high = min(request_ids), max(request_ids)
+                else:
+                    cur = raw.cursor()
+                    try:
+                        cur.execute("SELECT min(i), max(i) FROM "
+                                    "json_array_elements_text(%s::json) AS i", (ids,))
+                        low, high = cur.fetchone()
+                    finally:
+                        cur.close()
                 found = _column(raw, "SELECT request_id FROM inference_logs WHERE model = %s "
                                 "AND request_id >= %s AND request_id <= %s ORDER BY request_id "
                                 "LIMIT %s", (model, low, high, limit))
