@@ -126,6 +126,16 @@ def assert_blocks_read_equal(engine: sa.Engine, windows: list[tuple[datetime, da
         assert_same_frames(frames_of(lean), WindowFrames(
             want.meta.drop(columns=list(skip)), want.features, want.probabilities,
             want.labels, want.fallback_reasons))
+        # Counted and read in one snapshot: the window when it has at most ``limit``
+        # rows, else its count alone.
+        source = BuiltinSource(engine, MODEL)
+        rows = source.count(start, end)
+        assert rows == len(want.meta)
+        counted, within = source.read_window_within(start, end, rows, skip=skip)
+        assert counted == rows and within is not None
+        assert_same_frames(frames_of(within), frames_of(lean))
+        if rows:
+            assert source.read_window_within(start, end, rows - 1, skip=skip) == (rows, None)
 
 
 def block_rows_of(engine: sa.Engine, model: str = MODEL) -> list[tuple[int, int, int, int]]:
@@ -373,6 +383,12 @@ def test_compacted_windows_equal_the_row_path(store: sa.Engine,
     engine = store
     # Before any compaction no block meets a window: the caller reads rows.
     assert block_reader.read_window(engine, MODEL, *EVERYTHING) is None
+    source = BuiltinSource(engine, MODEL)
+    n = source.count(*EVERYTHING)
+    assert source.read_window_within(*EVERYTHING, n - 1) == (n, None)
+    counted, within = source.read_window_within(*EVERYTHING, n)
+    assert counted == n and within is not None
+    assert_same_frames(frames_of(within), rows_path(engine, *EVERYTHING))
     result = compaction.compact(engine, MODEL, block_rows=BLOCK)
     assert (result.model, result.rows, result.blocks) == (MODEL, N, math.ceil(N / BLOCK))
     ranges = block_rows_of(engine)
@@ -395,6 +411,9 @@ def test_compacted_windows_equal_the_row_path(store: sa.Engine,
     want = rows_path(engine, *EVERYTHING)
     monkeypatch.setattr(sources, "read_builtin", no_rows)
     assert_same_frames(frames_of(BuiltinSource(engine, MODEL).read_window(*EVERYTHING)), want)
+    # A window too large to read whole is counted from the blocks' snapshot, not read.
+    monkeypatch.setattr(block_reader, "decode_part", no_rows)
+    assert source.read_window_within(*EVERYTHING, n - 1) == (n, None)
 
 
 def test_rows_searched_by_id_are_the_rows_searched_by_time(store: sa.Engine) -> None:
