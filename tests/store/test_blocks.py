@@ -926,3 +926,14 @@ def test_a_failing_compaction_does_not_stop_a_backfill(  # type: ignore[no-untyp
     assert [r.rows for r in runs] == [120]
     assert "compacting the logs of loan_default failed: TypeError" in caplog.text
     assert block_rows_of(engine) == []
+
+
+def test_a_block_column_of_one_chunk_is_that_chunk_and_several_are_joined() -> None:
+    from monitor.store.blocks import _one_array
+
+    one = pa.chunked_array([pa.array([1, 2, None])])
+    got = _one_array(one)
+    assert got.equals(one.chunk(0))
+    assert got.buffers()[1].address == one.chunk(0).buffers()[1].address  # not a copy
+    assert _one_array(pa.chunked_array([[1], [2, None]])).equals(pa.array([1, 2, None]))
+    assert _one_array(pa.chunked_array([], type=pa.int64())).equals(pa.array([], pa.int64()))
