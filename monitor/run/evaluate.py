@@ -177,7 +177,6 @@ def evaluate_window(
     fallback_counts: Counter[str] | None = Counter() if model.counts_fallbacks else None
     rng = np.random.default_rng(_seed(model.name, start))
     chunks = source.iter_chunks(start, end, CHUNK_ROWS) if whole is None else iter([whole])
-    del whole  # the loop's ``window`` holds it, and lets it go with the loop's last chunk
     features_only = schema.features_only
     window: LogWindow | None = None
     for window in chunks:
