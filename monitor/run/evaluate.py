@@ -127,6 +127,19 @@ def _perf_frames(window: LogWindow, keep: np.ndarray) -> tuple[pd.DataFrame, pd.
     return answered, probs
 
 
+def _label_texts(window: LogWindow | None, answered: list[np.ndarray], labels: pd.Series,
+                 sampled: bool) -> pd.Series:
+    """``label_text(labels)``, the answered rows' labels; from the texts the read made
+    of a window read whole when it has them (a pass over a million Python ints less)."""
+    import pandas as pd
+
+    if sampled or window is None or window.label_texts is None or len(answered) != 1:
+        return label_text(labels)
+    keep = answered[0]
+    texts = window.label_texts if keep.all() else window.label_texts[keep]
+    return pd.Series(texts, index=labels.index, dtype=object, name=labels.name)
+
+
 def _joined(parts: list[pd.DataFrame]) -> pd.DataFrame:
     """The parts as one frame; a window read whole is its one part, not a copy of it (a
     million rows of features are a hundred megabytes)."""
@@ -224,7 +237,8 @@ def evaluate_window(
         # Class labels as text once, for performance, its estimate, versions and
         # segments (each conversion is a pass over a million values).
         perf = pd.DataFrame({"prediction": label_text(perf["prediction"]),
-                             "label": label_text(perf["label"])}, copy=False)
+                             "label": _label_texts(window, answered_parts, perf["label"],
+                                                   sampled)}, copy=False)
         # The values as logged (the parts, and the loop's last one): no check reads them.
         perf_parts.clear()
         perf_part = None

@@ -19,6 +19,7 @@ from monitor.store.tables import inference_logs
 from monitor.times import aware
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
     from monitor.config import SourceConfig
@@ -61,6 +62,9 @@ class LogWindow:
     # (``TextCodes``), when the read has them (from log blocks); checks judge each
     # distinct text once with them.
     texts: Mapping[str, TextCodes] | None = None
+    # Each row's label as ``label_text`` gives it, when the read knows it from the labels'
+    # codes (from log blocks); else None.
+    label_texts: np.ndarray | None = None
 
     @property
     def rows(self) -> int:
@@ -96,7 +100,8 @@ class LogSource(Protocol):
 def _window(start: datetime, end: datetime, frames: WindowFrames) -> LogWindow:
     return LogWindow(start=start, end=end, meta=frames.meta, features=frames.features,
                      probabilities=frames.probabilities, labels=frames.labels,
-                     fallback_reasons=frames.fallback_reasons, texts=frames.texts)
+                     fallback_reasons=frames.fallback_reasons, texts=frames.texts,
+                     label_texts=frames.label_texts)
 
 
 @contextmanager

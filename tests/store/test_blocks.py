@@ -25,6 +25,7 @@ import pytest
 import sqlalchemy as sa
 from pandas.testing import assert_frame_equal, assert_series_equal
 
+from monitor.schema import label_text
 from monitor.store import block_reader, compaction, sources
 from monitor.store.columnar import (
     Coded,
@@ -126,6 +127,9 @@ def assert_blocks_read_equal(engine: sa.Engine, windows: list[tuple[datetime, da
         assert_same_frames(frames_of(lean), WindowFrames(
             want.meta.drop(columns=list(skip)), want.features, want.probabilities,
             want.labels, want.fallback_reasons))
+        # Texts of the labels, where the read makes them from the codes: label_text's.
+        if lean.label_texts is not None:
+            assert exact(pd.Series(lean.label_texts)) == exact(label_text(want.labels))
         # Counted and read in one snapshot: the window when it has at most ``limit``
         # rows, else its count alone.
         source = BuiltinSource(engine, MODEL)
@@ -937,3 +941,27 @@ def test_a_block_column_of_one_chunk_is_that_chunk_and_several_are_joined() -> N
     assert got.buffers()[1].address == one.chunk(0).buffers()[1].address  # not a copy
     assert _one_array(pa.chunked_array([[1], [2, None]])).equals(pa.array([1, 2, None]))
     assert _one_array(pa.chunked_array([], type=pa.int64())).equals(pa.array([], pa.int64()))
+
+
+@pytest.mark.parametrize("late", [[7, None, 0], [7, "yes"], [1.5]])
+def test_int_labels_read_from_blocks_come_as_label_texts(
+    engine: sa.Engine, late: list[Any]
+) -> None:
+    """Int or null labels in the blocks, and labels stored since: the read's texts are
+    label_text's of its labels; a label of another type stored since leaves them out."""
+    for first in range(0, N, 20):
+        add_logs(engine, plain_records(first, min(20, N - first)))
+    # Ints (a negative one among them) and a null.
+    add_labels(engine, [(f"r-{i}", i // 3 % 3, T0) for i in range(0, N, 3)]
+               + [("r-1", None, T0), ("r-4", -5, T0)])
+    compaction.compact(engine, MODEL, block_rows=BLOCK)
+    add_labels(engine, [(f"r-{2 + 3 * i}", v, T0 + DAY) for i, v in enumerate(late)])
+    source = BuiltinSource(engine, MODEL)
+    window = source.read_window(*EVERYTHING)
+    assert exact(window.labels).count(("int", "1")) > 0  # labels_for's ints, in the blocks
+    if all(v is None or type(v) is int for v in late):
+        assert window.label_texts is not None
+        assert exact(pd.Series(window.label_texts)) == exact(label_text(window.labels))
+    else:
+        assert window.label_texts is None
+    assert_blocks_read_equal(engine, WINDOWS)
