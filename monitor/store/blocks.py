@@ -489,7 +489,7 @@ def _label_texts(coded: Coded, labels: np.ndarray, late_at: np.ndarray | None
     ints in a short range or nulls, and so are those stored since the block (``labels``
     at ``late_at``, the values that replaced the block's); else None (the caller
     converts the values)."""
-    from monitor.schema import _int_texts, _small_int_range
+    from monitor.schema import int_label_texts
 
     codes = coded.codes
     if not np.isin(codes, (MISSING, NONE, INT)).all():
@@ -500,10 +500,10 @@ def _label_texts(coded: Coded, labels: np.ndarray, late_at: np.ndarray | None
     texts = np.full(len(codes), None, dtype=object)
     is_int = codes == INT
     if is_int.any():
-        ints = _need(coded.i)[is_int]
-        if not _small_int_range(ints):
+        ints = int_label_texts(_need(coded.i)[is_int])
+        if ints is None:
             return None
-        texts[is_int] = _int_texts(ints)
+        texts[is_int] = ints
     if late_at is not None:
         texts[late_at] = np.fromiter((None if v is None else str(v) for v in late_values),
                                      dtype=object, count=len(late_values))
