@@ -30,6 +30,7 @@ __all__ = [
     "TargetSpec",
     "guess_prediction",
     "infer_schema",
+    "int_label_texts",
     "is_of_type",
     "label_of",
     "label_text",
@@ -284,6 +285,12 @@ def _int_texts(ints: np.ndarray) -> np.ndarray:
     table[present] = [label_of(u) for u in (present + low).astype(np.int64)]
     out: np.ndarray = table[offsets]
     return out
+
+
+def int_label_texts(ints: np.ndarray) -> np.ndarray | None:
+    """``label_text``'s texts of int64 labels without nulls, when they span fewer than
+    2**16 (its table of texts); else None."""
+    return _int_texts(ints) if _small_int_range(ints) else None
 
 
 def label_text(values: pd.Series) -> pd.Series:

@@ -49,7 +49,9 @@ def class_names(schema: ModelSchema) -> list[str]:
 
 def _average_ranks(scores: np.ndarray) -> np.ndarray:
     """1-based ranks, ties sharing their mean rank (as scipy.stats.rankdata)."""
-    order = np.argsort(scores, kind="mergesort")
+    # Any sort will do: a tie group's rows all get its mean rank, whichever order they
+    # come in (quicksort takes half a stable sort's time on 700k scores).
+    order = np.argsort(scores)
     ordered = scores[order]
     starts = np.r_[0, np.flatnonzero(ordered[1:] != ordered[:-1]) + 1]
     ends = np.r_[starts[1:], len(scores)]
@@ -69,9 +71,11 @@ def _auc(positive: np.ndarray, scores: np.ndarray) -> float | None:
 
 
 def _f1(pred: np.ndarray, label: np.ndarray, cls: str) -> float | None:
-    tp = int(np.sum((pred == cls) & (label == cls)))
-    fp = int(np.sum((pred == cls) & (label != cls)))
-    fn = int(np.sum((pred != cls) & (label == cls)))
+    # Each text column compared once (a comparison of a million Python strings is 0.02 s).
+    predicted, actual = pred == cls, label == cls
+    tp = int(np.count_nonzero(predicted & actual))
+    fp = int(np.count_nonzero(predicted)) - tp
+    fn = int(np.count_nonzero(actual)) - tp
     denominator = 2 * tp + fp + fn
     return 2 * tp / denominator if denominator else None
 

@@ -97,12 +97,16 @@ def _drift_frame(window: LogWindow, schema: ModelSchema) -> pd.DataFrame:
 _UNREAD_META = ("request_id", "ts", "error_message", "label_time")
 
 
-def _read_whole(source: LogSource, start: datetime, end: datetime) -> LogWindow:
+def _read_whole(source: LogSource, start: datetime, end: datetime, limit: int
+                ) -> tuple[int, LogWindow | None]:
+    """The window's row count, and the window read whole if it has at most ``limit``
+    rows (else None: it is read in chunks). mqm's own table counts it once, in the read."""
     from monitor.store.sources import BuiltinSource
 
     if isinstance(source, BuiltinSource):
-        return source.read_window(start, end, skip=_UNREAD_META)
-    return source.read_window(start, end)
+        return source.read_window_within(start, end, limit, skip=_UNREAD_META)
+    rows = source.count(start, end)
+    return rows, source.read_window(start, end) if rows <= limit else None
 
 
 def _perf_frames(window: LogWindow, keep: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -121,6 +125,19 @@ def _perf_frames(window: LogWindow, keep: np.ndarray) -> tuple[pd.DataFrame, pd.
     answered = frame[keep]
     answered.index = pd.RangeIndex(len(answered))
     return answered, probs
+
+
+def _label_texts(window: LogWindow | None, answered: list[np.ndarray], labels: pd.Series,
+                 sampled: bool) -> pd.Series:
+    """``label_text(labels)``, the answered rows' labels; from the texts the read made
+    of a window read whole when it has them (a pass over a million Python ints less)."""
+    import pandas as pd
+
+    if sampled or window is None or window.label_texts is None or len(answered) != 1:
+        return label_text(labels)
+    keep = answered[0]
+    texts = window.label_texts if keep.all() else window.label_texts[keep]
+    return pd.Series(texts, index=labels.index, dtype=object, name=labels.name)
 
 
 def _joined(parts: list[pd.DataFrame]) -> pd.DataFrame:
@@ -148,9 +165,9 @@ def evaluate_window(
 
     source, model_cfg, schema = model.source, model.config, model.schema
     reference = model.reference
-    rows = source.count(start, end)
     limit = model_cfg.drift.max_exact_rows
-    sampled = rows > limit
+    rows, whole = _read_whole(source, start, end, limit)
+    sampled = whole is None
     schema_acc = SchemaAccumulator(schema, model_cfg.schema_check)
     latencies: list[np.ndarray] = []
     error_parts: list[np.ndarray] = []
@@ -172,8 +189,7 @@ def evaluate_window(
     drift_code_parts: list[np.ndarray] = []
     fallback_counts: Counter[str] | None = Counter() if model.counts_fallbacks else None
     rng = np.random.default_rng(_seed(model.name, start))
-    chunks = source.iter_chunks(start, end, CHUNK_ROWS) if sampled else iter(
-        [_read_whole(source, start, end)])
+    chunks = source.iter_chunks(start, end, CHUNK_ROWS) if whole is None else iter([whole])
     features_only = schema.features_only
     window: LogWindow | None = None
     for window in chunks:
@@ -221,7 +237,8 @@ def evaluate_window(
         # Class labels as text once, for performance, its estimate, versions and
         # segments (each conversion is a pass over a million values).
         perf = pd.DataFrame({"prediction": label_text(perf["prediction"]),
-                             "label": label_text(perf["label"])}, copy=False)
+                             "label": _label_texts(window, answered_parts, perf["label"],
+                                                   sampled)}, copy=False)
         # The values as logged (the parts, and the loop's last one): no check reads them.
         perf_parts.clear()
         perf_part = None

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Generator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 import sqlalchemy as sa
@@ -53,7 +54,7 @@ from monitor.times import parse_time
 if TYPE_CHECKING:
     pass
 
-__all__ = ["delete_blocks", "read_window", "window_chunks"]
+__all__ = ["TooMany", "delete_blocks", "read_window", "window_chunks"]
 
 # --- reading a window --------------------------------------------------------------
 
@@ -99,12 +100,34 @@ def _meeting(raw: Any, mark: str, model: str, low: Any, high: Any, columns: str
                      [model, high, low])
 
 
+@dataclass(frozen=True)
+class TooMany:
+    """A window of more rows than the caller reads whole (``read_window``'s
+    ``at_most``): its row count, of the read's snapshot; nothing was fetched."""
+
+    rows: int
+
+
+@overload
 def read_window(engine: Engine, model: str, start: datetime, end: datetime,
-                skip: Collection[str] = ()) -> WindowFrames | None:
+                skip: Collection[str] = (), at_most: None = None) -> WindowFrames | None: ...
+
+
+@overload
+def read_window(engine: Engine, model: str, start: datetime, end: datetime,
+                skip: Collection[str] = (), *, at_most: int
+                ) -> WindowFrames | TooMany | None: ...
+
+
+def read_window(engine: Engine, model: str, start: datetime, end: datetime,
+                skip: Collection[str] = (), at_most: int | None = None
+                ) -> WindowFrames | TooMany | None:
     """The window from blocks and the rows they do not cover; None when no block meets
     the window, or when blocks and rows disagree (then the blocks that disagree are
     deleted). The caller then reads the rows. ``skip``: meta columns the caller does not
-    read, left out of ``meta`` and not decoded."""
+    read, left out of ``meta`` and not decoded. ``at_most``: a window of more rows is
+    not read, its count is returned (``TooMany``), so that a caller choosing between a
+    whole read and chunks counts the window once, with the read's own count."""
     dialect = engine.dialect.name
     sqlite = dialect == "sqlite"
     mark, _ = sql_marks(dialect)
@@ -121,6 +144,8 @@ def read_window(engine: Engine, model: str, start: datetime, end: datetime,
         if not found:
             return None
         total = _count(raw, mark, model, low, high)
+        if at_most is not None and total > at_most:
+            return TooMany(total)
         low_us, high_us = _us(start), _us(end)
         # One block in memory at a time (a block is about 16 MB compressed): each is
         # copied into the window's arrays, then goes. Its label mark comes with it.

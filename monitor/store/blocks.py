@@ -23,6 +23,7 @@ import numpy as np
 
 from monitor.store.columnar import (
     FLOAT,
+    INT,
     MISSING,
     NONE,
     OTHER,
@@ -289,8 +290,15 @@ def _columns(data: bytes) -> tuple[dict[str, Any], dict[bytes, bytes]]:
 
     _system_pool()
     table = pa.ipc.open_stream(pa.py_buffer(data)).read_all()
-    return ({name: table.column(name).combine_chunks() for name in table.column_names},
+    # A block is one record batch: its columns as they are (``combine_chunks`` copies
+    # even a single chunk, 0.01-0.05 s and the block's size again per block).
+    return ({name: _one_array(table.column(name)) for name in table.column_names},
             table.schema.metadata or {})
+
+
+def _one_array(column: Any) -> Any:
+    """A chunked column as one array: its only chunk itself, else the chunks joined."""
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
 def encode_part(part: Part) -> tuple[bytes, bytes]:
@@ -448,6 +456,8 @@ def frames_of(part: Part, late: Sequence[tuple[int, Any, Any]] = (),
                                                    count=len(texts))
             label_time[positions[found]] = _micros(
                 [when for (_, _, when), ok in zip(late, found, strict=True) if ok])
+    label_texts = _label_texts(part.labels, labels,
+                               positions[positions >= 0] if late else None)
     makers: dict[str, Callable[[], Any]] = {
         "request_id": lambda: decode(part.meta["request_id"]), "ts": lambda: _index(part.ts),
         "model_version": lambda: decode(part.meta["model_version"]),
@@ -469,7 +479,35 @@ def frames_of(part: Part, late: Sequence[tuple[int, Any, Any]] = (),
         pd.Series(decode_objects(part.meta["fallback_reason"]), index=index, dtype=object,
                   name="fallback_reason"),
         text_codes,
+        label_texts,
     )
+
+
+def _label_texts(coded: Coded, labels: np.ndarray, late_at: np.ndarray | None
+                 ) -> np.ndarray | None:
+    """Each row's label as ``label_text`` gives it, from the codes, when the labels are
+    ints in a short range or nulls, and so are those stored since the block (``labels``
+    at ``late_at``, the values that replaced the block's); else None (the caller
+    converts the values)."""
+    from monitor.schema import int_label_texts
+
+    codes = coded.codes
+    if not np.isin(codes, (MISSING, NONE, INT)).all():
+        return None
+    late_values = labels[late_at].tolist() if late_at is not None else []
+    if any(v is not None and type(v) is not int for v in late_values):
+        return None
+    texts = np.full(len(codes), None, dtype=object)
+    is_int = codes == INT
+    if is_int.any():
+        ints = int_label_texts(_need(coded.i)[is_int])
+        if ints is None:
+            return None
+        texts[is_int] = ints
+    if late_at is not None:
+        texts[late_at] = np.fromiter((None if v is None else str(v) for v in late_values),
+                                     dtype=object, count=len(late_values))
+    return texts
 
 
 # --- the table -------------------------------------------------------------------

@@ -17,6 +17,7 @@ import orjson
 from monitor.errors import DatabaseError
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
     from monitor.text_codes import TextCodes
@@ -52,6 +53,10 @@ class WindowFrames(NamedTuple):
     # Features whose rows are all texts or nulls, as codes into their distinct texts;
     # only a read from log blocks has them (the blocks store them so).
     texts: Mapping[str, TextCodes] | None = None
+    # Each row's label as ``label_text`` gives it (None where none), when the read knows
+    # it from the labels' codes without looking at the values (log blocks whose labels
+    # are all ints or nulls): the checks then need no pass over a million Python ints.
+    label_texts: np.ndarray | None = None
 
 
 @contextmanager

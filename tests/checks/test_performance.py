@@ -11,6 +11,8 @@ import pandas as pd
 import pytest
 
 from monitor.checks.performance import (
+    _average_ranks,
+    _f1,
     check_performance,
     label_text,
     performance_metrics,
@@ -122,6 +124,29 @@ def test_roc_auc_handles_ties_like_sklearn() -> None:
     rounded = proba.round(1)  # many tied scores
     got = performance_metrics(pred, y, rounded, make_schema(classes=[0, 1]))
     assert got["roc_auc"] == pytest.approx(roc_auc_score(y, rounded["1"]), abs=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_average_ranks_equal_scipy_rankdata_bit_for_bit(seed: int) -> None:
+    from scipy.stats import rankdata
+
+    rng = np.random.default_rng(seed)
+    # Tied scores in runs of every length, and distinct ones, in random order.
+    scores = np.concatenate([rng.integers(0, 50, 3000) / 7, rng.random(2000)])
+    rng.shuffle(scores)
+    assert np.array_equal(_average_ranks(scores), rankdata(scores, method="average"))
+
+
+def test_f1_counts_each_outcome_as_the_pairwise_comparisons() -> None:
+    rng = np.random.default_rng(3)
+    values = np.array(["a", "b", "c", None, math.nan], dtype=object)
+    pred, label = values[rng.integers(0, 5, 4000)], values[rng.integers(0, 5, 4000)]
+    for cls in ("a", "b", "z"):
+        tp = int(np.sum((pred == cls) & (label == cls)))
+        fp = int(np.sum((pred == cls) & (label != cls)))
+        fn = int(np.sum((pred != cls) & (label == cls)))
+        want = 2 * tp / (2 * tp + fp + fn) if 2 * tp + fp + fn else None
+        assert _f1(pred, label, cls) == want
 
 
 def test_multiclass_metrics_equal_sklearn() -> None:

@@ -25,6 +25,7 @@ import pytest
 import sqlalchemy as sa
 from pandas.testing import assert_frame_equal, assert_series_equal
 
+from monitor.schema import label_text
 from monitor.store import block_reader, compaction, sources
 from monitor.store.columnar import (
     Coded,
@@ -126,6 +127,19 @@ def assert_blocks_read_equal(engine: sa.Engine, windows: list[tuple[datetime, da
         assert_same_frames(frames_of(lean), WindowFrames(
             want.meta.drop(columns=list(skip)), want.features, want.probabilities,
             want.labels, want.fallback_reasons))
+        # Texts of the labels, where the read makes them from the codes: label_text's.
+        if lean.label_texts is not None:
+            assert exact(pd.Series(lean.label_texts)) == exact(label_text(want.labels))
+        # Counted and read in one snapshot: the window when it has at most ``limit``
+        # rows, else its count alone.
+        source = BuiltinSource(engine, MODEL)
+        rows = source.count(start, end)
+        assert rows == len(want.meta)
+        counted, within = source.read_window_within(start, end, rows, skip=skip)
+        assert counted == rows and within is not None
+        assert_same_frames(frames_of(within), frames_of(lean))
+        if rows:
+            assert source.read_window_within(start, end, rows - 1, skip=skip) == (rows, None)
 
 
 def block_rows_of(engine: sa.Engine, model: str = MODEL) -> list[tuple[int, int, int, int]]:
@@ -373,6 +387,12 @@ def test_compacted_windows_equal_the_row_path(store: sa.Engine,
     engine = store
     # Before any compaction no block meets a window: the caller reads rows.
     assert block_reader.read_window(engine, MODEL, *EVERYTHING) is None
+    source = BuiltinSource(engine, MODEL)
+    n = source.count(*EVERYTHING)
+    assert source.read_window_within(*EVERYTHING, n - 1) == (n, None)
+    counted, within = source.read_window_within(*EVERYTHING, n)
+    assert counted == n and within is not None
+    assert_same_frames(frames_of(within), rows_path(engine, *EVERYTHING))
     result = compaction.compact(engine, MODEL, block_rows=BLOCK)
     assert (result.model, result.rows, result.blocks) == (MODEL, N, math.ceil(N / BLOCK))
     ranges = block_rows_of(engine)
@@ -395,6 +415,9 @@ def test_compacted_windows_equal_the_row_path(store: sa.Engine,
     want = rows_path(engine, *EVERYTHING)
     monkeypatch.setattr(sources, "read_builtin", no_rows)
     assert_same_frames(frames_of(BuiltinSource(engine, MODEL).read_window(*EVERYTHING)), want)
+    # A window too large to read whole is counted from the blocks' snapshot, not read.
+    monkeypatch.setattr(block_reader, "decode_part", no_rows)
+    assert source.read_window_within(*EVERYTHING, n - 1) == (n, None)
 
 
 def test_rows_searched_by_id_are_the_rows_searched_by_time(store: sa.Engine) -> None:
@@ -907,3 +930,38 @@ def test_a_failing_compaction_does_not_stop_a_backfill(  # type: ignore[no-untyp
     assert [r.rows for r in runs] == [120]
     assert "compacting the logs of loan_default failed: TypeError" in caplog.text
     assert block_rows_of(engine) == []
+
+
+def test_a_block_column_of_one_chunk_is_that_chunk_and_several_are_joined() -> None:
+    from monitor.store.blocks import _one_array
+
+    one = pa.chunked_array([pa.array([1, 2, None])])
+    got = _one_array(one)
+    assert got.equals(one.chunk(0))
+    assert got.buffers()[1].address == one.chunk(0).buffers()[1].address  # not a copy
+    assert _one_array(pa.chunked_array([[1], [2, None]])).equals(pa.array([1, 2, None]))
+    assert _one_array(pa.chunked_array([], type=pa.int64())).equals(pa.array([], pa.int64()))
+
+
+@pytest.mark.parametrize("late", [[7, None, 0], [7, "yes"], [1.5]])
+def test_int_labels_read_from_blocks_come_as_label_texts(
+    engine: sa.Engine, late: list[Any]
+) -> None:
+    """Int or null labels in the blocks, and labels stored since: the read's texts are
+    label_text's of its labels; a label of another type stored since leaves them out."""
+    for first in range(0, N, 20):
+        add_logs(engine, plain_records(first, min(20, N - first)))
+    # Ints (a negative one among them) and a null.
+    add_labels(engine, [(f"r-{i}", i // 3 % 3, T0) for i in range(0, N, 3)]
+               + [("r-1", None, T0), ("r-4", -5, T0)])
+    compaction.compact(engine, MODEL, block_rows=BLOCK)
+    add_labels(engine, [(f"r-{2 + 3 * i}", v, T0 + DAY) for i, v in enumerate(late)])
+    source = BuiltinSource(engine, MODEL)
+    window = source.read_window(*EVERYTHING)
+    assert exact(window.labels).count(("int", "1")) > 0  # labels_for's ints, in the blocks
+    if all(v is None or type(v) is int for v in late):
+        assert window.label_texts is not None
+        assert exact(pd.Series(window.label_texts)) == exact(label_text(window.labels))
+    else:
+        assert window.label_texts is None
+    assert_blocks_read_equal(engine, WINDOWS)
