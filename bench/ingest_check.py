@@ -159,6 +159,8 @@ def steps(url: str, parquet: str) -> dict[str, float]:
     timed(staging.StagedLoad, "add_many", "staging (SQLite executemany)")
     timed(staging.StagedLoad, "add_copy", "staging (PostgreSQL COPY)")
     timed(staging.StagedLoad, "publish_ids", "publish (INSERT ... SELECT)")
+    timed(staging.DirectLoad, "add_copy", "direct load (PostgreSQL COPY into the table)")
+    timed(staging.DirectLoad, "publish_ids", "direct load's commit")
     timed(monitor.ingest, "stored_request_ids", "stored ids looked up")
     timed(arrow_blocks, "coded_rows", "rows coded for blocks (reading thread)")
     timed(arrow_blocks, "write_load_blocks", "blocks written")
