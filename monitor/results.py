@@ -223,6 +223,12 @@ class EstimatedResult:
     lower_bounds: dict[str, float | None] = field(default_factory=dict)
     upper_bounds: dict[str, float | None] = field(default_factory=dict)
 
+    @property
+    def headline(self) -> tuple[str, float | None, float | None, float | None]:
+        """The estimate's main figure, as views show it: (metric, estimated, reference,
+        drop)."""
+        return "accuracy", self.estimated_accuracy, self.reference_accuracy, self.drop
+
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -256,6 +262,12 @@ class EstimatedLossResult:
     upper_bounds: dict[str, float | None] = field(default_factory=dict)
     reference_metrics: dict[str, float | None] = field(default_factory=dict)
     method: str = "dle"
+
+    @property
+    def headline(self) -> tuple[str, float | None, float | None, float | None]:
+        """The estimate's main figure, as views show it: (metric, estimated, reference,
+        rise)."""
+        return "mae", self.estimated_mae, self.reference_mae, self.rise
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -12,7 +12,6 @@ from monitor.results import (
     DriftResult,
     ErrorSection,
     EstimatedLossResult,
-    EstimatedResult,
     MultivariateResult,
     NotApplicable,
     PerformanceResult,
@@ -184,8 +183,8 @@ with tabs[2]:
         cols[2].metric("Labels mature", "yes" if perf.mature else "not yet")
         est = perf.estimated
         loss = isinstance(est, EstimatedLossResult)
-        value = (est.estimated_mae if isinstance(est, EstimatedLossResult) else
-                 est.estimated_accuracy if isinstance(est, EstimatedResult) else None)
+        metric, value, reference, drop = (est.headline if est is not None
+                                          else ("", None, None, None))
         cols[3].metric("Estimated MAE" if loss else "Estimated accuracy",
                        "n/a" if value is None or est is None else f"{value:.4g}",
                        help=("direct loss estimation, without labels" if loss else
@@ -199,12 +198,9 @@ with tabs[2]:
                  "reference": perf.reference_metrics.get(name), "drop": perf.drops.get(name)}
                 for name, value in perf.metrics.items()]
         # One frame from every row (a concat of frames warns where one column is all None).
-        if isinstance(est, EstimatedResult) and est.estimated_accuracy is not None:
-            rows.append({"metric": "estimated accuracy", "window": est.estimated_accuracy,
-                         "reference": est.reference_accuracy, "drop": est.drop})
-        elif isinstance(est, EstimatedLossResult) and est.estimated_mae is not None:
-            rows.append({"metric": "estimated mae", "window": est.estimated_mae,
-                         "reference": est.reference_mae, "drop": est.rise})
+        if value is not None:
+            rows.append({"metric": f"estimated {metric}", "window": value,
+                         "reference": reference, "drop": drop})
         metrics = pd.DataFrame(rows, columns=["metric", "window", "reference", "drop"])
         st.dataframe(metrics, hide_index=True, width="stretch", key="metrics",
                      column_config={c: st.column_config.NumberColumn(format="%.4f")

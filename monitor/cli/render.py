@@ -12,7 +12,6 @@ from monitor.results import (
     CheckRun,
     DriftResult,
     ErrorSection,
-    EstimatedLossResult,
     EstimatedResult,
     MultivariateResult,
     NotApplicable,
@@ -134,13 +133,9 @@ def print_run(run: CheckRun) -> None:
             shown = ", ".join(
                 f"{k} {number(v)} (ref {number(sec.reference_metrics.get(k))})"
                 for k, v in sec.metrics.items() if v is not None)
-            est = sec.estimated
-            estimated = (f"  estimated accuracy {fmt(est.estimated_accuracy, 'num')}"
-                         if isinstance(est, EstimatedResult)
-                         and est.estimated_accuracy is not None else
-                         f"  estimated mae {_num(est.estimated_mae)}"
-                         if isinstance(est, EstimatedLossResult)
-                         and est.estimated_mae is not None else "")
+            metric, value, _, _ = (sec.estimated.headline if sec.estimated is not None
+                                   else ("", None, None, None))
+            estimated = f"  estimated {metric} {number(value)}" if value is not None else ""
             _section_line(name, sec.status, f"labels {fmt(sec.label_coverage)}  "
                           f"{shown or 'no labels yet'}" + estimated)
         elif isinstance(sec, ServiceResult):

@@ -24,8 +24,6 @@ from monitor.results import (
     CheckRun,
     DriftResult,
     ErrorSection,
-    EstimatedLossResult,
-    EstimatedResult,
     MultivariateResult,
     NotApplicable,
     PerformanceResult,
@@ -349,13 +347,9 @@ def _sections_table(verdict: _Verdict) -> list[list[str]]:
         elif isinstance(sec, PerformanceResult):
             shown = ", ".join(f"{k} {_num(v)} (reference {_num(sec.reference_metrics.get(k))})"
                               for k, v in sec.metrics.items() if v is not None)
-            est = sec.estimated
-            estimated = (f"; estimated accuracy {_num(est.estimated_accuracy)}"
-                         if isinstance(est, EstimatedResult)
-                         and est.estimated_accuracy is not None else
-                         f"; estimated mae {_num(est.estimated_mae)}"
-                         if isinstance(est, EstimatedLossResult)
-                         and est.estimated_mae is not None else "")
+            metric, value, _, _ = (sec.estimated.headline if sec.estimated is not None
+                                   else ("", None, None, None))
+            estimated = f"; estimated {metric} {_num(value)}" if value is not None else ""
             rows.append([name, sec.status, f"labels {_pct(sec.label_coverage)} "
                          f"({'mature' if sec.mature else 'not mature'}); "
                          f"{shown or 'no labelled rows'}" + estimated])
