@@ -565,27 +565,28 @@ def _layout(schema: ModelSchema, default_version: str | None) -> LogLayout:
                      default_version)
 
 
-def _parquet_stored(engine: Engine, model: str, path: Path) -> list[Any] | None:
-    """Each batch's request ids when every one of them is stored (a file loaded again),
-    read from that column alone, so that such a file is neither decoded nor checked;
-    None at the first batch with an id not stored (a first load pays for one batch's
-    ids) or ids the fast path would not take."""
+def _parquet_stored(engine: Engine, model: str, path: Path
+                    ) -> tuple[bool, list[tuple[Any, list[str]]]]:
+    """Whether every request id of the file is stored (a file loaded again: it is then
+    neither decoded nor checked), and each batch's ids, read from that column alone,
+    with the stored ones among them, up to the first batch with an id not stored (a
+    first load pays for one batch's ids, and the load reuses what was looked up)."""
     import pyarrow.parquet as pq
 
     pfile = pq.ParquetFile(path)
+    looked: list[tuple[Any, list[str]]] = []
     if "request_id" not in pfile.schema_arrow.names:
-        return None
-    out = []
+        return False, looked
     for batch in pfile.iter_batches(batch_size=FAST_BATCH, columns=["request_id"]):
         try:
             ids = request_ids(batch.column(0))
         except NotFast:
-            return None
-        stored = stored_request_ids(engine, model, ids.to_pylist())
+            return False, looked
+        stored = _stored_among(engine, model, ids)
+        looked.append((ids, stored))
         if not _all_stored(ids, stored):
-            return None
-        out.append(ids)
-    return out or None
+            return False, looked
+    return bool(looked), looked
 
 
 def _checked_batches(engine: Engine, model: str, path: Path, layout: LogLayout
@@ -593,20 +594,20 @@ def _checked_batches(engine: Engine, model: str, path: Path, layout: LogLayout
     """Each batch of the file checked, a mask of its rows not stored yet (None: all),
     and those rows encoded."""
     import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     try:
-        stored_file = _parquet_stored(engine, model, path)
-        if stored_file is not None:
-            for ids in stored_file:
+        whole, looked = _parquet_stored(engine, model, path)
+        if whole:
+            for ids, _ in looked:
                 yield _Stored(ids), None, _nothing()
             return
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=FAST_BATCH):
+        for k, batch in enumerate(pq.ParquetFile(path).iter_batches(batch_size=FAST_BATCH)):
             logs = ArrowLogs(batch, layout)
-            stored = stored_request_ids(engine, model, logs.ids.to_pylist())
-            keep = None if not stored else pc.invert(
-                pc.is_in(logs.ids, value_set=pa.array(stored, type=pa.string())))
+            # The ids looked up already, when this batch has the same ones.
+            stored = looked[k][1] if k < len(looked) and looked[k][0].equals(logs.ids) \
+                else None
+            keep = _not_stored(engine, model, logs, stored)
             yield logs, keep, logs.encode(keep)
     except (*_READ_ERRORS, pa.ArrowException) as exc:
         raise NotFast(f"read: {exc}") from None

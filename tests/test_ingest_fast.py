@@ -374,10 +374,13 @@ def test_a_stored_parquet_file_is_reloaded_from_its_ids_alone(engine, schema, tm
     slow = ingest_logs(engine, "slow", schema, path, fast=False).as_dict()
     assert fast == slow and (fast["added"], fast["already_stored"]) == (0, 30)
 
-    # One new row at the end: the file is read whole again, and only that row added.
+    # One new row at the end: the file is read whole again, and only that row added; each
+    # batch's ids are looked up once (5 batches of at most 7), not again by the load.
     grown = write(tmp_path / "grown.parquet", base(31))
+    looked = call_counter(monkeypatch, monitor.ingest, "stored_request_ids")
     report = ingest_logs(engine, "fast", schema, grown)
     assert built[0] > 0 and (report.added, report.already_stored) == (1, 30)
+    assert looked[0] == 5
     assert stored(engine, "fast") == stored(engine, "slow") + stored(engine, "fast")[-1:]
 
 
