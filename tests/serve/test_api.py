@@ -26,6 +26,7 @@ from monitor.fallback.flag import flag_document, list_events, set_override
 from monitor.serve.api import ENV_TOKEN, create_app
 from monitor.store.db import create_engine, ensure_schema
 from monitor.store.runs import Metric, save_run
+from tests.conftest import ROOT
 from tests.serve.conftest import (
     check_run,
     drift_result,
@@ -353,8 +354,7 @@ def test_a_model_name_with_a_slash_is_reachable(engine: sa.Engine, tmp_path: Pat
     path.write_text(yaml.safe_dump({
         "database_url": engine.url.render_as_string(hide_password=False),
         "models": {name: {"schema": str(schema_path),
-                          "reference": str(Path(__file__).parents[2] / "sample_data"
-                                           / "reference.parquet"),
+                          "reference": str(ROOT / "sample_data" / "reference.parquet"),
                           "window": "1d", "fallback": {"default_prediction": 0}}}}),
         encoding="utf-8")
     api = client(engine, load_config(path))
