@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from monitor.checks.calibration import CalibrationDecision, IsotonicCurve, decide_calibration
+from monitor.checks.classes import ClassRows
 from monitor.checks.estimated_metrics import estimated_metrics
 from monitor.checks.performance import class_names
 from monitor.checks.sampling_error import BAND_SIGMAS, Component, SamplingErrors, band
@@ -258,16 +259,23 @@ class AccuracyEstimator:
         and the sampling error of each."""
         return self.estimate_rows(self.rows(probabilities, predictions))
 
-    def rows(self, probabilities: pd.DataFrame, predictions: pd.Series) -> EstimateRows:
-        """The window's rows prepared for ``estimate_rows``."""
+    def rows(self, probabilities: pd.DataFrame, predictions: pd.Series,
+             classes: ClassRows | None = None) -> EstimateRows:
+        """The window's rows prepared for ``estimate_rows``; ``classes``: ``predictions``
+        as ``ClassRows.of`` coded them (with the labels), when the caller has them."""
         if len(probabilities) != len(predictions):
             raise ValueError("probabilities and predictions must have the same length")
         scores = _scores(probabilities, self.classes)
-        usable = np.isfinite(scores).all(axis=1) & predictions.notna().to_numpy()
+        has_pred = classes.has_pred if classes is not None else predictions.notna().to_numpy()
+        usable = np.isfinite(scores).all(axis=1) & has_pred
         if not usable.all():
             scores = np.asfortranarray(scores[usable])
-            predictions = predictions.iloc[usable]
-        return EstimateRows(usable, scores, _codes(predictions, self.classes))
+        if classes is not None:
+            pred = classes.codes_of(self.classes)[classes.pred[usable]]
+        else:
+            pred = _codes(predictions.iloc[usable] if not usable.all() else predictions,
+                          self.classes)
+        return EstimateRows(usable, scores, pred)
 
     def estimate_rows(self, rows: EstimateRows, among: np.ndarray | None = None
                       ) -> tuple[int, dict[str, float | None], dict[str, float | None]]:

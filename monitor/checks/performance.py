@@ -2,8 +2,8 @@
 
 Labels arrive late, so a window is judged only once it is mature: enough of its
 rows carry a label, or it is old enough that the missing labels are not coming.
-Class labels are compared as text (see ``label_text``). Metrics are computed with
-numpy; the tests hold them equal to scikit-learn and Evidently.
+Class labels are compared as text (see ``label_text``), coded once (``ClassRows``).
+Metrics are computed with numpy; the tests hold them equal to scikit-learn and Evidently.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from monitor.checks.classes import ClassRows
 from monitor.config import PerformanceConfig
 from monitor.results import PerformanceResult
-from monitor.schema import ModelSchema, label_of, label_text
+from monitor.schema import ModelSchema, label_of
 
 __all__ = [
     "CLASSIFICATION_METRICS",
@@ -70,9 +71,8 @@ def _auc(positive: np.ndarray, scores: np.ndarray) -> float | None:
     return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
-def _f1(pred: np.ndarray, label: np.ndarray, cls: str) -> float | None:
-    # Each text column compared once (a comparison of a million Python strings is 0.02 s).
-    predicted, actual = pred == cls, label == cls
+def _f1(rows: ClassRows, cls: int) -> float | None:
+    predicted, actual = rows.pred == cls, rows.label == cls
     tp = int(np.count_nonzero(predicted & actual))
     fp = int(np.count_nonzero(predicted)) - tp
     fn = int(np.count_nonzero(actual)) - tp
@@ -80,7 +80,8 @@ def _f1(pred: np.ndarray, label: np.ndarray, cls: str) -> float | None:
     return 2 * tp / denominator if denominator else None
 
 
-def _roc_auc(label: np.ndarray, proba: pd.DataFrame | None, classes: list[str]) -> float | None:
+def _roc_auc(rows: ClassRows, proba: pd.DataFrame | None, classes: list[str]
+             ) -> float | None:
     if proba is None or len(classes) < 2:
         return None
     if len(classes) == 2:
@@ -88,33 +89,35 @@ def _roc_auc(label: np.ndarray, proba: pd.DataFrame | None, classes: list[str]) 
             return None
         scores = proba[classes[-1]].to_numpy(dtype=float)
         ok = np.isfinite(scores)
-        return _auc(label[ok] == classes[-1], scores[ok])
+        return _auc(rows.label[ok] == rows.code(classes[-1]), scores[ok])
     if not set(classes) <= set(proba.columns):
         return None
     matrix = proba[classes].to_numpy(dtype=float)
     ok = np.isfinite(matrix).all(axis=1)
+    label = rows.label[ok]
     # One-vs-rest macro over the classes that have both outcomes in the window.
-    aucs = [_auc(label[ok] == c, matrix[ok, i]) for i, c in enumerate(classes)]
+    aucs = [_auc(label == rows.code(c), matrix[ok, i]) for i, c in enumerate(classes)]
     defined = [a for a in aucs if a is not None]
     return float(np.mean(defined)) if defined else None
 
 
-def _classification(pred: np.ndarray, label: np.ndarray, proba: pd.DataFrame | None,
+def _classification(rows: ClassRows, proba: pd.DataFrame | None,
                     classes: list[str]) -> dict[str, float | None]:
-    if not len(label):
+    """The metrics of labelled rows (every row has a prediction and a label)."""
+    if not len(rows):
         return dict.fromkeys(CLASSIFICATION_METRICS)
+    seen = rows.present()
     if not classes:
-        classes = sorted(set(label) | set(pred))
+        classes = sorted(seen)
     if len(classes) == 2:
-        f1 = _f1(pred, label, classes[-1])
+        f1 = _f1(rows, rows.code(classes[-1]))
     else:
         # Macro over the contract's classes seen in labels or predictions (sklearn's
         # default set, minus unknown labels: those are just wrong predictions).
-        seen = set(label) | set(pred)
-        scores = [_f1(pred, label, c) for c in classes if c in seen]
+        scores = [_f1(rows, rows.code(c)) for c in classes if c in seen]
         f1 = float(np.mean(np.array(scores, dtype=float))) if scores else None
-    return {"accuracy": float(np.mean(pred == label)), "f1": f1,
-            "roc_auc": _roc_auc(label, proba, classes)}
+    return {"accuracy": float(np.mean(rows.pred == rows.label)), "f1": f1,
+            "roc_auc": _roc_auc(rows, proba, classes)}
 
 
 def _regression(predictions: pd.Series, labels: pd.Series) -> dict[str, float | None]:
@@ -127,25 +130,39 @@ def _regression(predictions: pd.Series, labels: pd.Series) -> dict[str, float | 
     return {"mae": float(np.mean(np.abs(err))), "rmse": float(np.sqrt(np.mean(err**2)))}
 
 
-def _labelled(predictions: pd.Series, labels: pd.Series,
-              probabilities: pd.DataFrame | None) -> tuple[pd.Series, pd.Series,
-                                                           pd.DataFrame | None, int]:
-    """Rows with a prediction, then those with a label; returns the latter and the former count."""
-    if len(labels) != len(predictions) or (
-            probabilities is not None and len(probabilities) != len(predictions)):
+def _pick(probabilities: pd.DataFrame | None, keep: np.ndarray) -> pd.DataFrame | None:
+    """The probabilities of the rows ``keep`` picks, columns named as text."""
+    if probabilities is None:
+        return None
+    # The pick is a new object, renamed and renumbered in place (``rename`` and
+    # ``reset_index`` copy every value).
+    proba = probabilities.iloc[keep]
+    proba.columns = pd.Index([str(c) for c in proba.columns], dtype=object)
+    proba.index = pd.RangeIndex(len(proba))
+    return proba
+
+
+def _check_lengths(n: int, labels: int, probabilities: pd.DataFrame | None) -> None:
+    if labels != n or (probabilities is not None and len(probabilities) != n):
         raise ValueError("predictions, labels and probabilities must have the same length")
+
+
+def _labelled(predictions: pd.Series, labels: pd.Series
+              ) -> tuple[pd.Series, pd.Series, int]:
+    """A regressor's rows with a prediction, then those with a label; returns the latter
+    and the former count."""
     has_pred = predictions.notna().to_numpy()
     keep = has_pred & labels.notna().to_numpy()
-    # Each pick is a new object, renamed and renumbered in place (``rename`` and
-    # ``reset_index`` copy every value).
-    proba = None
-    if probabilities is not None:
-        proba = probabilities.iloc[keep]
-        proba.columns = pd.Index([str(c) for c in proba.columns], dtype=object)
-        proba.index = pd.RangeIndex(len(proba))
     pred, label = predictions.iloc[keep], labels.iloc[keep]
     pred.index = label.index = pd.RangeIndex(len(pred))
-    return pred, label, proba, int(has_pred.sum())
+    return pred, label, int(has_pred.sum())
+
+
+def _labelled_classes(rows: ClassRows, probabilities: pd.DataFrame | None
+                      ) -> tuple[ClassRows, pd.DataFrame | None, int]:
+    """``_labelled`` of a classifier's coded rows, with their probabilities."""
+    keep = rows.labelled
+    return rows.take(keep), _pick(probabilities, keep), int(rows.has_pred.sum())
 
 
 def performance_metrics(predictions: pd.Series, labels: pd.Series,
@@ -157,17 +174,12 @@ def performance_metrics(predictions: pd.Series, labels: pd.Series,
     roc_auc (None without probabilities). Regression: mae, rmse. None where a
     metric is undefined on these rows (no labels; one outcome only for roc_auc).
     """
-    pred, label, proba, _ = _labelled(predictions, labels, probabilities)
-    return _metrics(pred, label, proba, schema)
-
-
-def _metrics(pred: pd.Series, label: pd.Series, proba: pd.DataFrame | None,
-             schema: ModelSchema) -> dict[str, float | None]:
-    """``performance_metrics`` on rows ``_labelled`` picked."""
+    _check_lengths(len(predictions), len(labels), probabilities)
     if schema.task == "regression":
+        pred, label, _ = _labelled(predictions, labels)
         return _regression(pred, label)
-    return _classification(label_text(pred).to_numpy(), label_text(label).to_numpy(), proba,
-                           class_names(schema))
+    picked, proba, _ = _labelled_classes(ClassRows.of(predictions, labels), probabilities)
+    return _classification(picked, proba, class_names(schema))
 
 
 def _drop(metric: str, current: float | None, reference: float | None) -> float | None:
@@ -202,19 +214,29 @@ def check_performance(
     config: PerformanceConfig,
     window_end: datetime,
     now: datetime,
+    classes: ClassRows | None = None,
 ) -> PerformanceResult:
     """Judge a window's realized metrics against the reference's; pure, no I/O, no clock.
 
     ``labels`` is aligned with ``predictions`` (null where not arrived yet), and
     ``probabilities`` too (one column per class as text). Rows without a
-    prediction are not counted.
+    prediction are not counted. ``classes``: a classifier's ``predictions`` and ``labels``
+    as ``ClassRows.of`` coded them, when the caller has them.
     """
-    pred, label, proba, rows = _labelled(predictions, labels, probabilities)
-    labelled = len(label)
+    _check_lengths(len(predictions), len(labels), probabilities)
+    metrics: dict[str, float | None]
+    if schema.task == "regression":
+        pred, label, rows = _labelled(predictions, labels)
+        labelled = len(label)
+        metrics = _regression(pred, label)
+    else:
+        coded = classes if classes is not None else ClassRows.of(predictions, labels)
+        picked, proba, rows = _labelled_classes(coded, probabilities)
+        labelled = len(picked)
+        metrics = _classification(picked, proba, class_names(schema))
     coverage = labelled / rows if rows else 0.0
     age = now - window_end
     mature = coverage >= config.min_label_coverage or age >= config.max_label_delay
-    metrics = _metrics(pred, label, proba, schema)
     names = REGRESSION_METRICS if schema.task == "regression" else CLASSIFICATION_METRICS
     reference = {m: reference_metrics.get(m) for m in names}
     drops = {m: _drop(m, metrics[m], reference[m]) for m in names}

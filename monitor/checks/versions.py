@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from monitor.checks.classes import ClassRows
 from monitor.results import VersionComparison, VersionFigures, VersionsResult
 from monitor.rollback import estimate_test, two_proportion_test
-from monitor.schema import label_text
 
 if TYPE_CHECKING:
     from monitor.checks.drift import ReferenceProfile
@@ -91,23 +91,25 @@ def check_versions(
     now: datetime,
     alpha: float = 0.05,
     estimate_rows: EstimateRows | None = None,
+    classes: ClassRows | None = None,
 ) -> VersionsResult:
     """Each version of the window, most rows first, and each pair compared: realized
     accuracy (two-proportion z-test) when the labels are mature and both have
     ``config.min_labelled_rows`` labelled rows, else the estimate (z-test on CBPE's
     sampling errors). Informational: the section is always ``ok``. ``estimate_rows``:
     the answered rows as ``estimator.rows`` prepared them from ``probabilities`` and
-    ``predictions``, when the caller has them (each version's estimate picks its rows)."""
+    ``predictions``, when the caller has them (each version's estimate picks its rows).
+    ``classes``: a classifier's ``predictions`` and ``labels`` as ``ClassRows.of`` coded
+    them, when the caller has them."""
     if len(rows.answered) != len(predictions) or len(labels) != len(predictions):
         raise ValueError("answered version codes, predictions and labels must align")
     classifier = schema.task == "classification"
-    has_label = labels.notna().to_numpy() & predictions.notna().to_numpy()
-    right = np.zeros(len(predictions), dtype=bool)
-    if classifier and has_label.any():
-        # Whole columns compared, then masked: texts already (the run gives them so) pass
-        # through ``label_text`` as they are, and no labelled rows are copied out.
-        right = (label_text(predictions).to_numpy() == label_text(labels).to_numpy()) \
-            & has_label
+    if classifier:
+        coded = classes if classes is not None else ClassRows.of(predictions, labels)
+        has_label, right = coded.labelled, coded.right
+    else:
+        has_label = labels.notna().to_numpy() & predictions.notna().to_numpy()
+        right = np.zeros(len(predictions), dtype=bool)
     mature = _mature(int(has_label.sum()), len(predictions), config=config,
                      window_end=window_end, now=now)
     pred_name = schema.prediction_column

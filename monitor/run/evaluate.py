@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, TypeVar
 
+from monitor.checks.classes import ClassRows
 from monitor.checks.schema_check import SchemaAccumulator
 from monitor.checks.segments import SegmentLabels
 from monitor.config import PerformanceConfig
@@ -258,6 +259,16 @@ def evaluate_window(
         return reference
 
     prepared: list[EstimateRows] = []
+    coded: list[ClassRows] = []
+
+    def class_rows() -> ClassRows | None:
+        """A classifier's answered predictions and labels coded once, for performance,
+        its estimate and versions."""
+        if schema.task != "classification" or "prediction" not in perf:
+            return None
+        if not coded:
+            coded.append(ClassRows.of(perf["prediction"], perf["label"]))
+        return coded[0]
 
     def estimate_rows() -> EstimateRows | None:
         """The answered rows as the accuracy estimate reads them, prepared once for the
@@ -266,7 +277,7 @@ def evaluate_window(
         if estimator is None or not len(prob_frame.columns) or "prediction" not in perf:
             return None
         if not prepared:
-            prepared.append(estimator.rows(prob_frame, perf["prediction"]))
+            prepared.append(estimator.rows(prob_frame, perf["prediction"], class_rows()))
         return prepared[0]
 
     def drift() -> DriftResult:
@@ -290,7 +301,7 @@ def evaluate_window(
         return _performance(model, ref.metrics, ref, preds, labels, probs, end=end, now=now,
                             inputs=inputs, as_text=True,
                             estimate_rows=estimate_rows() if schema.task == "classification"
-                            else None)
+                            else None, classes=class_rows())
 
     def service() -> ServiceResult:
         from monitor.checks.health import check_service
@@ -342,7 +353,8 @@ def evaluate_window(
             estimator=ref.estimator if ref else None,
             reference_accuracy=ref.metrics.get("accuracy") if ref else None,
             drift_config=model_cfg.drift, config=model_cfg.performance, window_end=end,
-            now=now, estimate_rows=estimate_rows() if schema.task == "classification" else None)
+            now=now, estimate_rows=estimate_rows() if schema.task == "classification" else None,
+            classes=class_rows())
 
     sections: dict[str, Section] = {
         "schema": schema_result, "drift": _section(drift),
@@ -350,6 +362,7 @@ def evaluate_window(
         "service": _section(service),
         "versions": NotApplicable(FEATURES_ONLY) if features_only else _section(versions)}
     prepared.clear()  # versions was the last reader
+    coded.clear()
     if seg_cfg.columns:
         sections["segments"] = _section(segments)
     if model_cfg.multivariate.enabled:
@@ -382,7 +395,8 @@ def _performance(model: ResolvedModel, reference_metrics: Mapping[str, float | N
                  probs: pd.DataFrame | None, *, end: datetime, now: datetime,
                  config: PerformanceConfig | None = None, segment: bool = False,
                  inputs: pd.DataFrame | None = None, as_text: bool = False,
-                 estimate_rows: EstimateRows | None = None) -> PerformanceResult:
+                 estimate_rows: EstimateRows | None = None,
+                 classes: ClassRows | None = None) -> PerformanceResult:
     """Realized and estimated performance of answered rows (predictions, labels, and
     probabilities when logged) against ``reference_metrics``: the whole reference's, or
     with ``segment`` a segment's reference rows' (then the estimate is judged against
@@ -390,7 +404,8 @@ def _performance(model: ResolvedModel, reference_metrics: Mapping[str, float | N
     rows' drift frame, aligned with ``preds``); without them it is not estimated (a
     segment's performance: the loss models are the whole reference's). ``as_text``: a
     classifier's predictions and labels are ``label_text``'s already. ``estimate_rows``:
-    ``preds`` and ``probs`` as the accuracy estimator prepared them, when at hand."""
+    ``preds`` and ``probs`` as the accuracy estimator prepared them, and ``classes``
+    ``preds`` and ``labels`` as ``ClassRows.of`` coded them, when at hand."""
     from dataclasses import replace
 
     from monitor.checks.estimated import check_estimated, with_estimate
@@ -400,7 +415,7 @@ def _performance(model: ResolvedModel, reference_metrics: Mapping[str, float | N
     if schema.task == "classification" and not as_text:
         preds, labels = label_text(preds), label_text(labels)
     result = check_performance(preds, labels, probs, dict(reference_metrics), schema,
-                               config=perf_cfg, window_end=end, now=now)
+                               config=perf_cfg, window_end=end, now=now, classes=classes)
     if schema.task == "regression" and inputs is not None:
         from monitor.checks.estimated_loss import check_estimated_loss
 

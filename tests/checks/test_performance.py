@@ -10,15 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from monitor.checks.classes import ClassRows
 from monitor.checks.performance import (
     _average_ranks,
     _f1,
     check_performance,
-    label_text,
     performance_metrics,
 )
 from monitor.config import PerformanceConfig
-from monitor.schema import FeatureSpec, ModelSchema, PredictionSpec, label_of
+from monitor.schema import FeatureSpec, ModelSchema, PredictionSpec, label_of, label_text
 
 END = datetime(2026, 10, 1, tzinfo=UTC)
 FRESH = END + timedelta(hours=1)  # an hour after the window: labels still arriving
@@ -141,12 +141,13 @@ def test_f1_counts_each_outcome_as_the_pairwise_comparisons() -> None:
     rng = np.random.default_rng(3)
     values = np.array(["a", "b", "c", None, math.nan], dtype=object)
     pred, label = values[rng.integers(0, 5, 4000)], values[rng.integers(0, 5, 4000)]
+    rows = ClassRows.of(pd.Series(pred, dtype=object), pd.Series(label, dtype=object))
     for cls in ("a", "b", "z"):
         tp = int(np.sum((pred == cls) & (label == cls)))
         fp = int(np.sum((pred == cls) & (label != cls)))
         fn = int(np.sum((pred != cls) & (label == cls)))
         want = 2 * tp / (2 * tp + fp + fn) if 2 * tp + fp + fn else None
-        assert _f1(pred, label, cls) == want
+        assert _f1(rows, rows.code(cls)) == want
 
 
 def test_multiclass_metrics_equal_sklearn() -> None:
