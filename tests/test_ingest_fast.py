@@ -213,6 +213,44 @@ def test_a_reload_stages_nothing_and_a_partial_overlap_adds_only_new_rows(
     assert [r[1] for r in stored(engine, "m")[50:]] == ["new-1"]
 
 
+def test_a_load_starts_with_short_pieces_and_reuses_the_look_up(
+        engine, schema, tmp_path, monkeypatch) -> None:
+    """The first rows go in short pieces, each a little longer than the last, up to the
+    file's batches (the database starts writing sooner); pieces within the rows the
+    id-only pass looked up take its stored ids, the others look theirs up, and the rows
+    stored are the row path's."""
+    monkeypatch.setattr(monitor.ingest, "FAST_BATCH", 10)
+    monkeypatch.setattr(monitor.ingest, "FIRST_PIECE", 3)
+    staged: list[int] = []
+    add = LogLoad.add_arrow
+
+    def counting(self: LogLoad, rows: Any, **kwargs: Any) -> int:
+        staged.append(len(rows))
+        return add(self, rows, **kwargs)
+
+    monkeypatch.setattr(LogLoad, "add_arrow", counting)
+    path = write(tmp_path / "logs.parquet", base(45))
+    fast = ingest_logs(engine, "fast", schema, path)
+    # 3, then at least one more each time, pieces across the file's batches of 10 (7-12,
+    # 18-25) joined; from 10 rows on, the file's batches (the rest of 30-40, then 40-45).
+    assert staged == [3, 4, 5, 6, 7, 8, 7, 5]
+    slow = ingest_logs(engine, "slow", schema, path, fast=False)
+    assert fast.as_dict() == slow.as_dict() and fast.added == 45
+    assert stored(engine, "fast") == stored(engine, "slow")
+
+    # Rows 2 and 6 stored already: the id-only pass looks up the first batch (rows 0-9),
+    # the pieces 0-3 and 3-7 take its answer, the 6 others look theirs up.
+    monkeypatch.setattr(LogLoad, "add_arrow", add)
+    cols = base(45)
+    cols["request_id"] = [rid if i in (2, 6) else f"n-{i}" for i, rid in
+                          enumerate(cols["request_id"])]
+    looked = call_counter(monkeypatch, monitor.ingest, "stored_request_ids")
+    report = ingest_logs(engine, "fast", schema, write(tmp_path / "some.parquet", cols))
+    assert (report.added, report.already_stored, looked[0]) == (43, 2, 7)
+    ids = [r[1] for r in stored(engine, "fast")[45:]]
+    assert ids == [f"n-{i}" for i in range(45) if i not in (2, 6)]
+
+
 def test_an_id_repeated_across_batches_is_reported_by_the_row_path(engine, schema, tmp_path,
                                                                    monkeypatch) -> None:
     monkeypatch.setattr(monitor.ingest, "FAST_BATCH", 4)
