@@ -66,7 +66,8 @@ class ClassRows:
         """Per text, its index in ``classes`` (-1 outside them), with a last entry -1 for
         a null: ``lookup[codes]`` maps rows to class indices."""
         index = {c: i for i, c in enumerate(classes)}
-        return np.array([index.get(t, -1) for t in self.texts] + [-1], dtype=np.intp)
+        return np.array([index.get(t, -1) for t in self.texts] + [-1],
+                        dtype=np.min_scalar_type(-(len(classes) + 1)))
 
     @cached_property
     def has_pred(self) -> np.ndarray:

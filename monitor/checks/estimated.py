@@ -213,11 +213,16 @@ class AccuracyEstimator:
 
     def _calibrated(self, scores: np.ndarray) -> np.ndarray:
         """Rows x classes: the calibrated probabilities of fully scored rows."""
+        calibrated = self._calibrated_scored(scores)
+        return _full(calibrated) if len(self.classes) == 2 else calibrated
+
+    def _calibrated_scored(self, scores: np.ndarray) -> np.ndarray:
+        """``_calibrated``, binary: the positive class's column alone."""
         calibrated = np.empty(scores.shape, order="F")
         for i, iso in enumerate(self.calibrators):
             calibrated[:, i] = scores[:, i] if iso is None else iso.predict(scores[:, i])
         if len(self.classes) == 2:
-            return _full(calibrated)
+            return calibrated
         total = calibrated.sum(axis=1, keepdims=True)
         np.divide(calibrated, total, out=calibrated, where=total != 0)
         # Every class calibrated to 0 (scores below all fitted ones): no information left.
@@ -238,6 +243,9 @@ class AccuracyEstimator:
 
     def _calibrated_of(self, scores: np.ndarray) -> np.ndarray:
         return self._calibrated(scores) if len(scores) else np.empty((0, len(self.classes)))
+
+    def _scored_of(self, scores: np.ndarray) -> np.ndarray:
+        return self._calibrated_scored(scores) if len(scores) else np.empty((0, 1))
 
     def correct_probability(self, probabilities: pd.DataFrame,
                             predictions: pd.Series) -> np.ndarray:
@@ -288,7 +296,8 @@ class AccuracyEstimator:
             keep = among[rows.usable]
             scores, pred = _pick(scores, keep), pred[keep]
         used = len(pred)
-        return used, estimated_metrics(self._calibrated_of(scores), _full(scores), pred), \
+        # Binary: the positive class's columns alone (``estimated_metrics``).
+        return used, estimated_metrics(self._scored_of(scores), scores, pred), \
             self.sampling.at(used)
 
 

@@ -71,23 +71,32 @@ def estimated_metrics(calibrated: np.ndarray, raw: np.ndarray,
     ``calibrated``: rows x classes, the calibrated probabilities (each row sums to 1);
     ``raw``: rows x classes, the model's own scores (they rank rows for ROC AUC);
     ``predicted``: per row the column of the predicted class, -1 for a prediction outside
-    the classes (never right, and predicted as no class). Two columns: binary, the second
-    the positive class. None where a metric is undefined (no rows; ROC AUC with one
-    outcome expected nowhere).
+    the classes (never right, and predicted as no class). Binary: either two columns, the
+    second the positive class, or the positive class's column alone in both (the negative
+    one is 1 minus it; a million rows' two-column copies are 32 MB). None where a metric
+    is undefined (no rows; ROC AUC with one outcome expected nowhere).
     """
-    rows, n_classes = calibrated.shape
+    rows, width = calibrated.shape
     if not rows:
         return dict.fromkeys(ESTIMATED_METRICS)
-    known = predicted >= 0
-    correct = np.where(known, calibrated[np.arange(rows), np.where(known, predicted, 0)], 0.0)
-    scored = [1] if n_classes == 2 else list(range(n_classes))
+    if width == 1:  # binary, the positive column: the numbers a second column would give
+        positive = calibrated[:, 0]
+        correct = np.where(predicted == 1, positive,
+                           np.where(predicted == 0, 1.0 - positive, 0.0))
+        scored = [(1, positive, raw[:, 0])]
+    else:
+        known = predicted >= 0
+        correct = np.where(known, calibrated[np.arange(rows), np.where(known, predicted, 0)],
+                           0.0)
+        scored = [(c, calibrated[:, c], raw[:, c])
+                  for c in ([1] if width == 2 else range(width))]
     f1s, precisions, recalls, aucs = [], [], [], []
-    for c in scored:
-        tp, fp, fn = _counts(calibrated[:, c], predicted == c)
+    for c, proba, score in scored:
+        tp, fp, fn = _counts(proba, predicted == c)
         f1s.append(_ratio(tp, tp + 0.5 * (fp + fn)))
         precisions.append(_ratio(tp, tp + fp))
         recalls.append(_ratio(tp, tp + fn))
-        aucs.append(_estimated_auc(calibrated[:, c], raw[:, c]))
+        aucs.append(_estimated_auc(proba, score))
     return {
         "accuracy": float(np.mean(correct)),
         "f1": float(np.mean(f1s)),

@@ -39,7 +39,7 @@ from monitor.store.blocks import (
     part_of,
 )
 from monitor.store.db import driver_connection
-from monitor.store.frames import WindowBuilder, WindowFrames, gc_paused
+from monitor.store.frames import WindowBuilder, WindowFrames, free_memory, gc_paused
 from monitor.store.reading import (
     _bound,
     _window_sql,
@@ -184,8 +184,12 @@ def read_window(engine: Engine, model: str, start: datetime, end: datetime,
                      len(stale), model)
         delete_blocks(engine, model, stale)
         return None
+    free_memory()  # the blocks' buffers, before the frames take their place
     with gc_paused():
-        return frames_of(part, late, skip)
+        frames = frames_of(part, late, skip)
+    del part
+    free_memory()  # the coded columns the frames did not keep
+    return frames
 
 
 def window_chunks(engine: Engine, model: str, start: datetime, end: datetime,

@@ -420,6 +420,26 @@ def test_compacted_windows_equal_the_row_path(store: sa.Engine,
     assert source.read_window_within(*EVERYTHING, n - 1) == (n, None)
 
 
+def test_a_read_drops_each_coded_column_once_decoded(store: sa.Engine,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The window's coded columns go as its frames are built (a million rows' coded
+    arrays are 150 MB, most of them not kept by the frames), and the frames are still the
+    row path's."""
+    compaction.compact(store, MODEL, block_rows=BLOCK)
+    parts: list[Any] = []
+    real = block_reader.frames_of
+
+    def keeping(part: Any, *args: Any) -> WindowFrames:
+        parts.append(part)
+        return real(part, *args)
+
+    monkeypatch.setattr(block_reader, "frames_of", keeping)
+    got = block_reader.read_window(store, MODEL, *EVERYTHING)
+    assert got is not None and len(parts) == 1
+    assert (parts[0].meta, parts[0].features, parts[0].probabilities) == ({}, {}, {})
+    assert_same_frames(got, rows_path(store, *EVERYTHING))
+
+
 def test_rows_searched_by_id_are_the_rows_searched_by_time(store: sa.Engine) -> None:
     # The rows no block covers are searched by id on SQLite when their ranges are small:
     # another plan for the same query, so the same rows in the same order.
