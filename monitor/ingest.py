@@ -866,6 +866,11 @@ def _fast_load(engine: Engine, model: str, schema: ModelSchema, path: Path, kind
     report.already_stored = report.rows - report.added
     if loaded is not None and len(published) and not loaded.failed:
         _write_blocks(engine, model, loaded, published)
+    elif loaded is not None and loaded.too_large:
+        from monitor.store.arrow_blocks import MAX_LOADED_ROWS
+
+        _log.info("%s: %s: more than %d rows: their log blocks are left to compaction",
+                  model, path, MAX_LOADED_ROWS)
     return report
 
 

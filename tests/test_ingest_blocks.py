@@ -325,6 +325,32 @@ def _drop_failure(engine: sa.Engine) -> None:
             "" if engine.dialect.name == "sqlite" else " ON log_blocks")))
 
 
+def test_a_load_too_large_to_hold_leaves_its_blocks_to_compaction(
+        engine, schema, tmp_path, monkeypatch, caplog) -> None:
+    """A load holds its rows in block form until it is published; past MAX_LOADED_ROWS it
+    lets them go (its memory would grow with the file) and compaction writes the blocks,
+    the same ones."""
+    import monitor.store.arrow_blocks as arrow_blocks
+
+    monkeypatch.setattr(arrow_blocks, "MAX_LOADED_ROWS", 15)
+    monkeypatch.setattr(monitor.ingest, "FAST_BATCH", 7)
+    read = no_compaction(monkeypatch)
+    with caplog.at_level(logging.INFO, logger="mqm.ingest"):
+        report = load(engine, schema, write(tmp_path / "logs.parquet", base(20)))
+    assert report.added == 20
+    assert "more than 15 rows: their log blocks are left to compaction" in caplog.text
+    assert blocks(engine) == [] and sum(read) == 0
+    assert block_reader.read_window(engine, MODEL, *EVERYTHING) is None  # rows only
+    compaction.compact(engine, MODEL)
+    assert sum(read) == 20  # the compactor read them back
+    assert_window_as_rows(engine, *EVERYTHING)
+    # A load within the bound still writes its own blocks.
+    read.clear()
+    report = load(engine, schema, write(tmp_path / "more.parquet", base(10, first=20)))
+    assert report.added == 10 and sum(read) == 0
+    assert_blocks_as_compacted(engine)
+
+
 def test_a_failing_block_write_keeps_the_load_and_no_partial_block(
         engine, schema, tmp_path, monkeypatch, caplog) -> None:
     monkeypatch.setattr(compaction, "BLOCK_ROWS", 8)

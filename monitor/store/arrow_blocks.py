@@ -160,16 +160,23 @@ def coded_rows(logs: ArrowLogs, keep: Any = None, *, sqlite: bool,
                 np.full(n, NAT, dtype=np.int64), feature_keys, proba_keys)
 
 
+# Rows a load holds in block form until it is published (about 250 MB per million
+# rows): a larger file's blocks are left to compaction, so that a load's memory does not
+# grow with the file.
+MAX_LOADED_ROWS = 2_000_000
+
+
 @dataclass
 class LoadedRows:
     """The rows a load stages, in block form, batch after batch (``add``), kept until
-    the load is published and its ids are known."""
+    the load is published and its ids are known; at most ``MAX_LOADED_ROWS``."""
 
     sqlite: bool
     batches: list[Part] = field(default_factory=list)
     rows: int = 0
     request_ids: list[Any] = field(default_factory=list)
-    failed: bool = False  # a batch could not be coded: the load writes no blocks
+    failed: bool = False  # a batch could not be coded, or too many: no blocks written
+    too_large: bool = False  # failed for having more than MAX_LOADED_ROWS rows
 
     def fail(self) -> None:
         self.failed = True
@@ -180,6 +187,10 @@ class LoadedRows:
         if the part was coded without them: a million ids are 60 MB more as Python
         texts, made only once the load has let go of what it staged."""
         if len(part) and not self.failed:
+            if self.rows + len(part) > MAX_LOADED_ROWS:
+                self.fail()
+                self.too_large = True
+                return
             self.batches.append(part)
             self.request_ids.append(request_ids)
             self.rows += len(part)
