@@ -32,17 +32,21 @@ class ClassRows:
     label: np.ndarray  # the same type, -1: no label
 
     @classmethod
-    def of(cls, predictions: pd.Series, labels: pd.Series) -> ClassRows:
-        """Both columns coded (texts pass through ``label_text`` as they are)."""
+    def of(cls, predictions: pd.Series, labels: pd.Series, *, texts: bool = False
+           ) -> ClassRows:
+        """Both columns coded; ``texts``: they are ``label_text``'s already (its pass
+        over texts with nulls among them is a ``notna`` and a copy: 0.03 s a million)."""
         import pandas as pd
 
         if len(predictions) != len(labels):
             raise ValueError("predictions and labels must have the same length")
-        pred, texts = pd.factorize(label_text(predictions).to_numpy(), use_na_sentinel=True)
-        label, label_texts = pd.factorize(label_text(labels).to_numpy(), use_na_sentinel=True)
+        if not texts:
+            predictions, labels = label_text(predictions), label_text(labels)
+        pred, pred_texts = pd.factorize(predictions.to_numpy(), use_na_sentinel=True)
+        label, label_texts = pd.factorize(labels.to_numpy(), use_na_sentinel=True)
         # The labels' few distinct texts onto the predictions' codes, new ones after them.
-        known = {t: i for i, t in enumerate(texts)}
-        merged = list(texts)
+        known = {t: i for i, t in enumerate(pred_texts)}
+        merged = list(pred_texts)
         for text in label_texts:
             if text not in known:
                 known[text] = len(merged)

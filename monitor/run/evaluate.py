@@ -267,7 +267,8 @@ def evaluate_window(
         if schema.task != "classification" or "prediction" not in perf:
             return None
         if not coded:
-            coded.append(ClassRows.of(perf["prediction"], perf["label"]))
+            # label_text's texts already (above).
+            coded.append(ClassRows.of(perf["prediction"], perf["label"], texts=True))
         return coded[0]
 
     def estimate_rows() -> EstimateRows | None:

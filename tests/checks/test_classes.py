@@ -43,6 +43,10 @@ def test_codes_name_label_texts_and_masks_equal_the_text_path(seed: int) -> None
     assert np.array_equal(rows.labelled, has_pred & has_label)
     assert np.array_equal(rows.right, (pred_text == label_text_) & has_pred & has_label)
     assert rows.present() == {t for t in [*pred_text, *label_text_] if t is not None}
+    # Given label_text's texts, the same codes without converting them again.
+    given = ClassRows.of(label_text(pred), label_text(label), texts=True)
+    assert list(given.texts) == list(rows.texts)
+    assert np.array_equal(given.pred, rows.pred) and np.array_equal(given.label, rows.label)
 
 
 @pytest.mark.parametrize("classes", [("0", "1"), ("a", "b", "1", "True"), ("z",)])
