@@ -99,6 +99,19 @@ def row_path_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return call_counter(monkeypatch, monitor.ingest, "_log_record")
 
 
+def staged_sizes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of rows of each batch a load stages (or copies), in order."""
+    sizes: list[int] = []
+    add = LogLoad.add_arrow
+
+    def counting(self: LogLoad, rows: Any, **kwargs: Any) -> int:
+        sizes.append(len(rows))
+        return add(self, rows, **kwargs)
+
+    monkeypatch.setattr(LogLoad, "add_arrow", counting)
+    return sizes
+
+
 def test_the_fast_path_stores_what_the_row_path_stores(engine, schema, tmp_path,
                                                        monkeypatch) -> None:
     path = write(tmp_path / "varied.parquet", varied())
@@ -181,14 +194,7 @@ def test_a_reload_stages_nothing_and_a_partial_overlap_adds_only_new_rows(
     path = write(tmp_path / "first.parquet", base(30))
     assert ingest_logs(engine, "m", schema, path).added == 30
     before = stored(engine, "m")
-    staged: list[int] = []
-    add = LogLoad.add_arrow
-
-    def counting(self: LogLoad, rows: Any, **kwargs: Any) -> int:
-        staged.append(len(rows))
-        return add(self, rows, **kwargs)
-
-    monkeypatch.setattr(LogLoad, "add_arrow", counting)
+    staged = staged_sizes(monkeypatch)
     again = ingest_logs(engine, "m", schema, path)
     assert (again.rows, again.added, again.already_stored, again.bad) == (30, 0, 30, 0)
     assert sum(staged) == 0
@@ -221,14 +227,7 @@ def test_a_load_starts_with_short_pieces_and_reuses_the_look_up(
     stored are the row path's."""
     monkeypatch.setattr(monitor.ingest, "FAST_BATCH", 10)
     monkeypatch.setattr(monitor.ingest, "FIRST_PIECE", 3)
-    staged: list[int] = []
-    add = LogLoad.add_arrow
-
-    def counting(self: LogLoad, rows: Any, **kwargs: Any) -> int:
-        staged.append(len(rows))
-        return add(self, rows, **kwargs)
-
-    monkeypatch.setattr(LogLoad, "add_arrow", counting)
+    staged = staged_sizes(monkeypatch)
     path = write(tmp_path / "logs.parquet", base(45))
     fast = ingest_logs(engine, "fast", schema, path)
     # 3, then at least one more each time, pieces across the file's batches of 10 (7-12,
@@ -240,7 +239,6 @@ def test_a_load_starts_with_short_pieces_and_reuses_the_look_up(
 
     # Rows 2 and 6 stored already: the id-only pass looks up the first batch (rows 0-9),
     # the pieces 0-3 and 3-7 take its answer, the 6 others look theirs up.
-    monkeypatch.setattr(LogLoad, "add_arrow", add)
     cols = base(45)
     cols["request_id"] = [rid if i in (2, 6) else f"n-{i}" for i, rid in
                           enumerate(cols["request_id"])]
