@@ -174,6 +174,25 @@ def test_upgrade_from_0001_keeps_the_data(db_url: str) -> None:
     eng.dispose()
 
 
+def test_postgresql_stores_log_blocks_as_written(pg_url: str) -> None:
+    """A block's bytes are LZ4-compressed already: PostgreSQL keeps them as they are
+    (``EXTERNAL``) instead of compressing them again, which saved nothing and cost more
+    than writing them; the upgrade sets it on a store of the revision before."""
+    eng = create_engine(pg_url)
+
+    def storage() -> dict[str, str]:
+        with eng.connect() as conn:
+            return dict(conn.execute(sa.text(
+                "SELECT attname, attstorage FROM pg_attribute WHERE attrelid = "
+                "'log_blocks'::regclass AND attname IN ('data', 'labels')")).all())
+
+    upgrade(eng, "0008")
+    assert storage() == {"data": "x", "labels": "x"}  # the default: compressed, out of line
+    upgrade(eng)
+    assert storage() == {"data": "e", "labels": "e"}  # out of line, as written
+    eng.dispose()
+
+
 def test_the_head_read_from_the_migration_files_is_alembics(tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch
                                                            ) -> None:
