@@ -156,12 +156,17 @@ def read_window(engine: Engine, model: str, start: datetime, end: datetime,
             filler.add(_cut(block, low_us, high_us))
             marks.append(labels_hw)
             del block
-        gaps = _uncovered(blocks)
+        # Up to the table's largest id, in this read's snapshot: a window whose rows
+        # blocks cover all has no gap, and its rows are not searched at all (PostgreSQL
+        # without statistics, right after a large load, searched the window by time and
+        # filtered every row by id: 0.27 s per million rows).
+        gaps = _uncovered(blocks, _max_id(raw))
         builder = WindowBuilder(key_orders=True)
-        by_rowid = sqlite and _id_span(raw, gaps) <= total
-        fetch_into(raw, sqlite, _window_sql(dialect, False, False, id_ranges=len(gaps),
-                                            by_rowid=by_rowid),
-                   [model, low, high, *(b for gap in gaps for b in gap)], builder)
+        if gaps:
+            by_rowid = sqlite and sum(hi - lo for lo, hi in gaps) <= total
+            fetch_into(raw, sqlite, _window_sql(dialect, False, False, id_ranges=len(gaps),
+                                                by_rowid=by_rowid),
+                       [model, low, high, *(b for gap in gaps for b in gap)], builder)
         if builder.rows:
             rows = part_of(builder)
             for name in skip:
@@ -254,7 +259,7 @@ def _cut(part: Part, low_us: int, high_us: int) -> Part:
 
 def _fetch(raw: Any, mark: str, block_id: int, skip: Collection[str] = ()) -> Part:
     ((data, labels),) = fetch_all(raw, f"SELECT data, labels FROM log_blocks WHERE id = {mark}",
-                                  [block_id])
+                                  [block_id], blobs=True)
     return decode_part(data, labels, skip)
 
 
@@ -262,16 +267,15 @@ def _fetch_marked(raw: Any, mark: str, block_id: int, skip: Collection[str] = ()
                   ) -> tuple[Part, int]:
     """``_fetch``, and the block's ``labels_hw`` (read with its blobs, it costs nothing)."""
     ((data, labels, labels_hw),) = fetch_all(
-        raw, f"SELECT data, labels, labels_hw FROM log_blocks WHERE id = {mark}", [block_id])
+        raw, f"SELECT data, labels, labels_hw FROM log_blocks WHERE id = {mark}", [block_id],
+        blobs=True)
     return decode_part(data, labels, skip), int(labels_hw)
 
 
-def _id_span(raw: Any, gaps: Sequence[tuple[int, int]]) -> int:
-    """How many ids the ranges ``gaps`` hold up to the table's largest id: the rows a
-    search of them by id would visit at most."""
+def _max_id(raw: Any) -> int:
+    """The table's largest row id (0 for none): no row lies above it."""
     ((top,),) = fetch_all(raw, "SELECT max(id) FROM inference_logs", [])
-    top = int(top or 0)
-    return sum(max(0, min(hi, top) - lo) for lo, hi in gaps)
+    return int(top or 0)
 
 
 def _chunks(engine: Engine, conn: Any, raw: Any, model: str, block_ids: list[int],

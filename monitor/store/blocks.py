@@ -546,11 +546,19 @@ class _Block:
     labels_hw: int
 
 
-def fetch_all(raw: Any, sql: str, params: Sequence[Any]) -> list[Any]:
-    """The rows of one query on a driver connection."""
+def fetch_all(raw: Any, sql: str, params: Sequence[Any], *, blobs: bool = False
+              ) -> list[Any]:
+    """The rows of one query on a driver connection. ``blobs``: rows of a block's bytes,
+    asked for in binary on PostgreSQL (as text, hex doubles the bytes and decoding them
+    took 0.3-0.4 s per million rows' blocks; 0.1 s in binary)."""
+    import sqlite3
+
     cur = raw.cursor()
     try:
-        cur.execute(sql, params)
+        if blobs and not isinstance(raw, sqlite3.Connection):
+            cur.execute(sql, params, binary=True)
+        else:
+            cur.execute(sql, params)
         return list(cur.fetchall())
     finally:
         cur.close()

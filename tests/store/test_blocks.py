@@ -549,6 +549,24 @@ def test_rows_written_after_compaction_are_read_and_grow_the_newest_block(
     assert_blocks_read_equal(engine, WINDOWS)
 
 
+def test_rows_are_searched_only_above_the_blocks_up_to_the_largest_id(
+        engine: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A window whose rows blocks all cover searches no rows (a search by time filtered
+    by id visited every row of the window on PostgreSQL without statistics); a row
+    stored after the blocks is searched for and read."""
+    from tests.conftest import call_counter
+
+    add_logs(engine, plain_records(0, 30), other=False)
+    add_labels(engine, labels_for(range(0, 30, 3)))
+    compaction.compact(engine, MODEL, block_rows=BLOCK)
+    searched = call_counter(monkeypatch, block_reader, "fetch_into")
+    assert_blocks_read_equal(engine, [EVERYTHING])
+    assert searched[0] == 0
+    add_logs(engine, plain_records(30, 1), other=False)
+    assert_blocks_read_equal(engine, [EVERYTHING])
+    assert searched[0] > 0
+
+
 @pytest.mark.parametrize("label_batch", [200_000, 3])
 def test_labels_stored_after_compaction_are_read_then_compacted(
     store: sa.Engine, label_batch: int, monkeypatch: pytest.MonkeyPatch
