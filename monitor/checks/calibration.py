@@ -13,10 +13,18 @@ step so that mqm's estimate equals CBPE's on the same data:
 
 Where NannyML raises (too few reference rows for ten splits or for two bins), mqm does
 not calibrate and says why. Fitted once per reference version, never per window.
+
+NannyML takes each step from scikit-learn (``roc_auc_score``, ``StratifiedShuffleSplit``,
+``IsotonicRegression``); importing it cost the first check of a new reference 0.9 s and
+about 120 MB, for 0.05 s of work. The steps are done here instead, with the same numbers
+(``tests/checks/test_calibration.py`` holds them to scikit-learn's): the same random
+draws for the splits, and scipy's pool-adjacent-violators, which scikit-learn calls.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,11 +72,21 @@ class IsotonicCurve:
 
     @classmethod
     def fit(cls, scores: np.ndarray, outcome: np.ndarray) -> IsotonicCurve:
-        from sklearn.isotonic import IsotonicRegression
+        """scikit-learn's ``IsotonicRegression(increasing=True).fit`` of 0/1 outcomes: the
+        rows sorted by score (then outcome), the outcomes of equal scores averaged, the
+        pool-adjacent-violators fit over them, and the points between two of the same
+        fitted value dropped."""
+        from scipy.optimize import isotonic_regression
 
-        iso = IsotonicRegression(out_of_bounds="clip", increasing=True).fit(scores, outcome)
-        return cls(np.asarray(iso.X_thresholds_, dtype=float),
-                   np.asarray(iso.y_thresholds_, dtype=float))
+        x = np.asarray(scores, dtype=float).reshape(-1)
+        y = np.asarray(outcome, dtype=float).reshape(-1)
+        order = np.lexsort((y, x))
+        x, y, weights = _merge_ties(x[order], y[order])
+        fitted = np.asarray(isotonic_regression(y, weights=weights, increasing=True).x,
+                            dtype=float)
+        keep = np.ones(len(fitted), dtype=bool)
+        keep[1:-1] = (fitted[1:-1] != fitted[:-2]) | (fitted[1:-1] != fitted[2:])
+        return cls(x[keep], fitted[keep])
 
     def predict(self, scores: np.ndarray) -> np.ndarray:
         scores = np.asarray(scores, dtype=float)
@@ -76,6 +94,89 @@ class IsotonicCurve:
             return np.full(scores.shape, self.y[0])
         out: np.ndarray = np.interp(np.clip(scores, self.x[0], self.x[-1]), self.x, self.y)
         return out
+
+
+def _merge_ties(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sorted scores ``x`` grouped as scikit-learn's ``_make_unique`` groups them (a group
+    runs while a score is less than float64's resolution above the group's first), with
+    each group's first score, mean outcome and size. The outcomes are 0 and 1, so their
+    sums are exact in any order."""
+    eps = np.finfo(np.float64).resolution
+    starts = np.r_[0, np.flatnonzero(np.diff(x) >= eps) + 1]
+    ends = np.r_[starts[1:], len(x)]
+    if len(x) and (x[ends - 1] - x[starts] >= eps).any():
+        # Steps each below the resolution that add up past it: one score at a time.
+        begun, first = [0], x[0]
+        for j in range(1, len(x)):
+            if x[j] - first >= eps:
+                begun.append(j)
+                first = x[j]
+        starts = np.asarray(begun)
+    sizes = np.diff(np.r_[starts, len(x)]).astype(float)
+    return x[starts], np.add.reduceat(y, starts) / sizes, sizes
+
+
+def _roc_auc(outcome: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC of 0/1 outcomes, both present: the share of (positive, negative) pairs the
+    scores rank right, ties counted half (the area under the ROC curve, as
+    ``roc_auc_score`` computes it)."""
+    from monitor.checks.performance import pairs_auc
+
+    auc = pairs_auc(outcome == 1, scores)
+    if auc is None:
+        raise ValueError("one outcome only")
+    return auc
+
+
+def _apportion(counts: np.ndarray, draws: int, rng: np.random.RandomState) -> np.ndarray:
+    """How many of ``draws`` rows each class gives: its share rounded down, the rest to
+    the largest remainders, ties broken at random (scikit-learn's ``_approximate_mode``,
+    the same draws from ``rng``)."""
+    continuous = counts / counts.sum() * draws
+    floored = np.floor(continuous)
+    missing = int(draws - floored.sum())
+    if missing > 0:
+        remainder = continuous - floored
+        for value in np.sort(np.unique(remainder))[::-1]:
+            (tied,) = np.where(remainder == value)
+            now = min(len(tied), missing)
+            floored[rng.choice(tied, size=now, replace=False)] += 1
+            missing -= now
+            if missing == 0:
+                break
+    out: np.ndarray = floored.astype(int)
+    return out
+
+
+def _stratified_splits(outcome: np.ndarray, splits: int, test_share: float, seed: int
+                       ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``StratifiedShuffleSplit(n_splits=splits, test_size=test_share,
+    random_state=seed).split``'s train and test rows: each class shuffled apart, as many
+    of its rows in each part as its share gives, both parts shuffled, every draw from
+    one ``RandomState(seed)`` in scikit-learn's order. ``ValueError`` where it raises."""
+    n = len(outcome)
+    n_test = math.ceil(test_share * n)
+    n_train = n - n_test
+    if n_train <= 0:
+        raise ValueError(f"{n} rows leave none to fit on")
+    classes, inverse, counts = np.unique(outcome, return_inverse=True, return_counts=True)
+    if counts.min() < 2:
+        raise ValueError("an outcome has fewer than 2 rows")
+    if min(n_train, n_test) < len(classes):
+        raise ValueError(f"{n} rows cannot hold every outcome on both sides")
+    by_class = np.split(np.argsort(inverse, kind="stable"), np.cumsum(counts)[:-1])
+    rng = np.random.RandomState(seed)
+    for _ in range(splits):
+        train_counts = _apportion(counts, n_train, rng)
+        test_counts = _apportion(counts - train_counts, n_test, rng)
+        train: list[int] = []
+        test: list[int] = []
+        for rows, count, k, t in zip(by_class, counts, train_counts, test_counts,
+                                     strict=True):
+            shuffled = rows.take(rng.permutation(count), mode="clip")
+            train.extend(shuffled[:k])
+            test.extend(shuffled[k:k + t])
+        yield rng.permutation(train), rng.permutation(test)
 
 
 def _bin_edges(length: int, bins: int) -> list[tuple[int, int]]:
@@ -110,28 +211,22 @@ def expected_calibration_error(outcome: np.ndarray, scores: np.ndarray,
 def decide_calibration(outcome: np.ndarray, scores: np.ndarray) -> CalibrationDecision:
     """Decide for one class: ``outcome`` 1 where the label is the class, else 0; ``scores``
     the model's raw score for the class on the same reference rows (no NaN)."""
-    from sklearn.isotonic import IsotonicRegression
-    from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import StratifiedShuffleSplit
-
     outcome = np.asarray(outcome, dtype=int)
     scores = np.asarray(scores, dtype=float)
     if len(np.unique(outcome)) < 2:
         return CalibrationDecision(False, "one outcome in the reference labels: nothing to "
                                    "calibrate against")
-    auc = float(roc_auc_score(outcome, scores))
+    auc = _roc_auc(outcome, scores)
     if auc > AUC_LIMIT:
         return CalibrationDecision(False, f"ROC AUC {auc:.4f} > {AUC_LIMIT} on the reference: "
                                    "the scores separate the outcomes", roc_auc=auc)
-    splits = StratifiedShuffleSplit(n_splits=SPLITS, test_size=TEST_SHARE, random_state=SEED)
     held_out, raw, calibrated = [], [], []
     try:
-        for train, test in splits.split(scores, outcome):
-            iso = IsotonicRegression(out_of_bounds="clip", increasing=True)
-            iso.fit(scores[train], outcome[train])
+        for train, test in _stratified_splits(outcome, SPLITS, TEST_SHARE, SEED):
+            curve = IsotonicCurve.fit(scores[train], outcome[train])
             held_out.append(outcome[test])
             raw.append(scores[test])
-            calibrated.append(iso.predict(scores[test]))
+            calibrated.append(curve.predict(scores[test]))
         pooled = np.concatenate(held_out)
         edges = _bin_edges(len(pooled), BINS)
     except ValueError as exc:  # NannyML raises here; mqm keeps the raw scores

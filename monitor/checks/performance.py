@@ -26,6 +26,7 @@ __all__ = [
     "PerformanceResult",
     "check_performance",
     "class_names",
+    "pairs_auc",
     "performance_metrics",
 ]
 
@@ -61,7 +62,7 @@ def _average_ranks(scores: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def _auc(positive: np.ndarray, scores: np.ndarray) -> float | None:
+def pairs_auc(positive: np.ndarray, scores: np.ndarray) -> float | None:
     """ROC AUC as the Mann-Whitney statistic; None unless both outcomes occur."""
     n_pos = int(positive.sum())
     n_neg = len(positive) - n_pos
@@ -89,14 +90,14 @@ def _roc_auc(rows: ClassRows, proba: pd.DataFrame | None, classes: list[str]
             return None
         scores = proba[classes[-1]].to_numpy(dtype=float)
         ok = np.isfinite(scores)
-        return _auc(rows.label[ok] == rows.code(classes[-1]), scores[ok])
+        return pairs_auc(rows.label[ok] == rows.code(classes[-1]), scores[ok])
     if not set(classes) <= set(proba.columns):
         return None
     matrix = proba[classes].to_numpy(dtype=float)
     ok = np.isfinite(matrix).all(axis=1)
     label = rows.label[ok]
     # One-vs-rest macro over the classes that have both outcomes in the window.
-    aucs = [_auc(label == rows.code(c), matrix[ok, i]) for i, c in enumerate(classes)]
+    aucs = [pairs_auc(label == rows.code(c), matrix[ok, i]) for i, c in enumerate(classes)]
     defined = [a for a in aucs if a is not None]
     return float(np.mean(defined)) if defined else None
 

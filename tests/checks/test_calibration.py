@@ -1,0 +1,107 @@
+"""The calibration rule's steps against scikit-learn's, which NannyML calls: the same
+splits, the same isotonic fit, the same ROC AUC; and no scikit-learn imported."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from sklearn.isotonic import IsotonicRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedShuffleSplit
+
+from monitor.checks.calibration import (
+    IsotonicCurve,
+    _roc_auc,
+    _stratified_splits,
+)
+from tests.conftest import ROOT
+
+
+def _outcomes(rng: np.random.Generator, n: int, classes: int) -> np.ndarray:
+    weights = rng.dirichlet(np.ones(classes))
+    return rng.choice(classes, size=n, p=weights)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_splits_are_scikit_learns(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(30, 3000))
+    outcome = _outcomes(rng, n, int(rng.choice([2, 2, 3, 5])))
+    if np.bincount(outcome).min() < 2 or np.count_nonzero(np.bincount(outcome)) < 2:
+        outcome[:4] = [0, 0, 1, 1]
+    share, random_state = float(rng.choice([0.1, 0.25])), int(rng.integers(0, 100))
+    want = StratifiedShuffleSplit(n_splits=10, test_size=share, random_state=random_state)
+    got = list(_stratified_splits(outcome, 10, share, random_state))
+    expected = list(want.split(np.zeros(n), outcome))
+    assert len(got) == len(expected) == 10
+    for (train, test), (want_train, want_test) in zip(got, expected, strict=True):
+        assert np.array_equal(train, want_train) and np.array_equal(test, want_test)
+
+
+@pytest.mark.parametrize("outcome", [
+    np.array([0, 1, 1, 1, 1, 1, 1, 1, 1, 1]),  # an outcome of one row
+    np.array([0, 0, 1, 1]),  # a test side of one row cannot hold both outcomes
+    np.array([0, 1]),
+    np.array([0, 0, 1, 1, 2, 2, 0, 1, 2, 0, 1]),  # three outcomes, a test side of two rows
+])
+def test_the_splits_refuse_what_scikit_learn_refuses(outcome: np.ndarray) -> None:
+    try:
+        list(StratifiedShuffleSplit(n_splits=10, test_size=0.1, random_state=42).split(
+            np.zeros(len(outcome)), outcome))
+    except ValueError:
+        with pytest.raises(ValueError):
+            list(_stratified_splits(outcome, 10, 0.1, 42))
+    else:
+        assert len(list(_stratified_splits(outcome, 10, 0.1, 42))) == 10
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_the_isotonic_fit_is_scikit_learns(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 4000))
+    scores = rng.beta(2, 3, n)
+    if seed % 3 == 1:
+        scores = np.round(scores, int(rng.integers(1, 4)))  # many ties
+    if seed % 3 == 2:
+        # Scores a hair apart: steps below float64's resolution that add up past it,
+        # grouped one score at a time as scikit-learn groups them.
+        scores = 0.5 + np.round(rng.integers(0, 40, n) * 4e-16, 18)
+    outcome = (rng.random(n) < np.clip(scores, 0, 1)).astype(int)
+    iso = IsotonicRegression(out_of_bounds="clip", increasing=True).fit(scores, outcome)
+    curve = IsotonicCurve.fit(scores, outcome)
+    assert np.array_equal(curve.x, iso.X_thresholds_)
+    assert np.array_equal(curve.y, iso.y_thresholds_)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_the_roc_auc_is_scikit_learns(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(10, 5000))
+    outcome = rng.integers(0, 2, n)
+    outcome[:2] = [0, 1]
+    scores = rng.random(n) + 0.3 * outcome
+    if seed % 2:
+        scores = np.round(scores, 1)  # ties, counted half
+    assert _roc_auc(outcome, scores) == pytest.approx(roc_auc_score(outcome, scores),
+                                                      rel=1e-12, abs=1e-15)
+    with pytest.raises(ValueError):
+        _roc_auc(np.ones(5, dtype=int), scores[:5])
+
+
+def test_the_rule_imports_no_scikit_learn() -> None:
+    code = (
+        "import sys, numpy as np\n"
+        "from monitor.checks.calibration import decide_calibration\n"
+        "rng = np.random.default_rng(1)\n"
+        "scores = rng.random(2000)\n"
+        "outcome = (rng.random(2000) < scores ** 2).astype(int)\n"
+        "decision = decide_calibration(outcome, scores)\n"
+        "assert decision.ece_after is not None, decision\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'sklearn'))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, check=True)
+    assert done.stdout.strip() == "[]"
