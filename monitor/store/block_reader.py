@@ -258,14 +258,12 @@ def _cut(part: Part, low_us: int, high_us: int) -> Part:
 
 
 def _fetch(raw: Any, mark: str, block_id: int, skip: Collection[str] = ()) -> Part:
-    ((data, labels),) = fetch_all(raw, f"SELECT data, labels FROM log_blocks WHERE id = {mark}",
-                                  [block_id], blobs=True)
-    return decode_part(data, labels, skip)
+    return _fetch_marked(raw, mark, block_id, skip)[0]
 
 
 def _fetch_marked(raw: Any, mark: str, block_id: int, skip: Collection[str] = ()
                   ) -> tuple[Part, int]:
-    """``_fetch``, and the block's ``labels_hw`` (read with its blobs, it costs nothing)."""
+    """A block's rows, and its ``labels_hw`` (read with its blobs, it costs nothing)."""
     ((data, labels, labels_hw),) = fetch_all(
         raw, f"SELECT data, labels, labels_hw FROM log_blocks WHERE id = {mark}", [block_id],
         blobs=True)
