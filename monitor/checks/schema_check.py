@@ -180,12 +180,17 @@ def _measure(
 
 
 def _out_of_range(typed: pd.Series, low: float | None, high: float | None) -> np.ndarray:
-    nums = pd.to_numeric(typed, errors="coerce").to_numpy(dtype=float)
+    return _outside(pd.to_numeric(typed, errors="coerce").to_numpy(dtype=float), low, high)
+
+
+def _outside(nums: np.ndarray, low: float | None, high: float | None) -> np.ndarray:
+    """Per number, whether it lies below ``low`` or above ``high`` (NaN: neither)."""
     bad = np.zeros(len(nums), dtype=bool)
-    if low is not None:
-        bad |= nums < low
-    if high is not None:
-        bad |= nums > high
+    with np.errstate(invalid="ignore"):
+        if low is not None:
+            bad |= nums < low
+        if high is not None:
+            bad |= nums > high
     return bad
 
 
@@ -234,13 +239,7 @@ def _measure_texts(
             fits = np.zeros(len(codes), dtype=bool)
         rows_mismatch |= floats & ~fits
         if bounded:
-            bad = np.zeros(len(codes), dtype=bool)
-            with np.errstate(invalid="ignore"):
-                if low is not None:
-                    bad |= numbers < low
-                if high is not None:
-                    bad |= numbers > high
-            rows_range |= fits & bad
+            rows_range |= fits & _outside(numbers, low, high)
     rows_unseen = per_row(unseen)
 
     def examples() -> pd.Series | None:
