@@ -244,16 +244,16 @@ def write_load_blocks(engine: Engine, model: str, loaded: LoadedRows,
 def _stored_predictions(engine: Engine, model: str, known: list[Part]) -> Coded:
     """The predictions of the rows of ``known`` as the row reader parses them; None for
     a row no longer stored (the compactor leaves it out)."""
+    from monitor.store.compaction import model_in_id_range
     from monitor.store.db import driver_connection
     from monitor.store.frames import loads_each
     from monitor.store.reading import driver_errors
 
-    # SQLite only (a float prediction is stored as it is elsewhere); the unary + keeps the
-    # planner on the id range rather than on the model's index.
+    # SQLite only: a float prediction is stored as it is elsewhere.
     with engine.connect() as conn, driver_errors(engine, "reading inference logs"):
         found = fetch_all(driver_connection(conn),
                           "SELECT id, COALESCE(prediction, 'null') FROM inference_logs "
-                          "WHERE +model = ? AND id >= ? AND id <= ?",
+                          f"WHERE {model_in_id_range(engine.dialect.name)}",
                           [model, int(known[0].ids[0]), int(known[-1].ids[-1])])
     by_id = dict(found)
     texts = [by_id.get(i, "null") for part in known for i in part.ids.tolist()]

@@ -52,7 +52,8 @@ from monitor.store.tables import log_blocks
 if TYPE_CHECKING:
     pass
 
-__all__ = ["BLOCK_ROWS", "LABEL_BATCH", "CompactResult", "compact", "compact_or_fail"]
+__all__ = ["BLOCK_ROWS", "LABEL_BATCH", "CompactResult", "compact", "compact_or_fail",
+           "model_in_id_range"]
 
 # --- compaction --------------------------------------------------------------------
 
@@ -180,6 +181,17 @@ def _segments(stored: np.ndarray, ours: np.ndarray) -> list[tuple[int, int, bool
     return out
 
 
+def model_in_id_range(dialect: str, table: str = "") -> str:
+    """``model = ? AND lo <= id <= hi`` (parameters: model, lo, hi) for a range of ids in
+    ``inference_logs`` (``table``: its alias and a dot). On SQLite the unary + keeps the
+    planner on the id range: by the model's index it would walk every row the model
+    ever stored."""
+    mark, _ = sql_marks(dialect)
+    plus = "+" if dialect == "sqlite" else ""
+    return (f"{plus}{table}model = {mark} AND {table}id >= {mark} "
+            f"AND {table}id <= {mark}")
+
+
 def _model_ids(engine: Engine, model: str, lo: int, hi: int, n: int) -> np.ndarray | None:
     """The ids of the model's rows with lo <= id <= hi, in order; None when the load's
     ``n`` ids are every id from lo to hi: ids are unique, so no other row has one.
@@ -189,14 +201,9 @@ def _model_ids(engine: Engine, model: str, lo: int, hi: int, n: int) -> np.ndarr
     the rows drops the block.)"""
     if hi - lo + 1 == n:
         return None
-    dialect = engine.dialect.name
-    mark, _ = sql_marks(dialect)
-    # On SQLite the unary + keeps the planner on the id range: by the model's index it
-    # would walk every row the model ever stored.
-    by_model = f"{'+' if dialect == 'sqlite' else ''}model = {mark}"
     with engine.connect() as conn, driver_errors(engine, "reading inference logs"):
-        rows = fetch_all(driver_connection(conn), f"SELECT id FROM inference_logs WHERE "
-                         f"{by_model} AND id >= {mark} AND id <= {mark} ORDER BY id",
+        rows = fetch_all(driver_connection(conn), "SELECT id FROM inference_logs WHERE "
+                         f"{model_in_id_range(engine.dialect.name)} ORDER BY id",
                          [model, lo, hi])
     return np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
 
@@ -206,14 +213,13 @@ def _with_labels(engine: Engine, model: str, known: list[Part]) -> list[Part]:
     if not known:
         return known
     dialect = engine.dialect.name
-    mark, text = sql_marks(dialect)
-    by_model = f"{'+' if dialect == 'sqlite' else ''}l.model = {mark}"
+    _, text = sql_marks(dialect)
     with engine.connect() as conn, driver_errors(engine, "reading labels"):
         found = fetch_all(
             driver_connection(conn),
             f"SELECT l.id, COALESCE(g.label{text}, 'null'), g.ts FROM inference_logs AS l "
             "JOIN ground_truth AS g ON g.model = l.model AND g.request_id = l.request_id "
-            f"WHERE {by_model} AND l.id >= {mark} AND l.id <= {mark} ORDER BY l.id",
+            f"WHERE {model_in_id_range(dialect, 'l.')} ORDER BY l.id",
             [model, int(known[0].ids[0]), int(known[-1].ids[-1])])
     if not found:
         return known
