@@ -275,7 +275,8 @@ def evaluate_window(
         """The answered rows as the accuracy estimate reads them, prepared once for the
         performance and versions sections (a classifier's, when it logs probabilities)."""
         estimator = reference.estimator if reference is not None else None
-        if estimator is None or not len(prob_frame.columns) or "prediction" not in perf:
+        if (schema.task != "classification" or estimator is None
+                or not len(prob_frame.columns) or "prediction" not in perf):
             return None
         if not prepared:
             prepared.append(estimator.rows(prob_frame, perf["prediction"], class_rows()))
@@ -300,9 +301,8 @@ def evaluate_window(
                 else drift_frame
             inputs = inputs.reset_index(drop=True)
         return _performance(model, ref.metrics, ref, preds, labels, probs, end=end, now=now,
-                            inputs=inputs, as_text=True,
-                            estimate_rows=estimate_rows() if schema.task == "classification"
-                            else None, classes=class_rows())
+                            inputs=inputs, as_text=True, estimate_rows=estimate_rows(),
+                            classes=class_rows())
 
     def service() -> ServiceResult:
         from monitor.checks.health import check_service
@@ -354,8 +354,7 @@ def evaluate_window(
             estimator=ref.estimator if ref else None,
             reference_accuracy=ref.metrics.get("accuracy") if ref else None,
             drift_config=model_cfg.drift, config=model_cfg.performance, window_end=end,
-            now=now, estimate_rows=estimate_rows() if schema.task == "classification" else None,
-            classes=class_rows())
+            now=now, estimate_rows=estimate_rows(), classes=class_rows())
 
     sections: dict[str, Section] = {
         "schema": schema_result, "drift": _section(drift),
