@@ -144,6 +144,41 @@ def test_a_critical_section_outranks_a_check_that_cannot_run(loaded, make_config
     assert run.status == "critical"
 
 
+def test_drift_runs_beside_the_schema_check(loaded, monkeypatch) -> None:
+    """Drift runs on a second thread while this one schema-checks the window (each waits
+    at a barrier that only two threads at once pass), and the run is the same."""
+    import json
+    import threading
+
+    import monitor.checks.drift as drift_module
+    from monitor.checks.schema_check import SchemaAccumulator
+
+    engine, cfg = loaded
+    before = run_check(engine, cfg, "loan_default", at=DRIFTED, now=LATER, persist=False)
+    meet = threading.Barrier(2, timeout=20)
+    threads: dict[str, str] = {}
+    check_drift, add = drift_module.check_drift, SchemaAccumulator.add
+
+    def drift(*args, **kwargs):  # type: ignore[no-untyped-def]
+        threads["drift"] = threading.current_thread().name
+        meet.wait()
+        return check_drift(*args, **kwargs)
+
+    def schema_add(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        threads["schema"] = threading.current_thread().name
+        meet.wait()
+        return add(self, *args, **kwargs)
+
+    monkeypatch.setattr(drift_module, "check_drift", drift)
+    monkeypatch.setattr(SchemaAccumulator, "add", schema_add)
+    run = run_check(engine, cfg, "loan_default", at=DRIFTED, now=LATER, persist=False)
+    assert run is not None and before is not None
+    assert threads["drift"] != threads["schema"] == threading.current_thread().name
+    assert isinstance(run.drift, DriftResult) and run.drift.share_drifted > 0
+    assert json.dumps(run.as_dict(), sort_keys=True, default=str) == \
+        json.dumps(before.as_dict(), sort_keys=True, default=str)
+
+
 def test_large_windows_are_sampled_but_counts_stay_exact(loaded, make_config) -> None:
     engine, exact_cfg = loaded
     _, cfg = make_config(engine.url.render_as_string(hide_password=False), min_rows=500,
