@@ -1,3 +1,3 @@
-from monitor.cli.main import main
+from monitor.cli.main import run
 
-main(prog_name="mqm")
+run()

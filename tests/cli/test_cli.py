@@ -415,3 +415,27 @@ def test_retention_dry_run_then_run(sample_store: Path, tmp_path: Path, make_con
     unknown = mqm("retention", "-m", "nope", retention="30d")
     assert unknown.exit_code == 1 and "nope" in unknown.output
     engine.dispose()
+
+
+def test_the_program_exits_with_its_objects_frozen(monkeypatch, make_config) -> None:
+    """``mqm`` (``run``) ends frozen, so that the interpreter's last collections skip
+    what the imports made, with the command's exit code; ``main`` alone does not freeze
+    (a test process goes on collecting)."""
+    import gc
+
+    from monitor.cli.main import run
+
+    path, _ = make_config()
+    gc.unfreeze()
+    try:
+        with pytest.raises(SystemExit) as plain:
+            main(["--config", str(path), "check", "--model", "nope"], prog_name="mqm")
+        assert plain.value.code == 1 and gc.get_freeze_count() == 0
+        monkeypatch.setattr(sys, "argv", ["mqm", "--config", str(path), "check",
+                                          "--model", "nope"])
+        with pytest.raises(SystemExit) as program:
+            run()
+        assert program.value.code == 1
+        assert gc.get_freeze_count() > 1000
+    finally:
+        gc.unfreeze()
