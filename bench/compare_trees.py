@@ -67,8 +67,10 @@ WHOLE = """
 import sys
 import monitor
 sys.stderr.write("TREE " + monitor.__file__ + "\\n")
-from monitor.cli.main import main
-main(sys.argv[1:], prog_name="mqm")
+import monitor.cli.main as cli
+sys.argv[0] = "mqm"
+# The program as installed (``run``: main, then the exit); a tree from before it, main.
+cli.run() if hasattr(cli, "run") else cli.main(sys.argv[1:], prog_name="mqm")
 """
 
 
