@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Generator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, overload
@@ -147,15 +148,24 @@ def read_window(engine: Engine, model: str, start: datetime, end: datetime,
         if at_most is not None and total > at_most:
             return TooMany(total)
         low_us, high_us = _us(start), _us(end)
-        # One block in memory at a time (a block is about 16 MB compressed): each is
-        # copied into the window's arrays, then goes. Its label mark comes with it.
+        # A block at a time (about 16 MB compressed) is decoded and copied into the
+        # window's arrays, then goes, while a second thread fetches the next one: the
+        # database's work and the decoding overlap (both let go of the GIL). The
+        # connection is the fetching thread's alone until the loop ends. Each block's
+        # label mark comes with its bytes.
         filler = PartFiller(total)
         marks = []
-        for (block_id,) in found:
-            block, labels_hw = _fetch_marked(raw, mark, block_id, skip)
-            filler.add(_cut(block, low_us, high_us))
-            marks.append(labels_hw)
-            del block
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mqm-fetch") as pool:
+            ahead = pool.submit(_fetch_bytes, raw, mark, found[0][0])
+            for at in range(len(found)):
+                data, labels, labels_hw = ahead.result()
+                if at + 1 < len(found):
+                    ahead = pool.submit(_fetch_bytes, raw, mark, found[at + 1][0])
+                block = decode_part(data, labels, skip)
+                del data, labels
+                filler.add(_cut(block, low_us, high_us))
+                marks.append(labels_hw)
+                del block
         # Up to the table's largest id, in this read's snapshot: a window whose rows
         # blocks cover all has no gap, and its rows are not searched at all (PostgreSQL
         # without statistics, right after a large load, searched the window by time and
@@ -264,10 +274,16 @@ def _fetch(raw: Any, mark: str, block_id: int, skip: Collection[str] = ()) -> Pa
 def _fetch_marked(raw: Any, mark: str, block_id: int, skip: Collection[str] = ()
                   ) -> tuple[Part, int]:
     """A block's rows, and its ``labels_hw`` (read with its blobs, it costs nothing)."""
+    data, labels, labels_hw = _fetch_bytes(raw, mark, block_id)
+    return decode_part(data, labels, skip), labels_hw
+
+
+def _fetch_bytes(raw: Any, mark: str, block_id: int) -> tuple[bytes, bytes, int]:
+    """A block's bytes as stored (its rows, its labels) and its ``labels_hw``."""
     ((data, labels, labels_hw),) = fetch_all(
         raw, f"SELECT data, labels, labels_hw FROM log_blocks WHERE id = {mark}", [block_id],
         blobs=True)
-    return decode_part(data, labels, skip), int(labels_hw)
+    return data, labels, int(labels_hw)
 
 
 def _max_id(raw: Any) -> int:

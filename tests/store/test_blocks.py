@@ -440,6 +440,36 @@ def test_a_read_drops_each_coded_column_once_decoded(store: sa.Engine,
     assert_same_frames(got, rows_path(store, *EVERYTHING))
 
 
+def test_blocks_are_fetched_ahead_on_a_second_thread_and_its_failure_is_the_reads(
+        plain: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each next block's bytes are fetched on a second thread while this one decodes the
+    last; a fetch that fails fails the read, whichever block it was."""
+    import threading
+
+    engine = plain
+    compaction.compact(engine, MODEL, block_rows=BLOCK)
+    want = rows_path(engine, *EVERYTHING)
+    fetched_on: list[str] = []
+    fetch = block_reader._fetch_bytes
+
+    def recording(*args: Any) -> Any:
+        fetched_on.append(threading.current_thread().name)
+        if len(fetched_on) == 7 and failing:
+            raise RuntimeError("the seventh block is gone")
+        return fetch(*args)
+
+    monkeypatch.setattr(block_reader, "_fetch_bytes", recording)
+    failing = False
+    assert_same_frames(frames_of(block_reader.read_window(engine, MODEL, *EVERYTHING)), want)
+    assert len(fetched_on) == math.ceil(N / BLOCK)
+    assert threading.current_thread().name not in fetched_on
+    fetched_on.clear()
+    failing = True
+    with pytest.raises(RuntimeError, match="seventh block"):
+        block_reader.read_window(engine, MODEL, *EVERYTHING)
+    assert len(fetched_on) == 7
+
+
 def test_rows_searched_by_id_are_the_rows_searched_by_time(store: sa.Engine) -> None:
     # The rows no block covers are searched by id on SQLite when their ranges are small:
     # another plan for the same query, so the same rows in the same order.
