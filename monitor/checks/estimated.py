@@ -218,6 +218,9 @@ class AccuracyEstimator:
 
     def _calibrated_scored(self, scores: np.ndarray) -> np.ndarray:
         """``_calibrated``, binary: the positive class's column alone."""
+        if len(self.classes) == 2 and self.calibrators[0] is not None:
+            # The fitted curve's output is the column (no copy of it into another).
+            return self.calibrators[0].predict(scores[:, 0]).reshape(-1, 1)
         calibrated = np.empty(scores.shape, order="F")
         for i, iso in enumerate(self.calibrators):
             calibrated[:, i] = scores[:, i] if iso is None else iso.predict(scores[:, i])
