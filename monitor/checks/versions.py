@@ -142,8 +142,10 @@ def check_versions(
                 and pred_name in profile.columns):
             from monitor.checks.drift import check_column
 
-            frame = pd.DataFrame({pred_name: drift_predictions[rows.drift == code]
-                                  .reset_index(drop=True)})
+            # One copy of the version's predictions (a pick, renumbered, then framed had
+            # made three).
+            frame = pd.DataFrame(
+                {pred_name: drift_predictions.to_numpy()[rows.drift == code]}, copy=False)
             drift = check_column(profile, frame, pred_name, config=drift_config)
         figures.append(VersionFigures(
             version=name, rows=n, errors=errors, error_rate=errors / n,

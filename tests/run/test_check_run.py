@@ -144,37 +144,45 @@ def test_a_critical_section_outranks_a_check_that_cannot_run(loaded, make_config
     assert run.status == "critical"
 
 
-def test_drift_runs_beside_the_schema_check(loaded, monkeypatch) -> None:
-    """Drift runs on a second thread while this one schema-checks the window (each waits
-    at a barrier that only two threads at once pass), and the run is the same."""
+def test_sections_run_two_at_a_time_and_the_run_is_the_same(loaded, monkeypatch) -> None:
+    """Drift runs on a second thread while this one schema-checks the window, then
+    versions there while performance runs here: each pair waits at a barrier only two
+    threads at once pass. The run is the same as one taken without the barriers."""
     import json
     import threading
 
     import monitor.checks.drift as drift_module
+    import monitor.checks.performance as performance_module
+    import monitor.checks.versions as versions_module
     from monitor.checks.schema_check import SchemaAccumulator
 
     engine, cfg = loaded
     before = run_check(engine, cfg, "loan_default", at=DRIFTED, now=LATER, persist=False)
-    meet = threading.Barrier(2, timeout=20)
     threads: dict[str, str] = {}
-    check_drift, add = drift_module.check_drift, SchemaAccumulator.add
 
-    def drift(*args, **kwargs):  # type: ignore[no-untyped-def]
-        threads["drift"] = threading.current_thread().name
-        meet.wait()
-        return check_drift(*args, **kwargs)
+    def meeting(name: str, step, barrier: threading.Barrier):  # type: ignore[no-untyped-def]
+        def wrapped(*args, **kwargs):  # type: ignore[no-untyped-def]
+            threads[name] = threading.current_thread().name
+            barrier.wait()
+            return step(*args, **kwargs)
+        return wrapped
 
-    def schema_add(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        threads["schema"] = threading.current_thread().name
-        meet.wait()
-        return add(self, *args, **kwargs)
-
-    monkeypatch.setattr(drift_module, "check_drift", drift)
-    monkeypatch.setattr(SchemaAccumulator, "add", schema_add)
+    first, second = threading.Barrier(2, timeout=20), threading.Barrier(2, timeout=20)
+    monkeypatch.setattr(drift_module, "check_drift",
+                        meeting("drift", drift_module.check_drift, first))
+    monkeypatch.setattr(SchemaAccumulator, "add",
+                        meeting("schema", SchemaAccumulator.add, first))
+    monkeypatch.setattr(versions_module, "check_versions",
+                        meeting("versions", versions_module.check_versions, second))
+    monkeypatch.setattr(performance_module, "check_performance",
+                        meeting("performance", performance_module.check_performance, second))
     run = run_check(engine, cfg, "loan_default", at=DRIFTED, now=LATER, persist=False)
     assert run is not None and before is not None
-    assert threads["drift"] != threads["schema"] == threading.current_thread().name
+    here = threading.current_thread().name
+    assert threads["schema"] == threads["performance"] == here
+    assert threads["drift"] == threads["versions"] != here
     assert isinstance(run.drift, DriftResult) and run.drift.share_drifted > 0
+    assert run.versions.status == "ok" and run.performance.status != "error"
     assert json.dumps(run.as_dict(), sort_keys=True, default=str) == \
         json.dumps(before.as_dict(), sort_keys=True, default=str)
 
