@@ -56,6 +56,7 @@ def _average_ranks(scores: np.ndarray) -> np.ndarray:
     order = np.argsort(scores)
     ordered = scores[order]
     starts = np.r_[0, np.flatnonzero(ordered[1:] != ordered[:-1]) + 1]
+    del ordered  # one million-row array less at the peak below
     ends = np.r_[starts[1:], len(scores)]
     ranks = np.empty(len(scores), dtype=float)
     ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
@@ -131,10 +132,16 @@ def _regression(predictions: pd.Series, labels: pd.Series) -> dict[str, float | 
     return {"mae": float(np.mean(np.abs(err))), "rmse": float(np.sqrt(np.mean(err**2)))}
 
 
-def _pick(probabilities: pd.DataFrame | None, keep: np.ndarray) -> pd.DataFrame | None:
-    """The probabilities of the rows ``keep`` picks, columns named as text."""
+def _pick(probabilities: pd.DataFrame | None, keep: np.ndarray,
+          columns: list[str] | None = None) -> pd.DataFrame | None:
+    """The probabilities of the rows ``keep`` picks, columns named as text; with
+    ``columns`` (texts), only those of them the frame has, each copied once."""
     if probabilities is None:
         return None
+    if columns:
+        wanted = set(columns)
+        return pd.DataFrame({str(c): probabilities[c].to_numpy()[keep]
+                             for c in probabilities.columns if str(c) in wanted}, copy=False)
     # The pick is a new object, renamed and renumbered in place (``rename`` and
     # ``reset_index`` copy every value).
     proba = probabilities.iloc[keep]
@@ -159,11 +166,14 @@ def _labelled(predictions: pd.Series, labels: pd.Series
     return pred, label, int(has_pred.sum())
 
 
-def _labelled_classes(rows: ClassRows, probabilities: pd.DataFrame | None
-                      ) -> tuple[ClassRows, pd.DataFrame | None, int]:
-    """``_labelled`` of a classifier's coded rows, with their probabilities."""
+def _labelled_classes(rows: ClassRows, probabilities: pd.DataFrame | None,
+                      classes: list[str]) -> tuple[ClassRows, pd.DataFrame | None, int]:
+    """``_labelled`` of a classifier's coded rows, with their probabilities: of the
+    contract's ``classes``, those columns ROC AUC reads (``_roc_auc``; a binary model's
+    positive class alone: the other column's copy was 8 MB per million rows)."""
     keep = rows.labelled
-    return rows.take(keep), _pick(probabilities, keep), int(rows.has_pred.sum())
+    picked = _pick(probabilities, keep, classes[-1:] if len(classes) == 2 else classes)
+    return rows.take(keep), picked, int(rows.has_pred.sum())
 
 
 def performance_metrics(predictions: pd.Series, labels: pd.Series,
@@ -179,8 +189,10 @@ def performance_metrics(predictions: pd.Series, labels: pd.Series,
     if schema.task == "regression":
         pred, label, _ = _labelled(predictions, labels)
         return _regression(pred, label)
-    picked, proba, _ = _labelled_classes(ClassRows.of(predictions, labels), probabilities)
-    return _classification(picked, proba, class_names(schema))
+    classes = class_names(schema)
+    picked, proba, _ = _labelled_classes(ClassRows.of(predictions, labels), probabilities,
+                                         classes)
+    return _classification(picked, proba, classes)
 
 
 def _drop(metric: str, current: float | None, reference: float | None) -> float | None:
@@ -232,9 +244,10 @@ def check_performance(
         metrics = _regression(pred, label)
     else:
         coded = classes if classes is not None else ClassRows.of(predictions, labels)
-        picked, proba, rows = _labelled_classes(coded, probabilities)
+        classes_of = class_names(schema)
+        picked, proba, rows = _labelled_classes(coded, probabilities, classes_of)
         labelled = len(picked)
-        metrics = _classification(picked, proba, class_names(schema))
+        metrics = _classification(picked, proba, classes_of)
     coverage = labelled / rows if rows else 0.0
     age = now - window_end
     mature = coverage >= config.min_label_coverage or age >= config.max_label_delay
