@@ -15,7 +15,7 @@ import hashlib
 import traceback
 from collections import Counter
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from datetime import datetime
 from functools import partial
@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from monitor.checks.estimated import EstimateRows
     from monitor.checks.segments import Segmentation, SegmentReference
     from monitor.store.sources import LogSource, LogWindow
+    from monitor.text_codes import TextCodes
 
 __all__ = ["CHUNK_ROWS", "FEATURES_ONLY", "evaluate_window"]
 
@@ -161,7 +162,22 @@ def evaluate_window(
 
     For mqm's own log table the rows per fallback reason (why the serving guard
     answered with its default) go to the service check.
+
+    Two threads share the sections: drift, then versions, on a second one; the schema
+    check (of a window read whole), performance with its estimate, and service on this
+    one. Most of each is numpy and pandas work that lets go of the GIL (sorts,
+    factorizing, reductions): on two cores a 1M-row check takes 1.0 s instead of 1.35.
+    Each section only reads the window's frames and the reference; the classes and
+    estimate rows that performance and versions both read are made before either
+    starts. Sections side by side hold their temporaries at the same time: each keeps
+    few (see ``estimated_metrics``), so a 1M-row check stays under 500 MB.
     """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mqm-check") as pool:
+        return _evaluate(model, start, end, now, pool)
+
+
+def _evaluate(model: ResolvedModel, start: datetime, end: datetime, now: datetime,
+              pool: ThreadPoolExecutor) -> CheckRun:
     import numpy as np
     import pandas as pd
 
@@ -193,12 +209,42 @@ def evaluate_window(
     drift_code_parts: list[np.ndarray] = []
     fallback_counts: Counter[str] | None = Counter() if model.counts_fallbacks else None
     rng = np.random.default_rng(_seed(model.name, start))
+
+    def need_reference() -> ReferenceData:
+        if reference is None:
+            raise RuntimeError(model.reference_error or "reference set unavailable")
+        return reference
+
+    def drift_of(frame: pd.DataFrame, texts: dict[str, TextCodes] | None
+                 ) -> Callable[[], DriftResult]:
+        def drift() -> DriftResult:
+            from monitor.checks.drift import check_drift
+
+            return check_drift(need_reference().drift_profile, frame, config=model_cfg.drift,
+                               prediction=schema.prediction_column, texts=texts)
+        return drift
+
+    drift_done: Future[DriftResult | ErrorSection] | None = None
     chunks = source.iter_chunks(start, end, CHUNK_ROWS) if whole is None else iter([whole])
     features_only = schema.features_only
     window: LogWindow | None = None
     # A window read whole is schema-checked while drift runs on the second thread (below).
     schema_add: Callable[[], None] | None = None
     for window in chunks:
+        drift_part = _drift_frame(window, schema)
+        if not sampled:
+            # A window read whole: its drift frame is whole already. Drift starts now, and
+            # the rest is prepared here meanwhile. Its text columns' codes hold for it
+            # (the prediction's column is the meta's, not a feature's).
+            texts = None if not window.texts else {
+                name: text for name, text in window.texts.items()
+                if name != schema.prediction_column}
+            drift_done = pool.submit(_section, drift_of(drift_part, texts))
+        else:
+            # Bernoulli sample: uniform over the window whatever the chunk order.
+            keep = rng.random(len(drift_part)) < limit / rows
+            drift_part = drift_part[keep]
+        drift_parts.append(drift_part)
         groups = {c: (labeler.add(_segment_values(model, window, c)), labeler.size)
                   for c, labeler in labelers.items()}
         # A features-only model's logs have no prediction to check (stored as null).
@@ -222,12 +268,6 @@ def evaluate_window(
                 fallback_counts[""] += int(answered_itself.sum())
         codes = version_codes.codes(window.meta["model_version"])
         code_parts.append(codes)
-        drift_part = _drift_frame(window, schema)
-        if sampled:
-            # Bernoulli sample: uniform over the window whatever the chunk order.
-            keep = rng.random(len(drift_part)) < limit / rows
-            drift_part = drift_part[keep]
-        drift_parts.append(drift_part)
         answered_rows = (~window.meta["error"].to_numpy(dtype=bool)
                          & window.meta["prediction"].notna().to_numpy())
         answered_parts.append(answered_rows[keep] if sampled else answered_rows)
@@ -252,19 +292,9 @@ def evaluate_window(
         # The values as logged (the parts, and the loop's last one): no check reads them.
         perf_parts.clear()
         perf_part = None
-    # A window read whole is its drift frame's rows: its text columns' codes hold for it
-    # (the prediction's column is the meta's, not a feature's).
-    drift_texts = None if sampled or window is None or not window.texts else {
-        name: codes for name, codes in window.texts.items()
-        if name != schema.prediction_column}
     latency = np.concatenate(latencies) if latencies else np.array([], dtype=float)
     error_flags = np.concatenate(error_parts) if error_parts else np.array([], dtype=bool)
 
-
-    def need_reference() -> ReferenceData:
-        if reference is None:
-            raise RuntimeError(model.reference_error or "reference set unavailable")
-        return reference
 
     prepared: list[EstimateRows] = []
     coded: list[ClassRows] = []
@@ -289,12 +319,6 @@ def evaluate_window(
         if not prepared:
             prepared.append(estimator.rows(prob_frame, perf["prediction"], class_rows()))
         return prepared[0]
-
-    def drift() -> DriftResult:
-        from monitor.checks.drift import check_drift
-
-        return check_drift(need_reference().drift_profile, drift_frame, config=model_cfg.drift,
-                           prediction=schema.prediction_column, texts=drift_texts)
 
     def performance() -> PerformanceResult:
         ref = need_reference()
@@ -368,34 +392,28 @@ def evaluate_window(
             drift_config=model_cfg.drift, config=model_cfg.performance, window_end=end,
             now=now, estimate_rows=estimate_rows(), classes=class_rows())
 
-    # Two threads share the sections: drift, then versions, on a second one; the schema
-    # check (of a window read whole), performance with its estimate, and service on this
-    # one. Most of each is numpy and pandas work that lets go of the GIL (sorts,
-    # factorizing, reductions): on two cores a 1M-row check's sections take 0.35 s less
-    # (1.35 s down to 1.03 s in all). Each only reads the window's frames and the
-    # reference, and the classes and estimate rows both read are made before either
-    # starts. Sections running side by side hold their temporaries at the same time: each
-    # keeps few of them (see ``estimated_metrics``), so a 1M-row check stays under 500 MB.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mqm-check") as pool:
-        drift_done = pool.submit(_section, drift)
-        if not features_only:
-            # A failure here is raised again, and recorded, by each section that needs
-            # them.
-            with suppress(Exception):
-                class_rows()
-                estimate_rows()
-            versions_done = pool.submit(_section, versions)
-        if schema_add is not None:
-            schema_add()
-        schema_result = schema_acc.result(model_cfg.min_rows)
-        performance_result = (NotApplicable(FEATURES_ONLY) if features_only
-                              else _section(performance))
-        service_result = _section(service)
-        sections: dict[str, Section] = {
-            "schema": schema_result, "drift": drift_done.result(),
-            "performance": performance_result, "service": service_result,
-            "versions": (NotApplicable(FEATURES_ONLY) if features_only
-                         else versions_done.result())}
+    # See ``evaluate_window``: drift runs on the pool's thread (a window read in chunks
+    # starts it now, its sample whole), then versions.
+    if drift_done is None:
+        drift_done = pool.submit(_section, drift_of(drift_frame, None))
+    versions_done = None
+    if not features_only:
+        # A failure here is raised again, and recorded, by each section that needs them.
+        with suppress(Exception):
+            class_rows()
+            estimate_rows()
+        versions_done = pool.submit(_section, versions)
+    if schema_add is not None:
+        schema_add()
+    schema_result = schema_acc.result(model_cfg.min_rows)
+    performance_result = (NotApplicable(FEATURES_ONLY) if features_only
+                          else _section(performance))
+    service_result = _section(service)
+    sections: dict[str, Section] = {
+        "schema": schema_result, "drift": drift_done.result(),
+        "performance": performance_result, "service": service_result,
+        "versions": (NotApplicable(FEATURES_ONLY) if versions_done is None
+                     else versions_done.result())}
     prepared.clear()  # versions was the last reader
     coded.clear()
     if seg_cfg.columns:
