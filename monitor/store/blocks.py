@@ -564,10 +564,13 @@ def fetch_all(raw: Any, sql: str, params: Sequence[Any], *, blobs: bool = False
         cur.close()
 
 
+# The model's blocks, by lo_id: answered from ``ix_log_blocks_model_marks`` alone.
+BLOCKS_SQL = ("SELECT id, lo_id, hi_id, rows, labels_hw FROM log_blocks WHERE model = {mark} "
+              "ORDER BY lo_id")
+
+
 def _blocks(raw: Any, mark: str, model: str) -> list[_Block]:
-    return [_Block(*row) for row in fetch_all(
-        raw, f"SELECT id, lo_id, hi_id, rows, labels_hw FROM log_blocks WHERE model = {mark} "
-        "ORDER BY lo_id", [model])]
+    return [_Block(*row) for row in fetch_all(raw, BLOCKS_SQL.format(mark=mark), [model])]
 
 
 class _Range(NamedTuple):

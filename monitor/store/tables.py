@@ -224,6 +224,9 @@ log_blocks = sa.Table(
     # One block per start: two compactors racing for the same rows cannot both commit.
     sa.UniqueConstraint("model", "lo_id", name="uq_log_blocks_model_lo"),
     sa.Index("ix_log_blocks_model_ts_min", "model", "ts_min"),
+    # Covers the blocks' list (``blocks._blocks``): on SQLite, ``labels_hw`` comes after
+    # the blobs in a row, and reading it from the row walks their overflow pages.
+    sa.Index("ix_log_blocks_model_marks", "model", "lo_id", "hi_id", "rows", "labels_hw"),
 )
 
 # One row per model: which replica of ``mqm serve`` runs the model's scheduled work, under

@@ -497,6 +497,27 @@ def test_rows_searched_by_id_are_the_rows_searched_by_time(store: sa.Engine) -> 
         assert any("PRIMARY KEY" in str(row) for row in plan)
 
 
+def test_the_blocks_list_is_read_from_its_index_alone(plain: sa.Engine) -> None:
+    """Every block's marks come from ``ix_log_blocks_model_marks``: on SQLite a row's
+    ``labels_hw`` lies past its blobs, whose overflow pages reading it would walk."""
+    from monitor.store.blocks import BLOCKS_SQL, _blocks
+    from monitor.store.db import driver_connection
+    from monitor.store.reading import sql_marks
+
+    engine = plain
+    compaction.compact(engine, MODEL, block_rows=BLOCK)
+    mark, _ = sql_marks(engine.dialect.name)
+    with engine.connect() as conn:
+        raw = driver_connection(conn)
+        blocks = _blocks(raw, mark, MODEL)
+        assert [(b.lo, b.hi, b.rows, b.labels_hw) for b in blocks] == block_rows_of(engine)
+        assert len(blocks) == math.ceil(N / BLOCK)
+        if engine.dialect.name == "sqlite":
+            plan = raw.execute("EXPLAIN QUERY PLAN " + BLOCKS_SQL.format(mark=mark),
+                               [MODEL]).fetchall()
+            assert "COVERING INDEX ix_log_blocks_model_marks" in str(plan), plan
+
+
 def test_plain_rows_compacted_equal_the_row_path(plain: sa.Engine) -> None:
     # The same as above on rows without lists or keys in varying order: the block reader
     # itself, apart from the typing and column-order cases the tricky rows add.
