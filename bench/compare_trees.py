@@ -184,6 +184,11 @@ def main() -> None:
             shutil.copyfile(db, folder / name / "store.db")
             configs[name] = write_config(folder / name, folder / name / "store.db", span_days)
             _migrate_to(tree, folder / name / "store.db", configs[name])
+            # Each tree's bytecode written, as an installed package has it (pip compiles
+            # at install): where PYTHONDONTWRITEBYTECODE is set, as on the CI machines, an
+            # editable checkout's modules were compiled again by every process.
+            subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree / "monitor")],
+                           check=True)
         print(f"load average before: {_load()}; this process's peak RSS "
               f"{_own_peak_mb():.0f} MB (the floor of the peaks below)", flush=True)
         for name, tree in trees.items():
