@@ -92,7 +92,10 @@ class IsotonicCurve:
         scores = np.asarray(scores, dtype=float)
         if len(self.x) == 1:  # one distinct score fitted: a constant
             return np.full(scores.shape, self.y[0])
-        out: np.ndarray = np.interp(np.clip(scores, self.x[0], self.x[-1]), self.x, self.y)
+        # ``interp`` holds the ends beyond the fitted scores itself (its ``left`` and
+        # ``right``): scikit-learn's ``clip`` first gives the same values, through one
+        # more copy of every score.
+        out: np.ndarray = np.interp(scores, self.x, self.y)
         return out
 
 

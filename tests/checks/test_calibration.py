@@ -74,6 +74,10 @@ def test_the_isotonic_fit_is_scikit_learns(seed: int) -> None:
     curve = IsotonicCurve.fit(scores, outcome)
     assert np.array_equal(curve.x, iso.X_thresholds_)
     assert np.array_equal(curve.y, iso.y_thresholds_)
+    # Its predictions too, bit for bit: at the fitted scores, between them, and beyond
+    # both ends (scikit-learn clips, mqm's curve lets ``interp`` hold the ends).
+    new = np.concatenate([scores, rng.uniform(-0.5, 1.5, 500), [curve.x[0], curve.x[-1]]])
+    assert np.array_equal(curve.predict(new), iso.predict(new))
 
 
 @pytest.mark.parametrize("seed", range(8))
