@@ -12,10 +12,10 @@ import pytest
 
 from monitor.checks.classes import ClassRows
 from monitor.checks.performance import (
-    _average_ranks,
     _f1,
     check_performance,
     performance_metrics,
+    positive_rank_sum,
 )
 from monitor.config import PerformanceConfig
 from monitor.schema import FeatureSpec, ModelSchema, PredictionSpec, label_of, label_text
@@ -127,14 +127,21 @@ def test_roc_auc_handles_ties_like_sklearn() -> None:
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_average_ranks_equal_scipy_rankdata_bit_for_bit(seed: int) -> None:
+def test_the_positives_rank_sum_is_scipy_rankdatas_bit_for_bit(seed: int) -> None:
     from scipy.stats import rankdata
 
     rng = np.random.default_rng(seed)
-    # Tied scores in runs of every length, and distinct ones, in random order.
-    scores = np.concatenate([rng.integers(0, 50, 3000) / 7, rng.random(2000)])
+    # Tied scores in runs of every length, and distinct ones, in random order; ties
+    # first and last too.
+    scores = np.concatenate([rng.integers(0, 50, 3000) / 7, rng.random(2000), [-1.0] * 3,
+                             [9.0] * 4])
     rng.shuffle(scores)
-    assert np.array_equal(_average_ranks(scores), rankdata(scores, method="average"))
+    for share in (0.0, 0.01, 0.5, 1.0):
+        positive = rng.random(len(scores)) < share
+        want = float(rankdata(scores, method="average")[positive].sum())
+        assert positive_rank_sum(positive, scores) == want
+    assert positive_rank_sum(np.zeros(0, dtype=bool), np.zeros(0)) == 0.0
+    assert positive_rank_sum(np.array([True]), np.array([0.3])) == 1.0
 
 
 def test_f1_counts_each_outcome_as_the_pairwise_comparisons() -> None:
