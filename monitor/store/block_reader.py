@@ -267,19 +267,15 @@ def _cut(part: Part, low_us: int, high_us: int) -> Part:
     return part if keep.all() else part.take(keep)
 
 
-def _fetch(raw: Any, mark: str, block_id: int, skip: Collection[str] = ()) -> Part:
-    return _fetch_marked(raw, mark, block_id, skip)[0]
-
-
-def _fetch_marked(raw: Any, mark: str, block_id: int, skip: Collection[str] = ()
-                  ) -> tuple[Part, int]:
-    """A block's rows, and its ``labels_hw`` (read with its blobs, it costs nothing)."""
-    data, labels, labels_hw = _fetch_bytes(raw, mark, block_id)
-    return decode_part(data, labels, skip), labels_hw
+def _fetch(raw: Any, mark: str, block_id: int) -> Part:
+    """A block's rows."""
+    data, labels, _ = _fetch_bytes(raw, mark, block_id)
+    return decode_part(data, labels)
 
 
 def _fetch_bytes(raw: Any, mark: str, block_id: int) -> tuple[bytes, bytes, int]:
-    """A block's bytes as stored (its rows, its labels) and its ``labels_hw``."""
+    """A block's bytes as stored (its rows, its labels) and its ``labels_hw`` (read with
+    its blobs, it costs nothing)."""
     ((data, labels, labels_hw),) = fetch_all(
         raw, f"SELECT data, labels, labels_hw FROM log_blocks WHERE id = {mark}", [block_id],
         blobs=True)
