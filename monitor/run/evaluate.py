@@ -299,7 +299,6 @@ def _evaluate(model: ResolvedModel, start: datetime, end: datetime, now: datetim
     # the sections' temporaries: 10 MB less at a 1M-row check's peak.
     free_memory()
 
-
     prepared: list[EstimateRows] = []
     coded: list[ClassRows] = []
 
@@ -368,16 +367,12 @@ def _evaluate(model: ResolvedModel, start: datetime, end: datetime, now: datetim
     def versions() -> VersionsResult:
         from monitor.checks.versions import check_versions
 
-        def joined(parts: list[np.ndarray]) -> np.ndarray:
-            if len(parts) == 1:  # a window read whole: its one part, not a copy
-                return parts[0]
-            return np.concatenate(parts) if parts else np.array([], dtype=np.int32)
-
         ref = reference
         pred_name = schema.prediction_column
-        drift_codes = joined(drift_code_parts)
+        drift_codes = _concat(drift_code_parts, np.int32)
         rows_of = VersionRows(
-            names=tuple(version_codes.names), codes=joined(code_parts), errors=error_flags,
+            names=tuple(version_codes.names), codes=_concat(code_parts, np.int32),
+            errors=error_flags,
             latency_ms=latency, answered=drift_codes[_concat(answered_parts).astype(bool)],
             drift=drift_codes)
         empty = pd.Series([], dtype=object)
@@ -525,12 +520,14 @@ def _segment_values(model: ResolvedModel, window: LogWindow, column: str) -> pd.
     return pd.Series([None] * window.rows, dtype=object)
 
 
-def _concat(parts: list[np.ndarray]) -> np.ndarray:
+def _concat(parts: list[np.ndarray], empty: type = int) -> np.ndarray:
+    """The parts as one array: a window read whole is its one part, not a copy; no parts
+    make an empty array of ``empty``'s type."""
     import numpy as np
 
     if len(parts) == 1:
         return parts[0]
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=empty)
 
 
 def _segments(model: ResolvedModel, parts: list[Segmentation], schema_acc: SchemaAccumulator,
