@@ -581,9 +581,6 @@ def dashboard(ctx: Context, host: str, port: int) -> None:
 main.add_command(fallback)
 main.add_command(loadtest)
 
-if __name__ == "__main__":  # pragma: no cover
-    main()
-
 
 def run() -> None:
     """The ``mqm`` program: ``main``, then the exit without the interpreter's last
@@ -596,3 +593,7 @@ def run() -> None:
         main(prog_name="mqm")
     finally:
         gc.freeze()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    run()
