@@ -56,8 +56,11 @@ if sys.argv[1] == "compaction":
     import monitor.ingest
     real = monitor.ingest.ingest_logs
     monitor.ingest.ingest_logs = lambda *a, **k: real(*a, **{**k, "blocks": False})
-from monitor.cli.main import main
-main(sys.argv[2:], prog_name="mqm")
+import monitor.cli.main as cli
+sys.argv[1:] = sys.argv[2:]
+sys.argv[0] = "mqm"
+# The program as installed (``run``: main, then the exit); a tree from before it, main.
+cli.run() if hasattr(cli, "run") else cli.main(sys.argv[1:], prog_name="mqm")
 """
 
 
