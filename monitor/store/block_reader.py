@@ -133,78 +133,107 @@ def read_window(engine: Engine, model: str, start: datetime, end: datetime,
     sqlite = dialect == "sqlite"
     mark, _ = sql_marks(dialect)
     low, high = _bound(start, sqlite), _bound(end, sqlite)
+    low_us, high_us = _us(start), _us(end)
     stale: list[int] = []
-    late: list[tuple[int, Any, Any]] = []
-    with engine.connect() as conn, driver_errors(engine, "reading log blocks"):
+    with engine.connect() as conn, driver_errors(engine, "reading log blocks"), \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="mqm-fetch") as pool:
         raw = driver_connection(conn)
         _snapshot(raw, sqlite)
         blocks = _ranges(raw, mark, model)
         if not blocks:
             return None
-        found = _meeting(raw, mark, model, low, high, "id")
+        found = [block_id for (block_id,) in _meeting(raw, mark, model, low, high, "id")]
         if not found:
             return None
-        total = _count(raw, mark, model, low, high)
-        if at_most is not None and total > at_most:
-            return TooMany(total)
-        low_us, high_us = _us(start), _us(end)
-        # A block at a time (about 16 MB compressed) is decoded and copied into the
-        # window's arrays, then goes, while a second thread fetches the next one: the
-        # database's work and the decoding overlap (both let go of the GIL). The
-        # connection is the fetching thread's alone until the loop ends. Each block's
-        # label mark comes with its bytes.
-        filler = PartFiller(total)
-        marks = []
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mqm-fetch") as pool:
-            ahead = pool.submit(_fetch_bytes, raw, mark, found[0][0])
-            for at in range(len(found)):
-                data, labels, labels_hw = ahead.result()
-                if at + 1 < len(found):
-                    ahead = pool.submit(_fetch_bytes, raw, mark, found[at + 1][0])
-                block = decode_part(data, labels, skip)
-                del data, labels
-                filler.add(_cut(block, low_us, high_us))
-                marks.append(labels_hw)
-                del block
+        rows_of = {block.id: block.rows for block in blocks}
+        room = sum(rows_of[block_id] for block_id in found)  # before their cut
         # Up to the table's largest id, in this read's snapshot: a window whose rows
         # blocks cover all has no gap, and its rows are not searched at all (PostgreSQL
         # without statistics, right after a large load, searched the window by time and
         # filtered every row by id: 0.27 s per million rows).
         gaps = _uncovered(blocks, _max_id(raw))
-        builder = WindowBuilder(key_orders=True)
-        if gaps:
-            by_rowid = sqlite and sum(hi - lo for lo, hi in gaps) <= total
-            fetch_into(raw, sqlite, _window_sql(dialect, False, False, id_ranges=len(gaps),
-                                                by_rowid=by_rowid),
-                       [model, low, high, *(b for gap in gaps for b in gap)], builder)
-        if builder.rows:
-            rows = part_of(builder)
-            for name in skip:
-                rows.meta.pop(name, None)
-            filler.add(rows)
-            del rows
-        if filler.count != total:
+        total: int | None = None
+        if at_most is not None and room + sum(hi - lo for lo, hi in gaps) > at_most:
+            total = _count(raw, mark, model, low, high)  # maybe too many: count first
+            if total > at_most:
+                return TooMany(total)
+        # The rows no block covers (the newest) come first, so that the window's arrays
+        # are sized from the blocks' own row counts and these rows, not from a count.
+        newest = _uncovered_rows(raw, dialect, model, low, high, gaps, room, skip)
+        filler = PartFiller(room + (len(newest) if newest is not None else 0))
+        # A block at a time (about 16 MB compressed) is decoded and copied into the
+        # window's arrays, then goes, while the second thread fetches the next one: the
+        # database's work and the decoding overlap (both let go of the GIL). The
+        # connection is the fetching thread's alone until the loop ends. Each block's
+        # label mark comes with its bytes.
+        marks = []
+        ahead = pool.submit(_fetch_bytes, raw, mark, found[0])
+        for at in range(len(found)):
+            data, labels, labels_hw = ahead.result()
+            if at + 1 < len(found):
+                ahead = pool.submit(_fetch_bytes, raw, mark, found[at + 1])
+            block = decode_part(data, labels, skip)
+            del data, labels
+            filler.add(_cut(block, low_us, high_us))
+            marks.append(labels_hw)
+            del block
+        if newest is not None:
+            filler.add(newest)
+            del newest
+        frames = None
+        if filler.count <= filler.rows:
+            part = filler.part()
+            del filler  # it holds the coded columns that the frames drop once decoded
+            ids = part.ids
+            late = _late_labels(raw, dialect, model, min(marks), low, high)
+            # The count checks the read, on the second thread while this one builds the
+            # frames (first, it was a pass over the window's index before the read).
+            counting = pool.submit(_count, raw, mark, model, low, high) if total is None \
+                else None
+            free_memory()  # the blocks' buffers, before the frames take their place
+            with gc_paused():
+                frames = frames_of(part, late, skip)
+            del part
+            if counting is not None:
+                total = counting.result()
+        else:
+            ids = filler.ids()
+            del filler
+        if frames is None or len(ids) != total:
             # Blocks that disagree with the rows; all of the window's if none can be
             # named (a block read twice leaves no odd id).
-            stale = _disagreeing(raw, mark, model, low, high, filler.ids(), blocks) or \
-                [block_id for (block_id,) in found]
-        else:
-            part = filler.part()
-            del filler
-            after = min(marks)
-            late = _late_labels(raw, dialect, model, after, low, high)
+            frames = None
+            stale = _disagreeing(raw, mark, model, low, high, ids, blocks) or found
     if stale:
         _log.warning("mqm: %d log block(s) of %s disagree with inference_logs (rows deleted "
                      "or inserted by hand?); read from the rows, to be compacted again",
                      len(stale), model)
         delete_blocks(engine, model, stale)
         return None
-    free_memory()  # the blocks' buffers, before the frames take their place
-    with gc_paused():
-        frames = frames_of(part, late, skip)
-    del part
     free_memory()  # the coded columns the frames did not keep
     return frames
+
+
+def _uncovered_rows(raw: Any, dialect: str, model: str, low: Any, high: Any,
+                    gaps: Sequence[tuple[int, int]], room: int, skip: Collection[str]
+                    ) -> Part | None:
+    """The window's rows with ids in ``gaps`` (no block covers them), None for none.
+    ``room``: the rows of the blocks meeting the window; on SQLite, gaps no wider than
+    that are searched by id rather than by time."""
+    if not gaps:
+        return None
+    sqlite = dialect == "sqlite"
+    builder = WindowBuilder(key_orders=True)
+    by_rowid = sqlite and sum(hi - lo for lo, hi in gaps) <= room
+    fetch_into(raw, sqlite, _window_sql(dialect, False, False, id_ranges=len(gaps),
+                                        by_rowid=by_rowid),
+               [model, low, high, *(b for gap in gaps for b in gap)], builder)
+    if not builder.rows:
+        return None
+    rows = part_of(builder)
+    for name in skip:
+        rows.meta.pop(name, None)
+    return rows
 
 
 def window_chunks(engine: Engine, model: str, start: datetime, end: datetime,

@@ -17,7 +17,7 @@ import json
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, overload
 
 import numpy as np
 
@@ -208,16 +208,39 @@ class _ColumnFiller:
             self.words.append(coded.words)
             self.shift += len(coded.words)
 
-    def coded(self) -> Coded:
-        return Coded(self.codes, self.f, self.i, self.s,
-                     np.concatenate(self.words) if self.words else None, self.j)
+    def coded(self, rows: int) -> Coded:
+        """The column's first ``rows`` rows (the filler's arrays, trimmed in place)."""
+        return Coded(_trim(self.codes, rows), _trim(self.f, rows), _trim(self.i, rows),
+                     _trim(self.s, rows),
+                     np.concatenate(self.words) if self.words else None, _trim(self.j, rows))
+
+
+@overload
+def _trim(values: np.ndarray, rows: int) -> np.ndarray: ...
+
+
+@overload
+def _trim(values: None, rows: int) -> None: ...
+
+
+def _trim(values: np.ndarray | None, rows: int) -> np.ndarray | None:
+    """``values[:rows]``, its own array: the tail goes back to the allocator (``realloc``
+    shrinks in place) instead of staying behind a view. Only the filler's own arrays,
+    which nothing else views, are trimmed so."""
+    if values is None or len(values) == rows:
+        return values
+    if values.dtype == object:  # resizing would drop the tail's references uncounted
+        return values[:rows].copy()
+    values.resize(rows, refcheck=False)
+    return values
 
 
 class PartFiller:
     """Parts (a window's blocks, then the rows no block covers) copied one after another
-    into arrays of the window's size: ``concat_parts``'s result, but each block's own
-    columns can go as soon as they are copied (``concat_parts`` holds every block and
-    their concatenation at once: 330 MB per million rows instead of 160)."""
+    into arrays of at most ``rows`` rows (the window's count, or its blocks' rows before
+    their cut to the window): ``concat_parts``'s result, but each block's own columns
+    can go as soon as they are copied (``concat_parts`` holds every block and their
+    concatenation at once: 330 MB per million rows instead of 160)."""
 
     def __init__(self, rows: int) -> None:
         self.rows = rows
@@ -236,7 +259,7 @@ class PartFiller:
         self.count += n
         self._ids.append(part.ids)
         if self.count > self.rows:
-            return  # more rows than counted: the caller reads the rows instead
+            return  # more rows than room: the caller reads the rows instead
         self._ts[at:at + n] = part.ts
         self._label_time[at:at + n] = part.label_time
         for attr, fillers in self._groups.items():
@@ -254,15 +277,17 @@ class PartFiller:
         return np.concatenate(self._ids) if self._ids else np.zeros(0, dtype=np.int64)
 
     def part(self) -> Part:
-        """The rows added; only when they are exactly ``rows``."""
-        if self.count != self.rows:
-            raise ValueError(f"{self.count} rows added, {self.rows} expected")
+        """The rows added, when they fit; the filler is spent (its arrays are the part's,
+        trimmed to the rows added)."""
+        n = self.count
+        if n > self.rows:
+            raise ValueError(f"{n} rows added, room for {self.rows}")
 
         def coded(attr: str) -> dict[str, Coded]:
-            return {name: f.coded() for name, f in self._groups[attr].items()}
+            return {name: f.coded(n) for name, f in self._groups[attr].items()}
 
-        return Part(self.ids(), self._ts, coded("meta"), coded("features"),
-                    coded("probabilities"), self._labels.coded(), self._label_time,
+        return Part(self.ids(), _trim(self._ts, n), coded("meta"), coded("features"),
+                    coded("probabilities"), self._labels.coded(n), _trim(self._label_time, n),
                     KeyOrders.concat(self._feature_keys), KeyOrders.concat(self._proba_keys))
 
 
@@ -574,19 +599,21 @@ def _blocks(raw: Any, mark: str, model: str) -> list[_Block]:
 
 
 class _Range(NamedTuple):
-    """A block's id range, without the rest of its row (see ``_ranges``)."""
+    """A block's id range and row count, without the rest of its row (see ``_ranges``)."""
 
     id: int
     lo: int
     hi: int
+    rows: int
 
 
 def _ranges(raw: Any, mark: str, model: str) -> list[_Range]:
-    """The model's blocks' id ranges, by ``lo_id``. Cheaper than ``_blocks`` on SQLite:
-    ``labels_hw`` is stored after a block's blobs, and reaching it walks their overflow
-    pages (80 MB per million rows, 0.08 s)."""
+    """The model's blocks' id ranges and row counts, by ``lo_id``, from the covering
+    index ``ix_log_blocks_model_marks`` (a block's row holds its blobs before
+    ``labels_hw``; reaching past them walks their overflow pages on SQLite)."""
     return [_Range(*row) for row in fetch_all(
-        raw, f"SELECT id, lo_id, hi_id FROM log_blocks WHERE model = {mark} ORDER BY lo_id",
+        raw, f"SELECT id, lo_id, hi_id, rows FROM log_blocks WHERE model = {mark} "
+        "ORDER BY lo_id",
         [model])]
 
 

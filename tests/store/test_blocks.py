@@ -470,6 +470,54 @@ def test_blocks_are_fetched_ahead_on_a_second_thread_and_its_failure_is_the_read
     assert len(fetched_on) == 7
 
 
+def test_the_count_checks_a_read_on_the_second_thread_unless_the_window_may_be_too_large(
+        plain: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The window's arrays are sized from its blocks' row counts, so the count that
+    checks the read runs on the fetching thread while this one builds the frames; a
+    window whose blocks may hold more rows than ``at_most`` is counted first, on this
+    thread, once."""
+    engine = plain
+    compaction.compact(engine, MODEL, block_rows=BLOCK)
+    counted_on: list[str] = []
+    count = block_reader._count
+
+    def recording(*args: Any) -> int:
+        counted_on.append(threading.current_thread().name)
+        return count(*args)
+
+    monkeypatch.setattr(block_reader, "_count", recording)
+    for start, end in WINDOWS:  # windows that cut blocks, and whole ones
+        want = rows_path(engine, start, end)
+        counted_on.clear()
+        assert_same_frames(block_reader.read_window(engine, MODEL, start, end), want)
+        assert len(counted_on) == 1 and counted_on[0] != threading.current_thread().name
+        counted_on.clear()
+        n = len(want.meta)
+        got = block_reader.read_window(engine, MODEL, start, end, at_most=n)
+        assert isinstance(got, WindowFrames)
+        assert_same_frames(got, want)
+        assert len(counted_on) == 1
+        if n:
+            counted_on.clear()
+            assert block_reader.read_window(engine, MODEL, start, end,
+                                            at_most=n - 1) == block_reader.TooMany(n)
+            assert counted_on == [threading.current_thread().name]
+
+
+def test_a_fillers_arrays_are_trimmed_in_place_to_the_rows_added() -> None:
+    from monitor.store.blocks import _trim
+
+    values = np.arange(1_000_000, dtype=np.float64)
+    at = values.ctypes.data
+    trimmed = _trim(values, 600_000)
+    assert trimmed is values and trimmed.ctypes.data == at
+    np.testing.assert_array_equal(trimmed, np.arange(600_000, dtype=np.float64))
+    texts = np.array(["a", "b", None], dtype=object)
+    kept = _trim(texts, 2)
+    assert kept is not texts and kept.tolist() == ["a", "b"] and texts.tolist()[2] is None
+    assert _trim(None, 3) is None and _trim(texts, 3) is texts
+
+
 def test_rows_searched_by_id_are_the_rows_searched_by_time(store: sa.Engine) -> None:
     # The rows no block covers are searched by id on SQLite when their ranges are small:
     # another plan for the same query, so the same rows in the same order.
