@@ -62,8 +62,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
+# The suite in TEST_WORKERS processes (pytest-xdist): much of it waits on servers,
+# browsers and subprocesses, so two overlap well even on two cores. TEST_WORKERS=0 runs
+# it in this process alone.
+TEST_WORKERS ?= 2
 test: lint typecheck
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n $(TEST_WORKERS)
 
 # Planted bugs against the tests that should catch them; by hand, not in CI (minutes).
 mutants: $(STAMP)
