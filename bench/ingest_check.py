@@ -54,6 +54,7 @@ COMMAND = """
 import sys
 if sys.argv[1] == "compaction":
     import monitor.ingest
+import monitor.ingest_fast
     real = monitor.ingest.ingest_logs
     monitor.ingest.ingest_logs = lambda *a, **k: real(*a, **{**k, "blocks": False})
 import monitor.cli.main as cli
@@ -164,7 +165,7 @@ def steps(url: str, parquet: str) -> dict[str, float]:
     timed(staging.StagedLoad, "publish_ids", "publish (INSERT ... SELECT)")
     timed(staging.DirectLoad, "add_copy", "direct load (PostgreSQL COPY into the table)")
     timed(staging.DirectLoad, "publish_ids", "direct load's commit")
-    timed(monitor.ingest, "stored_request_ids", "stored ids looked up")
+    timed(monitor.ingest_fast, "stored_request_ids", "stored ids looked up")
     timed(arrow_blocks, "coded_rows", "rows coded for blocks (reading thread)")
     timed(arrow_blocks, "write_load_blocks", "blocks written")
     timed(compaction, "_write", "  of which block writes (encode, insert)")

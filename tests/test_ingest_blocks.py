@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 import monitor.ingest
+import monitor.ingest_fast
 from monitor.ingest import ingest_logs
 from monitor.schema import ModelSchema
 from monitor.store import block_reader, compaction
@@ -167,7 +168,7 @@ def test_json_lines_chunks_already_stored_add_no_rows_to_the_blocks(
         engine, schema, tmp_path, monkeypatch) -> None:
     """A JSON-lines file loaded again with new lines at its end: its first chunks are all
     stored (skipped unparsed), its last one has new rows, and the blocks get those only."""
-    monkeypatch.setattr(monitor.ingest, "FAST_JSON_BYTES", 2_000)  # several chunks
+    monkeypatch.setattr(monitor.ingest_fast, "FAST_JSON_BYTES", 2_000)  # several chunks
     read = no_compaction(monkeypatch)
     rows = [flat_row(i) for i in range(40)]
     path = tmp_path / "logs.jsonl"
@@ -187,7 +188,7 @@ def test_rows_already_stored_are_left_to_the_blocks_they_are_in(engine, schema, 
                                                                  monkeypatch) -> None:
     """A file whose first rows are stored (by a load with blocks, then by one without)
     adds blocks for its new rows only, growing the newest block as compaction does."""
-    monkeypatch.setattr(monitor.ingest, "FAST_BATCH", 7)
+    monkeypatch.setattr(monitor.ingest_fast, "FAST_BATCH", 7)
     monkeypatch.setattr(compaction, "BLOCK_ROWS", 9)
     load(engine, schema, write(tmp_path / "a.parquet", base(10)))
     ingest_logs(engine, MODEL, schema, write(tmp_path / "b.parquet", base(16)))  # no blocks
@@ -243,7 +244,7 @@ def _loaded(engine: sa.Engine, schema: ModelSchema, columns: list[dict[str, Any]
     request_ids: list[str] = []
     for cols in columns:
         logs = ArrowLogs(pa.table(cols).to_batches()[0],
-                         monitor.ingest._layout(schema, None))
+                         monitor.ingest_fast._layout(schema, None))
         loaded.add(coded_rows(logs, sqlite=sqlite))
         request_ids += logs.ids.to_pylist()
     parts = loaded.parts(_stored_ids(engine, request_ids))
@@ -283,7 +284,7 @@ def test_rows_another_writer_stored_first_leave_the_blocks_to_compaction(
     """Rows the publish skipped (stored by another writer after the load looked) leave
     the load unable to tell which of its rows got which id: it writes no block."""
     ingest_logs(engine, MODEL, schema, write(tmp_path / "a.parquet", base(5)))
-    monkeypatch.setattr(monitor.ingest, "stored_request_ids", lambda *args: [])
+    monkeypatch.setattr(monitor.ingest_fast, "stored_request_ids", lambda *args: [])
     report = load(engine, schema, write(tmp_path / "b.parquet", base(12)))
     assert (report.added, report.already_stored) == (7, 5)
     assert blocks(engine) == []
@@ -333,7 +334,7 @@ def test_a_load_too_large_to_hold_leaves_its_blocks_to_compaction(
     import monitor.store.arrow_blocks as arrow_blocks
 
     monkeypatch.setattr(arrow_blocks, "MAX_LOADED_ROWS", 15)
-    monkeypatch.setattr(monitor.ingest, "FAST_BATCH", 7)
+    monkeypatch.setattr(monitor.ingest_fast, "FAST_BATCH", 7)
     read = no_compaction(monkeypatch)
     with caplog.at_level(logging.INFO, logger="mqm.ingest"):
         report = load(engine, schema, write(tmp_path / "logs.parquet", base(20)))
@@ -400,7 +401,7 @@ def test_an_error_coding_the_rows_fails_nothing(engine, schema, tmp_path, monkey
 
     real = arrow_blocks.coded_rows
     monkeypatch.setattr(arrow_blocks, "coded_rows", broken)
-    monkeypatch.setattr(monitor.ingest, "FAST_BATCH", 4)
+    monkeypatch.setattr(monitor.ingest_fast, "FAST_BATCH", 4)
     with caplog.at_level(logging.WARNING, logger="mqm.ingest"):
         report = load(engine, schema, write(tmp_path / "logs.parquet", base(13)))
     assert report.added == 13
@@ -435,7 +436,7 @@ def test_mqm_ingest_writes_blocks_for_a_compacted_model(make_config, tmp_path,
 
 def test_a_parquet_file_with_several_row_groups(engine, schema, tmp_path,
                                                 monkeypatch) -> None:
-    monkeypatch.setattr(monitor.ingest, "FAST_BATCH", 4)
+    monkeypatch.setattr(monitor.ingest_fast, "FAST_BATCH", 4)
     path = tmp_path / "logs.parquet"
     pq.write_table(pa.table(base(23)), path, row_group_size=5)
     load(engine, schema, path)

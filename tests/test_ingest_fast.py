@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 import monitor.ingest
+import monitor.ingest_fast
 from monitor.errors import IngestError
 from monitor.ingest import ingest_logs
 from monitor.store.logs import LogLoad
@@ -190,7 +191,7 @@ def test_files_the_fast_path_cannot_vouch_for_are_read_row_by_row(engine, schema
 
 def test_a_reload_stages_nothing_and_a_partial_overlap_adds_only_new_rows(
         engine, schema, tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(monitor.ingest, "FAST_BATCH", 7)  # several batches
+    monkeypatch.setattr(monitor.ingest_fast, "FAST_BATCH", 7)  # several batches
     path = write(tmp_path / "first.parquet", base(30))
     assert ingest_logs(engine, "m", schema, path).added == 30
     before = stored(engine, "m")
@@ -225,8 +226,8 @@ def test_a_load_starts_with_short_pieces_and_reuses_the_look_up(
     file's batches (the database starts writing sooner); pieces within the rows the
     id-only pass looked up take its stored ids, the others look theirs up, and the rows
     stored are the row path's."""
-    monkeypatch.setattr(monitor.ingest, "FAST_BATCH", 10)
-    monkeypatch.setattr(monitor.ingest, "FIRST_PIECE", 3)
+    monkeypatch.setattr(monitor.ingest_fast, "FAST_BATCH", 10)
+    monkeypatch.setattr(monitor.ingest_fast, "FIRST_PIECE", 3)
     staged = staged_sizes(monkeypatch)
     path = write(tmp_path / "logs.parquet", base(45))
     fast = ingest_logs(engine, "fast", schema, path)
@@ -242,7 +243,7 @@ def test_a_load_starts_with_short_pieces_and_reuses_the_look_up(
     cols = base(45)
     cols["request_id"] = [rid if i in (2, 6) else f"n-{i}" for i, rid in
                           enumerate(cols["request_id"])]
-    looked = call_counter(monkeypatch, monitor.ingest, "stored_request_ids")
+    looked = call_counter(monkeypatch, monitor.ingest_fast, "stored_request_ids")
     report = ingest_logs(engine, "fast", schema, write(tmp_path / "some.parquet", cols))
     assert (report.added, report.already_stored, looked[0]) == (43, 2, 7)
     ids = [r[1] for r in stored(engine, "fast")[45:]]
@@ -251,7 +252,7 @@ def test_a_load_starts_with_short_pieces_and_reuses_the_look_up(
 
 def test_an_id_repeated_across_batches_is_reported_by_the_row_path(engine, schema, tmp_path,
                                                                    monkeypatch) -> None:
-    monkeypatch.setattr(monitor.ingest, "FAST_BATCH", 4)
+    monkeypatch.setattr(monitor.ingest_fast, "FAST_BATCH", 4)
     cols = base(10)
     cols["request_id"][8] = "r-1"
     report = ingest_logs(engine, "m", schema, write(tmp_path / "rep.parquet", cols),
@@ -262,7 +263,7 @@ def test_an_id_repeated_across_batches_is_reported_by_the_row_path(engine, schem
 
 def test_a_fast_load_stopped_midway_leaves_nothing(engine, schema, tmp_path,
                                                    monkeypatch) -> None:
-    monkeypatch.setattr(monitor.ingest, "FAST_BATCH", 5)
+    monkeypatch.setattr(monitor.ingest_fast, "FAST_BATCH", 5)
     path = write(tmp_path / "logs.parquet", base(20))
     add = LogLoad.add_arrow
     calls = [0]
@@ -285,7 +286,7 @@ def test_nothing_is_visible_nor_locked_until_the_fast_load_publishes(engine, sch
                                                                    monkeypatch) -> None:
     """Between batches another writer writes at once (SQLite: no busy wait at all; on
     PostgreSQL with no lock wait either) and sees none of the load."""
-    monkeypatch.setattr(monitor.ingest, "FAST_BATCH", 5)
+    monkeypatch.setattr(monitor.ingest_fast, "FAST_BATCH", 5)
     path = write(tmp_path / "logs.parquet", base(20))
     add = LogLoad.add_arrow
     seen: list[int] = []
@@ -318,7 +319,7 @@ def test_rows_another_writer_stored_after_the_check_are_still_skipped(
     first = ingest_logs(engine, "m", schema, write(tmp_path / "half.parquet", base(5)))
     assert first.added == 5
     before = stored(engine, "m")
-    monkeypatch.setattr(monitor.ingest, "stored_request_ids", lambda *args: [])
+    monkeypatch.setattr(monitor.ingest_fast, "stored_request_ids", lambda *args: [])
     report = ingest_logs(engine, "m", schema, path)
     assert (report.rows, report.added, report.already_stored) == (12, 7, 5)
     rows = stored(engine, "m")
@@ -341,7 +342,7 @@ def test_a_direct_load_knows_its_ids_when_another_writer_draws_between(
     _pg_only(engine)
     from monitor.store.staging import DirectLoad
 
-    monkeypatch.setattr(monitor.ingest, "FAST_BATCH", 5)
+    monkeypatch.setattr(monitor.ingest_fast, "FAST_BATCH", 5)
     real = DirectLoad._copy
     calls = [0]
 
@@ -384,7 +385,7 @@ def test_a_direct_load_is_invisible_until_it_commits_and_gone_if_it_fails(
     """A batch the fast path refuses half-way (after rows were copied) rolls the copied
     rows back: the row path then loads the file, and each row is stored once."""
     _pg_only(engine)
-    monkeypatch.setattr(monitor.ingest, "FAST_BATCH", 5)
+    monkeypatch.setattr(monitor.ingest_fast, "FAST_BATCH", 5)
     cols = base(15)
     cols["annual_income"] = [*cols["annual_income"][:12], float("inf"), 1.0, 2.0]
     path = write(tmp_path / "logs.parquet", cols)
@@ -400,11 +401,11 @@ def test_a_stored_parquet_file_is_reloaded_from_its_ids_alone(engine, schema, tm
                                                               monkeypatch) -> None:
     """Every request id stored: the file's other columns are neither decoded nor checked,
     and the report is the row path's."""
-    monkeypatch.setattr(monitor.ingest, "FAST_BATCH", 7)
+    monkeypatch.setattr(monitor.ingest_fast, "FAST_BATCH", 7)
     path = write(tmp_path / "logs.parquet", base(30))
     for model in ("fast", "slow"):
         assert ingest_logs(engine, model, schema, path).added == 30
-    built = call_counter(monkeypatch, monitor.ingest, "ArrowLogs")
+    built = call_counter(monkeypatch, monitor.ingest_fast, "ArrowLogs")
     fast = ingest_logs(engine, "fast", schema, path).as_dict()
     assert built[0] == 0
     slow = ingest_logs(engine, "slow", schema, path, fast=False).as_dict()
@@ -413,7 +414,7 @@ def test_a_stored_parquet_file_is_reloaded_from_its_ids_alone(engine, schema, tm
     # One new row at the end: the file is read whole again, and only that row added; each
     # batch's ids are looked up once (5 batches of at most 7), not again by the load.
     grown = write(tmp_path / "grown.parquet", base(31))
-    looked = call_counter(monkeypatch, monitor.ingest, "stored_request_ids")
+    looked = call_counter(monkeypatch, monitor.ingest_fast, "stored_request_ids")
     report = ingest_logs(engine, "fast", schema, grown)
     assert built[0] > 0 and (report.added, report.already_stored) == (1, 30)
     assert looked[0] == 5

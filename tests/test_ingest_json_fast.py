@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 import monitor.ingest
+import monitor.ingest_fast
 from monitor.ingest import IngestError, ingest_log_batch, ingest_logs
 from monitor.store.json_logs import _micros_of_seconds
 from monitor.times import EPOCH
@@ -369,7 +370,7 @@ def test_a_jsonl_file_in_chunks_is_all_or_nothing(engine, schema, tmp_path,
     later chunk is the row path's report."""
     from monitor.store.logs import LogLoad
 
-    monkeypatch.setattr(monitor.ingest, "FAST_JSON_BYTES", 2000)  # about 6 rows a chunk
+    monkeypatch.setattr(monitor.ingest_fast, "FAST_JSON_BYTES", 2000)  # about 6 rows a chunk
     path = tmp_path / "logs.jsonl"
     path.write_bytes(lines([flat_row(i) for i in range(40)]))
     add = LogLoad.add_arrow
@@ -411,7 +412,7 @@ def test_an_unexpected_failure_of_the_fast_path_gets_the_row_paths_answer(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise pa.ArrowInvalid("an input no test foresaw")
 
-    monkeypatch.setattr(monitor.ingest, "_json_logs", broken)
+    monkeypatch.setattr(monitor.ingest_fast, "_json_logs", broken)
     body = lines([client_row(i) for i in range(5)])
     report = ingest_log_batch(engine, "m", schema, body)
     assert (report.added, report.problems) == (5, [])

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 import monitor.ingest
+import monitor.ingest_fast
 from monitor.errors import IngestError
 from monitor.ingest import ingest_logs
 from monitor.store.json_logs import line_ids
@@ -35,7 +36,7 @@ CHUNK = 2000  # bytes of lines per chunk: about 6 flat rows
 
 def parse_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """A counter of the chunks Arrow parsed and checked."""
-    return call_counter(monkeypatch, monitor.ingest, "_json_logs")
+    return call_counter(monkeypatch, monitor.ingest_fast, "_json_logs")
 
 
 def load(engine: Any, schema: Any, model: str, path: Path, fast: bool,
@@ -56,7 +57,7 @@ def write(path: Path, body: bytes) -> Path:
 
 def test_a_stored_file_is_reloaded_without_parsing_a_line(engine, schema, tmp_path,
                                                            monkeypatch) -> None:
-    monkeypatch.setattr(monitor.ingest, "FAST_JSON_BYTES", CHUNK)
+    monkeypatch.setattr(monitor.ingest_fast, "FAST_JSON_BYTES", CHUNK)
     path = write(tmp_path / "logs.jsonl", lines([flat_row(i) for i in range(40)]))
     for model in ("fast", "slow"):
         assert ingest_logs(engine, model, schema, path).added == 40
@@ -87,7 +88,7 @@ def test_new_rows_among_stored_ones_are_stored_as_a_first_load_stores_them(
         engine, schema, tmp_path, monkeypatch) -> None:
     """Chunks wholly stored, chunks with some rows stored, chunks of new rows: the stored
     rows equal the row path's, new rows in file order, stored rows not replaced."""
-    monkeypatch.setattr(monitor.ingest, "FAST_JSON_BYTES", CHUNK)
+    monkeypatch.setattr(monitor.ingest_fast, "FAST_JSON_BYTES", CHUNK)
     rows = [flat_row(i) for i in range(60)]
     before = write(tmp_path / "before.jsonl", lines(rows[:20] + rows[23:26] + rows[40:41]))
     after = write(tmp_path / "after.jsonl",
@@ -201,8 +202,8 @@ def test_random_files_partly_stored_get_the_row_paths_answer(engine, schema, tmp
                                                              monkeypatch) -> None:
     """Random files (odd values, mixed kinds, repeated ids) of which a random share of
     lines was stored before, loaded again in small chunks: the row path's report and rows."""
-    monkeypatch.setattr(monitor.ingest, "FAST_JSON_BYTES", 600)
-    all_stored = monitor.ingest._all_stored
+    monkeypatch.setattr(monitor.ingest_fast, "FAST_JSON_BYTES", 600)
+    all_stored = monitor.ingest_fast._all_stored
     skipped = [0]
 
     def counting(*args: Any) -> bool:
@@ -210,7 +211,7 @@ def test_random_files_partly_stored_get_the_row_paths_answer(engine, schema, tmp
         skipped[0] += answer
         return answer
 
-    monkeypatch.setattr(monitor.ingest, "_all_stored", counting)
+    monkeypatch.setattr(monitor.ingest_fast, "_all_stored", counting)
     rng = random.Random(20261206)
     for k in range(40):
         body = _random_body(rng, rng.randint(4, 30))

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 import monitor.ingest
+import monitor.ingest_fast
 import monitor.store.db
 from monitor.cli.main import main
 from monitor.errors import IngestError
@@ -36,7 +37,7 @@ def row_path_for_json_lines(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise monitor.ingest.NotFast("tests of the row path")
 
-    monkeypatch.setattr(monitor.ingest, "_checked_json_chunks", refuse)
+    monkeypatch.setattr(monitor.ingest_fast, "_checked_json_chunks", refuse)
 
 
 def write_logs(path: Path, n: int = ROWS) -> Path:
