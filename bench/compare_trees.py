@@ -20,7 +20,8 @@ between the trees (``PYTHONPATH`` pointing at each), it times:
 - in-process: ``run_check`` (persist=False) in a fresh process, timed from after
   ``monitor.run.check`` is imported (what bench/check.py times), as before; and
   "again": the same check a second time in that process, as a long-lived one (the
-  scheduler of ``mqm serve``) runs every check after its first.
+  scheduler of ``mqm serve``) runs every check after its first; and that check's read
+  of the window alone ("its read": ``evaluate._read_whole``, where a tree has it).
 
 One untimed check per tree comes first, so that each times the check every later window
 gets (a tree that stores the reference profile builds it then; that first check is
@@ -57,6 +58,18 @@ from monitor.config import load_config
 from monitor.run.check import run_check
 from monitor.store.db import create_engine
 import monitor
+import monitor.run.evaluate as evaluate
+# The window's read, timed apart (a tree that has it: ``_read_whole``).
+reads = []
+if hasattr(evaluate, "_read_whole"):
+    read_whole = evaluate._read_whole
+    def timed_read(*args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return read_whole(*args, **kwargs)
+        finally:
+            reads.append(time.perf_counter() - t)
+    evaluate._read_whole = timed_read
 t0 = time.perf_counter()
 cfg = load_config(sys.argv[1])
 engine = create_engine(cfg.database_url)
@@ -67,7 +80,8 @@ first = time.perf_counter() - t0
 t1 = time.perf_counter()
 run_check(engine, cfg, sys.argv[2], at=datetime.fromisoformat(sys.argv[3]), persist=False)
 print(json.dumps({"seconds": first, "again": time.perf_counter() - t1, "rows": run.rows,
-                  "status": run.status, "tree": monitor.__file__}))
+                  "read_again": reads[-1] if reads else None, "status": run.status,
+                  "tree": monitor.__file__}))
 """
 
 WHOLE = """
@@ -203,7 +217,8 @@ def main() -> None:
             print(f"{name:>6}: first check {first['seconds']:.2f} s (CPU {first['cpu']:.2f} s, "
                   f"peak {first['peak_mb']:.0f} MB)", flush=True)
         figures: dict[str, dict[str, list[float]]] = {
-            name: {"whole": [], "cpu": [], "peak_mb": [], "in_process": [], "again": []}
+            name: {"whole": [], "cpu": [], "peak_mb": [], "in_process": [], "again": [],
+                   "read_again": []}
             for name in trees}
         for _ in range(args.repeats):
             for name, tree in trees.items():
@@ -213,13 +228,18 @@ def main() -> None:
                                    ("peak_mb", w["peak_mb"]), ("in_process", p["seconds"]),
                                    ("again", p["again"])):
                     figures[name][key].append(value)
+                if p.get("read_again") is not None:
+                    figures[name]["read_again"].append(p["read_again"])
+                read = (f" (its read {p['read_again']:.2f} s)"
+                        if p.get("read_again") is not None else "")
                 print(f"{name:>6}: whole {w['seconds']:.2f} s (CPU {w['cpu']:.2f} s, peak "
                       f"{w['peak_mb']:.0f} MB), in-process {p['seconds']:.2f} s, again "
-                      f"{p['again']:.2f} s, {w['rows']} rows {w['status']}", flush=True)
+                      f"{p['again']:.2f} s{read}, {w['rows']} rows {w['status']}", flush=True)
         print(f"load average after: {_load()}")
         for name, f in figures.items():
+            read = f" (its read {_stats(f['read_again'])})" if f["read_again"] else ""
             print(f"{name:>6}: whole {_stats(f['whole'])}, CPU {_stats(f['cpu'])}, in-process "
-                  f"{_stats(f['in_process'])}, again {_stats(f['again'])}, peak "
+                  f"{_stats(f['in_process'])}, again {_stats(f['again'])}{read}, peak "
                   f"{_stats(f['peak_mb'], 'MB', 0)} over {len(f['whole'])} pairs")
         if args.naive:
             from check import naive

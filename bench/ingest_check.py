@@ -54,7 +54,6 @@ COMMAND = """
 import sys
 if sys.argv[1] == "compaction":
     import monitor.ingest
-import monitor.ingest_fast
     real = monitor.ingest.ingest_logs
     monitor.ingest.ingest_logs = lambda *a, **k: real(*a, **{**k, "blocks": False})
 import monitor.cli.main as cli
@@ -143,6 +142,7 @@ def steps(url: str, parquet: str) -> dict[str, float]:
     import resource
 
     import monitor.ingest
+    import monitor.ingest_fast
     from monitor.schema import load_schema
     from monitor.store import arrow_blocks, compaction, db, staging
 
