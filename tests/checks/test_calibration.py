@@ -1,5 +1,6 @@
 """The calibration rule's steps against scikit-learn's, which NannyML calls: the same
-splits, the same isotonic fit, the same ROC AUC; and no scikit-learn imported."""
+splits, the same isotonic fit, the same ROC AUC; and neither scikit-learn nor
+scipy.optimize imported."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ import sys
 
 import numpy as np
 import pytest
+from scipy.optimize import isotonic_regression
 from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedShuffleSplit
 
+import monitor.checks.calibration as calibration
 from monitor.checks.calibration import (
     IsotonicCurve,
+    _pool_adjacent_violators,
     _roc_auc,
     _stratified_splits,
 )
@@ -104,8 +108,44 @@ def test_the_rule_imports_no_scikit_learn() -> None:
         "outcome = (rng.random(2000) < scores ** 2).astype(int)\n"
         "decision = decide_calibration(outcome, scores)\n"
         "assert decision.ece_after is not None, decision\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'sklearn'))\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'sklearn'\n"
+        "             or m.startswith('scipy.optimize')))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                           text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_the_pool_adjacent_violators_are_scipys_number_for_number(seed: int) -> None:
+    """The fit done here gives scipy's doubles, not close ones: outcome rates of tied
+    scores with their counts (what the curve fits), plain values with real weights, runs
+    of equal values, and a decreasing run that pools into one block."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 30_000)) if seed > 3 else [1, 2, 7, 500][seed]
+    kind = seed % 4
+    if kind == 0:
+        counts = rng.integers(1, 6, n).astype(float)
+        values = rng.binomial(counts.astype(int), rng.beta(2, 3, n)) / counts
+        weights = counts
+    elif kind == 1:
+        values, weights = rng.normal(size=n), rng.uniform(0.01, 5.0, n)
+    elif kind == 2:
+        values, weights = np.round(rng.random(n), 1), np.ones(n)  # equal neighbours
+    else:
+        values, weights = np.sort(rng.random(n))[::-1].copy(), rng.uniform(0.5, 2.0, n)
+    want = isotonic_regression(values, weights=weights, increasing=True).x
+    got = _pool_adjacent_violators(values.copy(), weights.copy())
+    assert got.dtype == np.float64 and np.array_equal(got, want)
+
+
+def test_many_points_are_fitted_by_scipy_with_the_same_numbers(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(3)
+    scores = rng.random(5000)
+    outcome = (rng.random(5000) < scores).astype(int)
+    here = IsotonicCurve.fit(scores, outcome)
+    monkeypatch.setattr(calibration, "PAVA_IN_PYTHON", 100)
+    monkeypatch.setattr(calibration, "_pool_adjacent_violators", None)  # must not be used
+    there = IsotonicCurve.fit(scores, outcome)
+    assert np.array_equal(here.x, there.x) and np.array_equal(here.y, there.y)
