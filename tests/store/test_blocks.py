@@ -648,6 +648,43 @@ def test_rows_written_after_compaction_are_read_and_grow_the_newest_block(
     assert_blocks_read_equal(engine, WINDOWS)
 
 
+def test_each_next_block_is_encoded_on_a_second_thread_while_the_last_is_stored(
+        plain: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """New blocks are encoded ahead, off this thread; a block that grows a stored one is
+    encoded with it in its own transaction, here; a failure to encode one stops the
+    compaction after the blocks before it, which are stored whole and read right."""
+    engine = plain
+    encoded_on: list[tuple[str, int]] = []
+    encode_part = compaction.encode_part
+    failing = False
+
+    def recording(part: Any) -> Any:
+        encoded_on.append((threading.current_thread().name, len(part)))
+        if failing and len(encoded_on) == 4:
+            raise RuntimeError("the fourth block cannot be encoded")
+        return encode_part(part)
+
+    monkeypatch.setattr(compaction, "encode_part", recording)
+    failing = True
+    with pytest.raises(RuntimeError, match="fourth block"):
+        compaction.compact(engine, MODEL, block_rows=BLOCK)
+    assert len(block_rows_of(engine)) == 3  # the three before it, whole
+    assert_disjoint(block_rows_of(engine))
+    failing = False
+    encoded_on.clear()
+    result = compaction.compact(engine, MODEL, block_rows=BLOCK)
+    assert result.blocks == math.ceil(N / BLOCK) - 3
+    assert encoded_on and all(name != threading.current_thread().name
+                              for name, _ in encoded_on)
+    assert_blocks_read_equal(engine, WINDOWS)
+    # One row more: the newest block grows, encoded here with the stored rows.
+    add_logs(engine, plain_records(N, 1), other=False)
+    encoded_on.clear()
+    assert compaction.compact(engine, MODEL, block_rows=BLOCK).rows == 1
+    assert encoded_on == [(threading.current_thread().name, N % BLOCK + 1)]
+    assert_blocks_read_equal(engine, WINDOWS)
+
+
 def test_rows_are_searched_only_above_the_blocks_up_to_the_largest_id(
         engine: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     """A window whose rows blocks all cover searches no rows (a search by time filtered
