@@ -23,6 +23,9 @@ between the trees (``PYTHONPATH`` pointing at each), it times:
   scheduler of ``mqm serve``) runs every check after its first; and that check's read
   of the window alone ("its read": ``evaluate._read_whole``, where a tree has it).
 
+``--reads K`` then times the window's read alone (``block_reader.read_window``), 15 times
+warm in each of K processes per tree, alternating: its median and minimum.
+
 One untimed check per tree comes first, so that each times the check every later window
 gets (a tree that stores the reference profile builds it then; that first check is
 timed and printed apart). ``--naive`` also times, once, what a user would write by hand
@@ -82,6 +85,31 @@ run_check(engine, cfg, sys.argv[2], at=datetime.fromisoformat(sys.argv[3]), pers
 print(json.dumps({"seconds": first, "again": time.perf_counter() - t1, "rows": run.rows,
                   "read_again": reads[-1] if reads else None, "status": run.status,
                   "tree": monitor.__file__}))
+"""
+
+# The window's read alone (``block_reader.read_window`` as a check calls it), warm, 15
+# times in one process: the median and the minimum (the read is 0.5-0.7 s; a whole
+# check's spread hides changes of tens of milliseconds in it).
+READS = """
+import json, statistics, sys, time
+from datetime import datetime, timedelta
+from monitor.config import load_config
+from monitor.store import block_reader
+from monitor.store.db import create_engine
+import monitor.run.evaluate as evaluate
+cfg = load_config(sys.argv[1])
+engine = create_engine(cfg.database_url)
+end = datetime.fromisoformat(sys.argv[3])
+args = (engine, sys.argv[2], end - cfg.models[sys.argv[2]].window, end,
+        evaluate._UNREAD_META)
+block_reader.read_window(*args, at_most=10**9)
+times = []
+for _ in range(15):
+    t = time.perf_counter()
+    frames = block_reader.read_window(*args, at_most=10**9)
+    times.append(time.perf_counter() - t)
+    del frames
+print(json.dumps({"median": statistics.median(times), "min": min(times)}))
 """
 
 WHOLE = """
@@ -182,6 +210,9 @@ def main() -> None:
     parser.add_argument("--before", type=Path, required=True, help="the other checkout")
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--reads", type=int, default=0,
+                        help="then time the window's read alone in this many processes "
+                        "per tree, alternating")
     parser.add_argument("--naive", action="store_true",
                         help="also time the naive path once, for the speed-up")
     args = parser.parse_args()
@@ -241,6 +272,14 @@ def main() -> None:
             print(f"{name:>6}: whole {_stats(f['whole'])}, CPU {_stats(f['cpu'])}, in-process "
                   f"{_stats(f['in_process'])}, again {_stats(f['again'])}{read}, peak "
                   f"{_stats(f['peak_mb'], 'MB', 0)} over {len(f['whole'])} pairs")
+        for _ in range(args.reads):
+            for name, tree in trees.items():
+                done = subprocess.run([sys.executable, "-c", READS, str(configs[name]), MODEL,
+                                       at], env=_env(tree), capture_output=True, text=True,
+                                      cwd=tree, check=True)
+                got = json.loads(done.stdout.strip().splitlines()[-1])
+                print(f"{name:>6}: the window's read alone, 15 times warm: median "
+                      f"{got['median']:.3f} s, min {got['min']:.3f} s", flush=True)
         if args.naive:
             from check import naive
 
