@@ -30,8 +30,6 @@ from monitor.store.blocks import (
     _Block,
     _blocks,
     _in_order,
-    _Range,
-    _ranges,
     _uncovered,
     _us,
     decode_part,
@@ -139,14 +137,15 @@ def read_window(engine: Engine, model: str, start: datetime, end: datetime,
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="mqm-fetch") as pool:
         raw = driver_connection(conn)
         _snapshot(raw, sqlite)
-        blocks = _ranges(raw, mark, model)
+        blocks = _blocks(raw, mark, model)
         if not blocks:
             return None
         found = [block_id for (block_id,) in _meeting(raw, mark, model, low, high, "id")]
         if not found:
             return None
-        rows_of = {block.id: block.rows for block in blocks}
-        room = sum(rows_of[block_id] for block_id in found)  # before their cut
+        wanted = set(found)
+        meeting = [block for block in blocks if block.id in wanted]
+        room = sum(block.rows for block in meeting)  # before their cut
         # Up to the table's largest id, in this read's snapshot: a window whose rows
         # blocks cover all has no gap, and its rows are not searched at all (PostgreSQL
         # without statistics, right after a large load, searched the window by time and
@@ -164,18 +163,15 @@ def read_window(engine: Engine, model: str, start: datetime, end: datetime,
         # A block at a time (about 16 MB compressed) is decoded and copied into the
         # window's arrays, then goes, while the second thread fetches the next one: the
         # database's work and the decoding overlap (both let go of the GIL). The
-        # connection is the fetching thread's alone until the loop ends. Each block's
-        # label mark comes with its bytes.
-        marks = []
+        # connection is the fetching thread's alone until the loop ends.
         ahead = pool.submit(_fetch_bytes, raw, mark, found[0])
         for at in range(len(found)):
-            data, labels, labels_hw = ahead.result()
+            data, labels = ahead.result()
             if at + 1 < len(found):
                 ahead = pool.submit(_fetch_bytes, raw, mark, found[at + 1])
             block = decode_part(data, labels, skip)
             del data, labels
             filler.add(_cut(block, low_us, high_us))
-            marks.append(labels_hw)
             del block
         if newest is not None:
             filler.add(newest)
@@ -185,7 +181,8 @@ def read_window(engine: Engine, model: str, start: datetime, end: datetime,
             part = filler.part()
             del filler  # it holds the coded columns that the frames drop once decoded
             ids = part.ids
-            late = _late_labels(raw, dialect, model, min(marks), low, high)
+            late = _late_labels(raw, dialect, model,
+                                min(block.labels_hw for block in meeting), low, high)
             # The count checks the read, on the second thread while this one builds the
             # frames (first, it was a pass over the window's index before the read).
             counting = pool.submit(_count, raw, mark, model, low, high) if total is None \
@@ -298,17 +295,15 @@ def _cut(part: Part, low_us: int, high_us: int) -> Part:
 
 def _fetch(raw: Any, mark: str, block_id: int) -> Part:
     """A block's rows."""
-    data, labels, _ = _fetch_bytes(raw, mark, block_id)
-    return decode_part(data, labels)
+    return decode_part(*_fetch_bytes(raw, mark, block_id))
 
 
-def _fetch_bytes(raw: Any, mark: str, block_id: int) -> tuple[bytes, bytes, int]:
-    """A block's bytes as stored (its rows, its labels) and its ``labels_hw`` (read with
-    its blobs, it costs nothing)."""
-    ((data, labels, labels_hw),) = fetch_all(
-        raw, f"SELECT data, labels, labels_hw FROM log_blocks WHERE id = {mark}", [block_id],
+def _fetch_bytes(raw: Any, mark: str, block_id: int) -> tuple[bytes, bytes]:
+    """A block's bytes as stored: its rows, its labels."""
+    ((data, labels),) = fetch_all(
+        raw, f"SELECT data, labels FROM log_blocks WHERE id = {mark}", [block_id],
         blobs=True)
-    return data, labels, int(labels_hw)
+    return data, labels
 
 
 def _max_id(raw: Any) -> int:
@@ -357,7 +352,7 @@ def _chunks(engine: Engine, conn: Any, raw: Any, model: str, block_ids: list[int
 
 
 def _disagreeing(raw: Any, mark: str, model: str, low: Any, high: Any, have: np.ndarray,
-                 blocks: Sequence[_Block] | Sequence[_Range]) -> list[int]:
+                 blocks: Sequence[_Block]) -> list[int]:
     """Blocks holding rows that are gone, or covering rows they lack."""
     stored = np.array([row[0] for row in fetch_all(
         raw, f"SELECT id FROM inference_logs WHERE model = {mark} AND ts >= {mark} "

@@ -17,7 +17,7 @@ import json
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, overload
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
@@ -598,34 +598,7 @@ def _blocks(raw: Any, mark: str, model: str) -> list[_Block]:
     return [_Block(*row) for row in fetch_all(raw, BLOCKS_SQL.format(mark=mark), [model])]
 
 
-class _Range(NamedTuple):
-    """A block's id range and row count, without the rest of its row (see ``_ranges``)."""
-
-    id: int
-    lo: int
-    hi: int
-    rows: int
-
-
-def _ranges(raw: Any, mark: str, model: str) -> list[_Range]:
-    """The model's blocks' id ranges and row counts, by ``lo_id``, from the covering
-    index ``ix_log_blocks_model_marks`` (a block's row holds its blobs before
-    ``labels_hw``; reaching past them walks their overflow pages on SQLite)."""
-    return [_Range(*row) for row in fetch_all(
-        raw, f"SELECT id, lo_id, hi_id, rows FROM log_blocks WHERE model = {mark} "
-        "ORDER BY lo_id",
-        [model])]
-
-
-class _IdRange(Protocol):
-    @property
-    def lo(self) -> int: ...
-
-    @property
-    def hi(self) -> int: ...
-
-
-def _uncovered(blocks: Sequence[_IdRange], top: int = _TOP) -> list[tuple[int, int]]:
+def _uncovered(blocks: Sequence[_Block], top: int = _TOP) -> list[tuple[int, int]]:
     """Id ranges (lo, hi] that no block covers, up to ``top``."""
     gaps, at = [], 0
     for block in blocks:

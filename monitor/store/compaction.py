@@ -368,7 +368,8 @@ def _write(engine: Engine, t: sa.Table, model: str, piece: _Piece, labels_hw: in
                     t.c.id == grow.id)).one()
                 new = concat_parts([decode_part(data, labels), new])
                 labels_hw = min(labels_hw, grow.labels_hw)
-            rows, label_blob = piece.encoded if grow is None and piece.encoded is not None \
+            # Encoded ahead unless it grows a block (``_next_piece``).
+            rows, label_blob = piece.encoded if piece.encoded is not None \
                 else encode_part(new)
             ts_min, ts_max = _times_of(new)
             values = {"hi_id": hi, "rows": len(new), "ts_min": ts_min, "ts_max": ts_max,
