@@ -25,7 +25,7 @@ import pandas as pd
 
 from monitor.checks.calibration import CalibrationDecision, IsotonicCurve, decide_calibration
 from monitor.checks.classes import ClassRows
-from monitor.checks.estimated_metrics import estimated_metrics
+from monitor.checks.estimated_metrics import estimated_metrics, expected_accuracy
 from monitor.checks.performance import class_names
 from monitor.checks.sampling_error import BAND_SIGMAS, Component, SamplingErrors, band
 from monitor.config import PerformanceConfig
@@ -302,6 +302,18 @@ class AccuracyEstimator:
         # Binary: the positive class's columns alone (``estimated_metrics``).
         return used, estimated_metrics(self._scored_of(scores), scores, pred), \
             self.sampling.at(used)
+
+    def accuracy_of_rows(self, rows: EstimateRows, among: np.ndarray
+                         ) -> tuple[int, float | None, float | None]:
+        """``estimate_rows``' accuracy and its sampling error alone, of the rows ``among``
+        picks: rows used, the expected accuracy (None: no row), its sampling error."""
+        keep = among[rows.usable]
+        scores, pred = _pick(rows.scores, keep), rows.pred[keep]
+        used = len(pred)
+        if not used:
+            return 0, None, None
+        return used, expected_accuracy(self._scored_of(scores), pred), \
+            self.sampling.at(used)["accuracy"]
 
 
 def check_estimated(

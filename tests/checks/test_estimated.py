@@ -346,6 +346,11 @@ def test_rows_prepared_once_estimate_each_subset_as_its_own_frames(classes: list
         want = est.estimate_metrics(cur_p[among].reset_index(drop=True),
                                     cur_pred[among].reset_index(drop=True))
         assert est.estimate_rows(rows, among) == want
+        # A version's accuracy alone: the same double and sampling error.
+        used, metrics, errors = want
+        assert est.accuracy_of_rows(rows, among) == (used, metrics["accuracy"],
+                                                     errors["accuracy"])
+    assert est.accuracy_of_rows(rows, np.zeros(len(cur_p), dtype=bool)) == (0, None, None)
     res = check_estimated(est, cur_p, cur_pred, realized_accuracy=None, config=CONFIG,
                           rows=rows)
     assert res == check_estimated(est, cur_p, cur_pred, realized_accuracy=None, config=CONFIG)
