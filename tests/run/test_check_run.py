@@ -145,8 +145,8 @@ def test_a_critical_section_outranks_a_check_that_cannot_run(loaded, make_config
 
 
 def test_sections_run_two_at_a_time_and_the_run_is_the_same(loaded, monkeypatch) -> None:
-    """Drift runs on a second thread while this one schema-checks the window, then
-    versions there while performance runs here: each pair waits at a barrier only two
+    """Drift runs on a second thread while this one measures performance, then the
+    schema check there while versions runs here: each pair waits at a barrier only two
     threads at once pass. The run is the same as one taken without the barriers."""
     import json
     import threading
@@ -170,17 +170,17 @@ def test_sections_run_two_at_a_time_and_the_run_is_the_same(loaded, monkeypatch)
     first, second = threading.Barrier(2, timeout=20), threading.Barrier(2, timeout=20)
     monkeypatch.setattr(drift_module, "check_drift",
                         meeting("drift", drift_module.check_drift, first))
+    monkeypatch.setattr(performance_module, "check_performance",
+                        meeting("performance", performance_module.check_performance, first))
     monkeypatch.setattr(SchemaAccumulator, "add",
-                        meeting("schema", SchemaAccumulator.add, first))
+                        meeting("schema", SchemaAccumulator.add, second))
     monkeypatch.setattr(versions_module, "check_versions",
                         meeting("versions", versions_module.check_versions, second))
-    monkeypatch.setattr(performance_module, "check_performance",
-                        meeting("performance", performance_module.check_performance, second))
     run = run_check(engine, cfg, "loan_default", at=DRIFTED, now=LATER, persist=False)
     assert run is not None and before is not None
     here = threading.current_thread().name
-    assert threads["schema"] == threads["performance"] == here
-    assert threads["drift"] == threads["versions"] != here
+    assert threads["performance"] == threads["versions"] == here
+    assert threads["drift"] == threads["schema"] != here
     assert isinstance(run.drift, DriftResult) and run.drift.share_drifted > 0
     assert run.versions.status == "ok" and run.performance.status != "error"
     assert json.dumps(run.as_dict(), sort_keys=True, default=str) == \
