@@ -122,7 +122,7 @@ def _num_ref(series: pd.Series) -> _NumRef | str:
         unique, counts = np.empty(0), np.empty(0, dtype=np.int64)
     return _NumRef(
         values=values, std=float(np.std(values)), n_unique=n_unique, unique=unique, counts=counts,
-        null_rate=_rate(int(np.isnan(raw).sum()), len(raw)),
+        null_rate=_rate(int(np.count_nonzero(np.isnan(raw))), len(raw)),
     )
 
 
@@ -233,7 +233,7 @@ def _num_cur(series: pd.Series, texts: TextCodes | None = None) -> _NumCur:
     finite = np.isfinite(raw)
     values = raw[finite] if not finite.all() else raw.copy()
     values.sort()
-    return _NumCur(values, _rate(int(np.isnan(raw).sum()), len(raw)))
+    return _NumCur(values, _rate(int(np.count_nonzero(np.isnan(raw))), len(raw)))
 
 
 def _cat_cur(series: pd.Series, ref: _CatRef, texts: TextCodes | None = None) -> _CatCur:

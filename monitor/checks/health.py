@@ -47,7 +47,7 @@ def check_service(
     if len(latency_ms) != len(error):
         raise ValueError("latency_ms and error must have the same length")
     rows = len(error)
-    errors = int(_error_flags(error).sum())
+    errors = int(np.count_nonzero(_error_flags(error)))
     rate = errors / rows if rows else 0.0
     lat = pd.to_numeric(latency_ms, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
     lat = lat[np.isfinite(lat)]

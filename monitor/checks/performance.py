@@ -81,7 +81,7 @@ def positive_rank_sum(positive: np.ndarray, scores: np.ndarray) -> float:
 
 def pairs_auc(positive: np.ndarray, scores: np.ndarray) -> float | None:
     """ROC AUC as the Mann-Whitney statistic; None unless both outcomes occur."""
-    n_pos = int(positive.sum())
+    n_pos = int(np.count_nonzero(positive))
     n_neg = len(positive) - n_pos
     if n_pos == 0 or n_neg == 0:
         return None
@@ -179,7 +179,7 @@ def _labelled(predictions: pd.Series, labels: pd.Series
     keep = has_pred & labels.notna().to_numpy()
     pred, label = predictions.iloc[keep], labels.iloc[keep]
     pred.index = label.index = pd.RangeIndex(len(pred))
-    return pred, label, int(has_pred.sum())
+    return pred, label, int(np.count_nonzero(has_pred))
 
 
 def _labelled_classes(rows: ClassRows, probabilities: pd.DataFrame | None,
@@ -189,7 +189,7 @@ def _labelled_classes(rows: ClassRows, probabilities: pd.DataFrame | None,
     positive class alone: the other column's copy was 8 MB per million rows)."""
     keep = rows.labelled
     picked = _pick(probabilities, keep, classes[-1:] if len(classes) == 2 else classes)
-    return rows.take(keep), picked, int(rows.has_pred.sum())
+    return rows.take(keep), picked, int(np.count_nonzero(rows.has_pred))
 
 
 def performance_metrics(predictions: pd.Series, labels: pd.Series,

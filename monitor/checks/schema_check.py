@@ -268,11 +268,11 @@ def _count(counts: _Counts, null: np.ndarray, mismatch: np.ndarray, out_of_range
                     | out_of_range * np.uint8(_RANGE) | unseen * np.uint8(_UNSEEN)
                     | violating * np.uint8(_VIOLATING))
     counts.rows += len(null)
-    counts.nulls += int(null.sum())
-    counts.mismatches += int(mismatch.sum())
-    counts.out_of_range += int(out_of_range.sum())
-    counts.unseen += int(unseen.sum())
-    counts.violating += int(violating.sum())
+    counts.nulls += int(np.count_nonzero(null))
+    counts.mismatches += int(np.count_nonzero(mismatch))
+    counts.out_of_range += int(np.count_nonzero(out_of_range))
+    counts.unseen += int(np.count_nonzero(unseen))
+    counts.violating += int(np.count_nonzero(violating))
     if len(counts.examples) < _EXAMPLES and (mismatch.any() or out_of_range.any()
                                              or unseen.any()):
         found = examples()
@@ -424,7 +424,7 @@ class SchemaAccumulator:
         for counts in self._unexpected.values():
             counts.rows += n
         self.rows += n
-        self.violating_rows += int(violating.sum())
+        self.violating_rows += int(np.count_nonzero(violating))
 
     def result(self, min_rows: int = 1) -> SchemaResult:
         n = self.rows

@@ -110,21 +110,21 @@ def check_versions(
     else:
         has_label = labels.notna().to_numpy() & predictions.notna().to_numpy()
         right = np.zeros(len(predictions), dtype=bool)
-    mature = _mature(int(has_label.sum()), len(predictions), config=config,
+    mature = _mature(int(np.count_nonzero(has_label)), len(predictions), config=config,
                      window_end=window_end, now=now)
     pred_name = schema.prediction_column
     figures = []
     for code, name in enumerate(rows.names):
         mine = rows.codes == code
-        n = int(mine.sum())
+        n = int(np.count_nonzero(mine))
         if not n:
             continue
-        errors = int(rows.errors[mine].sum())
+        errors = int(np.count_nonzero(rows.errors[mine]))
         lat = rows.latency_ms[mine]
         lat = lat[np.isfinite(lat)]
         answered = rows.answered == code
-        labelled = int((has_label & answered).sum())
-        correct = int((right & answered).sum())
+        labelled = int(np.count_nonzero(has_label & answered))
+        correct = int(np.count_nonzero(right & answered))
         accuracy = correct / labelled if classifier and mature and labelled else None
         estimated = error = None
         used = 0

@@ -267,7 +267,7 @@ def _evaluate(model: ResolvedModel, start: datetime, end: datetime, now: datetim
             answered_itself = why.isna().to_numpy()
             fallback_counts.update(why[~answered_itself].value_counts().to_dict())
             if answered_itself.any():
-                fallback_counts[""] += int(answered_itself.sum())
+                fallback_counts[""] += int(np.count_nonzero(answered_itself))
         codes = version_codes.codes(window.meta["model_version"])
         code_parts.append(codes)
         answered_rows = (~window.meta["error"].to_numpy(dtype=bool)
