@@ -17,6 +17,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from monitor.errors import SchemaError
+from monitor.text_codes import TextCodes
 from monitor.yamlfile import load_yaml_model
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ __all__ = [
     "TargetSpec",
     "guess_prediction",
     "infer_schema",
-    "int_label_texts",
+    "int_label_codes",
     "is_of_type",
     "label_of",
     "label_text",
@@ -287,10 +288,29 @@ def _int_texts(ints: np.ndarray) -> np.ndarray:
     return out
 
 
-def int_label_texts(ints: np.ndarray) -> np.ndarray | None:
-    """``label_text``'s texts of int64 labels without nulls, when they span fewer than
-    2**16 (its table of texts); else None."""
-    return _int_texts(ints) if _small_int_range(ints) else None
+def int_label_codes(values: np.ndarray, has: np.ndarray) -> TextCodes | None:
+    """``label_text`` of int64 labels where ``has`` (null elsewhere, whatever ``values``
+    holds there) as codes into their distinct texts (in the ints' order), when they span
+    fewer than 2**16; else None. A few passes over the rows, no copy of the ints."""
+    if not has.any():
+        return TextCodes(np.full(len(values), -1, dtype=np.int8), np.array([], dtype=object))
+    # The range of every slot when it is short (the others hold a filler, 0: a plain
+    # min and max are a quarter of the masked ones' time), else of the labels' alone.
+    low, high = int(values.min()), int(values.max())
+    if high - low >= 2**16:
+        low = int(np.min(values, where=has, initial=np.iinfo(np.int64).max))
+        high = int(np.max(values, where=has, initial=np.iinfo(np.int64).min))
+        if high - low >= 2**16:
+            return None
+    null_slot = high - low + 1  # where the rows without a label point
+    offsets = np.where(has, np.subtract(values, low), null_slot)
+    present = np.flatnonzero(np.bincount(offsets, minlength=null_slot + 1)[:null_slot])
+    # The smallest signed type that holds every code and -1.
+    small = np.min_scalar_type(-len(present))
+    remap = np.full(null_slot + 1, -1, dtype=small)
+    remap[present] = np.arange(len(present), dtype=small)
+    words = np.array([label_of(u) for u in (present + low).astype(np.int64)], dtype=object)
+    return TextCodes(remap[offsets], words)
 
 
 def label_text(values: pd.Series) -> pd.Series:

@@ -36,6 +36,18 @@ class TextCodes:
     def __len__(self) -> int:
         return len(self.codes)
 
+    def texts(self) -> np.ndarray:
+        """Per row its text, None where it has none (an object array)."""
+        table = np.empty(len(self.words) + 1, dtype=object)  # the last: code -1
+        table[:-1] = self.words
+        out: np.ndarray = table[self.codes]
+        return out
+
+    def take(self, keep: np.ndarray) -> TextCodes:
+        """The rows ``keep`` (a mask) picks, with the same words."""
+        return TextCodes(self.codes[keep], self.words,
+                         None if self.numbers is None else self.numbers[keep])
+
     def first_seen(self) -> np.ndarray:
         """The codes that occur, in the order of their first row (``pd.factorize``'s
         order of uniques)."""

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
 from monitor.errors import SchemaError
-from monitor.schema import infer_schema, is_of_type, load_schema, parse_text, schema_to_yaml
+from monitor.schema import (
+    infer_schema,
+    int_label_codes,
+    is_of_type,
+    label_of,
+    load_schema,
+    parse_text,
+    schema_to_yaml,
+)
 
 
 def test_sample_contract_loads(schema_path: Path) -> None:
@@ -165,3 +174,28 @@ def test_infer_a_features_only_contract_guesses_nothing(tmp_path: Path) -> None:
     assert load_schema(path) == draft
     with pytest.raises(SchemaError, match="no prediction and no target"):
         infer_schema(frame, model="houses", features_only=True, target="MedInc")
+
+
+@pytest.mark.parametrize("filler", [0, 2**62, -7], ids=["zeros", "huge", "in-range"])
+def test_int_label_codes_are_label_text_of_the_labelled_slots(filler: int) -> None:
+    """Whatever the slots without a label hold (a filler, or a value far outside the
+    labels' range), the codes name label_text's text of each labelled row, None
+    elsewhere; the words are distinct and in the ints' order."""
+    rng = np.random.default_rng(4)
+    values = rng.integers(-3, 40, 5000).astype(np.int64)
+    has = rng.random(5000) < 0.7
+    values[~has] = filler
+    codes = int_label_codes(values, has)
+    assert codes is not None and codes.numbers is None
+    want = [label_of(int(v)) if h else None for v, h in zip(values, has, strict=True)]
+    assert codes.texts().tolist() == want
+    assert codes.words.tolist() == [str(v) for v in sorted(set(values[has].tolist()))]
+    assert codes.take(has).texts().tolist() == [w for w in want if w is not None]
+
+
+def test_int_label_codes_give_up_on_a_wide_range_and_code_no_label_as_none() -> None:
+    wide = np.array([0, 2**20, 5], dtype=np.int64)
+    assert int_label_codes(wide, np.ones(3, dtype=bool)) is None
+    assert int_label_codes(wide, np.array([True, False, True])) is not None
+    none = int_label_codes(wide, np.zeros(3, dtype=bool))
+    assert none is not None and none.texts().tolist() == [None, None, None]

@@ -19,6 +19,8 @@ from monitor.schema import label_text
 if TYPE_CHECKING:
     import pandas as pd
 
+    from monitor.text_codes import TextCodes
+
 __all__ = ["ClassRows"]
 
 
@@ -57,6 +59,24 @@ class ClassRows:
         shift = np.array([known[t] for t in label_texts] + [-1], dtype=small)
         # -1 (null) indexes the last entry.
         return cls(np.asarray(merged, dtype=object), pred.astype(small), shift[label])
+
+    @classmethod
+    def of_codes(cls, predictions: TextCodes, labels: TextCodes) -> ClassRows:
+        """``of`` from both columns' ``label_text`` texts as codes (a read from log blocks
+        has them): no pass over the rows' texts, the same rows and texts (in another
+        order, which no check reads)."""
+        if len(predictions) != len(labels):
+            raise ValueError("predictions and labels must have the same length")
+        merged = [str(t) for t in predictions.words]
+        known = {t: i for i, t in enumerate(merged)}
+        for text in labels.words:
+            if text not in known:
+                known[text] = len(merged)
+                merged.append(str(text))
+        small = np.min_scalar_type(-(len(merged) + 1))
+        shift = np.array([known[t] for t in labels.words] + [-1], dtype=small)
+        return cls(np.asarray(merged, dtype=object), predictions.codes.astype(small),
+                   shift[labels.codes])
 
     def __len__(self) -> int:
         return len(self.pred)

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from monitor.checks.estimated import AccuracyEstimator, EstimateRows
     from monitor.config import DriftConfig, PerformanceConfig
     from monitor.schema import ModelSchema
+    from monitor.text_codes import TextCodes
 
 __all__ = ["UNKNOWN_VERSION", "VersionCodes", "VersionRows", "check_versions"]
 
@@ -39,9 +40,14 @@ class VersionCodes:
         self.names: list[str] = []
         self._code: dict[str, int] = {}
 
-    def codes(self, versions: pd.Series) -> np.ndarray:
-        """One code per row of ``versions`` (null: ``UNKNOWN_VERSION``)."""
-        local, uniques = pd.factorize(versions.to_numpy(dtype=object), use_na_sentinel=True)
+    def codes(self, versions: pd.Series, texts: TextCodes | None = None) -> np.ndarray:
+        """One code per row of ``versions`` (null: ``UNKNOWN_VERSION``). ``texts``: the
+        column as codes into its distinct texts (a read from log blocks has them)."""
+        if texts is not None and texts.numbers is None and len(texts) == len(versions):
+            local, uniques = texts.codes, texts.words
+        else:
+            local, uniques = pd.factorize(versions.to_numpy(dtype=object),
+                                          use_na_sentinel=True)
         mapping = np.empty(len(uniques) + 1, dtype=np.int32)
         for i, name in enumerate([*(str(u) for u in uniques), UNKNOWN_VERSION]):
             if name not in self._code:

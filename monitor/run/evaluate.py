@@ -133,17 +133,24 @@ def _perf_frames(window: LogWindow, keep: np.ndarray) -> tuple[pd.DataFrame, pd.
     return answered, probs
 
 
-def _label_texts(window: LogWindow | None, answered: list[np.ndarray], labels: pd.Series,
-                 sampled: bool) -> pd.Series:
-    """``label_text(labels)``, the answered rows' labels; from the texts the read made
-    of a window read whole when it has them (a pass over a million Python ints less)."""
+def _answered_codes(window: LogWindow | None, codes: TextCodes | None,
+                    answered: list[np.ndarray], sampled: bool) -> TextCodes | None:
+    """A column's ``label_text`` codes (``codes``, the read's, or None) of the answered
+    rows of a window read whole; None when the read had none."""
+    if sampled or window is None or codes is None or len(answered) != 1:
+        return None
+    keep = answered[0]
+    return codes if keep.all() else codes.take(keep)
+
+
+def _as_text(values: pd.Series, codes: TextCodes | None) -> pd.Series:
+    """``label_text(values)``; from the codes the read made when it has them (a pass over
+    a million Python values less)."""
     import pandas as pd
 
-    if sampled or window is None or window.label_texts is None or len(answered) != 1:
-        return label_text(labels)
-    keep = answered[0]
-    texts = window.label_texts if keep.all() else window.label_texts[keep]
-    return pd.Series(texts, index=labels.index, dtype=object, name=labels.name)
+    if codes is None:
+        return label_text(values)
+    return pd.Series(codes.texts(), index=values.index, dtype=object, name=values.name)
 
 
 def _joined(parts: list[pd.DataFrame]) -> pd.DataFrame:
@@ -268,7 +275,7 @@ def _evaluate(model: ResolvedModel, start: datetime, end: datetime, now: datetim
             fallback_counts.update(why[~answered_itself].value_counts().to_dict())
             if answered_itself.any():
                 fallback_counts[""] += int(np.count_nonzero(answered_itself))
-        codes = version_codes.codes(window.meta["model_version"])
+        codes = version_codes.codes(window.meta["model_version"], window.version_codes)
         code_parts.append(codes)
         answered_rows = (~window.meta["error"].to_numpy(dtype=bool)
                          & window.meta["prediction"].notna().to_numpy())
@@ -285,12 +292,16 @@ def _evaluate(model: ResolvedModel, start: datetime, end: datetime, now: datetim
         perf_parts.append(perf_part)
         prob_parts.append(prob_part)
     drift_frame, perf, prob_frame = _joined(drift_parts), _joined(perf_parts), _joined(prob_parts)
+    pred_codes = label_codes = None
     if schema.task == "classification" and "prediction" in perf:
         # Class labels as text once, for performance, its estimate, versions and
         # segments (each conversion is a pass over a million values).
-        perf = pd.DataFrame({"prediction": label_text(perf["prediction"]),
-                             "label": _label_texts(window, answered_parts, perf["label"],
-                                                   sampled)}, copy=False)
+        pred_codes = _answered_codes(window, window.prediction_codes if window else None,
+                                     answered_parts, sampled)
+        label_codes = _answered_codes(window, window.label_codes if window else None,
+                                      answered_parts, sampled)
+        perf = pd.DataFrame({"prediction": _as_text(perf["prediction"], pred_codes),
+                             "label": _as_text(perf["label"], label_codes)}, copy=False)
         # The values as logged (the parts, and the loop's last one): no check reads them.
         perf_parts.clear()
         perf_part = None
@@ -309,8 +320,10 @@ def _evaluate(model: ResolvedModel, start: datetime, end: datetime, now: datetim
         if schema.task != "classification" or "prediction" not in perf:
             return None
         if not coded:
-            # label_text's texts already (above).
-            coded.append(ClassRows.of(perf["prediction"], perf["label"], texts=True))
+            # label_text's texts already (above), or their codes, from the read.
+            coded.append(ClassRows.of_codes(pred_codes, label_codes)
+                         if pred_codes is not None and label_codes is not None
+                         else ClassRows.of(perf["prediction"], perf["label"], texts=True))
         return coded[0]
 
     def estimate_rows() -> EstimateRows | None:

@@ -499,9 +499,17 @@ def frames_of(part: Part, late: Sequence[tuple[int, Any, Any]] = (),
                                                    count=len(texts))
             label_time[positions[found]] = _micros(
                 [when for (_, _, when), ok in zip(late, found, strict=True) if ok])
-    label_texts = _label_texts(part.labels, labels,
-                               positions[positions >= 0] if late else None)
+    label_codes = _label_codes(part.labels, labels, positions[positions >= 0] if late else None)
     coded_meta = part.meta
+    # The columns a run codes (versions; a classifier's predictions), from their codes,
+    # before they are decoded.
+    version_codes = prediction_codes = None
+    if "model_version" not in skip:
+        version_codes = _text_codes(coded_meta["model_version"])
+        if version_codes is not None and version_codes.numbers is not None:
+            version_codes = None  # floats among them: str() and label_text differ there
+    if "prediction" not in skip:
+        prediction_codes = _label_codes(coded_meta["prediction"])
 
     def meta_column(name: str) -> Callable[[], Any]:
         return lambda: decode(coded_meta.pop(name))
@@ -528,35 +536,41 @@ def frames_of(part: Part, late: Sequence[tuple[int, Any, Any]] = (),
         pd.Series(labels, index=index, dtype=object, name="label"),
         fallback,
         text_codes,
-        label_texts,
+        label_codes,
+        prediction_codes,
+        version_codes,
     )
 
 
-def _label_texts(coded: Coded, labels: np.ndarray, late_at: np.ndarray | None
-                 ) -> np.ndarray | None:
-    """Each row's label as ``label_text`` gives it, from the codes, when the labels are
-    ints in a short range or nulls, and so are those stored since the block (``labels``
-    at ``late_at``, the values that replaced the block's); else None (the caller
-    converts the values)."""
-    from monitor.schema import int_label_texts
+def _label_codes(coded: Coded, labels: np.ndarray | None = None,
+                 late_at: np.ndarray | None = None) -> TextCodes | None:
+    """Each row's ``label_text`` as codes into its distinct texts, when the read knows it
+    from the codes without looking at the values: ints in a short range, or texts (a
+    classifier's labels and predictions), with nulls; and so are those stored since the
+    block (``labels`` at ``late_at``, the values that replaced the block's: ints or
+    None). Else None (the caller converts the values)."""
+    from monitor.schema import int_label_codes
 
     codes = coded.codes
-    if not np.isin(codes, (MISSING, NONE, INT)).all():
-        return None
-    late_values = labels[late_at].tolist() if late_at is not None else []
-    if any(v is not None and type(v) is not int for v in late_values):
-        return None
-    texts = np.full(len(codes), None, dtype=object)
-    is_int = codes == INT
-    if is_int.any():
-        ints = int_label_texts(_need(coded.i)[is_int])
-        if ints is None:
+    late_values = labels[late_at].tolist() if late_at is not None and labels is not None \
+        else []
+    if np.isin(codes, (MISSING, NONE, INT)).all():
+        if any(v is not None and (type(v) is not int or not -2**63 <= v < 2**63)
+               for v in late_values):
             return None
-        texts[is_int] = ints
-    if late_at is not None:
-        texts[late_at] = np.fromiter((None if v is None else str(v) for v in late_values),
-                                     dtype=object, count=len(late_values))
-    return texts
+        has = codes == INT
+        # Full length: the slots of other rows hold anything (``int_label_codes`` skips
+        # them).
+        values = coded.i if coded.i is not None else np.zeros(len(codes), dtype=np.int64)
+        if late_at is not None:
+            values = values.copy()
+            has[late_at] = [v is not None for v in late_values]
+            values[late_at] = [0 if v is None else v for v in late_values]
+        return int_label_codes(values, has)
+    if late_at is not None or not np.isin(codes, (MISSING, NONE, STR)).all():
+        return None
+    texts = _text_codes(coded)  # texts are their own labels
+    return texts if texts is not None and texts.numbers is None else None
 
 
 # --- the table -------------------------------------------------------------------

@@ -18,7 +18,6 @@ import orjson
 from monitor.errors import DatabaseError
 
 if TYPE_CHECKING:
-    import numpy as np
     import pandas as pd
 
     from monitor.text_codes import TextCodes
@@ -54,10 +53,15 @@ class WindowFrames(NamedTuple):
     # Features whose rows are all texts or nulls, as codes into their distinct texts;
     # only a read from log blocks has them (the blocks store them so).
     texts: Mapping[str, TextCodes] | None = None
-    # Each row's label as ``label_text`` gives it (None where none), when the read knows
-    # it from the labels' codes without looking at the values (log blocks whose labels
-    # are all ints or nulls): the checks then need no pass over a million Python ints.
-    label_texts: np.ndarray | None = None
+    # Each row's label as ``label_text`` gives it, as codes into the distinct texts (-1:
+    # none), when the read knows it from the labels' codes without looking at the values
+    # (log blocks whose labels are all ints or nulls): the checks then need no pass over
+    # a million Python ints. The same of the predictions (ints or texts, and nulls).
+    label_codes: TextCodes | None = None
+    prediction_codes: TextCodes | None = None
+    # Each row's model version as codes into the distinct versions (-1: none), when the
+    # read has them (log blocks whose versions are all texts or nulls).
+    version_codes: TextCodes | None = None
 
 
 @contextmanager

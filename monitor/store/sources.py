@@ -19,7 +19,6 @@ from monitor.store.tables import inference_logs
 from monitor.times import aware
 
 if TYPE_CHECKING:
-    import numpy as np
     import pandas as pd
 
     from monitor.config import SourceConfig
@@ -62,9 +61,12 @@ class LogWindow:
     # (``TextCodes``), when the read has them (from log blocks); checks judge each
     # distinct text once with them.
     texts: Mapping[str, TextCodes] | None = None
-    # Each row's label as ``label_text`` gives it, when the read knows it from the labels'
-    # codes (from log blocks); else None.
-    label_texts: np.ndarray | None = None
+    # Each row's label and prediction as ``label_text`` gives them, and its model version,
+    # as codes into their distinct texts (-1: none), when the read has them (from log
+    # blocks); else None.
+    label_codes: TextCodes | None = None
+    prediction_codes: TextCodes | None = None
+    version_codes: TextCodes | None = None
 
     @property
     def rows(self) -> int:
@@ -101,7 +103,9 @@ def _window(start: datetime, end: datetime, frames: WindowFrames) -> LogWindow:
     return LogWindow(start=start, end=end, meta=frames.meta, features=frames.features,
                      probabilities=frames.probabilities, labels=frames.labels,
                      fallback_reasons=frames.fallback_reasons, texts=frames.texts,
-                     label_texts=frames.label_texts)
+                     label_codes=frames.label_codes,
+                     prediction_codes=frames.prediction_codes,
+                     version_codes=frames.version_codes)
 
 
 @contextmanager

@@ -12,6 +12,7 @@ import pytest
 from monitor.checks.classes import ClassRows
 from monitor.checks.estimated import _codes
 from monitor.schema import label_text
+from monitor.text_codes import TextCodes
 
 # Values a log holds as predictions or labels: ints, their float and bool look-alikes
 # (label_of reads 1.0 as "1" and True as "True"), texts, and both kinds of null.
@@ -89,3 +90,33 @@ def test_many_classes_widen_the_codes() -> None:
 def test_lengths_must_match() -> None:
     with pytest.raises(ValueError, match="same length"):
         ClassRows.of(pd.Series(["a"]), pd.Series(["a", "b"]))
+
+
+def _coded(values: pd.Series) -> TextCodes:
+    """``values``' label_text texts as codes into their distinct texts (in an order of
+    their own: the read's, not the rows')."""
+    texts = label_text(values).to_numpy()
+    words = np.array(sorted({t for t in texts if t is not None}, reverse=True), dtype=object)
+    index = {t: i for i, t in enumerate(words)}
+    return TextCodes(np.array([index.get(t, -1) if t is not None else -1 for t in texts],
+                              dtype=np.int16), words)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("many", [False, True], ids=["few", "300-texts"])
+def test_codes_from_the_read_give_the_rows_of_the_text_path(seed: int, many: bool) -> None:
+    """``of_codes`` (the read's codes of both columns) names each row's prediction and
+    label as ``of`` does, and so gives the same masks; only the texts' order differs."""
+    rng = np.random.default_rng(seed)
+    values = np.array([f"c{i}" for i in range(300)] + [None], dtype=object) if many else VALUES
+    pred, label = _series(rng, 4000, values), _series(rng, 4000, values[::-1])
+    want, got = ClassRows.of(pred, label), ClassRows.of_codes(_coded(pred), _coded(label))
+    assert list(_texts(got, got.pred)) == list(_texts(want, want.pred))
+    assert list(_texts(got, got.label)) == list(_texts(want, want.label))
+    assert len(set(got.texts)) == len(got.texts) and set(got.texts) == set(want.texts)
+    assert got.pred.dtype == want.pred.dtype and got.label.dtype == want.label.dtype
+    for mask in ("has_pred", "labelled", "right"):
+        assert np.array_equal(getattr(got, mask), getattr(want, mask)), mask
+    assert got.present() == want.present()
+    with pytest.raises(ValueError, match="same length"):
+        ClassRows.of_codes(_coded(pred), _coded(label[:10]))

@@ -269,3 +269,25 @@ def test_a_users_table_names_its_version_column(engine, db_url: str, make_config
     run = run_check(engine, unmapped, MODEL, at=at, now=LATER, persist=False)
     assert run is not None and [(v.version, v.rows) for v in run.versions.versions] == [
         ("unknown", 300)]
+
+
+def test_version_codes_from_the_read_name_each_row_as_the_values_do() -> None:
+    """Chunk after chunk, a chunk's versions given as the read's codes (texts and nulls,
+    words in an order of their own, one no row holds) or as values name each row's
+    version alike; floats among the codes, or codes of another length, are not used."""
+    from monitor.checks.versions import UNKNOWN_VERSION, VersionCodes
+    from monitor.text_codes import TextCodes
+
+    rng = np.random.default_rng(2)
+    words = np.array(["2.0", "1.0", "9.9", "1.1"], dtype=object)
+    by_values, by_codes = VersionCodes(), VersionCodes()
+    for n in (300, 200, 500):
+        codes = rng.integers(-1, 3, n).astype(np.int8)  # "1.1": in the words, on no row
+        values = pd.Series([words[c] if c >= 0 else None for c in codes], dtype=object)
+        want = [by_values.names[c] for c in by_values.codes(values)]
+        got = [by_codes.names[c] for c in by_codes.codes(values, TextCodes(codes, words))]
+        assert got == want == [v if v is not None else UNKNOWN_VERSION for v in values]
+        with_floats = TextCodes(codes, words, np.full(n, np.nan))
+        assert [by_codes.names[c] for c in by_codes.codes(values, with_floats)] == want
+        short = TextCodes(codes[:-1], words)
+        assert [by_codes.names[c] for c in by_codes.codes(values, short)] == want

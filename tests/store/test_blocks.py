@@ -108,6 +108,19 @@ def rows_path(engine: sa.Engine, start: datetime, end: datetime) -> WindowFrames
     return frames
 
 
+def assert_codes_are_the_values(got: LogWindow, want: WindowFrames) -> None:
+    """Where the read coded the labels, predictions or versions, the codes are the
+    values: ``label_text``'s texts of the labels and predictions, the versions' texts."""
+    for codes, values in ((got.label_codes, want.labels),
+                          (got.prediction_codes, want.meta["prediction"])):
+        if codes is not None:
+            assert exact(pd.Series(codes.texts())) == exact(label_text(values))
+            assert len(set(codes.words)) == len(codes.words)
+    if got.version_codes is not None:
+        assert got.version_codes.texts().tolist() == \
+            [v if isinstance(v, str) else None for v in want.meta["model_version"]]
+
+
 def assert_blocks_read_equal(engine: sa.Engine, windows: list[tuple[datetime, datetime]]
                              ) -> None:
     """Each window from blocks (which must be used) equals the row path's, also through
@@ -127,9 +140,7 @@ def assert_blocks_read_equal(engine: sa.Engine, windows: list[tuple[datetime, da
         assert_same_frames(frames_of(lean), WindowFrames(
             want.meta.drop(columns=list(skip)), want.features, want.probabilities,
             want.labels, want.fallback_reasons))
-        # Texts of the labels, where the read makes them from the codes: label_text's.
-        if lean.label_texts is not None:
-            assert exact(pd.Series(lean.label_texts)) == exact(label_text(want.labels))
+        assert_codes_are_the_values(lean, want)
         # Counted and read in one snapshot: the window when it has at most ``limit``
         # rows, else its count alone.
         source = BuiltinSource(engine, MODEL)
@@ -1118,10 +1129,10 @@ def test_a_block_column_of_one_chunk_is_that_chunk_and_several_are_joined() -> N
 
 
 @pytest.mark.parametrize("late", [[7, None, 0], [7, "yes"], [1.5]])
-def test_int_labels_read_from_blocks_come_as_label_texts(
+def test_int_labels_read_from_blocks_come_as_label_codes(
     engine: sa.Engine, late: list[Any]
 ) -> None:
-    """Int or null labels in the blocks, and labels stored since: the read's texts are
+    """Int or null labels in the blocks, and labels stored since: the read's codes are
     label_text's of its labels; a label of another type stored since leaves them out."""
     for first in range(0, N, 20):
         add_logs(engine, plain_records(first, min(20, N - first)))
@@ -1134,8 +1145,39 @@ def test_int_labels_read_from_blocks_come_as_label_texts(
     window = source.read_window(*EVERYTHING)
     assert exact(window.labels).count(("int", "1")) > 0  # labels_for's ints, in the blocks
     if all(v is None or type(v) is int for v in late):
-        assert window.label_texts is not None
-        assert exact(pd.Series(window.label_texts)) == exact(label_text(window.labels))
+        assert window.label_codes is not None
+        assert exact(pd.Series(window.label_codes.texts())) == exact(label_text(window.labels))
     else:
-        assert window.label_texts is None
+        assert window.label_codes is None
+    assert_blocks_read_equal(engine, WINDOWS)
+
+
+@pytest.mark.parametrize("predictions", [
+    [1, 0, None, 0, -3, 2**40],  # ints (a wide range: not coded) and a null
+    [1, 0, None, 0, 1, 7],  # ints in a short range and a null
+    ["yes", "no", None, "no", "maybe", "yes"],  # texts and a null
+    [1, "1", None, 0, 1, 0],  # an int and a text: not coded
+    [0.5, 1.5, None, 1.5, 0.5, 1.5],  # floats: not coded
+    [True, False, None, True, True, False],  # bools: not coded
+], ids=["wide-ints", "ints", "texts", "mixed", "floats", "bools"])
+def test_predictions_and_versions_read_from_blocks_come_as_codes(
+    engine: sa.Engine, predictions: list[Any]
+) -> None:
+    """A classifier's predictions (ints in a short range or texts, with nulls) and the
+    versions (texts, with nulls) come coded from the blocks: label_text's texts of the
+    predictions, the versions as logged; other predictions come uncoded."""
+    records = [replace(record(i, {"x": i}), prediction=predictions[i % len(predictions)],
+                       error=False, model_version=[None, "2.0", "1.0", "2.0"][i % 4])
+               for i in range(N)]
+    add_logs(engine, records[:30])
+    compaction.compact(engine, MODEL, block_rows=BLOCK)
+    add_logs(engine, records[30:])  # rows no block covers: read from the rows
+    compaction.compact(engine, MODEL, block_rows=BLOCK)
+    window = BuiltinSource(engine, MODEL).read_window(*EVERYTHING)
+    kind = {type(v) for v in predictions if v is not None}
+    coded = kind in ({int}, {str}) and (kind != {int} or max(map(abs, filter(None, predictions)))
+                                        < 2**16)
+    assert (window.prediction_codes is not None) == coded
+    assert window.version_codes is not None and window.label_codes is not None
+    assert_codes_are_the_values(window, frames_of(window))
     assert_blocks_read_equal(engine, WINDOWS)
