@@ -145,9 +145,10 @@ def test_a_critical_section_outranks_a_check_that_cannot_run(loaded, make_config
 
 
 def test_sections_run_two_at_a_time_and_the_run_is_the_same(loaded, monkeypatch) -> None:
-    """Drift runs on a second thread while this one measures performance, then the
-    schema check there while versions runs here: each pair waits at a barrier only two
-    threads at once pass. The run is the same as one taken without the barriers."""
+    """Drift runs on a second thread while this one measures performance; then the
+    threads take the schema check and versions in turn, one each: each pair waits at a
+    barrier only two threads at once pass. The run is the same as one taken without the
+    barriers."""
     import json
     import threading
 
@@ -179,8 +180,8 @@ def test_sections_run_two_at_a_time_and_the_run_is_the_same(loaded, monkeypatch)
     run = run_check(engine, cfg, "loan_default", at=DRIFTED, now=LATER, persist=False)
     assert run is not None and before is not None
     here = threading.current_thread().name
-    assert threads["performance"] == threads["versions"] == here
-    assert threads["drift"] == threads["schema"] != here
+    assert threads["performance"] == here != threads["drift"]
+    assert {threads["schema"], threads["versions"]} == {here, threads["drift"]}
     assert isinstance(run.drift, DriftResult) and run.drift.share_drifted > 0
     assert run.versions.status == "ok" and run.performance.status != "error"
     assert json.dumps(run.as_dict(), sort_keys=True, default=str) == \
