@@ -417,8 +417,12 @@ def _in_order(ids: np.ndarray, ts: np.ndarray) -> np.ndarray | None:
     """Positions that put rows in (ts, id) order, the row reader's; None if they are."""
     if len(ts) < 2:
         return None
-    dt, di = np.diff(ts), np.diff(ids)
-    if ((dt > 0) | ((dt == 0) & (di > 0))).all():
+    # Times rising strictly (rows logged apart) settle it in one comparison; equal times
+    # are then ordered by id.
+    later = ts[1:] > ts[:-1]
+    if later.all():
+        return None
+    if (later | ((ts[1:] == ts[:-1]) & (ids[1:] > ids[:-1]))).all():
         return None
     return np.lexsort((ids, ts))
 
