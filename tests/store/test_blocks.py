@@ -1181,3 +1181,23 @@ def test_predictions_and_versions_read_from_blocks_come_as_codes(
     assert window.version_codes is not None and window.label_codes is not None
     assert_codes_are_the_values(window, frames_of(window))
     assert_blocks_read_equal(engine, WINDOWS)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_rows_are_put_in_time_then_id_order_only_when_out_of_it(seed: int) -> None:
+    """``_in_order``: None for rows in (ts, id) order (strictly rising times, or equal
+    times in id order), else the positions that order them."""
+    from monitor.store.blocks import _in_order
+
+    rng = np.random.default_rng(seed)
+    ts = np.sort(rng.integers(0, 50, 400)).astype(np.int64)  # many equal times
+    ids = np.arange(400, dtype=np.int64)
+    assert _in_order(ids, ts) is None
+    assert _in_order(ids, np.arange(400, dtype=np.int64) * 3) is None
+    swapped = ids.copy()
+    tie = int(np.flatnonzero(ts[1:] == ts[:-1])[0])
+    swapped[[tie, tie + 1]] = swapped[[tie + 1, tie]]  # equal times out of id order
+    for got_ids, got_ts in ((swapped, ts), (ids, rng.permutation(ts))):
+        order = _in_order(got_ids, got_ts)
+        assert order is not None
+        assert np.array_equal(order, np.lexsort((got_ids, got_ts)))
