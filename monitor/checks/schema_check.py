@@ -145,11 +145,14 @@ def _measure(
     series: pd.Series, counts: _Counts, *, ftype: str, nullable: bool,
     low: float | None, high: float | None, allowed: list[Any] | None,
     bits: list[np.ndarray] | None = None, texts: TextCodes | None = None,
+    labels: TextCodes | None = None,
 ) -> np.ndarray:
     """Add one chunk of a column to ``counts``; return the chunk's violating-row mask.
     ``bits``: receives each row's violations as one byte (``_NULL`` ... ``_VIOLATING``).
     ``texts``: the column as codes into its distinct texts (every row a text or null),
-    when the read has them: each distinct text is then judged once."""
+    when the read has them: each distinct text is then judged once. ``labels``: each
+    row's ``label_text`` as codes (a classifier's predictions, from the read): each
+    distinct label is then looked up in ``allowed`` once."""
     if texts is not None and ftype != "datetime" and (texts.numbers is None or allowed is None):
         return _measure_texts(texts, series, counts, ftype=ftype, nullable=nullable, low=low,
                               high=high, allowed=allowed, bits=bits)
@@ -171,7 +174,12 @@ def _measure(
         out_of_range[idx_typed[bad]] = True
         examples.append(typed[bad])
     if allowed is not None and len(typed):
-        bad = _unseen(typed, allowed)
+        if labels is not None and len(labels) == n:
+            words = {label_of(a) for a in allowed}
+            verdicts = np.array([w not in words for w in labels.words] + [False])
+            bad = verdicts[labels.codes[idx_typed]]
+        else:
+            bad = _unseen(typed, allowed)
         unseen[idx_typed[bad]] = True
         examples.append(typed[bad])
     return _count(counts, null, mismatch, out_of_range, unseen, nullable=nullable, bits=bits,
@@ -306,16 +314,19 @@ class SchemaAccumulator:
 
     def add(self, features: pd.DataFrame, predictions: pd.Series | None,
             groups: dict[str, tuple[np.ndarray, int]] | None = None,
-            texts: Mapping[str, TextCodes] | None = None) -> None:
+            texts: Mapping[str, TextCodes] | None = None,
+            prediction_labels: TextCodes | None = None) -> None:
         """Measure one chunk. ``groups``: per grouping, each row's group id and the number
         of ids so far (ids stay the same across chunks), so that ``group_result`` can say
         what a one-pass check of a group's rows alone would. ``texts``: features whose
         rows are all texts or nulls, as codes into their distinct texts (the same figures,
-        each distinct text judged once)."""
+        each distinct text judged once). ``prediction_labels``: each prediction's
+        ``label_text`` as codes (the same figures, each class looked up once)."""
         n = len(features) if predictions is None else max(len(features), len(predictions))
         violating = np.zeros(n, dtype=bool)
         bits: list[np.ndarray] | None = [] if groups else None
-        self._measure_columns(features, predictions, n, violating, bits, texts or {})
+        self._measure_columns(features, predictions, n, violating, bits, texts or {},
+                              prediction_labels)
         if groups and bits is not None:
             self._count_groups(groups, bits, violating)
 
@@ -390,7 +401,8 @@ class SchemaAccumulator:
 
     def _measure_columns(self, features: pd.DataFrame, predictions: pd.Series | None, n: int,
                          violating: np.ndarray, bits: list[np.ndarray] | None,
-                         texts: Mapping[str, TextCodes]) -> None:
+                         texts: Mapping[str, TextCodes],
+                         prediction_labels: TextCodes | None = None) -> None:
         for spec in self.schema.features:
             counts = self._features[spec.name]
             coded = None
@@ -413,6 +425,7 @@ class SchemaAccumulator:
             violating |= _measure(
                 _numbered(predictions), self._prediction, ftype=pred.type,
                 nullable=True, low=pred.min, high=pred.max, allowed=pred.classes, bits=bits,
+                labels=prediction_labels,
             )
         known = set(self.schema.feature_names)
         for name in features.columns:

@@ -260,7 +260,8 @@ def _evaluate(model: ResolvedModel, start: datetime, end: datetime, now: datetim
         # A features-only model's logs have no prediction to check (stored as null).
         schema_add = partial(schema_acc.add, window.features,
                              None if features_only else window.meta["prediction"],
-                             groups=groups or None, texts=window.texts)
+                             groups=groups or None, texts=window.texts,
+                             prediction_labels=window.prediction_codes)
         if sampled:
             schema_add()
             schema_add = None

@@ -142,3 +142,26 @@ def test_an_empty_window_misses_no_column(schema) -> None:
     feats, preds = frame(1)
     res = check_schema(feats.drop(columns=["age"]), preds, schema, config=LOOSE)
     assert res.missing_columns == ("age",)
+
+
+def test_predictions_given_as_label_codes_give_the_same_figures(schema) -> None:
+    """The read's label codes of the predictions (ints in a short range) decide which
+    are unseen classes as the values do: the same counts, examples and verdict."""
+    from monitor.checks.schema_check import SchemaAccumulator
+    from monitor.schema import int_label_codes
+
+    feats, preds = frame(400)
+    rng = np.random.default_rng(6)
+    values = rng.choice([0, 1, 1, 2, 7], 400).astype(object)  # 2 and 7: unseen classes
+    values[rng.random(400) < 0.1] = None
+    preds = pd.Series(values, dtype=object)
+    has = preds.notna().to_numpy()
+    codes = int_label_codes(np.array([v if v is not None else 0 for v in values],
+                                     dtype=np.int64), has)
+    assert codes is not None
+    by_values, by_codes = SchemaAccumulator(schema, LOOSE), SchemaAccumulator(schema, LOOSE)
+    by_values.add(feats, preds)
+    by_codes.add(feats, preds, prediction_labels=codes)
+    want, got = by_values.result(), by_codes.result()
+    assert want.column("prediction").unseen_category_rate > 0.2
+    assert got == want
