@@ -26,7 +26,6 @@ from monitor.store.columnar import (
     INT,
     MISSING,
     NONE,
-    OTHER,
     STR,
     Coded,
     _need,
@@ -427,7 +426,9 @@ def _in_order(ids: np.ndarray, ts: np.ndarray) -> np.ndarray | None:
     return np.lexsort((ids, ts))
 
 
-_TEXT_FLOAT_OR_NULL = frozenset({MISSING, NONE, FLOAT, STR})
+# Per code (as a byte), whether a column holding it is more than texts, floats and nulls.
+_NOT_TEXT_FLOAT_OR_NULL = np.ones(256, dtype=bool)
+_NOT_TEXT_FLOAT_OR_NULL[[MISSING, NONE, FLOAT, STR]] = False
 
 
 def _text_codes(coded: Coded) -> TextCodes | None:
@@ -438,17 +439,17 @@ def _text_codes(coded: Coded) -> TextCodes | None:
 
     if coded.words is None or coded.s is None:
         return None
-    counts = np.bincount(coded.codes.view(np.uint8), minlength=OTHER + 1)
-    if not {code for code, count in enumerate(counts) if count} <= _TEXT_FLOAT_OR_NULL:
+    if _NOT_TEXT_FLOAT_OR_NULL[coded.codes.view(np.uint8)].any():  # one take, no counts
         return None
     remap, words = pd.factorize(coded.words)
     # The smallest signed type that holds every code and -1 (a category: one byte a row).
     small = np.min_scalar_type(-max(len(words), 1))
-    s = coded.s
-    codes = np.where(s >= 0, remap.astype(small)[np.maximum(s, 0)], small.type(-1))
+    # ``s`` is -1 where a row is no text: the table's last entry, -1 too. One take.
+    codes = np.append(remap.astype(small), small.type(-1))[coded.s]
     numbers = None
-    if counts[FLOAT]:
-        numbers = np.where(coded.codes == FLOAT, _need(coded.f), np.nan)
+    floats = coded.codes == FLOAT
+    if floats.any():
+        numbers = np.where(floats, _need(coded.f), np.nan)
     return TextCodes(codes, np.asarray(words, dtype=object), numbers)
 
 
