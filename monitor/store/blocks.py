@@ -201,9 +201,12 @@ class _ColumnFiller:
             # The parts' dictionaries one after another, indices shifted to match.
             if self.s is None:
                 self.s = np.full(self.rows, -1, dtype=np.int32)
-            s = coded.s if coded.s is not None else np.full(len(coded), -1, dtype=np.int32)
-            here = s >= 0
-            self.s[rows][here] = s[here] + self.shift
+            if coded.s is not None:  # else no row of the part is a text: -1 already
+                # Written in place: -1 (not a text) as is, the others shifted.
+                if self.shift:
+                    np.add(coded.s, self.shift, out=self.s[rows], where=coded.s >= 0)
+                else:
+                    self.s[rows] = coded.s
             self.words.append(coded.words)
             self.shift += len(coded.words)
 
