@@ -33,6 +33,7 @@ from monitor.store.columnar import (
     decode,
     decode_objects,
     encode,
+    kinds_of,
 )
 from monitor.store.frames import _NAN, WindowBuilder, WindowFrames, _times, gc_paused, loads_each
 from monitor.text_codes import TextCodes
@@ -429,9 +430,7 @@ def _in_order(ids: np.ndarray, ts: np.ndarray) -> np.ndarray | None:
     return np.lexsort((ids, ts))
 
 
-# Per code (as a byte), whether a column holding it is more than texts, floats and nulls.
-_NOT_TEXT_FLOAT_OR_NULL = np.ones(256, dtype=bool)
-_NOT_TEXT_FLOAT_OR_NULL[[MISSING, NONE, FLOAT, STR]] = False
+_TEXT_FLOAT_OR_NULL = frozenset({MISSING, NONE, FLOAT, STR})
 
 
 def _text_codes(coded: Coded) -> TextCodes | None:
@@ -442,7 +441,8 @@ def _text_codes(coded: Coded) -> TextCodes | None:
 
     if coded.words is None or coded.s is None:
         return None
-    if _NOT_TEXT_FLOAT_OR_NULL[coded.codes.view(np.uint8)].any():  # one take, no counts
+    kinds = kinds_of(coded.codes)
+    if not kinds <= _TEXT_FLOAT_OR_NULL:
         return None
     remap, words = pd.factorize(coded.words)
     # The smallest signed type that holds every code and -1 (a category: one byte a row).
@@ -450,9 +450,8 @@ def _text_codes(coded: Coded) -> TextCodes | None:
     # ``s`` is -1 where a row is no text: the table's last entry, -1 too. One take.
     codes = np.append(remap.astype(small), small.type(-1))[coded.s]
     numbers = None
-    floats = coded.codes == FLOAT
-    if floats.any():
-        numbers = np.where(floats, _need(coded.f), np.nan)
+    if FLOAT in kinds:
+        numbers = np.where(coded.codes == FLOAT, _need(coded.f), np.nan)
     return TextCodes(codes, np.asarray(words, dtype=object), numbers)
 
 
@@ -562,7 +561,8 @@ def _label_codes(coded: Coded, labels: np.ndarray | None = None,
     codes = coded.codes
     late_values = labels[late_at].tolist() if late_at is not None and labels is not None \
         else []
-    if np.isin(codes, (MISSING, NONE, INT)).all():
+    kinds = kinds_of(codes)
+    if kinds <= {MISSING, NONE, INT}:
         if any(v is not None and (type(v) is not int or not -2**63 <= v < 2**63)
                for v in late_values):
             return None
@@ -575,7 +575,7 @@ def _label_codes(coded: Coded, labels: np.ndarray | None = None,
             has[late_at] = [v is not None for v in late_values]
             values[late_at] = [0 if v is None else v for v in late_values]
         return int_label_codes(values, has)
-    if late_at is not None or not np.isin(codes, (MISSING, NONE, STR)).all():
+    if late_at is not None or not kinds <= {MISSING, NONE, STR}:
         return None
     texts = _text_codes(coded)  # texts are their own labels
     return texts if texts is not None and texts.numbers is None else None

@@ -1201,3 +1201,16 @@ def test_rows_are_put_in_time_then_id_order_only_when_out_of_it(seed: int) -> No
         order = _in_order(got_ids, got_ts)
         assert order is not None
         assert np.array_equal(order, np.lexsort((got_ids, got_ts)))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_kinds_of_a_column_are_the_codes_its_rows_hold(seed: int) -> None:
+    from monitor.store.columnar import OTHER, kinds_of
+
+    rng = np.random.default_rng(seed)
+    held = rng.choice(OTHER + 1, size=rng.integers(1, OTHER + 2), replace=False)
+    codes = rng.choice(held, 5000).astype(np.int8)
+    assert kinds_of(codes) == {int(c) for c in held}
+    codes[17] = -3  # no code: counted as one beyond OTHER, as a bincount of bytes would
+    assert kinds_of(codes) == {int(c) for c in codes if c >= 0} | {OTHER + 1}
+    assert kinds_of(np.zeros(0, dtype=np.int8)) == set()
