@@ -50,33 +50,22 @@ def class_names(schema: ModelSchema) -> list[str]:
 
 
 def positive_rank_sum(positive: np.ndarray, scores: np.ndarray) -> float:
-    """The sum of the positive rows' 1-based ranks among ``scores``, ties sharing their
-    mean rank (``scipy.stats.rankdata``'s average ranks, summed over ``positive``).
+    """The sum of the positive rows' 1-based ranks among ``scores`` (finite), ties
+    sharing their mean rank (``scipy.stats.rankdata``'s average ranks, summed over
+    ``positive``).
 
-    Summed per tie group, not per row: a group's mean rank times its positives. Every
-    term and partial sum is a multiple of 0.5 far below 2**52, so exact in float64, and
-    the sum is the same bit for bit in any order. No array of ranks is made (it, its
-    scatter and its group arrays held 45 MB per million scores at once)."""
-    # Any sort will do: a tie group's rows all count at its mean rank, whichever order
-    # they come in (quicksort takes half a stable sort's time on 700k scores).
+    A positive row whose score has ``below`` scores under it and ``upto`` at or under
+    it has the mean rank (below + upto + 1) / 2: those counts come from two sorts (of
+    every score and of the positives' alone) and two binary searches, not an argsort
+    (an indirect sort: 86 against 64 ms on a million distinct scores). The counts are
+    summed as ints and halved once: exact (the total is far below 2**52)."""
     if not len(scores):
         return 0.0
-    order = np.argsort(scores)
-    ordered = scores[order]
-    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-    del ordered
-    hits = np.add.reduceat(positive[order].astype(np.int64), starts)  # positives per group
-    del order
-    # Group g spans sorted positions starts[g] .. starts[g+1]-1: its mean rank is
-    # (starts[g] + starts[g+1] + 1) / 2, worked out in one array.
-    mean = np.empty(len(starts))
-    mean[:-1] = starts[1:]
-    mean[-1:] = len(scores)
-    mean += starts
-    mean += 1.0
-    mean /= 2.0
-    mean *= hits
-    return float(np.sum(mean))
+    ordered = np.sort(scores)
+    mine = np.sort(scores[positive])
+    total = int(np.searchsorted(ordered, mine, side="left").sum()) \
+        + int(np.searchsorted(ordered, mine, side="right").sum())
+    return (total + len(mine)) / 2.0
 
 
 def pairs_auc(positive: np.ndarray, scores: np.ndarray) -> float | None:
