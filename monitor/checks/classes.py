@@ -15,11 +15,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from monitor.schema import label_text
+from monitor.text_codes import TextCodes
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from monitor.text_codes import TextCodes
 
 __all__ = ["ClassRows"]
 
@@ -46,35 +45,28 @@ class ClassRows:
             predictions, labels = label_text(predictions), label_text(labels)
         pred, pred_texts = pd.factorize(predictions.to_numpy(), use_na_sentinel=True)
         label, label_texts = pd.factorize(labels.to_numpy(), use_na_sentinel=True)
+        return cls.of_codes(TextCodes(pred, np.asarray(pred_texts, dtype=object)),
+                            TextCodes(label, np.asarray(label_texts, dtype=object)))
+
+    @classmethod
+    def of_codes(cls, predictions: TextCodes, labels: TextCodes) -> ClassRows:
+        """``of`` from both columns' ``label_text`` texts as codes (``of`` factorizes
+        them; a read from log blocks has them): the prediction's texts first, the labels'
+        new ones after them."""
+        if len(predictions) != len(labels):
+            raise ValueError("predictions and labels must have the same length")
         # The labels' few distinct texts onto the predictions' codes, new ones after them.
-        known = {t: i for i, t in enumerate(pred_texts)}
-        merged = list(pred_texts)
-        for text in label_texts:
+        merged = list(predictions.words)
+        known = {t: i for i, t in enumerate(merged)}
+        for text in labels.words:
             if text not in known:
                 known[text] = len(merged)
                 merged.append(text)
         # The smallest signed type that holds every code and -1: a classifier's few
         # classes take a byte a row, not factorize's eight.
         small = np.min_scalar_type(-(len(merged) + 1))  # ``code``'s "none" fits too
-        shift = np.array([known[t] for t in label_texts] + [-1], dtype=small)
-        # -1 (null) indexes the last entry.
-        return cls(np.asarray(merged, dtype=object), pred.astype(small), shift[label])
-
-    @classmethod
-    def of_codes(cls, predictions: TextCodes, labels: TextCodes) -> ClassRows:
-        """``of`` from both columns' ``label_text`` texts as codes (a read from log blocks
-        has them): no pass over the rows' texts, the same rows and texts (in another
-        order, which no check reads)."""
-        if len(predictions) != len(labels):
-            raise ValueError("predictions and labels must have the same length")
-        merged = [str(t) for t in predictions.words]
-        known = {t: i for i, t in enumerate(merged)}
-        for text in labels.words:
-            if text not in known:
-                known[text] = len(merged)
-                merged.append(str(text))
-        small = np.min_scalar_type(-(len(merged) + 1))
         shift = np.array([known[t] for t in labels.words] + [-1], dtype=small)
+        # -1 (null) indexes the last entry.
         return cls(np.asarray(merged, dtype=object), predictions.codes.astype(small),
                    shift[labels.codes])
 
