@@ -175,8 +175,10 @@ def _measure(
         examples.append(typed[bad])
     if allowed is not None and len(typed):
         if labels is not None and len(labels) == n:
-            words = {label_of(a) for a in allowed}
-            verdicts = np.array([w not in words for w in labels.words] + [False])
+            # Each distinct label judged once (label_text of a text is the text); code -1
+            # (no label) picks the appended False.
+            verdicts = np.append(_unseen(pd.Series(labels.words, dtype=object), allowed),
+                                 False)
             bad = verdicts[labels.codes[idx_typed]]
         else:
             bad = _unseen(typed, allowed)
