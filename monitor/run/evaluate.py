@@ -133,11 +133,11 @@ def _perf_frames(window: LogWindow, keep: np.ndarray) -> tuple[pd.DataFrame, pd.
     return answered, probs
 
 
-def _answered_codes(window: LogWindow | None, codes: TextCodes | None,
-                    answered: list[np.ndarray], sampled: bool) -> TextCodes | None:
+def _answered_codes(codes: TextCodes | None, answered: list[np.ndarray], sampled: bool
+                    ) -> TextCodes | None:
     """A column's ``label_text`` codes (``codes``, the read's, or None) of the answered
     rows of a window read whole; None when the read had none."""
-    if sampled or window is None or codes is None or len(answered) != 1:
+    if sampled or codes is None or len(answered) != 1:
         return None
     keep = answered[0]
     return codes if keep.all() else codes.take(keep)
@@ -299,9 +299,9 @@ def _evaluate(model: ResolvedModel, start: datetime, end: datetime, now: datetim
     if schema.task == "classification" and "prediction" in perf:
         # Class labels as text once, for performance, its estimate, versions and
         # segments (each conversion is a pass over a million values).
-        pred_codes = _answered_codes(window, window.prediction_codes if window else None,
+        pred_codes = _answered_codes(window.prediction_codes if window else None,
                                      answered_parts, sampled)
-        label_codes = _answered_codes(window, window.label_codes if window else None,
+        label_codes = _answered_codes(window.label_codes if window else None,
                                       answered_parts, sampled)
         perf = pd.DataFrame({"prediction": _as_text(perf["prediction"], pred_codes),
                              "label": _as_text(perf["label"], label_codes)}, copy=False)
