@@ -509,14 +509,11 @@ def frames_of(part: Part, late: Sequence[tuple[int, Any, Any]] = (),
     label_codes = _label_codes(part.labels, labels, positions[positions >= 0] if late else None)
     coded_meta = part.meta
     # The columns a run codes (versions; a classifier's predictions), from their codes,
-    # before they are decoded.
-    version_codes = prediction_codes = None
-    if "model_version" not in skip:
-        version_codes = _text_codes(coded_meta["model_version"])
-        if version_codes is not None and version_codes.numbers is not None:
-            version_codes = None  # floats among them: str() and label_text differ there
-    if "prediction" not in skip:
-        prediction_codes = _label_codes(coded_meta["prediction"])
+    # before they are decoded. A version's name is ``str`` of it, ``label_text``'s too for
+    # the texts and ints ``_label_codes`` codes.
+    version_codes = None if "model_version" in skip else _label_codes(
+        coded_meta["model_version"])
+    prediction_codes = None if "prediction" in skip else _label_codes(coded_meta["prediction"])
 
     def meta_column(name: str) -> Callable[[], Any]:
         return lambda: decode(coded_meta.pop(name))
@@ -577,8 +574,7 @@ def _label_codes(coded: Coded, labels: np.ndarray | None = None,
         return int_label_codes(values, has)
     if late_at is not None or not kinds <= {MISSING, NONE, STR}:
         return None
-    texts = _text_codes(coded)  # texts are their own labels
-    return texts if texts is not None and texts.numbers is None else None
+    return _text_codes(coded)  # texts are their own labels (and no floats among them)
 
 
 # --- the table -------------------------------------------------------------------

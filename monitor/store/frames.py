@@ -60,7 +60,7 @@ class WindowFrames(NamedTuple):
     label_codes: TextCodes | None = None
     prediction_codes: TextCodes | None = None
     # Each row's model version as codes into the distinct versions (-1: none), when the
-    # read has them (log blocks whose versions are all texts or nulls).
+    # read has them (log blocks whose versions are all texts, or ints, or nulls).
     version_codes: TextCodes | None = None
 
 
