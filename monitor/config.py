@@ -299,7 +299,9 @@ class MultivariateConfig(_Section):
     )
     top_features: int = Field(
         5, ge=1, le=50, description="Features reported by permutation importance (the "
-        "drop of the classifier's held-out AUC when a feature is shuffled)."
+        "drop of the classifier's held-out AUC when a feature is shuffled), measured once "
+        "the AUC's 95% interval lies above 0.5 (none named while the classifier is no "
+        "better than chance)."
     )
     severity: Literal["warn", "critical"] = Field(
         "warn", description="Status of a window with multivariate drift."

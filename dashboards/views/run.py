@@ -324,6 +324,9 @@ with tabs[6]:
                              hide_index=True, width="stretch", key="top_features",
                              column_config={"importance": st.column_config.NumberColumn(
                                  format="%.4f")})
+            elif multivariate.auc_lower is not None and multivariate.auc_lower <= 0.5:
+                st.caption("No feature is named: the AUC's interval holds 0.5, so the "
+                           "classifier cannot tell the window from the reference.")
 
 with tabs[7]:
     st.markdown("The Evidently report of this window (drift, and classification or "

@@ -62,6 +62,25 @@ def test_a_clean_window_stays_quiet() -> None:
     assert result.reconstruction_error <= result.reconstruction_upper  # type: ignore[operator]
 
 
+@pytest.mark.parametrize("seed", [3, 4, 5, 6, 7])
+def test_a_classifier_no_better_than_chance_names_no_feature(seed: int) -> None:
+    """Clean windows: the AUC's interval holds 0.5, and no feature is named (measured on
+    such a classifier, every drop is noise: 'a' came out at 0.022 on one of these)."""
+    result = check_multivariate(reference(), frame(2000, 0.8, seed), config=CONFIG, seed=11)
+    assert result.auc_lower is not None and result.auc_lower <= 0.5
+    assert result.status == "ok" and result.top_features == ()
+
+
+def test_a_window_told_apart_below_the_threshold_still_names_what_moved() -> None:
+    """The AUC's interval above 0.5 but the AUC under the threshold: no warning, and the
+    pair whose correlation weakened is named, first."""
+    result = check_multivariate(reference(), frame(2000, 0.6, 2), config=CONFIG, seed=11)
+    assert result.status == "ok" and result.reasons == ()
+    assert result.auc is not None and result.auc < CONFIG.auc_threshold
+    assert result.auc_lower is not None and result.auc_lower > 0.5
+    assert {f.feature for f in result.top_features[:2]} == {"a", "b"}
+
+
 def test_auc_and_interval_match_scikit_learn_computed_here() -> None:
     """The AUC is cross_val_score's over the same folds and model; the interval's half-width
     agrees with a bootstrap of each held-out fold's AUC."""
