@@ -3,6 +3,7 @@ at a store: copies of it, an empty one, an unreachable one."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -41,20 +42,35 @@ def write_config(folder: Path, database_url: str, **model: object) -> Path:
 @pytest.fixture(scope="session")
 def demo_store(sample_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The sample store checked day by day from 2026-10-01 to 2026-10-15 (14 windows; the
-    flag trips on the windows ending 10-09 and 10-10), as of 2026-11-27."""
+    flag trips on the windows ending 10-09 and 10-10), as of 2026-11-27.
+
+    Built once for all of a run's xdist workers: the first to ask builds it under a lock
+    in the folder they share, the others wait for it (a build is 14 checks with the
+    multivariate section, 25-40 s; every worker had built its own at once)."""
+    import fcntl
+
     from monitor.config import load_config
     from monitor.run.check import backfill
     from monitor.store.db import create_engine
 
-    folder = tmp_path_factory.mktemp("demo")
-    path = folder / "store.db"
-    shutil.copyfile(sample_store, path)
-    config = load_config(write_config(folder, f"sqlite:///{path}"))
-    engine = create_engine(config.database_url)
-    backfill(engine, config, MODEL, SINCE, UNTIL, now=LATER)
-    with engine.connect() as conn:
-        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-    engine.dispose()
+    base = tmp_path_factory.getbasetemp()
+    # Under xdist each worker's base is a folder of the run's own; alone, the base is it.
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    path = shared / "demo-store" / "store.db"
+    with (shared / "demo-store.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not path.exists():
+            folder = tmp_path_factory.mktemp("demo")
+            building = folder / "store.db"
+            shutil.copyfile(sample_store, building)
+            config = load_config(write_config(folder, f"sqlite:///{building}"))
+            engine = create_engine(config.database_url)
+            backfill(engine, config, MODEL, SINCE, UNTIL, now=LATER)
+            with engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+            engine.dispose()
+            path.parent.mkdir()
+            building.replace(path)  # whole, or not there: a failed build is not reused
     return path
 
 
