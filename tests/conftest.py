@@ -217,14 +217,14 @@ def sample_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def sample_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def sample_store(tmp_path_factory: pytest.TempPathFactory, sqlite_migrated: Path) -> Path:
     """A SQLite store holding the sample's logs and labels, built once per test session."""
     from monitor.schema import load_schema
-    from monitor.store.db import create_engine, ensure_schema
+    from monitor.store.db import create_engine
 
     path = tmp_path_factory.mktemp("sample") / "store.db"
+    shutil.copyfile(sqlite_migrated, path)
     eng = create_engine(f"sqlite:///{path}")
-    ensure_schema(eng)
     schema = load_schema(ROOT / "schemas" / "loan_default.yaml")
     from monitor.ingest import ingest_labels, ingest_logs
 
