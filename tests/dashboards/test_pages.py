@@ -224,6 +224,14 @@ def test_deep_link_at_the_root_opens_the_run(demo_config: Path) -> None:
     no_exception(at)
     assert [t.value for t in at.title] == [f"{MODEL}: run {target.id}"]
     assert metric(at, "Status") == "ok"
+    # A clean window's multivariate tab: the classifier no better than chance, so no
+    # feature named, and the page says why instead of an empty table.
+    section = get_run(engine, target.id).run.multivariate
+    assert section.auc_lower <= 0.5 and section.top_features == ()
+    assert metric(at, "Domain classifier AUC") == f"{section.auc:.3f}"
+    assert any(c.value.startswith("No feature is named") for c in at.caption)
+    with pytest.raises(AssertionError, match="no top_features table"):
+        frame(at, "top_features")
 
 
 def test_deep_link_with_a_model_opens_the_model_page(demo_config: Path) -> None:
