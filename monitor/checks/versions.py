@@ -135,15 +135,10 @@ def check_versions(
         estimated = error = None
         used = 0
         if classifier and estimator is not None and probabilities is not None and answered.any():
-            if estimate_rows is not None:
-                # The accuracy alone: no other estimated metric is shown per version.
-                used, estimated, error = estimator.accuracy_of_rows(estimate_rows, answered)
-            else:
-                used, metrics, errs = estimator.estimate_metrics(
-                    probabilities[answered].reset_index(drop=True),
-                    predictions[answered].reset_index(drop=True))
-                if used:
-                    estimated, error = metrics["accuracy"], errs["accuracy"]
+            if estimate_rows is None:  # prepared once, each version picks its rows
+                estimate_rows = estimator.rows(probabilities, predictions)
+            # The accuracy alone: no other estimated metric is shown per version.
+            used, estimated, error = estimator.accuracy_of_rows(estimate_rows, answered)
         drift = None
         if (profile is not None and drift_predictions is not None and pred_name is not None
                 and pred_name in profile.columns):
