@@ -55,8 +55,8 @@ class WindowFrames(NamedTuple):
     texts: Mapping[str, TextCodes] | None = None
     # Each row's label as ``label_text`` gives it, as codes into the distinct texts (-1:
     # none), when the read knows it from the labels' codes without looking at the values
-    # (log blocks whose labels are all ints or nulls): the checks then need no pass over
-    # a million Python ints. The same of the predictions (ints or texts, and nulls).
+    # (log blocks whose labels are ints in a short range or texts, and nulls): the checks
+    # then need no pass over a million Python values. The same of the predictions.
     label_codes: TextCodes | None = None
     prediction_codes: TextCodes | None = None
     # Each row's model version as codes into the distinct versions (-1: none), when the
